@@ -1,0 +1,579 @@
+//! The one trait every keyed state backend implements, its configuration, and [`Backend`],
+//! which picks the kind at run time.
+
+use std::sync::Arc;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::heap::HeapBackend;
+use crate::key_group::{check_max_parallelism, KeyGroupRange, DEFAULT_MAX_PARALLELISM};
+use crate::snapshot::StateSnapshot;
+use crate::state::{
+    AggregateFunction, AggregatingAccess, AggregatingState, AggregatingStateDescriptor, Key,
+    ListAccess, ListState, ListStateDescriptor, MapAccess, MapState, MapStateDescriptor,
+    MergingState, Namespace, ReducingAccess, ReducingState, ReducingStateDescriptor,
+    StateDescriptor, StateHandle, StateId, StateMeta, StateValue, ValueAccess, ValueState,
+    ValueStateDescriptor,
+};
+
+/// Keyed state storage: per key (set with [`set_current_key`](Self::set_current_key)) and
+/// namespace, value, list, map, reducing and aggregating state.
+///
+/// Operator code written against this trait (or against [`Backend`]) runs unchanged on every
+/// backend. The methods named after a state kind (`value_get`, `list_add`, ...) are the
+/// primitives a backend implements; operator code normally calls them through the accessors
+/// [`value`](Self::value), [`list`](Self::list), [`map`](Self::map),
+/// [`reducing`](Self::reducing) and [`aggregating`](Self::aggregating).
+///
+/// Every access needs a current key whose key group the backend owns; otherwise it fails with
+/// [`Error::NoCurrentKey`] or [`Error::KeyGroupOutOfRange`].
+pub trait KeyedStateBackend<K: Key> {
+    /// The number of key groups of the job.
+    fn max_parallelism(&self) -> u32;
+    /// The key groups this backend owns.
+    fn key_group_range(&self) -> KeyGroupRange;
+    /// Makes `key` the current key: encodes it and computes its key group once.
+    fn set_current_key(&mut self, key: &K);
+    /// The current key, if one was set.
+    fn current_key(&self) -> Option<&K>;
+    /// The key group of the current key, if one was set.
+    fn current_key_group(&self) -> Option<u16>;
+    /// What the state with `id` is, if this backend has it.
+    fn state_meta(&self, id: StateId) -> Option<&StateMeta>;
+    /// The number of (key, namespace) entries over all states.
+    fn entry_count(&self) -> usize;
+
+    /// Registers a value state; registering the same name again with the same types returns the
+    /// same handle, with other types fails with [`Error::StateTypeMismatch`].
+    fn register_value<V: StateValue, N: Namespace>(
+        &mut self,
+        descriptor: &ValueStateDescriptor<V, N>,
+    ) -> Result<ValueState<V, N>>;
+    /// Registers a list state (see [`register_value`](Self::register_value)).
+    fn register_list<T: StateValue, N: Namespace>(
+        &mut self,
+        descriptor: &ListStateDescriptor<T, N>,
+    ) -> Result<ListState<T, N>>;
+    /// Registers a map state (see [`register_value`](Self::register_value)).
+    fn register_map<UK: Key, UV: StateValue, N: Namespace>(
+        &mut self,
+        descriptor: &MapStateDescriptor<UK, UV, N>,
+    ) -> Result<MapState<UK, UV, N>>;
+    /// Registers a reducing state (see [`register_value`](Self::register_value)).
+    fn register_reducing<V: StateValue, N: Namespace>(
+        &mut self,
+        descriptor: &ReducingStateDescriptor<V, N>,
+    ) -> Result<ReducingState<V, N>>;
+    /// Registers an aggregating state (see [`register_value`](Self::register_value)).
+    fn register_aggregating<F: AggregateFunction, N: Namespace>(
+        &mut self,
+        descriptor: &AggregatingStateDescriptor<F, N>,
+    ) -> Result<AggregatingState<F, N>>;
+
+    /// The value of the current key in `ns`.
+    fn value_get<V: StateValue, N: Namespace>(
+        &self,
+        state: ValueState<V, N>,
+        ns: &N,
+    ) -> Result<Option<V>>;
+    /// Sets the value of the current key in `ns`.
+    fn value_update<V: StateValue, N: Namespace>(
+        &mut self,
+        state: ValueState<V, N>,
+        ns: &N,
+        value: V,
+    ) -> Result<()>;
+
+    /// The list of the current key in `ns` (empty if absent).
+    fn list_get<T: StateValue, N: Namespace>(&self, state: ListState<T, N>, ns: &N)
+        -> Result<Vec<T>>;
+    /// Appends to the list of the current key in `ns`.
+    fn list_add<T: StateValue, N: Namespace>(
+        &mut self,
+        state: ListState<T, N>,
+        ns: &N,
+        element: T,
+    ) -> Result<()>;
+    /// Appends all `elements` to the list of the current key in `ns`.
+    fn list_add_all<T: StateValue, N: Namespace>(
+        &mut self,
+        state: ListState<T, N>,
+        ns: &N,
+        elements: Vec<T>,
+    ) -> Result<()>;
+    /// Replaces the list of the current key in `ns`; an empty vector clears it.
+    fn list_update<T: StateValue, N: Namespace>(
+        &mut self,
+        state: ListState<T, N>,
+        ns: &N,
+        elements: Vec<T>,
+    ) -> Result<()>;
+
+    /// The value of `user_key` in the map of the current key in `ns`.
+    fn map_get<UK: Key, UV: StateValue, N: Namespace>(
+        &self,
+        state: MapState<UK, UV, N>,
+        ns: &N,
+        user_key: &UK,
+    ) -> Result<Option<UV>>;
+    /// Whether the map of the current key in `ns` holds `user_key`.
+    fn map_contains<UK: Key, UV: StateValue, N: Namespace>(
+        &self,
+        state: MapState<UK, UV, N>,
+        ns: &N,
+        user_key: &UK,
+    ) -> Result<bool>;
+    /// Sets `user_key` to `value` in the map of the current key in `ns`.
+    fn map_put<UK: Key, UV: StateValue, N: Namespace>(
+        &mut self,
+        state: MapState<UK, UV, N>,
+        ns: &N,
+        user_key: UK,
+        value: UV,
+    ) -> Result<()>;
+    /// Sets every entry of `entries` in the map of the current key in `ns`.
+    fn map_put_all<UK: Key, UV: StateValue, N: Namespace>(
+        &mut self,
+        state: MapState<UK, UV, N>,
+        ns: &N,
+        entries: Vec<(UK, UV)>,
+    ) -> Result<()>;
+    /// Removes `user_key` from the map of the current key in `ns`.
+    fn map_remove<UK: Key, UV: StateValue, N: Namespace>(
+        &mut self,
+        state: MapState<UK, UV, N>,
+        ns: &N,
+        user_key: &UK,
+    ) -> Result<()>;
+    /// Every entry of the map of the current key in `ns`.
+    fn map_entries<UK: Key, UV: StateValue, N: Namespace>(
+        &self,
+        state: MapState<UK, UV, N>,
+        ns: &N,
+    ) -> Result<Vec<(UK, UV)>>;
+    /// Whether the map of the current key in `ns` is empty.
+    fn map_is_empty<UK: Key, UV: StateValue, N: Namespace>(
+        &self,
+        state: MapState<UK, UV, N>,
+        ns: &N,
+    ) -> Result<bool>;
+
+    /// The reduced value of the current key in `ns`.
+    fn reducing_get<V: StateValue, N: Namespace>(
+        &self,
+        state: ReducingState<V, N>,
+        ns: &N,
+    ) -> Result<Option<V>>;
+    /// Folds `value` into the reduced value of the current key in `ns`.
+    fn reducing_add<V: StateValue, N: Namespace>(
+        &mut self,
+        state: ReducingState<V, N>,
+        ns: &N,
+        value: V,
+    ) -> Result<()>;
+
+    /// The aggregate result of the current key in `ns`.
+    fn aggregating_get<F: AggregateFunction, N: Namespace>(
+        &self,
+        state: AggregatingState<F, N>,
+        ns: &N,
+    ) -> Result<Option<F::Out>>;
+    /// Adds `value` to the accumulator of the current key in `ns`.
+    fn aggregating_add<F: AggregateFunction, N: Namespace>(
+        &mut self,
+        state: AggregatingState<F, N>,
+        ns: &N,
+        value: F::In,
+    ) -> Result<()>;
+
+    /// Removes the entry of the current key in `ns` (only that key and namespace).
+    fn clear<S: StateHandle>(&mut self, state: S, ns: &S::Namespace) -> Result<()>;
+    /// Merges the state of the current key in each of `sources` into `target`, then removes
+    /// the sources. A source equal to `target` is skipped.
+    fn merge_namespaces<S: MergingState>(
+        &mut self,
+        state: S,
+        target: &S::Namespace,
+        sources: &[S::Namespace],
+    ) -> Result<()>;
+    /// Every key that has an entry of `state` in namespace `ns`, over all owned key groups,
+    /// in no particular order. Needs no current key.
+    fn keys<S: StateHandle>(&self, state: S, ns: &S::Namespace) -> Result<Vec<K>>;
+
+    /// The synchronous phase of a snapshot: a frozen view of every state, whose cost does not
+    /// grow with the number of entries. Later writes do not change the view.
+    fn snapshot_state(&mut self) -> Result<StateSnapshot>;
+
+    /// Registers `descriptor` and returns its handle.
+    fn register<D: StateDescriptor>(&mut self, descriptor: D) -> Result<D::Handle>
+    where
+        Self: Sized,
+    {
+        descriptor.register_in(self)
+    }
+
+    /// Access to value state for the current key.
+    fn value<V: StateValue, N: Namespace>(
+        &mut self,
+        state: &ValueState<V, N>,
+    ) -> ValueAccess<'_, K, Self, V, N>
+    where
+        Self: Sized,
+    {
+        ValueAccess::new(self, *state)
+    }
+
+    /// Access to list state for the current key.
+    fn list<T: StateValue, N: Namespace>(
+        &mut self,
+        state: &ListState<T, N>,
+    ) -> ListAccess<'_, K, Self, T, N>
+    where
+        Self: Sized,
+    {
+        ListAccess::new(self, *state)
+    }
+
+    /// Access to map state for the current key.
+    fn map<UK: Key, UV: StateValue, N: Namespace>(
+        &mut self,
+        state: &MapState<UK, UV, N>,
+    ) -> MapAccess<'_, K, Self, UK, UV, N>
+    where
+        Self: Sized,
+    {
+        MapAccess::new(self, *state)
+    }
+
+    /// Access to reducing state for the current key.
+    fn reducing<V: StateValue, N: Namespace>(
+        &mut self,
+        state: &ReducingState<V, N>,
+    ) -> ReducingAccess<'_, K, Self, V, N>
+    where
+        Self: Sized,
+    {
+        ReducingAccess::new(self, *state)
+    }
+
+    /// Access to aggregating state for the current key.
+    fn aggregating<F: AggregateFunction, N: Namespace>(
+        &mut self,
+        state: &AggregatingState<F, N>,
+    ) -> AggregatingAccess<'_, K, Self, F, N>
+    where
+        Self: Sized,
+    {
+        AggregatingAccess::new(self, *state)
+    }
+}
+
+/// Which kind of backend to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BackendKind {
+    /// [`HeapBackend`]: typed state in copy-on-write maps in memory.
+    Heap,
+}
+
+/// How to open a backend: its kind, max parallelism, owned key groups and clock.
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    kind: BackendKind,
+    max_parallelism: u32,
+    key_group_range: Option<KeyGroupRange>,
+    clock: Arc<dyn Clock>,
+}
+
+impl BackendConfig {
+    /// A heap backend with max parallelism 128 owning every key group.
+    pub fn heap() -> Self {
+        BackendConfig {
+            kind: BackendKind::Heap,
+            max_parallelism: DEFAULT_MAX_PARALLELISM,
+            key_group_range: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Sets the max parallelism (the number of key groups), 1..=32768.
+    pub fn max_parallelism(mut self, max_parallelism: u32) -> Self {
+        self.max_parallelism = max_parallelism;
+        self
+    }
+
+    /// Sets the key groups the backend owns (default: all of them).
+    pub fn key_group_range(mut self, range: KeyGroupRange) -> Self {
+        self.key_group_range = Some(range);
+        self
+    }
+
+    /// Sets the clock used for time-dependent state (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The kind of backend.
+    pub fn kind(&self) -> &BackendKind {
+        &self.kind
+    }
+
+    /// The configured clock.
+    pub fn get_clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Checks the configuration and returns (max parallelism, key-group range).
+    pub(crate) fn validate(&self) -> Result<(u32, KeyGroupRange)> {
+        check_max_parallelism(self.max_parallelism)?;
+        let range = match self.key_group_range {
+            Some(r) => r,
+            None => KeyGroupRange::all(self.max_parallelism)?,
+        };
+        if !range.is_empty() && u32::from(range.end()) >= self.max_parallelism {
+            return Err(Error::InvalidConfig(format!(
+                "key-group range {range} exceeds max parallelism {}",
+                self.max_parallelism
+            )));
+        }
+        Ok((self.max_parallelism, range))
+    }
+}
+
+/// A keyed state backend of the kind chosen by configuration at run time.
+///
+/// ```
+/// use flowstate::*;
+/// let config = BackendConfig::heap()
+///     .max_parallelism(128)
+///     .key_group_range(KeyGroupRange::for_operator(128, 1, 0)?);
+/// let mut backend = Backend::<String>::open(config)?;
+/// let count = backend.register(ValueStateDescriptor::<u64>::new("count"))?;
+/// backend.set_current_key(&"alice".to_string());
+/// let n = backend.value(&count).get()?.unwrap_or(0);
+/// backend.value(&count).update(n + 1)?;
+/// assert_eq!(backend.value(&count).get()?, Some(1));
+/// # Ok::<(), flowstate::Error>(())
+/// ```
+#[non_exhaustive]
+pub enum Backend<K: Key> {
+    /// A heap backend.
+    Heap(HeapBackend<K>),
+}
+
+impl<K: Key> Backend<K> {
+    /// Opens an empty backend as `config` says.
+    pub fn open(config: BackendConfig) -> Result<Self> {
+        match config.kind {
+            BackendKind::Heap => Ok(Backend::Heap(HeapBackend::open(config)?)),
+        }
+    }
+
+    /// The kind of this backend.
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            Backend::Heap(_) => BackendKind::Heap,
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $b:ident => $e:expr) => {
+        match $self {
+            Backend::Heap($b) => $e,
+        }
+    };
+}
+
+impl<K: Key> KeyedStateBackend<K> for Backend<K> {
+    fn max_parallelism(&self) -> u32 {
+        delegate!(self, b => b.max_parallelism())
+    }
+    fn key_group_range(&self) -> KeyGroupRange {
+        delegate!(self, b => b.key_group_range())
+    }
+    #[inline]
+    fn set_current_key(&mut self, key: &K) {
+        delegate!(self, b => b.set_current_key(key))
+    }
+    fn current_key(&self) -> Option<&K> {
+        delegate!(self, b => b.current_key())
+    }
+    fn current_key_group(&self) -> Option<u16> {
+        delegate!(self, b => b.current_key_group())
+    }
+    fn state_meta(&self, id: StateId) -> Option<&StateMeta> {
+        delegate!(self, b => b.state_meta(id))
+    }
+    fn entry_count(&self) -> usize {
+        delegate!(self, b => b.entry_count())
+    }
+    fn register_value<V: StateValue, N: Namespace>(
+        &mut self,
+        d: &ValueStateDescriptor<V, N>,
+    ) -> Result<ValueState<V, N>> {
+        delegate!(self, b => b.register_value(d))
+    }
+    fn register_list<T: StateValue, N: Namespace>(
+        &mut self,
+        d: &ListStateDescriptor<T, N>,
+    ) -> Result<ListState<T, N>> {
+        delegate!(self, b => b.register_list(d))
+    }
+    fn register_map<UK: Key, UV: StateValue, N: Namespace>(
+        &mut self,
+        d: &MapStateDescriptor<UK, UV, N>,
+    ) -> Result<MapState<UK, UV, N>> {
+        delegate!(self, b => b.register_map(d))
+    }
+    fn register_reducing<V: StateValue, N: Namespace>(
+        &mut self,
+        d: &ReducingStateDescriptor<V, N>,
+    ) -> Result<ReducingState<V, N>> {
+        delegate!(self, b => b.register_reducing(d))
+    }
+    fn register_aggregating<F: AggregateFunction, N: Namespace>(
+        &mut self,
+        d: &AggregatingStateDescriptor<F, N>,
+    ) -> Result<AggregatingState<F, N>> {
+        delegate!(self, b => b.register_aggregating(d))
+    }
+    #[inline]
+    fn value_get<V: StateValue, N: Namespace>(&self, s: ValueState<V, N>, ns: &N) -> Result<Option<V>> {
+        delegate!(self, b => b.value_get(s, ns))
+    }
+    #[inline]
+    fn value_update<V: StateValue, N: Namespace>(
+        &mut self,
+        s: ValueState<V, N>,
+        ns: &N,
+        v: V,
+    ) -> Result<()> {
+        delegate!(self, b => b.value_update(s, ns, v))
+    }
+    fn list_get<T: StateValue, N: Namespace>(&self, s: ListState<T, N>, ns: &N) -> Result<Vec<T>> {
+        delegate!(self, b => b.list_get(s, ns))
+    }
+    fn list_add<T: StateValue, N: Namespace>(&mut self, s: ListState<T, N>, ns: &N, e: T) -> Result<()> {
+        delegate!(self, b => b.list_add(s, ns, e))
+    }
+    fn list_add_all<T: StateValue, N: Namespace>(
+        &mut self,
+        s: ListState<T, N>,
+        ns: &N,
+        e: Vec<T>,
+    ) -> Result<()> {
+        delegate!(self, b => b.list_add_all(s, ns, e))
+    }
+    fn list_update<T: StateValue, N: Namespace>(
+        &mut self,
+        s: ListState<T, N>,
+        ns: &N,
+        e: Vec<T>,
+    ) -> Result<()> {
+        delegate!(self, b => b.list_update(s, ns, e))
+    }
+    fn map_get<UK: Key, UV: StateValue, N: Namespace>(
+        &self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+        k: &UK,
+    ) -> Result<Option<UV>> {
+        delegate!(self, b => b.map_get(s, ns, k))
+    }
+    fn map_contains<UK: Key, UV: StateValue, N: Namespace>(
+        &self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+        k: &UK,
+    ) -> Result<bool> {
+        delegate!(self, b => b.map_contains(s, ns, k))
+    }
+    fn map_put<UK: Key, UV: StateValue, N: Namespace>(
+        &mut self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+        k: UK,
+        v: UV,
+    ) -> Result<()> {
+        delegate!(self, b => b.map_put(s, ns, k, v))
+    }
+    fn map_put_all<UK: Key, UV: StateValue, N: Namespace>(
+        &mut self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+        e: Vec<(UK, UV)>,
+    ) -> Result<()> {
+        delegate!(self, b => b.map_put_all(s, ns, e))
+    }
+    fn map_remove<UK: Key, UV: StateValue, N: Namespace>(
+        &mut self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+        k: &UK,
+    ) -> Result<()> {
+        delegate!(self, b => b.map_remove(s, ns, k))
+    }
+    fn map_entries<UK: Key, UV: StateValue, N: Namespace>(
+        &self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+    ) -> Result<Vec<(UK, UV)>> {
+        delegate!(self, b => b.map_entries(s, ns))
+    }
+    fn map_is_empty<UK: Key, UV: StateValue, N: Namespace>(
+        &self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+    ) -> Result<bool> {
+        delegate!(self, b => b.map_is_empty(s, ns))
+    }
+    fn reducing_get<V: StateValue, N: Namespace>(
+        &self,
+        s: ReducingState<V, N>,
+        ns: &N,
+    ) -> Result<Option<V>> {
+        delegate!(self, b => b.reducing_get(s, ns))
+    }
+    fn reducing_add<V: StateValue, N: Namespace>(
+        &mut self,
+        s: ReducingState<V, N>,
+        ns: &N,
+        v: V,
+    ) -> Result<()> {
+        delegate!(self, b => b.reducing_add(s, ns, v))
+    }
+    fn aggregating_get<F: AggregateFunction, N: Namespace>(
+        &self,
+        s: AggregatingState<F, N>,
+        ns: &N,
+    ) -> Result<Option<F::Out>> {
+        delegate!(self, b => b.aggregating_get(s, ns))
+    }
+    fn aggregating_add<F: AggregateFunction, N: Namespace>(
+        &mut self,
+        s: AggregatingState<F, N>,
+        ns: &N,
+        v: F::In,
+    ) -> Result<()> {
+        delegate!(self, b => b.aggregating_add(s, ns, v))
+    }
+    fn clear<S: StateHandle>(&mut self, s: S, ns: &S::Namespace) -> Result<()> {
+        delegate!(self, b => b.clear(s, ns))
+    }
+    fn merge_namespaces<S: MergingState>(
+        &mut self,
+        s: S,
+        target: &S::Namespace,
+        sources: &[S::Namespace],
+    ) -> Result<()> {
+        delegate!(self, b => b.merge_namespaces(s, target, sources))
+    }
+    fn keys<S: StateHandle>(&self, s: S, ns: &S::Namespace) -> Result<Vec<K>> {
+        delegate!(self, b => b.keys(s, ns))
+    }
+    fn snapshot_state(&mut self) -> Result<StateSnapshot> {
+        delegate!(self, b => b.snapshot_state())
+    }
+}

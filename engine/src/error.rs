@@ -1,0 +1,121 @@
+//! The engine's one error type.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::key_group::KeyGroupRange;
+
+/// Whether an operation that failed may succeed if tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The caller used the API wrongly (no current key, a type mismatch, a bad argument);
+    /// trying again without changing the call fails the same way.
+    Usage,
+    /// Stored bytes are damaged or incompatible; trying again reads the same bytes.
+    Corruption,
+    /// An I/O operation failed; it may succeed later.
+    Io,
+    /// A configured limit was reached.
+    Limit,
+}
+
+/// Errors returned by the engine. Each carries the context needed to act on it.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// State was accessed before any key was set with `set_current_key`.
+    #[error("no current key: call set_current_key before accessing keyed state")]
+    NoCurrentKey,
+    /// The current key's key group is not owned by this backend.
+    #[error("key group {key_group} is outside the backend's key-group range {range}")]
+    KeyGroupOutOfRange {
+        /// The key group of the current key.
+        key_group: u16,
+        /// The range this backend owns.
+        range: KeyGroupRange,
+    },
+    /// A state name was registered again with another kind or other types.
+    #[error("state '{name}' is registered as {registered}, not as {requested}")]
+    StateTypeMismatch {
+        /// The state's name.
+        name: String,
+        /// What the state was registered as first.
+        registered: String,
+        /// What the failing call asked for.
+        requested: String,
+    },
+    /// A handle was used with a backend that did not issue it.
+    #[error("unknown state handle {id}: the handle was not issued by this backend")]
+    UnknownState {
+        /// The handle's id.
+        id: u32,
+    },
+    /// A state with a namespace was accessed without naming the namespace.
+    #[error("state '{state}' has a namespace: call .namespace(&ns) before accessing it")]
+    NamespaceRequired {
+        /// The state's name.
+        state: String,
+    },
+    /// A configuration value is invalid.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// An argument is invalid.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// Bytes could not be decoded by a codec.
+    #[error("cannot decode {what}: {source}")]
+    Codec {
+        /// What was being decoded (a state name and part, a file and offset...).
+        what: String,
+        /// The codec's error.
+        #[source]
+        source: crate::codec::CodecError,
+    },
+    /// An I/O operation failed.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A path given to a storage escapes its root or is otherwise not acceptable.
+    #[error("invalid path {path}: {reason}")]
+    InvalidPath {
+        /// The path as given.
+        path: PathBuf,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+}
+
+impl Error {
+    /// Whether retrying may help, and whose fault the error is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NoCurrentKey
+            | Error::KeyGroupOutOfRange { .. }
+            | Error::StateTypeMismatch { .. }
+            | Error::UnknownState { .. }
+            | Error::NamespaceRequired { .. }
+            | Error::InvalidConfig(_)
+            | Error::InvalidArgument(_)
+            | Error::InvalidPath { .. } => ErrorKind::Usage,
+            Error::Codec { .. } => ErrorKind::Corruption,
+            Error::Io { .. } => ErrorKind::Io,
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// The engine's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

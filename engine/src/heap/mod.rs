@@ -1,0 +1,596 @@
+//! The heap backend: typed state in memory, in copy-on-write maps.
+//!
+//! Each registered state has a [`table::StateTable`]: one copy-on-write map per owned key group
+//! (see `cow.rs` for the map and its costs). Values are stored as the Rust values they are, never
+//! serialized on the access path; a snapshot's synchronous phase clones one `Arc` per state.
+
+mod cow;
+mod table;
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use foldhash::fast::FixedState;
+
+use crate::backend::{BackendConfig, KeyedStateBackend};
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::key_group::{key_group_for, KeyGroupRange};
+use crate::snapshot::StateSnapshot;
+use crate::state::{
+    AggregateFunction, AggregatingState, AggregatingStateDescriptor, Key, ListState,
+    ListStateDescriptor, MapState, MapStateDescriptor, MergingState, Namespace, ReducingState,
+    ReducingStateDescriptor, StateHandle, StateId, StateMeta, StateValue, ValueState,
+    ValueStateDescriptor,
+};
+use table::{entry_hash, Entry, ErasedTable, StateTable};
+
+/// The seed of the in-memory hash. Fixed, so that runs are reproducible; it never reaches disk.
+const HASH_SEED: u64 = 0x666c_6f77_7374_6174; // "flowstat"
+
+/// Marks a current key whose key group this backend does not own.
+const OUT_OF_RANGE: u32 = u32::MAX;
+
+struct CurrentKey<K> {
+    key: K,
+    key_group: u16,
+    /// Index of the key group within the owned range, or [`OUT_OF_RANGE`].
+    kg_index: u32,
+    /// In-memory hash of the key.
+    hash: u64,
+}
+
+struct Registered {
+    meta: StateMeta,
+    type_id: TypeId,
+    table: Box<dyn ErasedTable>,
+}
+
+/// Keyed state in memory: typed values in per-state, per-key-group copy-on-write maps.
+///
+/// Reads and writes touch no lock and no `RefCell`; a snapshot's synchronous phase
+/// ([`KeyedStateBackend::snapshot_state`]) clones one reference per state.
+///
+/// ```
+/// use flowstate::*;
+/// let mut backend = HeapBackend::<u64>::open(BackendConfig::heap())?;
+/// let seen = backend.register(ListStateDescriptor::<String>::new("seen"))?;
+/// backend.set_current_key(&42);
+/// backend.list(&seen).add("page-1".into())?;
+/// let frozen = backend.snapshot_state()?;
+/// backend.list(&seen).add("page-2".into())?;
+/// assert_eq!(backend.list(&seen).get()?.len(), 2);
+/// assert_eq!(frozen.state("seen").unwrap().entry_count(), 1);
+/// # Ok::<(), flowstate::Error>(())
+/// ```
+pub struct HeapBackend<K: Key> {
+    max_parallelism: u32,
+    range: KeyGroupRange,
+    current: Option<CurrentKey<K>>,
+    key_buf: Vec<u8>,
+    hasher: FixedState,
+    states: Vec<Registered>,
+    by_name: HashMap<String, StateId>,
+    clock: Arc<dyn Clock>,
+}
+
+impl<K: Key> HeapBackend<K> {
+    /// Opens an empty heap backend as `config` says (its kind is ignored).
+    pub fn open(config: BackendConfig) -> Result<Self> {
+        let (max_parallelism, range) = config.validate()?;
+        Ok(HeapBackend {
+            max_parallelism,
+            range,
+            current: None,
+            key_buf: Vec::with_capacity(64),
+            hasher: FixedState::with_seed(HASH_SEED),
+            states: Vec::new(),
+            by_name: HashMap::new(),
+            clock: config.get_clock().clone(),
+        })
+    }
+
+    /// The clock this backend was opened with.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Approximate bytes held by the state tables (hash tables, bucket and key-group vectors;
+    /// not the heap allocations that keys and values own themselves). Buckets shared with a
+    /// live snapshot are counted in full.
+    pub fn table_bytes(&self) -> usize {
+        self.states.iter().map(|r| r.table.allocated_bytes()).sum()
+    }
+
+    /// The current key and the index of its key group, or the error an access must return.
+    #[inline]
+    fn current(&self) -> Result<(&CurrentKey<K>, usize)> {
+        let Some(cur) = &self.current else {
+            return Err(Error::NoCurrentKey);
+        };
+        if cur.kg_index == OUT_OF_RANGE {
+            return Err(Error::KeyGroupOutOfRange {
+                key_group: cur.key_group,
+                range: self.range,
+            });
+        }
+        Ok((cur, cur.kg_index as usize))
+    }
+
+    #[inline]
+    fn table<H: StateHandle>(&self, state: H) -> Result<&StateTable<K, H>> {
+        self.states
+            .get(state.id().0 as usize)
+            .and_then(|r| r.table.as_any().downcast_ref::<StateTable<K, H>>())
+            .ok_or(Error::UnknownState { id: state.id().0 })
+    }
+
+    /// The current key, its key-group index and the table of `state`, for writing.
+    #[inline]
+    fn parts_mut<H: StateHandle>(
+        &mut self,
+        state: H,
+    ) -> Result<(&CurrentKey<K>, usize, &mut StateTable<K, H>)> {
+        let HeapBackend {
+            current,
+            states,
+            range,
+            ..
+        } = self;
+        let cur = current.as_ref().ok_or(Error::NoCurrentKey)?;
+        if cur.kg_index == OUT_OF_RANGE {
+            return Err(Error::KeyGroupOutOfRange {
+                key_group: cur.key_group,
+                range: *range,
+            });
+        }
+        let table = states
+            .get_mut(state.id().0 as usize)
+            .and_then(|r| r.table.as_any_mut().downcast_mut::<StateTable<K, H>>())
+            .ok_or(Error::UnknownState { id: state.id().0 })?;
+        Ok((cur, cur.kg_index as usize, table))
+    }
+
+    /// Reads the state of the current key in `ns` through `read`.
+    #[inline]
+    fn read<H: StateHandle, R>(
+        &self,
+        state: H,
+        ns: &H::Namespace,
+        read: impl FnOnce(Option<&H::Stored>, &H::Extra) -> R,
+    ) -> Result<R> {
+        let (cur, index) = self.current()?;
+        let table = self.table(state)?;
+        let hash = entry_hash(&table.hasher, cur.hash, ns);
+        let entry = table
+            .map(index)
+            .get(hash, |e| e.key == cur.key && e.ns == *ns);
+        Ok(read(entry.map(|e| &e.state), &table.extra))
+    }
+
+    /// The state of the current key in `ns` for writing, inserted with `make` if absent; with
+    /// whether it was inserted and the state's extra data (its reduce or aggregate function).
+    #[inline]
+    fn slot<H: StateHandle>(
+        &mut self,
+        state: H,
+        ns: &H::Namespace,
+        make: impl FnOnce(&H::Extra) -> H::Stored,
+    ) -> Result<(&mut H::Stored, bool, &H::Extra)> {
+        let (cur, index, table) = self.parts_mut(state)?;
+        let hash = entry_hash(&table.hasher, cur.hash, ns);
+        let rehash = table.rehasher();
+        let StateTable {
+            extra, key_groups, ..
+        } = table;
+        let map = Arc::make_mut(&mut Arc::make_mut(key_groups)[index]);
+        let (entry, inserted) = map.get_or_insert_with(
+            hash,
+            |e| e.key == cur.key && e.ns == *ns,
+            || Entry {
+                key: cur.key.clone(),
+                ns: ns.clone(),
+                state: make(extra),
+            },
+            rehash,
+        );
+        Ok((&mut entry.state, inserted, extra))
+    }
+
+    /// Sets the state of the current key in `ns` to `stored`.
+    #[inline]
+    fn put<H: StateHandle>(&mut self, state: H, ns: &H::Namespace, stored: H::Stored) -> Result<()> {
+        let mut stored = Some(stored);
+        let (slot, _, _) =
+            self.slot(state, ns, |_| stored.take().expect("the value is taken once, by the insert"))?;
+        if let Some(value) = stored {
+            *slot = value;
+        }
+        Ok(())
+    }
+
+    /// Changes the existing state of the current key in `ns` with `change`; if `change` returns
+    /// true the entry is removed afterwards. Absent state is left absent.
+    fn modify<H: StateHandle>(
+        &mut self,
+        state: H,
+        ns: &H::Namespace,
+        change: impl FnOnce(&mut H::Stored) -> bool,
+    ) -> Result<()> {
+        let (cur, index, table) = self.parts_mut(state)?;
+        let hash = entry_hash(&table.hasher, cur.hash, ns);
+        let map = table.map_mut(index);
+        let eq = |e: &Entry<K, H::Namespace, H::Stored>| e.key == cur.key && e.ns == *ns;
+        let remove = match map.get_mut(hash, eq) {
+            Some(entry) => change(&mut entry.state),
+            None => false,
+        };
+        if remove {
+            map.remove(hash, eq);
+        }
+        Ok(())
+    }
+
+    /// Removes and returns the state of the current key in `ns`.
+    fn take<H: StateHandle>(&mut self, state: H, ns: &H::Namespace) -> Result<Option<H::Stored>> {
+        let (cur, index, table) = self.parts_mut(state)?;
+        let hash = entry_hash(&table.hasher, cur.hash, ns);
+        let map = table.map_mut(index);
+        Ok(map
+            .remove(hash, |e| e.key == cur.key && e.ns == *ns)
+            .map(|e| e.state))
+    }
+
+    fn register_state<H: StateHandle>(&mut self, name: &str, extra: H::Extra) -> Result<H> {
+        let type_id = TypeId::of::<StateTable<K, H>>();
+        if let Some(&id) = self.by_name.get(name) {
+            let existing = &self.states[id.0 as usize];
+            if existing.type_id == type_id {
+                return Ok(H::from_id(id));
+            }
+            return Err(Error::StateTypeMismatch {
+                name: name.to_owned(),
+                registered: existing.meta.to_string(),
+                requested: H::meta(name).to_string(),
+            });
+        }
+        if name.is_empty() {
+            return Err(Error::InvalidArgument("a state name must not be empty".into()));
+        }
+        let id = StateId(u32::try_from(self.states.len()).map_err(|_| {
+            Error::InvalidArgument("too many states registered (more than 2^32)".into())
+        })?);
+        let meta = H::meta(name);
+        let table = StateTable::<K, H>::new(meta.clone(), extra, self.hasher, self.range);
+        self.states.push(Registered {
+            meta,
+            type_id,
+            table: Box::new(table),
+        });
+        self.by_name.insert(name.to_owned(), id);
+        Ok(H::from_id(id))
+    }
+}
+
+impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
+    fn max_parallelism(&self) -> u32 {
+        self.max_parallelism
+    }
+
+    fn key_group_range(&self) -> KeyGroupRange {
+        self.range
+    }
+
+    #[inline]
+    fn set_current_key(&mut self, key: &K) {
+        self.key_buf.clear();
+        key.encode(&mut self.key_buf);
+        let key_group = key_group_for(&self.key_buf, self.max_parallelism);
+        let kg_index = self
+            .range
+            .index_of(key_group)
+            .map_or(OUT_OF_RANGE, |i| i as u32);
+        let hash = self.hasher.hash_one(key);
+        match &mut self.current {
+            Some(cur) => {
+                cur.key.clone_from(key);
+                cur.key_group = key_group;
+                cur.kg_index = kg_index;
+                cur.hash = hash;
+            }
+            None => {
+                self.current = Some(CurrentKey {
+                    key: key.clone(),
+                    key_group,
+                    kg_index,
+                    hash,
+                })
+            }
+        }
+    }
+
+    fn current_key(&self) -> Option<&K> {
+        self.current.as_ref().map(|c| &c.key)
+    }
+
+    fn current_key_group(&self) -> Option<u16> {
+        self.current.as_ref().map(|c| c.key_group)
+    }
+
+    fn state_meta(&self, id: StateId) -> Option<&StateMeta> {
+        self.states.get(id.0 as usize).map(|r| &r.meta)
+    }
+
+    fn entry_count(&self) -> usize {
+        self.states.iter().map(|r| r.table.len()).sum()
+    }
+
+    fn register_value<V: StateValue, N: Namespace>(
+        &mut self,
+        d: &ValueStateDescriptor<V, N>,
+    ) -> Result<ValueState<V, N>> {
+        self.register_state::<ValueState<V, N>>(crate::StateDescriptor::name(d), ())
+    }
+
+    fn register_list<T: StateValue, N: Namespace>(
+        &mut self,
+        d: &ListStateDescriptor<T, N>,
+    ) -> Result<ListState<T, N>> {
+        self.register_state::<ListState<T, N>>(crate::StateDescriptor::name(d), ())
+    }
+
+    fn register_map<UK: Key, UV: StateValue, N: Namespace>(
+        &mut self,
+        d: &MapStateDescriptor<UK, UV, N>,
+    ) -> Result<MapState<UK, UV, N>> {
+        self.register_state::<MapState<UK, UV, N>>(crate::StateDescriptor::name(d), ())
+    }
+
+    fn register_reducing<V: StateValue, N: Namespace>(
+        &mut self,
+        d: &ReducingStateDescriptor<V, N>,
+    ) -> Result<ReducingState<V, N>> {
+        self.register_state::<ReducingState<V, N>>(
+            crate::StateDescriptor::name(d),
+            d.reducer().clone(),
+        )
+    }
+
+    fn register_aggregating<F: AggregateFunction, N: Namespace>(
+        &mut self,
+        d: &AggregatingStateDescriptor<F, N>,
+    ) -> Result<AggregatingState<F, N>> {
+        self.register_state::<AggregatingState<F, N>>(
+            crate::StateDescriptor::name(d),
+            d.function().clone(),
+        )
+    }
+
+    #[inline]
+    fn value_get<V: StateValue, N: Namespace>(&self, s: ValueState<V, N>, ns: &N) -> Result<Option<V>> {
+        self.read(s, ns, |v, _| v.cloned())
+    }
+
+    #[inline]
+    fn value_update<V: StateValue, N: Namespace>(
+        &mut self,
+        s: ValueState<V, N>,
+        ns: &N,
+        value: V,
+    ) -> Result<()> {
+        self.put(s, ns, value)
+    }
+
+    fn list_get<T: StateValue, N: Namespace>(&self, s: ListState<T, N>, ns: &N) -> Result<Vec<T>> {
+        self.read(s, ns, |v, _| v.cloned().unwrap_or_default())
+    }
+
+    fn list_add<T: StateValue, N: Namespace>(
+        &mut self,
+        s: ListState<T, N>,
+        ns: &N,
+        element: T,
+    ) -> Result<()> {
+        let (list, _, _) = self.slot(s, ns, |_| Vec::new())?;
+        list.push(element);
+        Ok(())
+    }
+
+    fn list_add_all<T: StateValue, N: Namespace>(
+        &mut self,
+        s: ListState<T, N>,
+        ns: &N,
+        elements: Vec<T>,
+    ) -> Result<()> {
+        if elements.is_empty() {
+            // Still fail as any access does without a current key or for a foreign key group.
+            self.current()?;
+            self.table(s)?;
+            return Ok(());
+        }
+        let (list, _, _) = self.slot(s, ns, |_| Vec::new())?;
+        list.extend(elements);
+        Ok(())
+    }
+
+    fn list_update<T: StateValue, N: Namespace>(
+        &mut self,
+        s: ListState<T, N>,
+        ns: &N,
+        elements: Vec<T>,
+    ) -> Result<()> {
+        if elements.is_empty() {
+            self.take(s, ns).map(drop)
+        } else {
+            self.put(s, ns, elements)
+        }
+    }
+
+    fn map_get<UK: Key, UV: StateValue, N: Namespace>(
+        &self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+        user_key: &UK,
+    ) -> Result<Option<UV>> {
+        self.read(s, ns, |m, _| m.and_then(|m| m.get(user_key).cloned()))
+    }
+
+    fn map_contains<UK: Key, UV: StateValue, N: Namespace>(
+        &self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+        user_key: &UK,
+    ) -> Result<bool> {
+        self.read(s, ns, |m, _| m.is_some_and(|m| m.contains_key(user_key)))
+    }
+
+    fn map_put<UK: Key, UV: StateValue, N: Namespace>(
+        &mut self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+        user_key: UK,
+        value: UV,
+    ) -> Result<()> {
+        self.map_put_all(s, ns, vec![(user_key, value)])
+    }
+
+    fn map_put_all<UK: Key, UV: StateValue, N: Namespace>(
+        &mut self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+        entries: Vec<(UK, UV)>,
+    ) -> Result<()> {
+        if entries.is_empty() {
+            self.current()?;
+            self.table(s)?;
+            return Ok(());
+        }
+        let (map, _, _) = self.slot(s, ns, |_| hashbrown::HashMap::new())?;
+        map.extend(entries);
+        Ok(())
+    }
+
+    fn map_remove<UK: Key, UV: StateValue, N: Namespace>(
+        &mut self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+        user_key: &UK,
+    ) -> Result<()> {
+        // Only write (and so copy a shared bucket) if the key is there.
+        if !self.map_contains(s, ns, user_key)? {
+            return Ok(());
+        }
+        self.modify(s, ns, |m| {
+            m.remove(user_key);
+            m.is_empty()
+        })
+    }
+
+    fn map_entries<UK: Key, UV: StateValue, N: Namespace>(
+        &self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+    ) -> Result<Vec<(UK, UV)>> {
+        self.read(s, ns, |m, _| {
+            m.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default()
+        })
+    }
+
+    fn map_is_empty<UK: Key, UV: StateValue, N: Namespace>(
+        &self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+    ) -> Result<bool> {
+        self.read(s, ns, |m, _| m.is_none_or(|m| m.is_empty()))
+    }
+
+    fn reducing_get<V: StateValue, N: Namespace>(
+        &self,
+        s: ReducingState<V, N>,
+        ns: &N,
+    ) -> Result<Option<V>> {
+        self.read(s, ns, |v, _| v.cloned())
+    }
+
+    fn reducing_add<V: StateValue, N: Namespace>(
+        &mut self,
+        s: ReducingState<V, N>,
+        ns: &N,
+        value: V,
+    ) -> Result<()> {
+        let mut value = Some(value);
+        let (current, _, reduce) =
+            self.slot(s, ns, |_| value.take().expect("the added value is used once"))?;
+        if let Some(added) = value {
+            *current = reduce(current, &added);
+        }
+        Ok(())
+    }
+
+    fn aggregating_get<F: AggregateFunction, N: Namespace>(
+        &self,
+        s: AggregatingState<F, N>,
+        ns: &N,
+    ) -> Result<Option<F::Out>> {
+        self.read(s, ns, |acc, f| acc.map(|acc| f.get_result(acc)))
+    }
+
+    fn aggregating_add<F: AggregateFunction, N: Namespace>(
+        &mut self,
+        s: AggregatingState<F, N>,
+        ns: &N,
+        value: F::In,
+    ) -> Result<()> {
+        let (acc, _, f) = self.slot(s, ns, |f| f.create_accumulator())?;
+        f.add(acc, value);
+        Ok(())
+    }
+
+    fn clear<S: StateHandle>(&mut self, state: S, ns: &S::Namespace) -> Result<()> {
+        self.take(state, ns).map(drop)
+    }
+
+    fn merge_namespaces<S: MergingState>(
+        &mut self,
+        state: S,
+        target: &S::Namespace,
+        sources: &[S::Namespace],
+    ) -> Result<()> {
+        for source in sources {
+            if source == target {
+                continue;
+            }
+            let Some(moved) = self.take(state, source)? else {
+                continue;
+            };
+            let mut moved = Some(moved);
+            let (current, _, extra) = self.slot(state, target, |_| {
+                moved.take().expect("the source state is moved once")
+            })?;
+            if let Some(moved) = moved {
+                S::merge_stored(extra, current, moved);
+            }
+        }
+        Ok(())
+    }
+
+    fn keys<S: StateHandle>(&self, state: S, ns: &S::Namespace) -> Result<Vec<K>> {
+        let table = self.table(state)?;
+        Ok(table
+            .iter()
+            .filter(|e| e.ns == *ns)
+            .map(|e| e.key.clone())
+            .collect())
+    }
+
+    fn snapshot_state(&mut self) -> Result<StateSnapshot> {
+        Ok(StateSnapshot::new(
+            self.max_parallelism,
+            self.range,
+            self.states.iter().map(|r| r.table.snapshot()).collect(),
+        ))
+    }
+}

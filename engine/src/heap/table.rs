@@ -1,0 +1,153 @@
+//! One state's table: per owned key group, a [`CowMap`] of (key, namespace) -> typed state.
+//!
+//! The table is `Arc<Vec<Arc<CowMap>>>`: a snapshot clones the outer `Arc` (one atomic
+//! increment, whatever the number of entries or key groups); the first write after it copies the
+//! vector of key-group pointers, then the first write to a key group copies that key group's
+//! bucket pointers, then each write copies only the bucket it changes.
+
+use std::any::Any;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use foldhash::fast::FixedState;
+
+use super::cow::CowMap;
+use crate::codec::to_bytes;
+use crate::key_group::KeyGroupRange;
+use crate::snapshot::{EncodedEntry, StateTableSnapshot};
+use crate::state::{Key, StateHandle, StateMeta};
+
+/// One (key, namespace) entry and its state.
+#[derive(Clone)]
+pub(crate) struct Entry<K, N, S> {
+    pub(crate) key: K,
+    pub(crate) ns: N,
+    pub(crate) state: S,
+}
+
+pub(crate) type KeyGroupMap<K, H> =
+    CowMap<Entry<K, <H as StateHandle>::Namespace, <H as StateHandle>::Stored>>;
+
+/// The hash of an entry: the key's hash, mixed with the namespace's unless the namespace is a
+/// zero-sized type (`()`), whose hash carries no information.
+#[inline]
+pub(crate) fn entry_hash<N: Hash>(hasher: &FixedState, key_hash: u64, ns: &N) -> u64 {
+    if std::mem::size_of::<N>() == 0 {
+        key_hash
+    } else {
+        let mut h = hasher.build_hasher();
+        h.write_u64(key_hash);
+        ns.hash(&mut h);
+        h.finish()
+    }
+}
+
+/// The typed table of one registered state.
+pub(crate) struct StateTable<K, H: StateHandle> {
+    pub(crate) meta: Arc<StateMeta>,
+    pub(crate) extra: H::Extra,
+    pub(crate) hasher: FixedState,
+    pub(crate) range: KeyGroupRange,
+    pub(crate) key_groups: Arc<Vec<Arc<KeyGroupMap<K, H>>>>,
+}
+
+impl<K: Key, H: StateHandle> StateTable<K, H> {
+    pub(crate) fn new(meta: StateMeta, extra: H::Extra, hasher: FixedState, range: KeyGroupRange) -> Self {
+        let key_groups = (0..range.len()).map(|_| Arc::new(CowMap::default())).collect();
+        StateTable {
+            meta: Arc::new(meta),
+            extra,
+            hasher,
+            range,
+            key_groups: Arc::new(key_groups),
+        }
+    }
+
+    /// The key-group map at `index`, for reading.
+    #[inline]
+    pub(crate) fn map(&self, index: usize) -> &KeyGroupMap<K, H> {
+        &self.key_groups[index]
+    }
+
+    /// The key-group map at `index`, for writing: copied first if a snapshot shares it.
+    #[inline]
+    pub(crate) fn map_mut(&mut self, index: usize) -> &mut KeyGroupMap<K, H> {
+        Arc::make_mut(&mut Arc::make_mut(&mut self.key_groups)[index])
+    }
+
+    /// The hash of an entry whose key hashes to `key_hash`, for use as a rehash function.
+    #[inline]
+    pub(crate) fn rehasher(&self) -> impl Fn(&Entry<K, H::Namespace, H::Stored>) -> u64 {
+        let hasher = self.hasher;
+        move |e| entry_hash(&hasher, hasher.hash_one(&e.key), &e.ns)
+    }
+
+    /// Visits every entry of every key group.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Entry<K, H::Namespace, H::Stored>> + '_ {
+        self.key_groups.iter().flat_map(|m| m.iter())
+    }
+}
+
+/// What the backend needs of a table without knowing its types.
+pub(crate) trait ErasedTable: Send {
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    fn snapshot(&self) -> Arc<dyn StateTableSnapshot>;
+    fn len(&self) -> usize;
+    fn allocated_bytes(&self) -> usize;
+}
+
+impl<K: Key, H: StateHandle> ErasedTable for StateTable<K, H> {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+    fn snapshot(&self) -> Arc<dyn StateTableSnapshot> {
+        Arc::new(TableSnapshot::<K, H> {
+            meta: self.meta.clone(),
+            range: self.range,
+            key_groups: self.key_groups.clone(),
+        })
+    }
+    fn len(&self) -> usize {
+        self.key_groups.iter().map(|m| m.len()).sum()
+    }
+    fn allocated_bytes(&self) -> usize {
+        self.key_groups.capacity() * std::mem::size_of::<usize>()
+            + self
+                .key_groups
+                .iter()
+                .map(|m| std::mem::size_of::<KeyGroupMap<K, H>>() + 16 + m.allocated_bytes())
+                .sum::<usize>()
+    }
+}
+
+/// A frozen view of a [`StateTable`]: it shares the table's key-group maps.
+struct TableSnapshot<K, H: StateHandle> {
+    meta: Arc<StateMeta>,
+    range: KeyGroupRange,
+    key_groups: Arc<Vec<Arc<KeyGroupMap<K, H>>>>,
+}
+
+impl<K: Key, H: StateHandle> StateTableSnapshot for TableSnapshot<K, H> {
+    fn meta(&self) -> &StateMeta {
+        &self.meta
+    }
+    fn entry_count(&self) -> usize {
+        self.key_groups.iter().map(|m| m.len()).sum()
+    }
+    fn visit_key_group(&self, key_group: u16, visit: &mut dyn FnMut(EncodedEntry)) {
+        let Some(index) = self.range.index_of(key_group) else {
+            return;
+        };
+        for e in self.key_groups[index].iter() {
+            visit(EncodedEntry {
+                key: to_bytes(&e.key),
+                namespace: to_bytes(&e.ns),
+                state: H::encode_stored(&e.state),
+            });
+        }
+    }
+}

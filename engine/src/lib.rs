@@ -1,0 +1,60 @@
+//! flowstate: a pluggable state-backend storage engine for stream processors.
+//!
+//! A stream engine embeds flowstate to keep per-key operator state: value, list, map, reducing
+//! and aggregating state, optionally per namespace (a window), behind one trait,
+//! [`KeyedStateBackend`], so that operator code runs unchanged on every backend. Keys are
+//! partitioned into key groups ([`key_group`]) so that state can be snapshotted per key group and
+//! restored at another parallelism.
+//!
+//! ```
+//! use flowstate::*;
+//!
+//! let config = BackendConfig::heap()
+//!     .max_parallelism(128)
+//!     .key_group_range(KeyGroupRange::for_operator(128, 1, 0)?);
+//! let mut backend = Backend::<String>::open(config)?;
+//!
+//! let count = backend.register(ValueStateDescriptor::<u64>::new("count"))?;
+//! let seen = backend.register(ListStateDescriptor::<String>::new("seen"))?;
+//! let total = backend.register(ReducingStateDescriptor::<i64>::new("total", |a, b| a + b))?;
+//!
+//! for (user, page) in [("alice", "/"), ("bob", "/a"), ("alice", "/b")] {
+//!     backend.set_current_key(&user.to_string());
+//!     let n = backend.value(&count).get()?.unwrap_or(0);
+//!     backend.value(&count).update(n + 1)?;
+//!     backend.list(&seen).add(page.to_string())?;
+//!     backend.reducing(&total).add(page.len() as i64)?;
+//! }
+//!
+//! // A snapshot's synchronous phase: a frozen view, whatever the state size.
+//! let frozen = backend.snapshot_state()?;
+//! backend.set_current_key(&"alice".to_string());
+//! backend.value(&count).clear()?;
+//! assert_eq!(backend.value(&count).get()?, None);
+//! assert_eq!(frozen.state("count").unwrap().entry_count(), 2);
+//! assert_eq!(backend.list(&seen).get()?, vec!["/".to_string(), "/b".to_string()]);
+//! # Ok::<(), flowstate::Error>(())
+//! ```
+
+pub mod backend;
+pub mod clock;
+pub mod codec;
+mod error;
+pub mod heap;
+pub mod key_group;
+pub mod snapshot;
+pub mod state;
+
+pub use backend::{Backend, BackendConfig, BackendKind, KeyedStateBackend};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use codec::{Codec, CodecError};
+pub use error::{Error, ErrorKind, Result};
+pub use heap::HeapBackend;
+pub use key_group::{key_group_for, KeyGroupRange};
+pub use snapshot::{EncodedEntry, EncodedState, StateSnapshot, StateTableSnapshot};
+pub use state::{
+    AggregateFunction, AggregatingState, AggregatingStateDescriptor, CodecInfo, Key, ListState,
+    ListStateDescriptor, MapState, MapStateDescriptor, MergingState, Namespace, ReducingState,
+    ReducingStateDescriptor, StateDescriptor, StateHandle, StateId, StateKind, StateMeta,
+    StateValue, TimeWindow, ValueState, ValueStateDescriptor,
+};

@@ -1,0 +1,157 @@
+//! List state: an ordered list of elements per key and namespace.
+
+use std::marker::PhantomData;
+
+use super::{
+    handle_boilerplate, sealed, CodecInfo, Key, MergingState, Namespace, NsSlot,
+    StateDescriptor, StateHandle, StateId, StateKind, StateMeta, StateValue,
+};
+use crate::codec::to_bytes;
+use crate::error::Result;
+use crate::snapshot::EncodedState;
+use crate::KeyedStateBackend;
+
+/// Describes a list state: its name, element type `T` and namespace type `N`.
+pub struct ListStateDescriptor<T, N = ()> {
+    name: String,
+    _types: PhantomData<fn() -> (T, N)>,
+}
+
+impl<T: StateValue> ListStateDescriptor<T, ()> {
+    /// A list state named `name`, without a namespace.
+    pub fn new(name: impl Into<String>) -> Self {
+        ListStateDescriptor {
+            name: name.into(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<T: StateValue, N: Namespace> ListStateDescriptor<T, N> {
+    /// The same state, kept per namespace `N2`.
+    pub fn with_namespace<N2: Namespace>(self) -> ListStateDescriptor<T, N2> {
+        ListStateDescriptor {
+            name: self.name,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<T: StateValue, N: Namespace> StateDescriptor for ListStateDescriptor<T, N> {
+    type Handle = ListState<T, N>;
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn register_in<K: Key, B: KeyedStateBackend<K> + ?Sized>(
+        self,
+        backend: &mut B,
+    ) -> Result<Self::Handle> {
+        backend.register_list(&self)
+    }
+}
+
+/// A registered list state. Cheap to copy; valid for the backend that issued it.
+pub struct ListState<T, N = ()> {
+    id: StateId,
+    _types: PhantomData<fn() -> (T, N)>,
+}
+handle_boilerplate!(ListState<T, N>);
+
+impl<T, N> sealed::Sealed for ListState<T, N> {}
+
+impl<T: StateValue, N: Namespace> StateHandle for ListState<T, N> {
+    type Namespace = N;
+    type Stored = Vec<T>;
+    type Extra = ();
+    const KIND: StateKind = StateKind::List;
+    fn id(&self) -> StateId {
+        self.id
+    }
+    fn from_id(id: StateId) -> Self {
+        ListState {
+            id,
+            _types: PhantomData,
+        }
+    }
+    fn meta(name: &str) -> StateMeta {
+        StateMeta {
+            name: name.to_owned(),
+            kind: StateKind::List,
+            namespace: CodecInfo::of::<N>(),
+            value: CodecInfo::of::<T>(),
+            user_key: None,
+        }
+    }
+    fn encode_stored(stored: &Vec<T>) -> EncodedState {
+        EncodedState::List(stored.iter().map(to_bytes).collect())
+    }
+}
+
+impl<T: StateValue, N: Namespace> MergingState for ListState<T, N> {
+    fn merge_stored(_extra: &(), target: &mut Vec<T>, mut source: Vec<T>) {
+        target.append(&mut source);
+    }
+}
+
+/// Access to a list state for the current key, returned by `backend.list(&handle)`.
+pub struct ListAccess<'a, K, B: ?Sized, T, N> {
+    backend: &'a mut B,
+    state: ListState<T, N>,
+    ns: NsSlot<'a, N>,
+    _key: PhantomData<fn() -> K>,
+}
+
+impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, T: StateValue, N: Namespace>
+    ListAccess<'a, K, B, T, N>
+{
+    pub(crate) fn new(backend: &'a mut B, state: ListState<T, N>) -> Self {
+        ListAccess {
+            backend,
+            state,
+            ns: NsSlot::implicit(),
+            _key: PhantomData,
+        }
+    }
+
+    /// Narrows the access to namespace `ns`.
+    pub fn namespace(mut self, ns: &'a N) -> Self {
+        self.ns = NsSlot::Given(ns);
+        self
+    }
+
+    /// The elements, in the order they were added; empty if there are none.
+    pub fn get(&self) -> Result<Vec<T>> {
+        let ns = self.ns.get(&*self.backend, self.state.id)?;
+        self.backend.list_get(self.state, ns)
+    }
+
+    /// Appends one element.
+    pub fn add(&mut self, element: T) -> Result<()> {
+        let ns = self.ns.get(&*self.backend, self.state.id)?;
+        self.backend.list_add(self.state, ns, element)
+    }
+
+    /// Appends every element of `elements`, in order. Adding nothing changes nothing.
+    pub fn add_all(&mut self, elements: Vec<T>) -> Result<()> {
+        let ns = self.ns.get(&*self.backend, self.state.id)?;
+        self.backend.list_add_all(self.state, ns, elements)
+    }
+
+    /// Replaces the list with `elements`; an empty vector clears it.
+    pub fn update(&mut self, elements: Vec<T>) -> Result<()> {
+        let ns = self.ns.get(&*self.backend, self.state.id)?;
+        self.backend.list_update(self.state, ns, elements)
+    }
+
+    /// Removes the list.
+    pub fn clear(&mut self) -> Result<()> {
+        let ns = self.ns.get(&*self.backend, self.state.id)?;
+        self.backend.clear(self.state, ns)
+    }
+
+    /// Merges the lists of the `sources` namespaces into the `target` namespace (appending in
+    /// the order of `sources`) and removes the sources.
+    pub fn merge_namespaces(&mut self, target: &N, sources: &[N]) -> Result<()> {
+        self.backend.merge_namespaces(self.state, target, sources)
+    }
+}

@@ -1,0 +1,157 @@
+//! Reducing state: a value per key and namespace, folded with a reduce function on `add`.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use super::{
+    handle_boilerplate, sealed, CodecInfo, Key, MergingState, Namespace, NsSlot,
+    StateDescriptor, StateHandle, StateId, StateKind, StateMeta, StateValue,
+};
+use crate::codec::to_bytes;
+use crate::error::Result;
+use crate::snapshot::EncodedState;
+use crate::KeyedStateBackend;
+
+/// A reduce function, shared by every access to the state.
+pub(crate) type Reducer<V> = Arc<dyn Fn(&V, &V) -> V + Send + Sync>;
+
+/// Describes a reducing state: its name, reduce function, value type `V` and namespace `N`.
+pub struct ReducingStateDescriptor<V, N = ()> {
+    name: String,
+    reduce: Reducer<V>,
+    _types: PhantomData<fn() -> N>,
+}
+
+impl<V: StateValue> ReducingStateDescriptor<V, ()> {
+    /// A reducing state named `name` that folds added values with `reduce(current, added)`.
+    pub fn new(name: impl Into<String>, reduce: impl Fn(&V, &V) -> V + Send + Sync + 'static) -> Self {
+        ReducingStateDescriptor {
+            name: name.into(),
+            reduce: Arc::new(reduce),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<V: StateValue, N: Namespace> ReducingStateDescriptor<V, N> {
+    /// The same state, kept per namespace `N2`.
+    pub fn with_namespace<N2: Namespace>(self) -> ReducingStateDescriptor<V, N2> {
+        ReducingStateDescriptor {
+            name: self.name,
+            reduce: self.reduce,
+            _types: PhantomData,
+        }
+    }
+
+    /// The reduce function.
+    pub(crate) fn reducer(&self) -> &Reducer<V> {
+        &self.reduce
+    }
+}
+
+impl<V: StateValue, N: Namespace> StateDescriptor for ReducingStateDescriptor<V, N> {
+    type Handle = ReducingState<V, N>;
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn register_in<K: Key, B: KeyedStateBackend<K> + ?Sized>(
+        self,
+        backend: &mut B,
+    ) -> Result<Self::Handle> {
+        backend.register_reducing(&self)
+    }
+}
+
+/// A registered reducing state. Cheap to copy; valid for the backend that issued it.
+pub struct ReducingState<V, N = ()> {
+    id: StateId,
+    _types: PhantomData<fn() -> (V, N)>,
+}
+handle_boilerplate!(ReducingState<V, N>);
+
+impl<V, N> sealed::Sealed for ReducingState<V, N> {}
+
+impl<V: StateValue, N: Namespace> StateHandle for ReducingState<V, N> {
+    type Namespace = N;
+    type Stored = V;
+    type Extra = Reducer<V>;
+    const KIND: StateKind = StateKind::Reducing;
+    fn id(&self) -> StateId {
+        self.id
+    }
+    fn from_id(id: StateId) -> Self {
+        ReducingState {
+            id,
+            _types: PhantomData,
+        }
+    }
+    fn meta(name: &str) -> StateMeta {
+        StateMeta {
+            name: name.to_owned(),
+            kind: StateKind::Reducing,
+            namespace: CodecInfo::of::<N>(),
+            value: CodecInfo::of::<V>(),
+            user_key: None,
+        }
+    }
+    fn encode_stored(stored: &V) -> EncodedState {
+        EncodedState::Value(to_bytes(stored))
+    }
+}
+
+impl<V: StateValue, N: Namespace> MergingState for ReducingState<V, N> {
+    fn merge_stored(reduce: &Reducer<V>, target: &mut V, source: V) {
+        *target = reduce(target, &source);
+    }
+}
+
+/// Access to a reducing state for the current key, returned by `backend.reducing(&handle)`.
+pub struct ReducingAccess<'a, K, B: ?Sized, V, N> {
+    backend: &'a mut B,
+    state: ReducingState<V, N>,
+    ns: NsSlot<'a, N>,
+    _key: PhantomData<fn() -> K>,
+}
+
+impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, V: StateValue, N: Namespace>
+    ReducingAccess<'a, K, B, V, N>
+{
+    pub(crate) fn new(backend: &'a mut B, state: ReducingState<V, N>) -> Self {
+        ReducingAccess {
+            backend,
+            state,
+            ns: NsSlot::implicit(),
+            _key: PhantomData,
+        }
+    }
+
+    /// Narrows the access to namespace `ns`.
+    pub fn namespace(mut self, ns: &'a N) -> Self {
+        self.ns = NsSlot::Given(ns);
+        self
+    }
+
+    /// The reduced value, or `None` if nothing was added since the last clear.
+    pub fn get(&self) -> Result<Option<V>> {
+        let ns = self.ns.get(&*self.backend, self.state.id)?;
+        self.backend.reducing_get(self.state, ns)
+    }
+
+    /// Folds `value` into the state: `reduce(current, value)`, or `value` if there is none.
+    pub fn add(&mut self, value: V) -> Result<()> {
+        let ns = self.ns.get(&*self.backend, self.state.id)?;
+        self.backend.reducing_add(self.state, ns, value)
+    }
+
+    /// Removes the value.
+    pub fn clear(&mut self) -> Result<()> {
+        let ns = self.ns.get(&*self.backend, self.state.id)?;
+        self.backend.clear(self.state, ns)
+    }
+
+    /// Reduces the values of the `sources` namespaces into the `target` namespace and removes
+    /// the sources.
+    pub fn merge_namespaces(&mut self, target: &N, sources: &[N]) -> Result<()> {
+        self.backend.merge_namespaces(self.state, target, sources)
+    }
+}
