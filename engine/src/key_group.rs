@@ -18,6 +18,7 @@ pub const DEFAULT_MAX_PARALLELISM: u32 = 128;
 /// MurmurHash3, x86 32-bit variant, over `bytes` with `seed`.
 ///
 /// This is the key-group hash of flowstate: stable across versions, platforms and runs.
+#[inline]
 pub fn murmur3_32(bytes: &[u8], seed: u32) -> u32 {
     const C1: u32 = 0xcc9e_2d51;
     const C2: u32 = 0x1b87_3593;

@@ -1,37 +1,208 @@
 //! The copy-on-write hash map of the heap backend: a linear-hashing table of small
-//! `hashbrown` tables, each behind a reference count.
+//! open-addressed buckets, each behind a reference count.
 //!
 //! ## Design
 //!
-//! A [`CowMap`] is a vector of buckets; bucket `i` is an `Arc<HashTable<T>>`. Linear hashing
-//! picks the bucket from bits 28.. of the entry's 64-bit hash (the low bits and the top seven
-//! bits are what `hashbrown` uses inside a bucket, so the two never correlate) and grows one
-//! bucket at a time: when the map holds more than [`TARGET_BUCKET_LEN`] entries per bucket on
-//! average, the bucket at the split pointer is split in two. Growth is therefore incremental:
-//! no operation ever rehashes more than one bucket.
+//! A [`CowMap`] is a vector of buckets; a bucket is an `Arc<[Slot<T>]>`, a power-of-two array
+//! of slots probed linearly, each slot holding a 32-bit tag taken from the hash beside the entry.
+//! A lookup computes the bucket from bits 28.. of the entry's 64-bit hash, starts probing at
+//! `tag & (slots - 1)`, and compares tags before keys. The slots sit in the `Arc`'s own
+//! allocation, so a lookup that hits touches the bucket vector (small, cached) and then usually
+//! one cache line of slots: no table header on the way, unlike a bucket that would own a
+//! `hashbrown` table.
+//!
+//! Linear hashing grows the map one bucket at a time: when the map holds more than
+//! [`TARGET_BUCKET_LEN`] entries per bucket on average, the bucket at the split pointer is
+//! split in two. A bucket itself doubles its slots when it passes 3/4 load. No operation ever
+//! rehashes more than one bucket.
 //!
 //! Every bucket is referenced by exactly one slot of the vector, so a bucket whose reference
-//! count is one is owned by the live map alone and is changed in place. A snapshot clones the
+//! count is one belongs to the live map alone and is changed in place. A snapshot clones the
 //! `Arc` that holds the whole map (see `table.rs`): nothing per entry. The first write after it
-//! copies the vector of bucket pointers once, then copies only the buckets it writes to
-//! (`Arc::make_mut`). Buckets no write touches stay shared with the snapshot until it is
-//! dropped; dropping the snapshot frees the buckets only it still holds.
+//! copies the vector of bucket pointers once, then copies only the buckets it writes to. Buckets
+//! no write touches stay shared with the snapshot until it is dropped; dropping the snapshot
+//! frees the buckets only it still holds.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
-
-use hashbrown::HashTable;
 
 /// Average number of entries per bucket above which the map grows by one bucket.
 pub(crate) const TARGET_BUCKET_LEN: usize = 24;
 
 /// How far the bucket-selecting bits are shifted right: bits 28..60 of the hash choose the
-/// bucket, which leaves hashbrown's bits (the low ones for the slot, the top seven for the tag)
-/// independent of the bucket choice for up to 2^29 buckets.
+/// bucket, bits 0..31 make the tag (and so the probe start), so the two never correlate for up
+/// to 2^28 buckets.
 const BUCKET_HASH_SHIFT: u32 = 28;
+
+/// Slots of a new bucket's array.
+const MIN_SLOTS: usize = 8;
+
+/// A slot: empty, or an entry with its tag (hash bits 0..31, top bit set so it is non-zero).
+type Slot<T> = Option<(NonZeroU32, T)>;
+
+#[inline]
+fn tag_of(hash: u64) -> NonZeroU32 {
+    NonZeroU32::new((hash as u32) | 0x8000_0000).expect("the top bit is set, so it is non-zero")
+}
+
+#[inline]
+fn bucket_bits(hash: u64) -> usize {
+    (hash >> BUCKET_HASH_SHIFT) as usize
+}
+
+/// One bucket: its slots (shared with snapshots), how many are full, and whether this map
+/// alone holds them.
+///
+/// `owned` is true only while the slots' `Arc` is unique: it is set when the slots are created
+/// or found unique, and a clone of the bucket (made only when [`CowMap::clone`] copies the
+/// bucket vector for a writer, see `exclusive`) starts with it false. The map that was cloned
+/// is never written again: it belongs to a snapshot, which only reads. So a write to an owned
+/// bucket needs no look at the reference counts, which sit in another cache line than most
+/// slots.
+struct Bucket<T> {
+    slots: Arc<[Slot<T>]>,
+    len: u32,
+    owned: bool,
+}
+
+impl<T> Clone for Bucket<T> {
+    fn clone(&self) -> Self {
+        Bucket {
+            slots: self.slots.clone(),
+            len: self.len,
+            owned: false,
+        }
+    }
+}
+
+impl<T: Clone> Bucket<T> {
+    fn with_slots(slots: usize) -> Self {
+        Bucket {
+            slots: (0..slots).map(|_| None).collect(),
+            len: 0,
+            owned: true,
+        }
+    }
+
+    /// The index of the slot holding the entry with `tag` for which `eq` holds.
+    #[inline]
+    fn find(&self, tag: NonZeroU32, mut eq: impl FnMut(&T) -> bool) -> Option<usize> {
+        let slots = &self.slots[..];
+        if slots.is_empty() {
+            return None;
+        }
+        let mask = slots.len() - 1;
+        let mut i = tag.get() as usize & mask;
+        // The load stays at or below 3/4, so an empty slot always ends the probe.
+        loop {
+            match &slots[i] {
+                None => return None,
+                Some((t, e)) if *t == tag && eq(e) => return Some(i),
+                Some(_) => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    /// The slots for writing: copied first if a snapshot shares them.
+    #[inline]
+    fn slots_mut(&mut self) -> &mut [Slot<T>] {
+        if !self.owned {
+            if !super::exclusive::is_unique(&self.slots) {
+                self.slots = self.slots.iter().cloned().collect();
+            }
+            self.owned = true;
+        }
+        // SAFETY: `owned` is true only while the slots' Arc is unique (see `Bucket`): it was
+        // just checked or copied above, or set when this map alone held the bucket and no clone
+        // of the map has been made since (a clone clears the flag in the copy that is written).
+        // The map itself was obtained through `exclusive`, which fences after seeing a snapshot
+        // thread's last reference go.
+        unsafe { super::exclusive::assume_unique_mut(&mut self.slots) }
+    }
+
+    /// Inserts an entry known to be absent; grows the slots first if needed.
+    fn insert_absent(&mut self, tag: NonZeroU32, entry: T) -> usize {
+        if (self.len as usize + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+        let slots = self.slots_mut();
+        let mask = slots.len() - 1;
+        let mut i = tag.get() as usize & mask;
+        while slots[i].is_some() {
+            i = (i + 1) & mask;
+        }
+        slots[i] = Some((tag, entry));
+        self.len += 1;
+        i
+    }
+
+    /// Doubles the slots (or makes the first ones).
+    fn grow(&mut self) {
+        let target = (self.slots.len() * 2).max(MIN_SLOTS);
+        self.rebuild(target);
+    }
+
+    fn rebuild(&mut self, slot_count: usize) {
+        let mut fresh = Bucket::with_slots(slot_count);
+        let old = std::mem::replace(&mut self.slots, Arc::from(Vec::new()));
+        for_each_owned(old, |tag, entry| {
+            fresh.insert_absent(tag, entry);
+        });
+        *self = fresh;
+    }
+
+    /// Removes the entry at slot `i`, shifting later entries of its probe run back.
+    fn remove_at(&mut self, mut i: usize) -> T {
+        let slots = self.slots_mut();
+        let mask = slots.len() - 1;
+        let (_, removed) = slots[i].take().expect("remove_at is called on a full slot");
+        let mut j = (i + 1) & mask;
+        while let Some((tag, _)) = &slots[j] {
+            let home = tag.get() as usize & mask;
+            // Move the entry at j back to the hole at i unless its home lies in (i, j].
+            let in_between = if i <= j {
+                i < home && home <= j
+            } else {
+                i < home || home <= j
+            };
+            if !in_between {
+                slots[i] = slots[j].take();
+                i = j;
+            }
+            j = (j + 1) & mask;
+        }
+        self.len -= 1;
+        removed
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> + '_ {
+        self.slots.iter().filter_map(|s| s.as_ref().map(|(_, e)| e))
+    }
+}
+
+/// Calls `f` with every entry of `slots`, moving them out if nothing else shares the slots and
+/// cloning them otherwise.
+fn for_each_owned<T: Clone>(slots: Arc<[Slot<T>]>, mut f: impl FnMut(NonZeroU32, T)) {
+    let mut slots = slots;
+    match Arc::get_mut(&mut slots) {
+        Some(owned) => {
+            for slot in owned.iter_mut() {
+                if let Some((tag, entry)) = slot.take() {
+                    f(tag, entry);
+                }
+            }
+        }
+        None => {
+            for (tag, entry) in slots.iter().flatten() {
+                f(*tag, entry.clone());
+            }
+        }
+    }
+}
 
 /// A copy-on-write hash map of `T` (see the module documentation).
 pub(crate) struct CowMap<T> {
-    buckets: Vec<Arc<HashTable<T>>>,
+    buckets: Vec<Bucket<T>>,
     /// Bucket count before the current round of splits is `1 << level`.
     level: u32,
     /// Next bucket to split in this round.
@@ -62,11 +233,6 @@ impl<T> Default for CowMap<T> {
     }
 }
 
-#[inline]
-fn bucket_bits(hash: u64) -> usize {
-    (hash >> BUCKET_HASH_SHIFT) as usize
-}
-
 impl<T: Clone> CowMap<T> {
     /// The number of entries.
     #[inline]
@@ -91,29 +257,30 @@ impl<T: Clone> CowMap<T> {
         if self.buckets.is_empty() {
             return None;
         }
-        self.buckets[self.bucket_index(hash)].find(hash, eq)
+        let bucket = &self.buckets[self.bucket_index(hash)];
+        let i = bucket.find(tag_of(hash), eq)?;
+        bucket.slots[i].as_ref().map(|(_, e)| e)
     }
 
     /// The entry with `hash` for which `eq` holds, for writing. A bucket shared with a
     /// snapshot is copied first, and only if the entry is in it.
     #[inline]
-    pub(crate) fn get_mut(&mut self, hash: u64, mut eq: impl FnMut(&T) -> bool) -> Option<&mut T> {
+    pub(crate) fn get_mut(&mut self, hash: u64, eq: impl FnMut(&T) -> bool) -> Option<&mut T> {
         if self.buckets.is_empty() {
             return None;
         }
-        let i = self.bucket_index(hash);
-        let slot = &mut self.buckets[i];
-        if Arc::get_mut(slot).is_none() && slot.find(hash, &mut eq).is_none() {
-            return None;
-        }
-        Arc::make_mut(slot).find_mut(hash, eq)
+        let b = self.bucket_index(hash);
+        let bucket = &mut self.buckets[b];
+        let i = bucket.find(tag_of(hash), eq)?;
+        bucket.slots_mut()[i].as_mut().map(|(_, e)| e)
     }
 
     /// The entry with `hash` for which `eq` holds, inserted with `make` if absent, and whether
-    /// it was inserted. `rehash` must return the hash an entry was inserted with.
+    /// it was inserted.
     ///
     /// The map grows (splits one bucket) before the lookup when one more entry would pass the
-    /// target load, so that the hot path probes once whether the entry is present or not.
+    /// target load, so that the lookup happens once whether the entry is present or not.
+    /// `rehash` must return the hash an entry was inserted with.
     #[inline]
     pub(crate) fn get_or_insert_with(
         &mut self,
@@ -123,69 +290,61 @@ impl<T: Clone> CowMap<T> {
         rehash: impl Fn(&T) -> u64,
     ) -> (&mut T, bool) {
         if self.buckets.is_empty() {
-            self.buckets.push(Arc::new(HashTable::new()));
+            self.buckets.push(Bucket::with_slots(MIN_SLOTS));
         }
         if self.len + 1 > self.buckets.len() * TARGET_BUCKET_LEN {
             self.split_one(&rehash);
         }
-        let i = self.bucket_index(hash);
-        let table = Arc::make_mut(&mut self.buckets[i]);
-        match table.find_entry(hash, eq) {
-            Ok(entry) => (entry.into_mut(), false),
-            Err(absent) => {
+        let b = self.bucket_index(hash);
+        let tag = tag_of(hash);
+        let bucket = &mut self.buckets[b];
+        let (i, inserted) = match bucket.find(tag, eq) {
+            Some(i) => (i, false),
+            None => {
                 self.len += 1;
-                let table = absent.into_table();
-                (table.insert_unique(hash, make(), rehash).into_mut(), true)
+                (bucket.insert_absent(tag, make()), true)
             }
-        }
+        };
+        let entry = bucket.slots_mut()[i]
+            .as_mut()
+            .map(|(_, e)| e)
+            .expect("the slot was just found or filled");
+        (entry, inserted)
     }
 
     /// Removes and returns the entry with `hash` for which `eq` holds.
-    pub(crate) fn remove(&mut self, hash: u64, mut eq: impl FnMut(&T) -> bool) -> Option<T> {
+    pub(crate) fn remove(&mut self, hash: u64, eq: impl FnMut(&T) -> bool) -> Option<T> {
         if self.buckets.is_empty() {
             return None;
         }
-        let i = self.bucket_index(hash);
-        let slot = &mut self.buckets[i];
-        if Arc::get_mut(slot).is_none() && slot.find(hash, &mut eq).is_none() {
-            return None;
-        }
-        let table = Arc::make_mut(slot);
-        match table.find_entry(hash, eq) {
-            Ok(entry) => {
-                self.len -= 1;
-                Some(entry.remove().0)
-            }
-            Err(_) => None,
-        }
+        let b = self.bucket_index(hash);
+        let bucket = &mut self.buckets[b];
+        let i = bucket.find(tag_of(hash), eq)?;
+        self.len -= 1;
+        Some(bucket.remove_at(i))
     }
 
     /// Splits the bucket at the split pointer, adding one bucket.
     fn split_one(&mut self, rehash: &impl Fn(&T) -> u64) {
         let old = self.split;
-        let new_index = old + (1usize << self.level);
         let high_bit = 1usize << self.level;
-        // Take the bucket out; if a snapshot shares it, its entries are cloned, else moved.
-        let taken = std::mem::replace(&mut self.buckets[old], Arc::new(HashTable::new()));
-        let mut stay = HashTable::with_capacity(taken.len() / 2 + 1);
-        let mut moved = HashTable::with_capacity(taken.len() / 2 + 1);
-        let mut place = |entry: T| {
-            let h = rehash(&entry);
-            if bucket_bits(h) & high_bit == 0 {
-                stay.insert_unique(h, entry, rehash);
+        let taken = std::mem::replace(&mut self.buckets[old], Bucket::with_slots(0));
+        let half = (taken.len as usize / 2 + 1) * 4 / 3 + 1;
+        let slots = half.next_power_of_two().max(MIN_SLOTS);
+        let mut stay = Bucket::with_slots(slots);
+        let mut moved = Bucket::with_slots(slots);
+        for_each_owned(taken.slots, |tag, entry| {
+            if bucket_bits(rehash(&entry)) & high_bit == 0 {
+                stay.insert_absent(tag, entry);
             } else {
-                moved.insert_unique(h, entry, rehash);
+                moved.insert_absent(tag, entry);
             }
-        };
-        match Arc::try_unwrap(taken) {
-            Ok(table) => table.into_iter().for_each(&mut place),
-            Err(shared) => shared.iter().cloned().for_each(&mut place),
-        }
-        self.buckets[old] = Arc::new(stay);
-        debug_assert_eq!(self.buckets.len(), new_index);
-        self.buckets.push(Arc::new(moved));
+        });
+        self.buckets[old] = stay;
+        debug_assert_eq!(self.buckets.len(), old + high_bit);
+        self.buckets.push(moved);
         self.split += 1;
-        if self.split == (1usize << self.level) {
+        if self.split == high_bit {
             self.level += 1;
             self.split = 0;
         }
@@ -198,12 +357,13 @@ impl<T: Clone> CowMap<T> {
 
     /// Heap bytes held by the map, counting shared buckets in full.
     pub(crate) fn allocated_bytes(&self) -> usize {
-        let per_bucket = std::mem::size_of::<HashTable<T>>() + 2 * std::mem::size_of::<usize>();
-        self.buckets.capacity() * std::mem::size_of::<Arc<HashTable<T>>>()
+        // An Arc allocation carries two counters before the slots.
+        let arc_header = 2 * std::mem::size_of::<usize>();
+        self.buckets.capacity() * std::mem::size_of::<Bucket<T>>()
             + self
                 .buckets
                 .iter()
-                .map(|b| per_bucket + b.allocation_size())
+                .map(|b| arc_header + std::mem::size_of_val(&b.slots[..]))
                 .sum::<usize>()
     }
 }
@@ -220,8 +380,12 @@ mod tests {
         x ^ (x >> 31)
     }
 
-    fn put(m: &mut CowMap<(u64, u64)>, k: u64, v: u64) {
-        m.get_or_insert_with(hash(k), |e| e.0 == k, || (k, 0), |e| hash(e.0)).0 .1 = v;
+    use super::super::exclusive::exclusive;
+
+    /// Writes go through `exclusive`, as in the backend: a map shared with a frozen copy is
+    /// copied (with its bucket pointers) before it is written.
+    fn put(m: &mut Arc<CowMap<(u64, u64)>>, k: u64, v: u64) {
+        exclusive(m).get_or_insert_with(hash(k), |e| e.0 == k, || (k, 0), |e| hash(e.0)).0 .1 = v;
     }
 
     fn get(m: &CowMap<(u64, u64)>, k: u64) -> Option<u64> {
@@ -230,7 +394,7 @@ mod tests {
 
     #[test]
     fn grows_one_bucket_at_a_time_and_finds_everything() {
-        let mut m = CowMap::default();
+        let mut m = Arc::new(CowMap::default());
         for k in 0..10_000 {
             put(&mut m, k, k * 2);
         }
@@ -241,7 +405,7 @@ mod tests {
         }
         assert_eq!(get(&m, 10_000), None);
         for k in (0..10_000).step_by(2) {
-            assert_eq!(m.remove(hash(k), |e| e.0 == k), Some((k, k * 2)));
+            assert_eq!(exclusive(&mut m).remove(hash(k), |e| e.0 == k), Some((k, k * 2)));
         }
         assert_eq!(m.len(), 5_000);
         assert_eq!(m.iter().count(), 5_000);
@@ -250,7 +414,7 @@ mod tests {
 
     #[test]
     fn a_clone_is_isolated_from_later_writes() {
-        let mut live = CowMap::default();
+        let mut live = Arc::new(CowMap::default());
         for k in 0..2_000 {
             put(&mut live, k, 1);
         }
@@ -258,8 +422,8 @@ mod tests {
         for k in 0..3_000 {
             put(&mut live, k, 2);
         }
-        live.remove(hash(5), |e| e.0 == 5);
-        live.remove(hash(6), |e| e.0 == 6);
+        exclusive(&mut live).remove(hash(5), |e| e.0 == 5);
+        exclusive(&mut live).remove(hash(6), |e| e.0 == 6);
         assert_eq!(frozen.len(), 2_000);
         for k in 0..2_000 {
             assert_eq!(get(&frozen, k), Some(1));
@@ -273,25 +437,28 @@ mod tests {
 
     #[test]
     fn unwritten_buckets_stay_shared_and_written_ones_are_copied() {
-        let mut live = CowMap::default();
+        let mut live = Arc::new(CowMap::default());
         for k in 0..1_000 {
             put(&mut live, k, 1);
         }
         let frozen = live.clone();
-        let mut copy_of_ptrs = live.clone();
-        put(&mut copy_of_ptrs, 1, 9);
-        let shared = copy_of_ptrs
+        put(&mut live, 1, 9);
+        let shared = live
             .buckets
             .iter()
             .zip(&frozen.buckets)
-            .filter(|(a, b)| Arc::ptr_eq(a, b))
+            .filter(|(a, b)| Arc::ptr_eq(&a.slots, &b.slots))
             .count();
         assert_eq!(shared, frozen.buckets.len() - 1, "exactly one bucket was copied");
         // A miss on a shared bucket copies nothing.
-        let before = Arc::strong_count(&live.buckets[0]);
-        assert!(live.get_mut(hash(99_999), |e| e.0 == 99_999).is_none());
-        assert!(live.remove(hash(99_999), |e| e.0 == 99_999).is_none());
-        assert_eq!(Arc::strong_count(&live.buckets[0]), before);
+        let mut live = frozen.clone();
+        let before: Vec<usize> = frozen.buckets.iter().map(|b| Arc::strong_count(&b.slots)).collect();
+        let writer = exclusive(&mut live);
+        assert!(writer.get_mut(hash(99_999), |e| e.0 == 99_999).is_none());
+        assert!(writer.remove(hash(99_999), |e| e.0 == 99_999).is_none());
+        drop(live);
+        let after: Vec<usize> = frozen.buckets.iter().map(|b| Arc::strong_count(&b.slots)).collect();
+        assert_eq!(before, after);
     }
 
     #[test]
@@ -304,6 +471,50 @@ mod tests {
         assert_eq!(m.len(), 500);
         for k in 0..500 {
             assert_eq!(m.get(7, |e| e.0 == k).map(|e| e.1), Some(k));
+        }
+    }
+
+    #[test]
+    fn random_inserts_and_removes_match_a_model_with_clustered_hashes() {
+        // A weak hash (few distinct values in the low bits) makes long probe runs, which
+        // exercises the backward shift of removals across runs and the wrap-around.
+        let weak = |k: u64| (k % 13) | ((k % 5) << 40);
+        let mut m: Arc<CowMap<(u64, u64)>> = Arc::new(CowMap::default());
+        let mut model = std::collections::HashMap::new();
+        let mut x = 1u64;
+        let mut frozen = Vec::new();
+        for step in 0..20_000u64 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let k = (x >> 33) % 300;
+            if (x >> 20) % 3 == 0 {
+                assert_eq!(
+                    exclusive(&mut m).remove(weak(k), |e| e.0 == k).map(|e| e.1),
+                    model.remove(&k),
+                    "remove {k} at step {step}"
+                );
+            } else {
+                exclusive(&mut m)
+                    .get_or_insert_with(weak(k), |e| e.0 == k, || (k, 0), |e| weak(e.0))
+                    .0
+                     .1 = step;
+                model.insert(k, step);
+            }
+            if step % 997 == 0 {
+                frozen.push((m.clone(), model.clone()));
+            }
+        }
+        assert_eq!(m.len(), model.len());
+        for k in 0..300 {
+            assert_eq!(m.get(weak(k), |e| e.0 == k).map(|e| e.1), model.get(&k).copied());
+        }
+        for (snapshot, expected) in &frozen {
+            assert_eq!(snapshot.len(), expected.len());
+            for k in 0..300 {
+                assert_eq!(
+                    snapshot.get(weak(k), |e| e.0 == k).map(|e| e.1),
+                    expected.get(&k).copied()
+                );
+            }
         }
     }
 }

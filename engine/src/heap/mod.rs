@@ -5,6 +5,7 @@
 //! serialized on the access path; a snapshot's synchronous phase clones one `Arc` per state.
 
 mod cow;
+mod exclusive;
 mod table;
 
 use std::any::TypeId;
@@ -123,7 +124,7 @@ impl<K: Key> HeapBackend<K> {
     fn table<H: StateHandle>(&self, state: H) -> Result<&StateTable<K, H>> {
         self.states
             .get(state.id().0 as usize)
-            .and_then(|r| r.table.as_any().downcast_ref::<StateTable<K, H>>())
+            .and_then(|r| exclusive::downcast::<StateTable<K, H>, _>(&*r.table, r.type_id))
             .ok_or(Error::UnknownState { id: state.id().0 })
     }
 
@@ -148,7 +149,7 @@ impl<K: Key> HeapBackend<K> {
         }
         let table = states
             .get_mut(state.id().0 as usize)
-            .and_then(|r| r.table.as_any_mut().downcast_mut::<StateTable<K, H>>())
+            .and_then(|r| exclusive::downcast_mut::<StateTable<K, H>, _>(&mut *r.table, r.type_id))
             .ok_or(Error::UnknownState { id: state.id().0 })?;
         Ok((cur, cur.kg_index as usize, table))
     }
@@ -185,7 +186,7 @@ impl<K: Key> HeapBackend<K> {
         let StateTable {
             extra, key_groups, ..
         } = table;
-        let map = Arc::make_mut(&mut Arc::make_mut(key_groups)[index]);
+        let map = exclusive::exclusive(&mut exclusive::exclusive(key_groups)[index]);
         let (entry, inserted) = map.get_or_insert_with(
             hash,
             |e| e.key == cur.key && e.ns == *ns,
@@ -264,6 +265,7 @@ impl<K: Key> HeapBackend<K> {
         })?);
         let meta = H::meta(name);
         let table = StateTable::<K, H>::new(meta.clone(), extra, self.hasher, self.range);
+        // The invariant of `exclusive::downcast`: `type_id` is the type of the boxed table.
         self.states.push(Registered {
             meta,
             type_id,
@@ -559,6 +561,10 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
         target: &S::Namespace,
         sources: &[S::Namespace],
     ) -> Result<()> {
+        // Fail as any access does without a current key or for a foreign key group, even when
+        // there is nothing to merge (no sources, or only the target).
+        self.current()?;
+        self.table(state)?;
         for source in sources {
             if source == target {
                 continue;

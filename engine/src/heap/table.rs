@@ -5,7 +5,6 @@
 //! vector of key-group pointers, then the first write to a key group copies that key group's
 //! bucket pointers, then each write copies only the bucket it changes.
 
-use std::any::Any;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
@@ -72,7 +71,7 @@ impl<K: Key, H: StateHandle> StateTable<K, H> {
     /// The key-group map at `index`, for writing: copied first if a snapshot shares it.
     #[inline]
     pub(crate) fn map_mut(&mut self, index: usize) -> &mut KeyGroupMap<K, H> {
-        Arc::make_mut(&mut Arc::make_mut(&mut self.key_groups)[index])
+        super::exclusive::exclusive(&mut super::exclusive::exclusive(&mut self.key_groups)[index])
     }
 
     /// The hash of an entry whose key hashes to `key_hash`, for use as a rehash function.
@@ -89,21 +88,13 @@ impl<K: Key, H: StateHandle> StateTable<K, H> {
 }
 
 /// What the backend needs of a table without knowing its types.
-pub(crate) trait ErasedTable: Send {
-    fn as_any(&self) -> &dyn Any;
-    fn as_any_mut(&mut self) -> &mut dyn Any;
+pub(crate) trait ErasedTable: Send + 'static {
     fn snapshot(&self) -> Arc<dyn StateTableSnapshot>;
     fn len(&self) -> usize;
     fn allocated_bytes(&self) -> usize;
 }
 
 impl<K: Key, H: StateHandle> ErasedTable for StateTable<K, H> {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
     fn snapshot(&self) -> Arc<dyn StateTableSnapshot> {
         Arc::new(TableSnapshot::<K, H> {
             meta: self.meta.clone(),
