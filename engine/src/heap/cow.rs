@@ -4,8 +4,8 @@
 //! ## Design
 //!
 //! A [`CowMap`] is a vector of buckets; a bucket is an `Arc<[Slot<T>]>`, a power-of-two array
-//! of slots probed linearly, each slot holding a 32-bit tag taken from the hash beside the entry.
-//! A lookup computes the bucket from bits 28.. of the entry's 64-bit hash, starts probing at
+//! of slots probed linearly (any size: the probe start is the tag scaled to the size), each slot holding a 32-bit tag taken from the hash beside the entry.
+//! A lookup computes the bucket from the high 32 bits of the entry's 64-bit hash, starts probing at
 //! `tag & (slots - 1)`, and compares tags before keys. The slots sit in the `Arc`'s own
 //! allocation, so a lookup that hits touches the bucket vector (small, cached) and then usually
 //! one cache line of slots: no table header on the way, unlike a bucket that would own a
@@ -13,7 +13,8 @@
 //!
 //! Linear hashing grows the map one bucket at a time: when the map holds more than
 //! [`TARGET_BUCKET_LEN`] entries per bucket on average, the bucket at the split pointer is
-//! split in two. A bucket itself doubles its slots when it passes 3/4 load. No operation ever
+//! split in two. A bucket rebuilds itself with half again as many slots as entries when it
+//! passes 4/5 load, so buckets stay between 2/3 and 4/5 full. No operation ever
 //! rehashes more than one bucket.
 //!
 //! Every bucket is referenced by exactly one slot of the vector, so a bucket whose reference
@@ -29,20 +30,40 @@ use std::sync::Arc;
 /// Average number of entries per bucket above which the map grows by one bucket.
 pub(crate) const TARGET_BUCKET_LEN: usize = 24;
 
-/// How far the bucket-selecting bits are shifted right: bits 28..60 of the hash choose the
-/// bucket, bits 0..31 make the tag (and so the probe start), so the two never correlate for up
-/// to 2^28 buckets.
-const BUCKET_HASH_SHIFT: u32 = 28;
+/// How far the bucket-selecting bits are shifted right: the high 32 bits of the hash choose the
+/// bucket, the low 32 bits make the tag (and so the probe start), so the two never correlate.
+/// (The probe start is the tag's high bits scaled to the slot count: had the bucket bits
+/// overlapped them, the entries of a bucket would all start probing in one part of it.)
+const BUCKET_HASH_SHIFT: u32 = 32;
 
 /// Slots of a new bucket's array.
 const MIN_SLOTS: usize = 8;
 
-/// A slot: empty, or an entry with its tag (hash bits 0..31, top bit set so it is non-zero).
+/// A slot: empty, or an entry with its tag (hash bits 0..31, lowest bit set so it is non-zero).
 type Slot<T> = Option<(NonZeroU32, T)>;
 
 #[inline]
 fn tag_of(hash: u64) -> NonZeroU32 {
-    NonZeroU32::new((hash as u32) | 0x8000_0000).expect("the top bit is set, so it is non-zero")
+    NonZeroU32::new((hash as u32) | 1).expect("the lowest bit is set, so it is non-zero")
+}
+
+/// The slot where the probe for `tag` starts in an array of `n` slots: the tag scaled to
+/// `0..n` (a multiply and a shift, so `n` need not be a power of two).
+#[inline]
+fn home(tag: NonZeroU32, n: usize) -> usize {
+    ((u64::from(tag.get()) * n as u64) >> 32) as usize
+}
+
+/// Whether a bucket of `slots` slots may hold `len` entries: at most 4/5 full.
+#[inline]
+fn fits(len: usize, slots: usize) -> bool {
+    len * 5 <= slots * 4
+}
+
+/// The slots to allocate for `len` entries: 3/2 of them (2/3 full), at least [`MIN_SLOTS`].
+#[inline]
+fn slots_for(len: usize) -> usize {
+    (len + len / 2 + 1).max(MIN_SLOTS)
 }
 
 #[inline]
@@ -91,14 +112,18 @@ impl<T: Clone> Bucket<T> {
         if slots.is_empty() {
             return None;
         }
-        let mask = slots.len() - 1;
-        let mut i = tag.get() as usize & mask;
-        // The load stays at or below 3/4, so an empty slot always ends the probe.
+        let mut i = home(tag, slots.len());
+        // The load stays at or below 4/5, so an empty slot always ends the probe.
         loop {
             match &slots[i] {
                 None => return None,
                 Some((t, e)) if *t == tag && eq(e) => return Some(i),
-                Some(_) => i = (i + 1) & mask,
+                Some(_) => {
+                    i += 1;
+                    if i == slots.len() {
+                        i = 0;
+                    }
+                }
             }
         }
     }
@@ -122,24 +147,21 @@ impl<T: Clone> Bucket<T> {
 
     /// Inserts an entry known to be absent; grows the slots first if needed.
     fn insert_absent(&mut self, tag: NonZeroU32, entry: T) -> usize {
-        if (self.len as usize + 1) * 4 > self.slots.len() * 3 {
-            self.grow();
+        if !fits(self.len as usize + 1, self.slots.len()) {
+            self.rebuild(slots_for(self.len as usize + 1));
         }
         let slots = self.slots_mut();
-        let mask = slots.len() - 1;
-        let mut i = tag.get() as usize & mask;
+        let n = slots.len();
+        let mut i = home(tag, n);
         while slots[i].is_some() {
-            i = (i + 1) & mask;
+            i += 1;
+            if i == n {
+                i = 0;
+            }
         }
         slots[i] = Some((tag, entry));
         self.len += 1;
         i
-    }
-
-    /// Doubles the slots (or makes the first ones).
-    fn grow(&mut self) {
-        let target = (self.slots.len() * 2).max(MIN_SLOTS);
-        self.rebuild(target);
     }
 
     fn rebuild(&mut self, slot_count: usize) {
@@ -154,11 +176,11 @@ impl<T: Clone> Bucket<T> {
     /// Removes the entry at slot `i`, shifting later entries of its probe run back.
     fn remove_at(&mut self, mut i: usize) -> T {
         let slots = self.slots_mut();
-        let mask = slots.len() - 1;
+        let n = slots.len();
         let (_, removed) = slots[i].take().expect("remove_at is called on a full slot");
-        let mut j = (i + 1) & mask;
+        let mut j = if i + 1 == n { 0 } else { i + 1 };
         while let Some((tag, _)) = &slots[j] {
-            let home = tag.get() as usize & mask;
+            let home = home(*tag, n);
             // Move the entry at j back to the hole at i unless its home lies in (i, j].
             let in_between = if i <= j {
                 i < home && home <= j
@@ -169,7 +191,7 @@ impl<T: Clone> Bucket<T> {
                 slots[i] = slots[j].take();
                 i = j;
             }
-            j = (j + 1) & mask;
+            j = if j + 1 == n { 0 } else { j + 1 };
         }
         self.len -= 1;
         removed
@@ -329,8 +351,7 @@ impl<T: Clone> CowMap<T> {
         let old = self.split;
         let high_bit = 1usize << self.level;
         let taken = std::mem::replace(&mut self.buckets[old], Bucket::with_slots(0));
-        let half = (taken.len as usize / 2 + 1) * 4 / 3 + 1;
-        let slots = half.next_power_of_two().max(MIN_SLOTS);
+        let slots = slots_for(taken.len as usize / 2 + 1);
         let mut stay = Bucket::with_slots(slots);
         let mut moved = Bucket::with_slots(slots);
         for_each_owned(taken.slots, |tag, entry| {

@@ -1,0 +1,2356 @@
+//! The backend conformance suite: the rules of state semantics, written once against
+//! [`KeyedStateBackend`] and run unchanged on every backend.
+//!
+//! Every case is a generic function `fn case<F: Factory>(f: &F) -> Result<()>`; the
+//! [`Factory`] opens empty backends with a chosen max parallelism and key-group range, for any
+//! key type. `conformance_suite!(name, factory)` expands to a module `name` with one `#[test]`
+//! per case, so adding a backend is one line at the bottom of this file.
+//!
+//! Inspired by Flink's `StateBackendTestBase` (see reference/flink.md, section 4).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use flowstate::codec::{to_bytes, Codec};
+use flowstate::snapshot::CanonicalEntries;
+use flowstate::*;
+
+// ------------------------------------------------------------------------------------------
+// Factories
+// ------------------------------------------------------------------------------------------
+
+/// Opens empty backends for the suite.
+pub trait Factory {
+    /// The backend type, for key type `K`.
+    type Backend<K: Key>: KeyedStateBackend<K>;
+    /// An empty backend with `max_parallelism` key groups that owns `range`.
+    fn open<K: Key>(&self, max_parallelism: u32, range: KeyGroupRange) -> Self::Backend<K>;
+}
+
+/// [`HeapBackend`] opened directly.
+pub struct HeapFactory;
+
+impl Factory for HeapFactory {
+    type Backend<K: Key> = HeapBackend<K>;
+    fn open<K: Key>(&self, max_parallelism: u32, range: KeyGroupRange) -> HeapBackend<K> {
+        HeapBackend::open(
+            BackendConfig::heap()
+                .max_parallelism(max_parallelism)
+                .key_group_range(range),
+        )
+        .expect("open heap backend")
+    }
+}
+
+/// [`Backend`] (the run-time dispatching enum) of kind heap: checks the delegation too.
+pub struct BackendEnumFactory;
+
+impl Factory for BackendEnumFactory {
+    type Backend<K: Key> = Backend<K>;
+    fn open<K: Key>(&self, max_parallelism: u32, range: KeyGroupRange) -> Backend<K> {
+        Backend::open(
+            BackendConfig::heap()
+                .max_parallelism(max_parallelism)
+                .key_group_range(range),
+        )
+        .expect("open backend")
+    }
+}
+
+/// The max parallelism of the default backend.
+const MAXP: u32 = 128;
+
+/// A backend with [`MAXP`] key groups owning all of them, keyed by `u64`.
+fn open<F: Factory>(f: &F) -> F::Backend<u64> {
+    f.open::<u64>(MAXP, KeyGroupRange::all(MAXP).unwrap())
+}
+
+/// A backend with [`MAXP`] key groups owning all of them, keyed by `String`.
+fn open_str<F: Factory>(f: &F) -> F::Backend<String> {
+    f.open::<String>(MAXP, KeyGroupRange::all(MAXP).unwrap())
+}
+
+// ------------------------------------------------------------------------------------------
+// Helpers
+// ------------------------------------------------------------------------------------------
+
+fn kg_of<K: Codec>(key: &K, max_parallelism: u32) -> u16 {
+    key_group_for(&to_bytes(key), max_parallelism)
+}
+
+/// The `n`-th (from 0) u64 key whose key group is inside (`inside`) or outside `range`.
+fn pick_key(max_parallelism: u32, range: KeyGroupRange, inside: bool, n: usize) -> u64 {
+    (0u64..)
+        .filter(|k| range.contains(kg_of(k, max_parallelism)) == inside)
+        .nth(n)
+        .expect("some key qualifies")
+}
+
+/// The canonical entries of state `name` in a fresh snapshot.
+fn live_entries<K: Key, B: KeyedStateBackend<K>>(b: &mut B, name: &str) -> CanonicalEntries {
+    b.snapshot_state()
+        .unwrap()
+        .canonical_entries(name)
+        .unwrap_or_else(|| panic!("state {name} is in the snapshot"))
+}
+
+/// One canonical entry.
+fn centry<K: Codec, N: Codec>(
+    max_parallelism: u32,
+    key: &K,
+    ns: &N,
+    state: EncodedState,
+) -> ((u16, Vec<u8>, Vec<u8>), EncodedState) {
+    let kb = to_bytes(key);
+    (
+        (key_group_for(&kb, max_parallelism), kb, to_bytes(ns)),
+        state,
+    )
+}
+
+fn enc_value<V: Codec>(v: &V) -> EncodedState {
+    EncodedState::Value(to_bytes(v))
+}
+
+fn enc_list<T: Codec>(items: &[T]) -> EncodedState {
+    EncodedState::List(items.iter().map(to_bytes).collect())
+}
+
+fn enc_map<UK: Codec, UV: Codec>(entries: &[(UK, UV)]) -> EncodedState {
+    let mut e: Vec<(Vec<u8>, Vec<u8>)> = entries
+        .iter()
+        .map(|(k, v)| (to_bytes(k), to_bytes(v)))
+        .collect();
+    e.sort();
+    EncodedState::Map(e)
+}
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
+
+/// Asserts that `$e` is `Err($p)`; the `Ok` value, if any, is not printed.
+macro_rules! assert_err {
+    ($e:expr, $p:pat $(if $guard:expr)?, $($what:tt)+) => {
+        match $e {
+            Err($p) $(if $guard)? => {}
+            other => panic!(
+                "{}: expected Err({}), got {:?}",
+                format!($($what)+),
+                stringify!($p),
+                other.map(|_| ())
+            ),
+        }
+    };
+}
+
+/// Sum of the inputs and their count, in a tuple accumulator changed in place.
+struct SumCount;
+
+impl AggregateFunction for SumCount {
+    type In = u64;
+    type Acc = (u64, u64);
+    type Out = (u64, u64);
+    fn create_accumulator(&self) -> (u64, u64) {
+        (0, 0)
+    }
+    fn add(&self, acc: &mut (u64, u64), value: u64) {
+        acc.0 += value;
+        acc.1 += 1;
+    }
+    fn get_result(&self, acc: &(u64, u64)) -> (u64, u64) {
+        *acc
+    }
+    fn merge(&self, acc: &mut (u64, u64), other: (u64, u64)) {
+        acc.0 += other.0;
+        acc.1 += other.1;
+    }
+}
+
+/// Collects the inputs in a heap-allocated accumulator that grows in place; the result is the
+/// inputs joined with commas.
+struct Collect;
+
+impl AggregateFunction for Collect {
+    type In = u32;
+    type Acc = Vec<u32>;
+    type Out = String;
+    fn create_accumulator(&self) -> Vec<u32> {
+        Vec::new()
+    }
+    fn add(&self, acc: &mut Vec<u32>, value: u32) {
+        acc.push(value);
+    }
+    fn get_result(&self, acc: &Vec<u32>) -> String {
+        acc.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+    }
+    fn merge(&self, acc: &mut Vec<u32>, mut other: Vec<u32>) {
+        acc.append(&mut other);
+    }
+}
+
+fn sum_u64(a: &u64, b: &u64) -> u64 {
+    a + b
+}
+
+// ------------------------------------------------------------------------------------------
+// Value state
+// ------------------------------------------------------------------------------------------
+
+fn value_get_absent_is_none<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    b.set_current_key(&1);
+    assert_eq!(b.value(&v).get()?, None);
+    b.set_current_key(&2);
+    b.value(&v).update(7)?;
+    b.set_current_key(&1);
+    assert_eq!(
+        b.value(&v).get()?,
+        None,
+        "another key's value does not leak"
+    );
+    assert_eq!(b.entry_count(), 1, "a read creates no entry");
+    Ok(())
+}
+
+fn value_update_get_overwrite<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let v = b.register(ValueStateDescriptor::<String>::new("v"))?;
+    b.set_current_key(&1);
+    b.value(&v).update("a".into())?;
+    assert_eq!(b.value(&v).get()?, Some("a".to_string()));
+    b.value(&v).update("b".into())?;
+    assert_eq!(b.value(&v).get()?, Some("b".to_string()));
+    b.set_current_key(&2);
+    b.value(&v).update("c".into())?;
+    b.set_current_key(&1);
+    assert_eq!(b.value(&v).get()?, Some("b".to_string()));
+    b.set_current_key(&2);
+    assert_eq!(b.value(&v).get()?, Some("c".to_string()));
+    Ok(())
+}
+
+fn value_clear_removes_value<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    b.set_current_key(&3);
+    b.value(&v).update(1)?;
+    b.value(&v).clear()?;
+    assert_eq!(b.value(&v).get()?, None);
+    assert_eq!(b.entry_count(), 0);
+    b.value(&v).update(2)?;
+    assert_eq!(
+        b.value(&v).get()?,
+        Some(2),
+        "state is usable again after clear"
+    );
+    Ok(())
+}
+
+fn value_clear_absent_is_noop<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    b.set_current_key(&1);
+    b.value(&v).update(5)?;
+    b.set_current_key(&2);
+    b.value(&v).clear()?;
+    b.value(&v).clear()?;
+    assert_eq!(b.value(&v).get()?, None);
+    assert_eq!(b.entry_count(), 1);
+    b.set_current_key(&1);
+    assert_eq!(b.value(&v).get()?, Some(5));
+    Ok(())
+}
+
+fn clear_only_current_key_and_namespace<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let v = b.register(ValueStateDescriptor::<u64>::new("v").with_namespace::<u32>())?;
+    let l = b.register(ListStateDescriptor::<u64>::new("l").with_namespace::<u32>())?;
+    let m = b.register(MapStateDescriptor::<u64, u64>::new("m").with_namespace::<u32>())?;
+    let r = b.register(ReducingStateDescriptor::new("r", sum_u64).with_namespace::<u32>())?;
+    let a = b.register(AggregatingStateDescriptor::new("a", SumCount).with_namespace::<u32>())?;
+    for k in 1..=2u64 {
+        b.set_current_key(&k);
+        for ns in 1..=2u32 {
+            let x = k * 10 + u64::from(ns);
+            b.value(&v).namespace(&ns).update(x)?;
+            b.list(&l).namespace(&ns).add(x)?;
+            b.map(&m).namespace(&ns).put(x, x)?;
+            b.reducing(&r).namespace(&ns).add(x)?;
+            b.aggregating(&a).namespace(&ns).add(x)?;
+        }
+    }
+    assert_eq!(b.entry_count(), 20);
+    b.set_current_key(&1);
+    b.value(&v).namespace(&1).clear()?;
+    b.list(&l).namespace(&1).clear()?;
+    b.map(&m).namespace(&1).clear()?;
+    b.reducing(&r).namespace(&1).clear()?;
+    b.aggregating(&a).namespace(&1).clear()?;
+    assert_eq!(b.entry_count(), 15);
+    for k in 1..=2u64 {
+        b.set_current_key(&k);
+        for ns in 1..=2u32 {
+            let x = k * 10 + u64::from(ns);
+            let gone = k == 1 && ns == 1;
+            let expect = (!gone).then_some(x);
+            assert_eq!(
+                b.value(&v).namespace(&ns).get()?,
+                expect,
+                "value k{k} ns{ns}"
+            );
+            assert_eq!(
+                b.list(&l).namespace(&ns).get()?,
+                expect.into_iter().collect::<Vec<_>>(),
+                "list k{k} ns{ns}"
+            );
+            assert_eq!(b.map(&m).namespace(&ns).get(&x)?, expect, "map k{k} ns{ns}");
+            assert_eq!(
+                b.reducing(&r).namespace(&ns).get()?,
+                expect,
+                "red k{k} ns{ns}"
+            );
+            assert_eq!(
+                b.aggregating(&a).namespace(&ns).get()?,
+                expect.map(|x| (x, 1)),
+                "agg k{k} ns{ns}"
+            );
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// List state
+// ------------------------------------------------------------------------------------------
+
+fn list_get_absent_is_empty<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let l = b.register(ListStateDescriptor::<u32>::new("l"))?;
+    b.set_current_key(&1);
+    assert_eq!(b.list(&l).get()?, Vec::<u32>::new());
+    b.set_current_key(&2);
+    b.list(&l).add(1)?;
+    b.set_current_key(&1);
+    assert!(b.list(&l).get()?.is_empty());
+    assert_eq!(b.entry_count(), 1);
+    Ok(())
+}
+
+fn list_add_preserves_order<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let l = b.register(ListStateDescriptor::<String>::new("l"))?;
+    b.set_current_key(&1);
+    for s in ["c", "a", "b", "a"] {
+        b.list(&l).add(s.to_string())?;
+    }
+    assert_eq!(b.list(&l).get()?, vec!["c", "a", "b", "a"]);
+    Ok(())
+}
+
+fn list_add_all_appends_in_order<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let l = b.register(ListStateDescriptor::<u32>::new("l"))?;
+    b.set_current_key(&1);
+    b.list(&l).add(9)?;
+    b.list(&l).add_all(vec![3, 1, 2])?;
+    b.list(&l).add_all(vec![0])?;
+    assert_eq!(b.list(&l).get()?, vec![9, 3, 1, 2, 0]);
+    b.set_current_key(&2);
+    b.list(&l).add_all(vec![5, 4])?;
+    assert_eq!(
+        b.list(&l).get()?,
+        vec![5, 4],
+        "add_all on an absent list creates it"
+    );
+    assert_eq!(b.entry_count(), 2);
+    Ok(())
+}
+
+fn list_add_all_empty_on_absent_creates_nothing<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let l = b.register(ListStateDescriptor::<u32>::new("l").with_namespace::<u32>())?;
+    b.set_current_key(&1);
+    b.list(&l).namespace(&4).add_all(vec![])?;
+    assert_eq!(b.list(&l).namespace(&4).get()?, Vec::<u32>::new());
+    assert_eq!(b.entry_count(), 0);
+    assert!(b.keys(l, &4)?.is_empty());
+    assert!(live_entries(&mut b, "l").is_empty());
+    Ok(())
+}
+
+fn list_add_all_empty_on_non_empty_is_noop<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let l = b.register(ListStateDescriptor::<u32>::new("l"))?;
+    b.set_current_key(&1);
+    b.list(&l).add_all(vec![1, 2])?;
+    b.list(&l).add_all(vec![])?;
+    assert_eq!(b.list(&l).get()?, vec![1, 2]);
+    assert_eq!(b.entry_count(), 1);
+    Ok(())
+}
+
+fn list_update_replaces<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let l = b.register(ListStateDescriptor::<u32>::new("l"))?;
+    b.set_current_key(&1);
+    b.list(&l).update(vec![7, 8])?;
+    assert_eq!(
+        b.list(&l).get()?,
+        vec![7, 8],
+        "update on an absent list creates it"
+    );
+    b.list(&l).add_all(vec![1, 2, 3])?;
+    b.list(&l).update(vec![4])?;
+    assert_eq!(b.list(&l).get()?, vec![4]);
+    b.list(&l).add(5)?;
+    assert_eq!(b.list(&l).get()?, vec![4, 5]);
+    Ok(())
+}
+
+fn list_update_empty_clears<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let l = b.register(ListStateDescriptor::<u32>::new("l"))?;
+    b.set_current_key(&1);
+    b.list(&l).add_all(vec![1, 2])?;
+    b.set_current_key(&2);
+    b.list(&l).add(3)?;
+    assert_eq!(b.entry_count(), 2);
+    b.list(&l).update(vec![])?;
+    assert!(b.list(&l).get()?.is_empty());
+    assert_eq!(b.entry_count(), 1, "an emptied list leaves no entry");
+    assert_eq!(b.keys(l, &())?, vec![1]);
+    b.list(&l).update(vec![])?;
+    assert_eq!(
+        b.entry_count(),
+        1,
+        "update(vec![]) on an absent list creates nothing"
+    );
+    Ok(())
+}
+
+fn list_clear<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let l = b.register(ListStateDescriptor::<u32>::new("l"))?;
+    b.set_current_key(&1);
+    b.list(&l).add_all(vec![1, 2])?;
+    b.set_current_key(&2);
+    b.list(&l).add(3)?;
+    b.list(&l).clear()?;
+    assert!(b.list(&l).get()?.is_empty());
+    b.set_current_key(&1);
+    assert_eq!(b.list(&l).get()?, vec![1, 2]);
+    assert_eq!(b.entry_count(), 1);
+    b.list(&l).clear()?;
+    assert_eq!(b.entry_count(), 0);
+    b.list(&l).add(6)?;
+    assert_eq!(b.list(&l).get()?, vec![6], "a cleared list starts afresh");
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// Map state
+// ------------------------------------------------------------------------------------------
+
+fn map_absent_reads<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let m = b.register(MapStateDescriptor::<String, u64>::new("m"))?;
+    b.set_current_key(&1);
+    assert_eq!(b.map(&m).get(&"x".into())?, None);
+    assert!(!b.map(&m).contains(&"x".into())?);
+    assert!(b.map(&m).entries()?.is_empty());
+    assert!(b.map(&m).keys()?.is_empty());
+    assert!(b.map(&m).values()?.is_empty());
+    assert!(b.map(&m).is_empty()?);
+    assert_eq!(b.entry_count(), 0, "reads create no entry");
+    Ok(())
+}
+
+fn map_put_get_contains<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let m = b.register(MapStateDescriptor::<String, u64>::new("m"))?;
+    b.set_current_key(&1);
+    b.map(&m).put("a".into(), 1)?;
+    b.map(&m).put("b".into(), 2)?;
+    assert_eq!(b.map(&m).get(&"a".into())?, Some(1));
+    assert_eq!(b.map(&m).get(&"b".into())?, Some(2));
+    assert_eq!(b.map(&m).get(&"c".into())?, None);
+    assert!(b.map(&m).contains(&"a".into())?);
+    assert!(!b.map(&m).contains(&"c".into())?);
+    assert!(!b.map(&m).is_empty()?);
+    b.map(&m).put("a".into(), 10)?;
+    assert_eq!(b.map(&m).get(&"a".into())?, Some(10), "put overwrites");
+    assert_eq!(b.entry_count(), 1, "one map is one entry");
+    b.set_current_key(&2);
+    assert_eq!(b.map(&m).get(&"a".into())?, None, "maps are per key");
+    Ok(())
+}
+
+fn map_put_all_later_entry_wins<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let m = b.register(MapStateDescriptor::<u32, u32>::new("m"))?;
+    b.set_current_key(&1);
+    b.map(&m).put(1, 100)?;
+    b.map(&m)
+        .put_all(vec![(2, 20), (3, 30), (2, 21), (1, 11)])?;
+    assert_eq!(
+        sorted(b.map(&m).entries()?),
+        vec![(1, 11), (2, 21), (3, 30)]
+    );
+    b.map(&m).put_all(Vec::new())?;
+    assert_eq!(
+        b.map(&m).entries()?.len(),
+        3,
+        "an empty put_all changes nothing"
+    );
+    Ok(())
+}
+
+fn map_put_all_empty_on_absent_creates_nothing<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let m = b.register(MapStateDescriptor::<u32, u32>::new("m"))?;
+    b.set_current_key(&1);
+    b.map(&m).put_all(Vec::new())?;
+    assert!(b.map(&m).is_empty()?);
+    assert_eq!(b.entry_count(), 0);
+    assert!(b.keys(m, &())?.is_empty());
+    Ok(())
+}
+
+fn map_remove_and_remove_absent<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let m = b.register(MapStateDescriptor::<u32, u32>::new("m"))?;
+    b.set_current_key(&1);
+    b.map(&m).put_all(vec![(1, 1), (2, 2)])?;
+    b.map(&m).remove(&1)?;
+    assert_eq!(b.map(&m).get(&1)?, None);
+    assert!(!b.map(&m).contains(&1)?);
+    assert_eq!(b.map(&m).entries()?, vec![(2, 2)]);
+    b.map(&m).remove(&99)?;
+    assert_eq!(
+        b.map(&m).entries()?,
+        vec![(2, 2)],
+        "removing an absent key does nothing"
+    );
+    b.set_current_key(&2);
+    b.map(&m).remove(&2)?;
+    assert_eq!(
+        b.entry_count(),
+        1,
+        "removing from an absent map creates nothing"
+    );
+    assert!(b.map(&m).is_empty()?);
+    Ok(())
+}
+
+fn map_keys_values_entries<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let m = b.register(MapStateDescriptor::<String, u32>::new("m"))?;
+    b.set_current_key(&1);
+    b.map(&m)
+        .put_all(vec![("b".into(), 2), ("a".into(), 1), ("c".into(), 3)])?;
+    assert_eq!(sorted(b.map(&m).keys()?), vec!["a", "b", "c"]);
+    assert_eq!(sorted(b.map(&m).values()?), vec![1, 2, 3]);
+    assert_eq!(
+        sorted(b.map(&m).entries()?),
+        vec![
+            ("a".to_string(), 1),
+            ("b".to_string(), 2),
+            ("c".to_string(), 3)
+        ]
+    );
+    // keys and values come from the same traversal: they pair up.
+    let keys = b.map(&m).keys()?;
+    let values = b.map(&m).values()?;
+    for (k, v) in keys.iter().zip(&values) {
+        assert_eq!(b.map(&m).get(k)?, Some(*v));
+    }
+    Ok(())
+}
+
+fn map_is_empty_after_removing_all<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let m = b.register(MapStateDescriptor::<u32, u32>::new("m"))?;
+    let other = b.register(ValueStateDescriptor::<u32>::new("other"))?;
+    b.set_current_key(&1);
+    b.value(&other).update(1)?;
+    assert!(b.map(&m).is_empty()?);
+    for i in 0..300 {
+        b.map(&m).put(i, i)?;
+        assert!(!b.map(&m).is_empty()?, "after put {i}");
+    }
+    assert_eq!(b.entry_count(), 2);
+    for i in 0..300 {
+        assert!(!b.map(&m).is_empty()?, "before remove {i}");
+        b.map(&m).remove(&i)?;
+    }
+    assert!(b.map(&m).is_empty()?);
+    assert!(b.map(&m).entries()?.is_empty());
+    assert_eq!(b.entry_count(), 1, "an emptied map leaves no entry");
+    assert!(b.keys(m, &())?.is_empty());
+    assert!(live_entries(&mut b, "m").is_empty());
+    Ok(())
+}
+
+fn map_clear<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let m = b.register(MapStateDescriptor::<u32, u32>::new("m"))?;
+    b.set_current_key(&1);
+    b.map(&m).put_all(vec![(1, 1), (2, 2)])?;
+    b.set_current_key(&2);
+    b.map(&m).put(3, 3)?;
+    b.map(&m).clear()?;
+    assert!(b.map(&m).is_empty()?);
+    assert_eq!(b.map(&m).get(&3)?, None);
+    b.set_current_key(&1);
+    assert_eq!(sorted(b.map(&m).entries()?), vec![(1, 1), (2, 2)]);
+    assert_eq!(b.entry_count(), 1);
+    Ok(())
+}
+
+fn map_cursor_visits_every_entry<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let m = b.register(MapStateDescriptor::<u32, u32>::new("m"))?;
+    b.set_current_key(&1);
+    let expected: Vec<(u32, u32)> = (0..500).map(|i| (i, i * 3)).collect();
+    b.map(&m).put_all(expected.clone())?;
+    let cursor = b.map(&m).iter()?;
+    let seen: Vec<(u32, u32)> = cursor.collect::<Result<_>>()?;
+    assert_eq!(sorted(seen), expected);
+    Ok(())
+}
+
+fn map_cursor_remove_current<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let m = b.register(MapStateDescriptor::<u32, u32>::new("m"))?;
+    b.set_current_key(&1);
+    b.map(&m).put_all((0..100).map(|i| (i, i)))?;
+    let mut cursor = b.map(&m).iter()?;
+    let mut visited = 0;
+    while let Some(entry) = cursor.next() {
+        let (k, _) = entry?;
+        visited += 1;
+        if k % 2 == 1 {
+            cursor.remove_current()?;
+        }
+    }
+    assert_eq!(visited, 100, "removing does not skip entries");
+    assert_eq!(
+        sorted(b.map(&m).keys()?),
+        (0..100).step_by(2).collect::<Vec<_>>()
+    );
+    // Removing every remaining entry through the cursor removes the map's entry.
+    let mut cursor = b.map(&m).iter()?;
+    while let Some(entry) = cursor.next() {
+        entry?;
+        cursor.remove_current()?;
+    }
+    assert!(b.map(&m).is_empty()?);
+    assert_eq!(b.entry_count(), 0);
+    Ok(())
+}
+
+fn map_cursor_second_remove_without_next_fails<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let m = b.register(MapStateDescriptor::<u32, u32>::new("m"))?;
+    b.set_current_key(&1);
+    b.map(&m).put_all(vec![(1, 1), (2, 2), (3, 3)])?;
+    let mut cursor = b.map(&m).iter()?;
+    let (first, _) = cursor.next().expect("an entry")?;
+    cursor.remove_current()?;
+    let err = cursor
+        .remove_current()
+        .expect_err("second remove without next");
+    assert_eq!(err.kind(), ErrorKind::Usage);
+    // next() then remove works again.
+    let (second, _) = cursor.next().expect("an entry")?;
+    cursor.remove_current()?;
+    let left = b.map(&m).keys()?;
+    assert_eq!(left.len(), 1);
+    assert!(!left.contains(&first) && !left.contains(&second));
+    Ok(())
+}
+
+fn map_cursor_remove_before_next_fails<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let m = b.register(MapStateDescriptor::<u32, u32>::new("m"))?;
+    b.set_current_key(&1);
+    b.map(&m).put_all(vec![(1, 1), (2, 2)])?;
+    let mut cursor = b.map(&m).iter()?;
+    let err = cursor.remove_current().expect_err("remove before next");
+    assert_eq!(err.kind(), ErrorKind::Usage);
+    let err = cursor.set_current_value(5).expect_err("set before next");
+    assert_eq!(err.kind(), ErrorKind::Usage);
+    drop(cursor);
+    assert_eq!(
+        sorted(b.map(&m).entries()?),
+        vec![(1, 1), (2, 2)],
+        "nothing changed"
+    );
+    // After the last entry the cursor still remembers it; after exhaustion remove is allowed
+    // exactly once for the last returned entry.
+    let mut cursor = b.map(&m).iter()?;
+    let (a, _) = cursor.next().expect("entry")?;
+    let (z, _) = cursor.next().expect("entry")?;
+    assert!(cursor.next().is_none());
+    cursor.remove_current()?;
+    assert!(cursor.remove_current().is_err());
+    assert_eq!(b.map(&m).keys()?, vec![a]);
+    assert_ne!(a, z);
+    Ok(())
+}
+
+fn map_cursor_set_current_value_writes_through<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let m = b.register(MapStateDescriptor::<u32, String>::new("m").with_namespace::<u32>())?;
+    b.set_current_key(&1);
+    b.map(&m)
+        .namespace(&7)
+        .put_all((0..50).map(|i| (i, format!("v{i}"))))?;
+    let mut cursor = b.map(&m).namespace(&7).iter()?;
+    while let Some(entry) = cursor.next() {
+        let (k, v) = entry?;
+        assert_eq!(v, format!("v{k}"));
+        if k % 3 == 0 {
+            cursor.set_current_value(format!("w{k}"))?;
+        }
+    }
+    for k in 0..50 {
+        let want = if k % 3 == 0 {
+            format!("w{k}")
+        } else {
+            format!("v{k}")
+        };
+        assert_eq!(b.map(&m).namespace(&7).get(&k)?, Some(want));
+    }
+    assert_eq!(b.map(&m).namespace(&7).entries()?.len(), 50);
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// Reducing and aggregating state
+// ------------------------------------------------------------------------------------------
+
+fn reducing_get_absent_is_none<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let r = b.register(ReducingStateDescriptor::<u64>::new("r", sum_u64))?;
+    b.set_current_key(&1);
+    assert_eq!(b.reducing(&r).get()?, None);
+    b.reducing(&r).add(3)?;
+    b.reducing(&r).clear()?;
+    assert_eq!(b.reducing(&r).get()?, None, "None again after add + clear");
+    assert_eq!(b.entry_count(), 0);
+    Ok(())
+}
+
+fn reducing_add_applies_reduce_in_order<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let r = b.register(ReducingStateDescriptor::<String>::new("r", |a, b| {
+        format!("{a},{b}")
+    }))?;
+    b.set_current_key(&1);
+    b.reducing(&r).add("1".into())?;
+    assert_eq!(
+        b.reducing(&r).get()?,
+        Some("1".to_string()),
+        "the first value is stored as is"
+    );
+    b.reducing(&r).add("u1".into())?;
+    b.reducing(&r).add("x".into())?;
+    assert_eq!(b.reducing(&r).get()?, Some("1,u1,x".to_string()));
+    Ok(())
+}
+
+fn reducing_keys_are_independent<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let r = b.register(ReducingStateDescriptor::<u64>::new("r", sum_u64))?;
+    b.set_current_key(&1);
+    b.reducing(&r).add(17)?;
+    b.set_current_key(&2);
+    b.reducing(&r).add(5)?;
+    b.set_current_key(&1);
+    b.reducing(&r).add(11)?;
+    assert_eq!(b.reducing(&r).get()?, Some(28));
+    b.reducing(&r).clear()?;
+    assert_eq!(b.reducing(&r).get()?, None);
+    b.set_current_key(&2);
+    assert_eq!(b.reducing(&r).get()?, Some(5));
+    b.reducing(&r).clear()?;
+    assert_eq!(b.entry_count(), 0);
+    Ok(())
+}
+
+fn aggregating_get_absent_is_none<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let a = b.register(AggregatingStateDescriptor::new("a", SumCount))?;
+    b.set_current_key(&1);
+    assert_eq!(b.aggregating(&a).get()?, None);
+    assert_eq!(b.entry_count(), 0);
+    Ok(())
+}
+
+fn aggregating_add_mutable_accumulator<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let a = b.register(AggregatingStateDescriptor::new("a", SumCount))?;
+    let c = b.register(AggregatingStateDescriptor::new("c", Collect))?;
+    b.set_current_key(&1);
+    for x in [17, 11, 2] {
+        b.aggregating(&a).add(x)?;
+        b.aggregating(&c).add(x as u32)?;
+    }
+    assert_eq!(b.aggregating(&a).get()?, Some((30, 3)));
+    assert_eq!(b.aggregating(&c).get()?, Some("17,11,2".to_string()));
+    b.set_current_key(&2);
+    b.aggregating(&a).add(4)?;
+    assert_eq!(b.aggregating(&a).get()?, Some((4, 1)));
+    b.set_current_key(&1);
+    assert_eq!(
+        b.aggregating(&a).get()?,
+        Some((30, 3)),
+        "keys are independent"
+    );
+    Ok(())
+}
+
+fn aggregating_clear_starts_fresh_accumulator<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let c = b.register(AggregatingStateDescriptor::new("c", Collect))?;
+    b.set_current_key(&1);
+    b.aggregating(&c).add(1)?;
+    b.aggregating(&c).add(2)?;
+    b.aggregating(&c).clear()?;
+    assert_eq!(b.aggregating(&c).get()?, None);
+    assert_eq!(b.entry_count(), 0);
+    b.aggregating(&c).add(3)?;
+    assert_eq!(b.aggregating(&c).get()?, Some("3".to_string()));
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// merge_namespaces
+// ------------------------------------------------------------------------------------------
+
+fn merge_list_sources_spread<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let l = b.register(ListStateDescriptor::<u32>::new("l").with_namespace::<u32>())?;
+    b.set_current_key(&1);
+    b.list(&l).namespace(&1).add_all(vec![1, 2])?;
+    b.list(&l).namespace(&2).add_all(vec![3])?;
+    b.list(&l).namespace(&3).add_all(vec![4, 5])?;
+    b.list(&l).merge_namespaces(&1, &[2, 3])?;
+    assert_eq!(
+        b.list(&l).namespace(&1).get()?,
+        vec![1, 2, 3, 4, 5],
+        "target first, then the sources in order"
+    );
+    assert!(b.list(&l).namespace(&2).get()?.is_empty());
+    assert!(b.list(&l).namespace(&3).get()?.is_empty());
+    assert_eq!(b.entry_count(), 1, "sources are removed");
+    b.list(&l).namespace(&1).clear()?;
+    assert_eq!(b.entry_count(), 0);
+    Ok(())
+}
+
+fn merge_list_into_absent_target<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let l = b.register(ListStateDescriptor::<u32>::new("l").with_namespace::<u32>())?;
+    b.set_current_key(&1);
+    b.list(&l).namespace(&3).add_all(vec![7, 8])?;
+    b.list(&l).namespace(&2).add(6)?;
+    b.list(&l).merge_namespaces(&1, &[3, 2])?;
+    assert_eq!(b.list(&l).namespace(&1).get()?, vec![7, 8, 6]);
+    assert_eq!(b.keys(l, &1)?, vec![1]);
+    assert!(b.keys(l, &2)?.is_empty() && b.keys(l, &3)?.is_empty());
+    Ok(())
+}
+
+fn merge_list_one_source_empty<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let l = b.register(ListStateDescriptor::<u32>::new("l").with_namespace::<u32>())?;
+    b.set_current_key(&1);
+    b.list(&l).namespace(&1).add(1)?;
+    b.list(&l).namespace(&3).add(3)?;
+    b.list(&l).merge_namespaces(&1, &[2, 3])?;
+    assert_eq!(b.list(&l).namespace(&1).get()?, vec![1, 3]);
+    assert_eq!(b.entry_count(), 1);
+    Ok(())
+}
+
+fn merge_list_all_empty_stays_absent<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let l = b.register(ListStateDescriptor::<u32>::new("l").with_namespace::<u32>())?;
+    b.set_current_key(&1);
+    b.list(&l).merge_namespaces(&1, &[2, 3])?;
+    assert!(b.list(&l).namespace(&1).get()?.is_empty());
+    assert_eq!(b.entry_count(), 0, "merging nothing creates no entry");
+    b.list(&l).merge_namespaces(&1, &[])?;
+    assert_eq!(b.entry_count(), 0);
+    Ok(())
+}
+
+fn merge_list_target_already_has_all<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let l = b.register(ListStateDescriptor::<u32>::new("l").with_namespace::<u32>())?;
+    b.set_current_key(&1);
+    b.list(&l).namespace(&1).add_all(vec![1, 2, 3])?;
+    b.list(&l).merge_namespaces(&1, &[2, 3])?;
+    assert_eq!(b.list(&l).namespace(&1).get()?, vec![1, 2, 3]);
+    assert_eq!(b.entry_count(), 1);
+    Ok(())
+}
+
+fn merge_list_target_among_sources<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let l = b.register(ListStateDescriptor::<u32>::new("l").with_namespace::<u32>())?;
+    b.set_current_key(&1);
+    b.list(&l).namespace(&1).add(1)?;
+    b.list(&l).namespace(&2).add(2)?;
+    b.list(&l).merge_namespaces(&1, &[1, 2, 1])?;
+    assert_eq!(
+        b.list(&l).namespace(&1).get()?,
+        vec![1, 2],
+        "a source equal to the target is skipped: neither removed nor duplicated"
+    );
+    assert_eq!(b.entry_count(), 1);
+    Ok(())
+}
+
+fn merge_only_touches_current_key<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let l = b.register(ListStateDescriptor::<u32>::new("l").with_namespace::<u32>())?;
+    for k in 1..=2u64 {
+        b.set_current_key(&k);
+        b.list(&l).namespace(&1).add(k as u32 * 10)?;
+        b.list(&l).namespace(&2).add(k as u32 * 10 + 1)?;
+    }
+    b.set_current_key(&1);
+    b.list(&l).merge_namespaces(&1, &[2])?;
+    b.set_current_key(&2);
+    assert_eq!(b.list(&l).namespace(&1).get()?, vec![20]);
+    assert_eq!(b.list(&l).namespace(&2).get()?, vec![21]);
+    assert_eq!(b.entry_count(), 3);
+    Ok(())
+}
+
+fn merge_reducing<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let r =
+        b.register(ReducingStateDescriptor::<u64>::new("r", sum_u64).with_namespace::<u32>())?;
+    b.set_current_key(&1);
+    // Spread over target and sources: 10 + 20 + 30 + 40 + 65 = 165.
+    b.reducing(&r).namespace(&1).add(10)?;
+    b.reducing(&r).namespace(&1).add(20)?;
+    b.reducing(&r).namespace(&2).add(30)?;
+    b.reducing(&r).namespace(&3).add(40)?;
+    b.reducing(&r).namespace(&3).add(65)?;
+    b.reducing(&r).merge_namespaces(&1, &[2, 3])?;
+    assert_eq!(b.reducing(&r).namespace(&1).get()?, Some(165));
+    assert_eq!(b.reducing(&r).namespace(&2).get()?, None);
+    assert_eq!(b.reducing(&r).namespace(&3).get()?, None);
+    assert_eq!(b.entry_count(), 1);
+    // Absent target, one empty source.
+    b.reducing(&r).namespace(&5).add(5)?;
+    b.reducing(&r).merge_namespaces(&4, &[6, 5])?;
+    assert_eq!(b.reducing(&r).namespace(&4).get()?, Some(5));
+    assert_eq!(b.reducing(&r).namespace(&5).get()?, None);
+    // All empty.
+    b.reducing(&r).merge_namespaces(&8, &[9, 10])?;
+    assert_eq!(b.reducing(&r).namespace(&8).get()?, None);
+    assert_eq!(b.entry_count(), 2);
+    Ok(())
+}
+
+fn merge_aggregating<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let a = b.register(AggregatingStateDescriptor::new("a", SumCount).with_namespace::<u32>())?;
+    b.set_current_key(&1);
+    b.aggregating(&a).namespace(&1).add(10)?;
+    b.aggregating(&a).namespace(&2).add(20)?;
+    b.aggregating(&a).namespace(&2).add(30)?;
+    b.aggregating(&a).namespace(&3).add(105)?;
+    b.aggregating(&a).merge_namespaces(&1, &[2, 3, 4])?;
+    assert_eq!(b.aggregating(&a).namespace(&1).get()?, Some((165, 4)));
+    assert_eq!(b.aggregating(&a).namespace(&2).get()?, None);
+    assert_eq!(b.aggregating(&a).namespace(&3).get()?, None);
+    assert_eq!(b.entry_count(), 1);
+    // Target among sources, and the merged accumulator keeps accumulating.
+    b.aggregating(&a).merge_namespaces(&1, &[1])?;
+    b.aggregating(&a).namespace(&1).add(1)?;
+    assert_eq!(b.aggregating(&a).namespace(&1).get()?, Some((166, 5)));
+    // All empty.
+    b.aggregating(&a).merge_namespaces(&7, &[8, 9])?;
+    assert_eq!(b.aggregating(&a).namespace(&7).get()?, None);
+    assert_eq!(b.entry_count(), 1);
+    Ok(())
+}
+
+fn merge_aggregating_heap_accumulator<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let c = b.register(AggregatingStateDescriptor::new("c", Collect).with_namespace::<u32>())?;
+    b.set_current_key(&1);
+    b.aggregating(&c).namespace(&2).add(2)?;
+    b.aggregating(&c).namespace(&3).add(3)?;
+    b.aggregating(&c).merge_namespaces(&1, &[2, 3])?;
+    let merged = b.aggregating(&c).namespace(&1).get()?.expect("merged");
+    let mut parts: Vec<&str> = merged.split(',').collect();
+    parts.sort();
+    assert_eq!(parts, vec!["2", "3"]);
+    b.aggregating(&c).namespace(&1).add(4)?;
+    assert!(b
+        .aggregating(&c)
+        .namespace(&1)
+        .get()?
+        .unwrap()
+        .ends_with(",4"));
+    assert_eq!(b.keys(c, &1)?, vec![1]);
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// Namespaces and keys()
+// ------------------------------------------------------------------------------------------
+
+fn namespaces_isolate_state<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let v = b.register(ValueStateDescriptor::<u32>::new("v").with_namespace::<TimeWindow>())?;
+    let l = b.register(ListStateDescriptor::<u32>::new("l").with_namespace::<String>())?;
+    let m = b.register(MapStateDescriptor::<u32, u32>::new("m").with_namespace::<u64>())?;
+    let (w1, w2) = (TimeWindow::new(0, 10), TimeWindow::new(10, 20));
+    b.set_current_key(&1);
+    b.value(&v).namespace(&w1).update(1)?;
+    b.value(&v).namespace(&w2).update(2)?;
+    b.list(&l).namespace(&"a".to_string()).add(1)?;
+    b.list(&l).namespace(&"b".to_string()).add(2)?;
+    b.map(&m).namespace(&0).put(1, 1)?;
+    b.map(&m).namespace(&1).put(1, 2)?;
+    assert_eq!(b.value(&v).namespace(&w1).get()?, Some(1));
+    assert_eq!(b.value(&v).namespace(&w2).get()?, Some(2));
+    assert_eq!(b.value(&v).namespace(&TimeWindow::new(0, 20)).get()?, None);
+    assert_eq!(b.list(&l).namespace(&"a".to_string()).get()?, vec![1]);
+    assert_eq!(b.list(&l).namespace(&"b".to_string()).get()?, vec![2]);
+    assert!(b.list(&l).namespace(&String::new()).get()?.is_empty());
+    assert_eq!(b.map(&m).namespace(&0).get(&1)?, Some(1));
+    assert_eq!(b.map(&m).namespace(&1).get(&1)?, Some(2));
+    assert_eq!(b.entry_count(), 6);
+    Ok(())
+}
+
+fn keys_returns_exactly_keys_with_entries<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let m = b.register(MapStateDescriptor::<u32, u32>::new("m").with_namespace::<u32>())?;
+    let v = b.register(ValueStateDescriptor::<u32>::new("v").with_namespace::<u32>())?;
+    let mut in_ns1 = BTreeSet::new();
+    let mut in_ns2 = BTreeSet::new();
+    for k in 0..1000u64 {
+        b.set_current_key(&k);
+        if k % 3 != 0 {
+            b.map(&m).namespace(&1).put(k as u32, 1)?;
+            in_ns1.insert(k);
+        }
+        if k % 2 == 0 {
+            b.map(&m).namespace(&2).put(0, 0)?;
+            in_ns2.insert(k);
+        }
+        if k % 5 == 0 {
+            // Another state's entries do not show up in keys(m, ..).
+            b.value(&v).namespace(&1).update(0)?;
+        }
+    }
+    let keys1 = b.keys(m, &1)?;
+    assert_eq!(keys1.len(), in_ns1.len(), "no key is listed twice");
+    assert_eq!(keys1.into_iter().collect::<BTreeSet<_>>(), in_ns1);
+    assert_eq!(b.keys(m, &2)?.into_iter().collect::<BTreeSet<_>>(), in_ns2);
+    assert!(b.keys(m, &3)?.is_empty());
+    assert_eq!(b.keys(v, &1)?.len(), 200);
+    Ok(())
+}
+
+fn keys_excludes_removed_entries<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let m = b.register(MapStateDescriptor::<u32, u32>::new("m"))?;
+    let l = b.register(ListStateDescriptor::<u32>::new("l"))?;
+    let v = b.register(ValueStateDescriptor::<u32>::new("v"))?;
+    for k in 1..=3u64 {
+        b.set_current_key(&k);
+        b.map(&m).put(1, 1)?;
+        b.list(&l).add(1)?;
+        b.value(&v).update(1)?;
+    }
+    b.set_current_key(&1);
+    b.map(&m).remove(&1)?;
+    b.list(&l).update(vec![])?;
+    b.value(&v).clear()?;
+    b.set_current_key(&2);
+    b.map(&m).clear()?;
+    b.list(&l).clear()?;
+    assert_eq!(b.keys(m, &())?, vec![3]);
+    assert_eq!(b.keys(l, &())?, vec![3]);
+    assert_eq!(sorted(b.keys(v, &())?), vec![2, 3]);
+    Ok(())
+}
+
+fn keys_needs_no_current_key<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let v = b.register(ValueStateDescriptor::<u32>::new("v").with_namespace::<u32>())?;
+    assert!(b.keys(v, &0)?.is_empty());
+    b.set_current_key(&9);
+    b.value(&v).namespace(&0).update(1)?;
+    let mut b2 = open(f);
+    let v2 = b2.register(ValueStateDescriptor::<u32>::new("v").with_namespace::<u32>())?;
+    assert!(
+        b2.keys(v2, &0)?.is_empty(),
+        "a fresh backend without a current key"
+    );
+    assert_eq!(b.keys(v, &0)?, vec![9]);
+    Ok(())
+}
+
+fn keys_and_values_with_string_keys<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open_str(f);
+    let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    let l = b.register(ListStateDescriptor::<String>::new("l").with_namespace::<u32>())?;
+    let names: Vec<String> = (0..200).map(|i| format!("user-{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        b.set_current_key(name);
+        assert_eq!(b.current_key(), Some(name));
+        assert_eq!(b.current_key_group(), Some(kg_of(name, MAXP)));
+        b.value(&v).update(i as u64)?;
+        b.list(&l).namespace(&(i as u32 % 2)).add(name.clone())?;
+    }
+    b.set_current_key(&String::new());
+    assert_eq!(
+        b.value(&v).get()?,
+        None,
+        "the empty string is a distinct key"
+    );
+    b.value(&v).update(999)?;
+    for (i, name) in names.iter().enumerate() {
+        b.set_current_key(name);
+        assert_eq!(b.value(&v).get()?, Some(i as u64));
+        assert_eq!(
+            b.list(&l).namespace(&(i as u32 % 2)).get()?,
+            vec![name.clone()]
+        );
+    }
+    let even: BTreeSet<String> = names.iter().step_by(2).cloned().collect();
+    assert_eq!(b.keys(l, &0)?.into_iter().collect::<BTreeSet<_>>(), even);
+    assert_eq!(b.keys(v, &())?.len(), 201);
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// Errors
+// ------------------------------------------------------------------------------------------
+
+fn no_current_key_value_and_reducing<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    let vn = b.register(ValueStateDescriptor::<u64>::new("vn").with_namespace::<u32>())?;
+    let r =
+        b.register(ReducingStateDescriptor::<u64>::new("r", sum_u64).with_namespace::<u32>())?;
+    assert_eq!(b.current_key(), None);
+    assert_eq!(b.current_key_group(), None);
+    assert_err!(b.value(&v).get(), Error::NoCurrentKey, "value get");
+    assert_err!(b.value(&v).update(1), Error::NoCurrentKey, "value update");
+    assert_err!(b.value(&v).clear(), Error::NoCurrentKey, "value clear");
+    assert_err!(
+        b.value(&vn).namespace(&1).get(),
+        Error::NoCurrentKey,
+        "ns value get"
+    );
+    assert_err!(
+        b.value(&vn).namespace(&1).update(1),
+        Error::NoCurrentKey,
+        "ns value update"
+    );
+    assert_err!(
+        b.reducing(&r).namespace(&1).get(),
+        Error::NoCurrentKey,
+        "reducing get"
+    );
+    assert_err!(
+        b.reducing(&r).namespace(&1).add(1),
+        Error::NoCurrentKey,
+        "reducing add"
+    );
+    assert_err!(
+        b.reducing(&r).namespace(&1).clear(),
+        Error::NoCurrentKey,
+        "reducing clear"
+    );
+    assert_err!(
+        b.reducing(&r).merge_namespaces(&1, &[2]),
+        Error::NoCurrentKey,
+        "reducing merge"
+    );
+    assert_err!(
+        b.reducing(&r).merge_namespaces(&1, &[]),
+        Error::NoCurrentKey,
+        "reducing merge []"
+    );
+    assert_err!(
+        b.reducing(&r).merge_namespaces(&1, &[1]),
+        Error::NoCurrentKey,
+        "reducing merge [target]"
+    );
+    assert_eq!(b.entry_count(), 0);
+    Ok(())
+}
+
+fn no_current_key_list<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let l = b.register(ListStateDescriptor::<u64>::new("l").with_namespace::<u32>())?;
+    let ns = 1u32;
+    assert_err!(
+        b.list(&l).namespace(&ns).get(),
+        Error::NoCurrentKey,
+        "list get"
+    );
+    assert_err!(
+        b.list(&l).namespace(&ns).add(1),
+        Error::NoCurrentKey,
+        "list add"
+    );
+    assert_err!(
+        b.list(&l).namespace(&ns).add_all(vec![1]),
+        Error::NoCurrentKey,
+        "add_all"
+    );
+    assert_err!(
+        b.list(&l).namespace(&ns).add_all(vec![]),
+        Error::NoCurrentKey,
+        "add_all []"
+    );
+    assert_err!(
+        b.list(&l).namespace(&ns).update(vec![1]),
+        Error::NoCurrentKey,
+        "update"
+    );
+    assert_err!(
+        b.list(&l).namespace(&ns).update(vec![]),
+        Error::NoCurrentKey,
+        "update []"
+    );
+    assert_err!(
+        b.list(&l).namespace(&ns).clear(),
+        Error::NoCurrentKey,
+        "list clear"
+    );
+    assert_err!(
+        b.list(&l).merge_namespaces(&1, &[2, 3]),
+        Error::NoCurrentKey,
+        "list merge"
+    );
+    assert_err!(
+        b.list(&l).merge_namespaces(&1, &[]),
+        Error::NoCurrentKey,
+        "list merge []"
+    );
+    assert_eq!(b.entry_count(), 0);
+    Ok(())
+}
+
+fn no_current_key_map<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let m = b.register(MapStateDescriptor::<u32, u32>::new("m"))?;
+    assert_err!(b.map(&m).get(&1), Error::NoCurrentKey, "map get");
+    assert_err!(b.map(&m).contains(&1), Error::NoCurrentKey, "map contains");
+    assert_err!(b.map(&m).put(1, 1), Error::NoCurrentKey, "map put");
+    assert_err!(
+        b.map(&m).put_all(vec![(1, 1)]),
+        Error::NoCurrentKey,
+        "map put_all"
+    );
+    assert_err!(
+        b.map(&m).put_all(vec![]),
+        Error::NoCurrentKey,
+        "map put_all []"
+    );
+    assert_err!(b.map(&m).remove(&1), Error::NoCurrentKey, "map remove");
+    assert_err!(b.map(&m).entries(), Error::NoCurrentKey, "map entries");
+    assert_err!(b.map(&m).keys(), Error::NoCurrentKey, "map keys");
+    assert_err!(b.map(&m).values(), Error::NoCurrentKey, "map values");
+    assert_err!(b.map(&m).is_empty(), Error::NoCurrentKey, "map is_empty");
+    assert_err!(b.map(&m).clear(), Error::NoCurrentKey, "map clear");
+    assert_err!(b.map(&m).iter(), Error::NoCurrentKey, "map iter");
+    assert_eq!(b.entry_count(), 0);
+    Ok(())
+}
+
+fn no_current_key_aggregating<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let a = b.register(AggregatingStateDescriptor::new("a", SumCount))?;
+    let an = b.register(AggregatingStateDescriptor::new("an", SumCount).with_namespace::<u32>())?;
+    assert_err!(b.aggregating(&a).get(), Error::NoCurrentKey, "agg get");
+    assert_err!(b.aggregating(&a).add(1), Error::NoCurrentKey, "agg add");
+    assert_err!(b.aggregating(&a).clear(), Error::NoCurrentKey, "agg clear");
+    assert_err!(
+        b.aggregating(&an).merge_namespaces(&1, &[2]),
+        Error::NoCurrentKey,
+        "agg merge"
+    );
+    assert_err!(
+        b.aggregating(&an).merge_namespaces(&1, &[]),
+        Error::NoCurrentKey,
+        "merge []"
+    );
+    assert_eq!(b.entry_count(), 0);
+    Ok(())
+}
+
+/// Max parallelism 10, owning key groups 0..=4 (as Flink's test base, but half of them).
+fn half_range() -> (u32, KeyGroupRange) {
+    (10, KeyGroupRange::new(0, 4).unwrap())
+}
+
+fn key_group_out_of_range_value_list<F: Factory>(f: &F) -> Result<()> {
+    let (maxp, range) = half_range();
+    let mut b = f.open::<u64>(maxp, range);
+    let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    let l = b.register(ListStateDescriptor::<u64>::new("l").with_namespace::<u32>())?;
+    let inside = pick_key(maxp, range, true, 0);
+    let outside = pick_key(maxp, range, false, 0);
+    let kg = kg_of(&outside, maxp);
+    b.set_current_key(&inside);
+    b.value(&v).update(1)?;
+    b.set_current_key(&outside);
+    assert_eq!(b.current_key(), Some(&outside));
+    assert_eq!(b.current_key_group(), Some(kg));
+    macro_rules! oor {
+        ($e:expr, $what:literal) => {
+            assert_err!(
+                $e,
+                Error::KeyGroupOutOfRange { key_group, range: r } if key_group == kg && r == range,
+                $what
+            )
+        };
+    }
+    oor!(b.value(&v).get(), "value get");
+    oor!(b.value(&v).update(2), "value update");
+    oor!(b.value(&v).clear(), "value clear");
+    oor!(b.list(&l).namespace(&1).get(), "list get");
+    oor!(b.list(&l).namespace(&1).add(1), "list add");
+    oor!(b.list(&l).namespace(&1).add_all(vec![1]), "list add_all");
+    oor!(b.list(&l).namespace(&1).add_all(vec![]), "list add_all []");
+    oor!(b.list(&l).namespace(&1).update(vec![1]), "list update");
+    oor!(b.list(&l).namespace(&1).update(vec![]), "list update []");
+    oor!(b.list(&l).namespace(&1).clear(), "list clear");
+    oor!(b.list(&l).merge_namespaces(&1, &[2]), "list merge");
+    oor!(b.list(&l).merge_namespaces(&1, &[]), "list merge []");
+    assert_eq!(b.entry_count(), 1, "failed writes change nothing");
+    b.set_current_key(&inside);
+    assert_eq!(b.value(&v).get()?, Some(1), "an owned key works again");
+    Ok(())
+}
+
+fn key_group_out_of_range_map_reducing_aggregating<F: Factory>(f: &F) -> Result<()> {
+    let (maxp, range) = half_range();
+    let mut b = f.open::<u64>(maxp, range);
+    let m = b.register(MapStateDescriptor::<u32, u32>::new("m"))?;
+    let r =
+        b.register(ReducingStateDescriptor::<u64>::new("r", sum_u64).with_namespace::<u32>())?;
+    let a = b.register(AggregatingStateDescriptor::new("a", SumCount).with_namespace::<u32>())?;
+    let outside = pick_key(maxp, range, false, 3);
+    b.set_current_key(&outside);
+    macro_rules! oor {
+        ($e:expr, $what:literal) => {
+            assert_err!($e, Error::KeyGroupOutOfRange { .. }, $what)
+        };
+    }
+    oor!(b.map(&m).get(&1), "map get");
+    oor!(b.map(&m).contains(&1), "map contains");
+    oor!(b.map(&m).put(1, 1), "map put");
+    oor!(b.map(&m).put_all(vec![(1, 1)]), "map put_all");
+    oor!(b.map(&m).put_all(vec![]), "map put_all []");
+    oor!(b.map(&m).remove(&1), "map remove");
+    oor!(b.map(&m).entries(), "map entries");
+    oor!(b.map(&m).is_empty(), "map is_empty");
+    oor!(b.map(&m).clear(), "map clear");
+    oor!(b.map(&m).iter(), "map iter");
+    oor!(b.reducing(&r).namespace(&1).get(), "reducing get");
+    oor!(b.reducing(&r).namespace(&1).add(1), "reducing add");
+    oor!(b.reducing(&r).namespace(&1).clear(), "reducing clear");
+    oor!(b.reducing(&r).merge_namespaces(&1, &[2]), "reducing merge");
+    oor!(b.aggregating(&a).namespace(&1).get(), "agg get");
+    oor!(b.aggregating(&a).namespace(&1).add(1), "agg add");
+    oor!(b.aggregating(&a).namespace(&1).clear(), "agg clear");
+    oor!(b.aggregating(&a).merge_namespaces(&1, &[2]), "agg merge");
+    assert_eq!(b.entry_count(), 0);
+    Ok(())
+}
+
+fn owned_sub_range_accepts_its_keys<F: Factory>(f: &F) -> Result<()> {
+    let range = KeyGroupRange::for_operator(128, 4, 1)?;
+    let mut b = f.open::<u64>(128, range);
+    assert_eq!(b.max_parallelism(), 128);
+    assert_eq!(b.key_group_range(), range);
+    let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    let keys: Vec<u64> = (0..200).map(|n| pick_key(128, range, true, n)).collect();
+    for &k in &keys {
+        b.set_current_key(&k);
+        assert!(range.contains(b.current_key_group().unwrap()));
+        b.value(&v).update(k * 2)?;
+    }
+    for &k in &keys {
+        b.set_current_key(&k);
+        assert_eq!(b.value(&v).get()?, Some(k * 2));
+    }
+    let entries = live_entries(&mut b, "v");
+    assert_eq!(entries.len(), 200);
+    assert!(entries.keys().all(|(kg, _, _)| range.contains(*kg)));
+    Ok(())
+}
+
+fn namespace_required_without_namespace<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let v = b.register(ValueStateDescriptor::<u64>::new("nv").with_namespace::<u32>())?;
+    let l = b.register(ListStateDescriptor::<u64>::new("nl").with_namespace::<u32>())?;
+    let m = b.register(MapStateDescriptor::<u32, u32>::new("nm").with_namespace::<u32>())?;
+    let r = b.register(ReducingStateDescriptor::new("nr", sum_u64).with_namespace::<u32>())?;
+    let a = b.register(AggregatingStateDescriptor::new("na", SumCount).with_namespace::<u32>())?;
+    b.set_current_key(&1);
+    macro_rules! nsreq {
+        ($e:expr, $name:literal) => {
+            assert_err!($e, Error::NamespaceRequired { ref state } if state == $name, $name)
+        };
+    }
+    nsreq!(b.value(&v).get(), "nv");
+    nsreq!(b.value(&v).update(1), "nv");
+    nsreq!(b.value(&v).clear(), "nv");
+    nsreq!(b.list(&l).get(), "nl");
+    nsreq!(b.list(&l).add(1), "nl");
+    nsreq!(b.list(&l).add_all(vec![1]), "nl");
+    nsreq!(b.list(&l).update(vec![1]), "nl");
+    nsreq!(b.list(&l).clear(), "nl");
+    nsreq!(b.map(&m).get(&1), "nm");
+    nsreq!(b.map(&m).contains(&1), "nm");
+    nsreq!(b.map(&m).put(1, 1), "nm");
+    nsreq!(b.map(&m).put_all(vec![(1, 1)]), "nm");
+    nsreq!(b.map(&m).remove(&1), "nm");
+    nsreq!(b.map(&m).entries(), "nm");
+    nsreq!(b.map(&m).is_empty(), "nm");
+    nsreq!(b.map(&m).clear(), "nm");
+    nsreq!(b.reducing(&r).get(), "nr");
+    nsreq!(b.reducing(&r).add(1), "nr");
+    nsreq!(b.reducing(&r).clear(), "nr");
+    nsreq!(b.aggregating(&a).get(), "na");
+    nsreq!(b.aggregating(&a).add(1), "na");
+    nsreq!(b.aggregating(&a).clear(), "na");
+    assert_eq!(b.entry_count(), 0);
+    Ok(())
+}
+
+fn unit_namespace_is_implicit_and_explicit<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    b.set_current_key(&1);
+    b.value(&v).update(4)?;
+    assert_eq!(b.value(&v).namespace(&()).get()?, Some(4));
+    b.value(&v).namespace(&()).update(5)?;
+    assert_eq!(b.value(&v).get()?, Some(5));
+    assert_eq!(b.entry_count(), 1);
+    Ok(())
+}
+
+fn register_same_name_twice_returns_same_handle<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let v1 = b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    let l1 = b.register(ListStateDescriptor::<u64>::new("l").with_namespace::<u32>())?;
+    let m1 = b.register(MapStateDescriptor::<u32, String>::new("m"))?;
+    let r1 = b.register(ReducingStateDescriptor::<u64>::new("r", sum_u64))?;
+    let a1 = b.register(AggregatingStateDescriptor::new("a", SumCount))?;
+    b.set_current_key(&1);
+    b.value(&v1).update(3)?;
+    let v2 = b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    let l2 = b.register(ListStateDescriptor::<u64>::new("l").with_namespace::<u32>())?;
+    let m2 = b.register(MapStateDescriptor::<u32, String>::new("m"))?;
+    let r2 = b.register(ReducingStateDescriptor::<u64>::new("r", |a, b| a * b))?;
+    let a2 = b.register(AggregatingStateDescriptor::new("a", SumCount))?;
+    assert_eq!(v1, v2);
+    assert_eq!(l1, l2);
+    assert_eq!(m1, m2);
+    assert_eq!(r1, r2);
+    assert_eq!(a1, a2);
+    assert_eq!(
+        b.value(&v2).get()?,
+        Some(3),
+        "re-registering keeps the state"
+    );
+    assert_eq!(b.snapshot_state()?.states().len(), 5, "no duplicate state");
+    Ok(())
+}
+
+fn register_other_kind_is_type_mismatch<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    b.register(ValueStateDescriptor::<u64>::new("s"))?;
+    assert_err!(
+        b.register(ListStateDescriptor::<u64>::new("s")),
+        Error::StateTypeMismatch { ref name, .. } if name == "s",
+        "list over value"
+    );
+    assert_err!(
+        b.register(ReducingStateDescriptor::<u64>::new("s", sum_u64)),
+        Error::StateTypeMismatch { ref name, .. } if name == "s",
+        "reducing over value"
+    );
+    assert_err!(
+        b.register(MapStateDescriptor::<u64, u64>::new("s")),
+        Error::StateTypeMismatch { ref name, .. } if name == "s",
+        "map over value"
+    );
+    b.register(AggregatingStateDescriptor::new("agg", SumCount))?;
+    let err = b
+        .register(ValueStateDescriptor::<(u64, u64)>::new("agg"))
+        .unwrap_err();
+    assert!(matches!(err, Error::StateTypeMismatch { .. }));
+    assert!(
+        err.to_string().contains("agg"),
+        "the message names the state: {err}"
+    );
+    assert_eq!(err.kind(), ErrorKind::Usage);
+    Ok(())
+}
+
+fn register_other_types_is_type_mismatch<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    b.register(MapStateDescriptor::<u32, u64>::new("m"))?;
+    b.register(ListStateDescriptor::<u64>::new("l").with_namespace::<u32>())?;
+    let mismatch = |r: Result<()>, what: &str, state: &str| match r {
+        Err(Error::StateTypeMismatch { name, .. }) => assert_eq!(name, state, "{what}"),
+        other => panic!("{what}: expected a type mismatch, got {other:?}"),
+    };
+    mismatch(
+        b.register(ValueStateDescriptor::<u32>::new("v")).map(drop),
+        "value type",
+        "v",
+    );
+    mismatch(
+        b.register(ValueStateDescriptor::<u64>::new("v").with_namespace::<u32>())
+            .map(drop),
+        "namespace type",
+        "v",
+    );
+    mismatch(
+        b.register(MapStateDescriptor::<u64, u64>::new("m"))
+            .map(drop),
+        "user key type",
+        "m",
+    );
+    mismatch(
+        b.register(MapStateDescriptor::<u32, u32>::new("m"))
+            .map(drop),
+        "map value type",
+        "m",
+    );
+    mismatch(
+        b.register(ListStateDescriptor::<u64>::new("l")).map(drop),
+        "list without namespace",
+        "l",
+    );
+    Ok(())
+}
+
+fn register_empty_name_is_rejected<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    assert_err!(
+        b.register(ValueStateDescriptor::<u64>::new("")),
+        Error::InvalidArgument(_),
+        "v"
+    );
+    assert_err!(
+        b.register(ListStateDescriptor::<u64>::new("")),
+        Error::InvalidArgument(_),
+        "l"
+    );
+    assert_err!(
+        b.register(MapStateDescriptor::<u64, u64>::new("")),
+        Error::InvalidArgument(_),
+        "m"
+    );
+    assert_err!(
+        b.register(ReducingStateDescriptor::<u64>::new("", sum_u64)),
+        Error::InvalidArgument(_),
+        "r"
+    );
+    assert_err!(
+        b.register(AggregatingStateDescriptor::new("", SumCount)),
+        Error::InvalidArgument(_),
+        "a"
+    );
+    assert!(
+        b.snapshot_state()?.states().is_empty(),
+        "nothing was registered"
+    );
+    Ok(())
+}
+
+fn state_meta_describes_registration<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    let m = b.register(MapStateDescriptor::<String, u32>::new("m").with_namespace::<u32>())?;
+    let vm = b.state_meta(v.id()).expect("meta of v").clone();
+    assert_eq!((vm.name.as_str(), vm.kind), ("v", StateKind::Value));
+    assert_eq!(vm.value, CodecInfo::of::<u64>());
+    assert_eq!(vm.namespace, CodecInfo::of::<()>());
+    assert_eq!(vm.user_key, None);
+    let mm = b.state_meta(m.id()).expect("meta of m").clone();
+    assert_eq!((mm.name.as_str(), mm.kind), ("m", StateKind::Map));
+    assert_eq!(mm.user_key, Some(CodecInfo::of::<String>()));
+    assert_eq!(mm.namespace, CodecInfo::of::<u32>());
+    assert_ne!(v.id(), m.id());
+    assert!(b.state_meta(StateId(999)).is_none());
+    let snap = b.snapshot_state()?;
+    assert_eq!(snap.state("m").unwrap().meta(), &mm);
+    Ok(())
+}
+
+fn handle_of_another_backend_is_unknown<F: Factory>(f: &F) -> Result<()> {
+    let mut a = open(f);
+    a.register(ValueStateDescriptor::<u64>::new("x"))?;
+    let v = a.register(ValueStateDescriptor::<u64>::new("v"))?;
+    let mut b = open(f);
+    b.set_current_key(&1);
+    assert_err!(b.value(&v).get(), Error::UnknownState { .. }, "get");
+    assert_err!(b.value(&v).update(1), Error::UnknownState { .. }, "update");
+    assert_err!(b.keys(v, &()), Error::UnknownState { .. }, "keys");
+    assert_eq!(b.entry_count(), 0);
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// entry_count and independence
+// ------------------------------------------------------------------------------------------
+
+fn entry_count_counts_key_namespace_pairs<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let v = b.register(ValueStateDescriptor::<u64>::new("v").with_namespace::<u32>())?;
+    let l = b.register(ListStateDescriptor::<u64>::new("l"))?;
+    assert_eq!(b.entry_count(), 0);
+    b.set_current_key(&1);
+    b.value(&v).namespace(&1).update(1)?;
+    b.value(&v).namespace(&1).update(2)?;
+    assert_eq!(
+        b.entry_count(),
+        1,
+        "updating the same key twice is one entry"
+    );
+    b.value(&v).namespace(&2).update(1)?;
+    assert_eq!(b.entry_count(), 2, "another namespace is another entry");
+    b.list(&l).add(1)?;
+    b.list(&l).add(2)?;
+    assert_eq!(
+        b.entry_count(),
+        3,
+        "a list is one entry whatever its length"
+    );
+    b.set_current_key(&2);
+    b.value(&v).namespace(&1).update(1)?;
+    assert_eq!(b.entry_count(), 4);
+    b.value(&v).namespace(&1).clear()?;
+    b.set_current_key(&1);
+    b.value(&v).namespace(&1).clear()?;
+    b.value(&v).namespace(&2).clear()?;
+    b.list(&l).clear()?;
+    assert_eq!(b.entry_count(), 0, "clear brings the count back to 0");
+    Ok(())
+}
+
+fn multiple_states_under_one_key_are_independent<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let v1 = b.register(ValueStateDescriptor::<u64>::new("v1"))?;
+    let v2 = b.register(ValueStateDescriptor::<u64>::new("v2"))?;
+    let l1 = b.register(ListStateDescriptor::<u64>::new("l1"))?;
+    let l2 = b.register(ListStateDescriptor::<u64>::new("l2"))?;
+    b.set_current_key(&1);
+    b.value(&v1).update(1)?;
+    b.value(&v2).update(2)?;
+    b.list(&l1).add(1)?;
+    b.list(&l2).add(2)?;
+    assert_eq!(b.value(&v1).get()?, Some(1));
+    assert_eq!(b.value(&v2).get()?, Some(2));
+    b.value(&v1).clear()?;
+    b.list(&l2).update(vec![])?;
+    assert_eq!(b.value(&v1).get()?, None);
+    assert_eq!(b.value(&v2).get()?, Some(2));
+    assert_eq!(b.list(&l1).get()?, vec![1]);
+    assert!(b.list(&l2).get()?.is_empty());
+    let snap = b.snapshot_state()?;
+    assert_eq!(snap.canonical_entries("v1").unwrap().len(), 0);
+    assert_eq!(snap.canonical_entries("v2").unwrap().len(), 1);
+    Ok(())
+}
+
+fn many_keys_across_key_groups<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    let n = 5_000u64;
+    let mut groups = BTreeSet::new();
+    for k in 0..n {
+        b.set_current_key(&k);
+        let kg = b.current_key_group().unwrap();
+        assert_eq!(kg, kg_of(&k, MAXP), "key group of {k}");
+        groups.insert(kg);
+        b.value(&v).update(k ^ 0xabcd)?;
+    }
+    assert_eq!(
+        groups.len(),
+        MAXP as usize,
+        "the keys cover every key group"
+    );
+    assert_eq!(b.entry_count(), n as usize);
+    for k in 0..n {
+        b.set_current_key(&k);
+        assert_eq!(b.value(&v).get()?, Some(k ^ 0xabcd));
+    }
+    for k in (0..n).step_by(2) {
+        b.set_current_key(&k);
+        b.value(&v).clear()?;
+    }
+    assert_eq!(b.entry_count(), (n / 2) as usize);
+    let entries = live_entries(&mut b, "v");
+    let expected: CanonicalEntries = (1..n)
+        .step_by(2)
+        .map(|k| centry(MAXP, &k, &(), enc_value(&(k ^ 0xabcd))))
+        .collect();
+    assert_eq!(entries, expected);
+    Ok(())
+}
+
+fn single_key_group_backend<F: Factory>(f: &F) -> Result<()> {
+    let mut b = f.open::<u64>(1, KeyGroupRange::all(1)?);
+    let l = b.register(ListStateDescriptor::<u64>::new("l").with_namespace::<u32>())?;
+    for k in 0..600u64 {
+        b.set_current_key(&k);
+        assert_eq!(b.current_key_group(), Some(0));
+        b.list(&l).namespace(&((k % 3) as u32)).add(k)?;
+    }
+    assert_eq!(b.entry_count(), 600);
+    assert_eq!(b.keys(l, &1)?.len(), 200);
+    let snap = b.snapshot_state()?;
+    assert_eq!(snap.canonical_entries("l").unwrap().len(), 600);
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// Snapshots
+// ------------------------------------------------------------------------------------------
+
+fn snapshot_canonical_form<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let v = b.register(ValueStateDescriptor::<u64>::new("v").with_namespace::<u32>())?;
+    let l = b.register(ListStateDescriptor::<String>::new("l"))?;
+    let m = b.register(MapStateDescriptor::<u32, String>::new("m"))?;
+    let r = b.register(ReducingStateDescriptor::<u64>::new("r", sum_u64))?;
+    let a = b.register(AggregatingStateDescriptor::new("a", SumCount))?;
+    b.set_current_key(&42);
+    b.value(&v).namespace(&7).update(9)?;
+    b.list(&l).add_all(vec!["x".into(), "y".into()])?;
+    // Put in an order that differs from the byte order of the user keys (little-endian u32).
+    b.map(&m).put(256, "b".into())?;
+    b.map(&m).put(1, "a".into())?;
+    b.map(&m).put(2, "c".into())?;
+    b.reducing(&r).add(5)?;
+    b.reducing(&r).add(6)?;
+    b.aggregating(&a).add(3)?;
+    let snap = b.snapshot_state()?;
+    assert_eq!(snap.max_parallelism(), MAXP);
+    assert_eq!(snap.key_group_range(), KeyGroupRange::all(MAXP)?);
+    assert_eq!(snap.entry_count(), 5);
+    let one = |e| -> CanonicalEntries { [e].into_iter().collect() };
+    assert_eq!(
+        snap.canonical_entries("v").unwrap(),
+        one(centry(MAXP, &42u64, &7u32, enc_value(&9u64)))
+    );
+    assert_eq!(
+        snap.canonical_entries("l").unwrap(),
+        one(centry(
+            MAXP,
+            &42u64,
+            &(),
+            enc_list(&["x".to_string(), "y".to_string()])
+        ))
+    );
+    let map_state = enc_map(&[(1u32, "a".to_string()), (256, "b".into()), (2, "c".into())]);
+    if let EncodedState::Map(e) = &map_state {
+        assert_eq!(
+            e[0].0,
+            to_bytes(&256u32),
+            "the expectation is sorted by bytes"
+        );
+    }
+    assert_eq!(
+        snap.canonical_entries("m").unwrap(),
+        one(centry(MAXP, &42u64, &(), map_state))
+    );
+    assert_eq!(
+        snap.canonical_entries("r").unwrap(),
+        one(centry(MAXP, &42u64, &(), enc_value(&11u64)))
+    );
+    assert_eq!(
+        snap.canonical_entries("a").unwrap(),
+        one(centry(MAXP, &42u64, &(), enc_value(&(3u64, 1u64))))
+    );
+    assert!(snap.canonical_entries("nope").is_none());
+    Ok(())
+}
+
+fn snapshot_with_string_keys<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open_str(f);
+    let v = b.register(ValueStateDescriptor::<u32>::new("v"))?;
+    for (i, name) in ["alice", "bob", "carol"].iter().enumerate() {
+        b.set_current_key(&name.to_string());
+        b.value(&v).update(i as u32)?;
+    }
+    let snap = b.snapshot_state()?;
+    b.set_current_key(&"bob".to_string());
+    b.value(&v).clear()?;
+    b.set_current_key(&"dave".to_string());
+    b.value(&v).update(3)?;
+    let expected: CanonicalEntries = ["alice", "bob", "carol"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| centry(MAXP, &n.to_string(), &(), enc_value(&(i as u32))))
+        .collect();
+    assert_eq!(snap.canonical_entries("v").unwrap(), expected);
+    let now: BTreeSet<String> = b.keys(v, &())?.into_iter().collect();
+    assert_eq!(
+        now,
+        ["alice", "carol", "dave"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
+    Ok(())
+}
+
+fn snapshot_isolation_value<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    for k in 1..=3u64 {
+        b.set_current_key(&k);
+        b.value(&v).update(k)?;
+    }
+    let before = live_entries(&mut b, "v");
+    let snap = b.snapshot_state()?;
+    b.set_current_key(&1);
+    b.value(&v).update(100)?;
+    b.set_current_key(&2);
+    b.value(&v).clear()?;
+    b.set_current_key(&4);
+    b.value(&v).update(4)?;
+    assert_eq!(snap.canonical_entries("v").unwrap(), before);
+    assert_eq!(snap.state("v").unwrap().entry_count(), 3);
+    let after = live_entries(&mut b, "v");
+    assert_ne!(after, before, "the live state did change");
+    assert_eq!(after.len(), 3);
+    Ok(())
+}
+
+fn snapshot_isolation_list<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let l = b.register(ListStateDescriptor::<u64>::new("l"))?;
+    for k in 1..=4u64 {
+        b.set_current_key(&k);
+        b.list(&l).add_all(vec![k, k + 1])?;
+    }
+    let before = live_entries(&mut b, "l");
+    let snap = b.snapshot_state()?;
+    b.set_current_key(&1);
+    b.list(&l).add(9)?;
+    b.set_current_key(&2);
+    b.list(&l).add_all(vec![7, 8])?;
+    b.set_current_key(&3);
+    b.list(&l).update(vec![0])?;
+    b.set_current_key(&4);
+    b.list(&l).update(vec![])?;
+    b.set_current_key(&5);
+    b.list(&l).add(5)?;
+    assert_eq!(snap.canonical_entries("l").unwrap(), before);
+    b.set_current_key(&1);
+    assert_eq!(b.list(&l).get()?, vec![1, 2, 9]);
+    Ok(())
+}
+
+fn snapshot_isolation_map<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let m = b.register(MapStateDescriptor::<u32, u32>::new("m"))?;
+    for k in 1..=3u64 {
+        b.set_current_key(&k);
+        b.map(&m).put_all((0..10).map(|i| (i, i)))?;
+    }
+    let before = live_entries(&mut b, "m");
+    let snap = b.snapshot_state()?;
+    b.set_current_key(&1);
+    b.map(&m).put(0, 100)?;
+    b.map(&m).put(50, 50)?;
+    b.map(&m).remove(&1)?;
+    b.set_current_key(&2);
+    {
+        let mut cursor = b.map(&m).iter()?;
+        while let Some(e) = cursor.next() {
+            let (k, _) = e?;
+            if k < 5 {
+                cursor.remove_current()?;
+            } else {
+                cursor.set_current_value(0)?;
+            }
+        }
+    }
+    b.set_current_key(&3);
+    b.map(&m).clear()?;
+    assert_eq!(snap.canonical_entries("m").unwrap(), before);
+    assert_eq!(snap.state("m").unwrap().entry_count(), 3);
+    assert_eq!(b.entry_count(), 2);
+    Ok(())
+}
+
+fn snapshot_isolation_reducing_aggregating<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let r = b.register(ReducingStateDescriptor::<u64>::new("r", sum_u64))?;
+    let a = b.register(AggregatingStateDescriptor::new("a", SumCount))?;
+    let c = b.register(AggregatingStateDescriptor::new("c", Collect))?;
+    b.set_current_key(&1);
+    b.reducing(&r).add(1)?;
+    b.aggregating(&a).add(1)?;
+    b.aggregating(&c).add(1)?;
+    let snap = b.snapshot_state()?;
+    b.reducing(&r).add(2)?;
+    b.aggregating(&a).add(2)?;
+    b.aggregating(&c).add(2)?;
+    let one = |s: EncodedState| -> CanonicalEntries {
+        [centry(MAXP, &1u64, &(), s)].into_iter().collect()
+    };
+    assert_eq!(snap.canonical_entries("r").unwrap(), one(enc_value(&1u64)));
+    assert_eq!(
+        snap.canonical_entries("a").unwrap(),
+        one(enc_value(&(1u64, 1u64)))
+    );
+    assert_eq!(
+        snap.canonical_entries("c").unwrap(),
+        one(enc_value(&vec![1u32])),
+        "an accumulator changed in place is not shared with the snapshot"
+    );
+    assert_eq!(b.aggregating(&c).get()?, Some("1,2".to_string()));
+    b.reducing(&r).clear()?;
+    b.aggregating(&a).clear()?;
+    assert_eq!(snap.canonical_entries("r").unwrap(), one(enc_value(&1u64)));
+    assert_eq!(
+        snap.canonical_entries("a").unwrap(),
+        one(enc_value(&(1u64, 1u64)))
+    );
+    Ok(())
+}
+
+fn snapshot_isolation_merge<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let l = b.register(ListStateDescriptor::<u32>::new("l").with_namespace::<u32>())?;
+    let r =
+        b.register(ReducingStateDescriptor::<u64>::new("r", sum_u64).with_namespace::<u32>())?;
+    b.set_current_key(&1);
+    for ns in 1..=3u32 {
+        b.list(&l).namespace(&ns).add(ns)?;
+        b.reducing(&r).namespace(&ns).add(u64::from(ns))?;
+    }
+    let before_l = live_entries(&mut b, "l");
+    let before_r = live_entries(&mut b, "r");
+    let snap = b.snapshot_state()?;
+    b.list(&l).merge_namespaces(&1, &[2, 3])?;
+    b.reducing(&r).merge_namespaces(&4, &[1, 2, 3])?;
+    assert_eq!(snap.canonical_entries("l").unwrap(), before_l);
+    assert_eq!(snap.canonical_entries("r").unwrap(), before_r);
+    assert_eq!(snap.canonical_entries("l").unwrap().len(), 3);
+    assert_eq!(b.list(&l).namespace(&1).get()?, vec![1, 2, 3]);
+    assert_eq!(b.reducing(&r).namespace(&4).get()?, Some(6));
+    assert_eq!(b.entry_count(), 2);
+    Ok(())
+}
+
+fn concurrent_snapshots_keep_their_own_views<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    let mut snaps = Vec::new();
+    let mut expected = Vec::new();
+    for round in 0..5u64 {
+        for k in 0..50u64 {
+            b.set_current_key(&k);
+            if (k + round) % 4 == 0 {
+                b.value(&v).clear()?;
+            } else {
+                b.value(&v).update(k * 100 + round)?;
+            }
+        }
+        expected.push(live_entries(&mut b, "v"));
+        snaps.push(b.snapshot_state()?);
+    }
+    for w in expected.windows(2) {
+        assert_ne!(w[0], w[1], "every round changes the state");
+    }
+    // Drop one from the middle: the others are unaffected.
+    snaps.remove(2);
+    expected.remove(2);
+    for (i, (snap, want)) in snaps.iter().zip(&expected).enumerate() {
+        assert_eq!(&snap.canonical_entries("v").unwrap(), want, "snapshot {i}");
+    }
+    Ok(())
+}
+
+fn snapshot_of_empty_backend_is_empty<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let snap = b.snapshot_state()?;
+    assert!(snap.states().is_empty());
+    assert_eq!(snap.entry_count(), 0);
+    assert!(snap.canonical_entries("v").is_none());
+    let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    let snap = b.snapshot_state()?;
+    assert_eq!(snap.states().len(), 1);
+    assert_eq!(snap.canonical_entries("v"), Some(CanonicalEntries::new()));
+    assert_eq!(snap.entry_count(), 0);
+    b.set_current_key(&1);
+    b.value(&v).update(1)?;
+    b.value(&v).clear()?;
+    let snap = b.snapshot_state()?;
+    assert_eq!(snap.canonical_entries("v"), Some(CanonicalEntries::new()));
+    Ok(())
+}
+
+fn snapshot_covers_only_owned_key_groups<F: Factory>(f: &F) -> Result<()> {
+    let range = KeyGroupRange::new(3, 6)?;
+    let mut b = f.open::<u64>(10, range);
+    let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    let keys: Vec<u64> = (0..40).map(|n| pick_key(10, range, true, n)).collect();
+    for &k in &keys {
+        b.set_current_key(&k);
+        b.value(&v).update(k)?;
+    }
+    let snap = b.snapshot_state()?;
+    assert_eq!(snap.key_group_range(), range);
+    assert_eq!(snap.max_parallelism(), 10);
+    let expected: CanonicalEntries = keys
+        .iter()
+        .map(|k| centry(10, k, &(), enc_value(k)))
+        .collect();
+    assert_eq!(snap.canonical_entries("v").unwrap(), expected);
+    let table = snap.state("v").unwrap();
+    let mut outside = 0;
+    for kg in [0u16, 1, 2, 7, 8, 9] {
+        table.visit_key_group(kg, &mut |_| outside += 1);
+    }
+    assert_eq!(outside, 0, "key groups outside the range have no entries");
+    let mut in_kg3 = Vec::new();
+    table.visit_key_group(3, &mut |e| in_kg3.push(u64::decode(&e.key).unwrap()));
+    let want: Vec<u64> = sorted(keys.iter().copied().filter(|k| kg_of(k, 10) == 3).collect());
+    assert_eq!(sorted(in_kg3), want);
+    Ok(())
+}
+
+fn snapshot_is_send_and_readable_from_another_thread<F: Factory>(f: &F) -> Result<()> {
+    fn assert_send_sync_static<T: Send + Sync + 'static>(_: &T) {}
+    let mut b = open(f);
+    let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    let l = b.register(ListStateDescriptor::<u64>::new("l"))?;
+    for k in 0..2_000u64 {
+        b.set_current_key(&k);
+        b.value(&v).update(k)?;
+        b.list(&l).add(k)?;
+    }
+    let snap = b.snapshot_state()?;
+    assert_send_sync_static(&snap);
+    let expected_v = snap.canonical_entries("v").unwrap();
+    let expected_l = snap.canonical_entries("l").unwrap();
+    assert_eq!(expected_v.len(), 2_000);
+    let started = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let snap = snap.clone();
+        let expected_v = expected_v.clone();
+        let started = started.clone();
+        std::thread::spawn(move || {
+            started.store(true, Ordering::SeqCst);
+            for _ in 0..5 {
+                assert_eq!(snap.canonical_entries("v").unwrap(), expected_v);
+            }
+            snap.entry_count()
+        })
+    };
+    // Keep writing on this thread while the other one reads.
+    let mut round = 0u64;
+    while !started.load(Ordering::SeqCst) || round < 3 {
+        for k in 0..2_000u64 {
+            b.set_current_key(&k);
+            b.value(&v).update(k + round + 1)?;
+            if k % 3 == 0 {
+                b.list(&l).add(round)?;
+            }
+        }
+        round += 1;
+    }
+    assert_eq!(reader.join().expect("reader thread"), 4_000);
+    // A scoped reader borrows the expectation and reads while this thread clears everything.
+    std::thread::scope(|s| -> Result<()> {
+        let reader = s.spawn(|| snap.canonical_entries("l").unwrap() == expected_l);
+        for k in 0..2_000u64 {
+            b.set_current_key(&k);
+            b.value(&v).clear()?;
+            b.list(&l).clear()?;
+        }
+        assert!(reader.join().unwrap(), "the list view did not change");
+        Ok(())
+    })?;
+    assert_eq!(b.entry_count(), 0);
+    assert_eq!(snap.canonical_entries("v").unwrap(), expected_v);
+    drop(snap);
+    Ok(())
+}
+
+fn dropping_snapshots_then_writing_works<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    for k in 0..500u64 {
+        b.set_current_key(&k);
+        b.value(&v).update(k)?;
+    }
+    let s1 = b.snapshot_state()?;
+    let s2 = b.snapshot_state()?;
+    for k in 0..250u64 {
+        b.set_current_key(&k);
+        b.value(&v).update(k + 1)?;
+    }
+    drop(s1);
+    let s3 = b.snapshot_state()?;
+    drop(s2);
+    for k in 0..500u64 {
+        b.set_current_key(&k);
+        b.value(&v).update(k + 2)?;
+    }
+    drop(s3);
+    for k in 0..500u64 {
+        b.set_current_key(&k);
+        if k % 2 == 0 {
+            b.value(&v).clear()?;
+        }
+    }
+    for k in 0..500u64 {
+        b.set_current_key(&k);
+        let want = (k % 2 == 1).then_some(k + 2);
+        assert_eq!(b.value(&v).get()?, want);
+    }
+    assert_eq!(b.entry_count(), 250);
+    Ok(())
+}
+
+fn register_new_state_after_snapshot<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    b.set_current_key(&1);
+    b.value(&v).update(1)?;
+    let s1 = b.snapshot_state()?;
+    let w = b.register(ValueStateDescriptor::<u64>::new("w"))?;
+    b.value(&w).update(2)?;
+    b.value(&v).update(3)?;
+    let s2 = b.snapshot_state()?;
+    let x = b.register(ListStateDescriptor::<u64>::new("x"))?;
+    b.list(&x).add(4)?;
+    assert!(
+        s1.state("w").is_none(),
+        "a snapshot has only the states registered before it"
+    );
+    assert_eq!(s1.states().len(), 1);
+    assert_eq!(
+        s1.canonical_entries("v").unwrap(),
+        [centry(MAXP, &1u64, &(), enc_value(&1u64))]
+            .into_iter()
+            .collect()
+    );
+    assert_eq!(s2.states().len(), 2);
+    assert_eq!(s2.canonical_entries("w").unwrap().len(), 1);
+    assert!(s2.canonical_entries("x").is_none());
+    assert_eq!(b.snapshot_state()?.states().len(), 3);
+    assert_eq!(b.value(&w).get()?, Some(2));
+    Ok(())
+}
+
+fn large_state_snapshot_isolation<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    let n = 50_000u64;
+    for k in 0..n {
+        b.set_current_key(&k);
+        b.value(&v).update(k)?;
+    }
+    let snap = b.snapshot_state()?;
+    for k in 0..n {
+        b.set_current_key(&k);
+        if k % 10 == 0 {
+            b.value(&v).clear()?;
+        } else {
+            b.value(&v).update(k + 1)?;
+        }
+    }
+    for k in n..n + 5_000 {
+        b.set_current_key(&k);
+        b.value(&v).update(k)?;
+    }
+    assert_eq!(snap.state("v").unwrap().entry_count(), n as usize);
+    assert_eq!(snap.entry_count(), n as usize);
+    let entries = snap.canonical_entries("v").unwrap();
+    assert_eq!(entries.len(), n as usize);
+    for ((kg, kb, nsb), state) in &entries {
+        let k = u64::decode(kb).unwrap();
+        assert_eq!(*kg, kg_of(&k, MAXP));
+        assert!(nsb.is_empty());
+        assert_eq!(state, &enc_value(&k), "key {k}");
+    }
+    assert_eq!(b.entry_count(), (n - n / 10 + 5_000) as usize);
+    b.set_current_key(&7);
+    assert_eq!(b.value(&v).get()?, Some(8));
+    Ok(())
+}
+
+fn snapshot_while_map_grows_and_shrinks<F: Factory>(f: &F) -> Result<()> {
+    // Many (key, namespace) entries in few key groups, so that the backend's per-key-group
+    // structures grow and shrink while several snapshots are alive.
+    let mut b = f.open::<u64>(2, KeyGroupRange::all(2)?);
+    let m = b.register(MapStateDescriptor::<u32, u32>::new("m").with_namespace::<u32>())?;
+    let mut model: BTreeMap<(u64, u32), BTreeMap<u32, u32>> = BTreeMap::new();
+    let mut snaps = Vec::new();
+    let encode = |model: &BTreeMap<(u64, u32), BTreeMap<u32, u32>>| -> CanonicalEntries {
+        model
+            .iter()
+            .map(|((k, ns), map)| {
+                let e: Vec<(u32, u32)> = map.iter().map(|(a, b)| (*a, *b)).collect();
+                centry(2, k, ns, enc_map(&e))
+            })
+            .collect()
+    };
+    for round in 0..6u32 {
+        for k in 0..300u64 {
+            b.set_current_key(&k);
+            let ns = (k as u32 + round) % 3;
+            if (k + u64::from(round)) % 5 == 0 {
+                b.map(&m).namespace(&ns).clear()?;
+                model.remove(&(k, ns));
+            } else {
+                b.map(&m).namespace(&ns).put(round, k as u32)?;
+                model.entry((k, ns)).or_default().insert(round, k as u32);
+            }
+        }
+        snaps.push((b.snapshot_state()?, encode(&model)));
+    }
+    for (i, (snap, want)) in snaps.iter().enumerate() {
+        assert_eq!(&snap.canonical_entries("m").unwrap(), want, "snapshot {i}");
+    }
+    assert_eq!(live_entries(&mut b, "m"), encode(&model));
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// The suite
+// ------------------------------------------------------------------------------------------
+
+/// `conformance_suite!(name, factory)`: a module `name` with one `#[test]` per case, each
+/// running the case against backends opened by `factory`.
+macro_rules! conformance_suite {
+    ($module:ident, $factory:expr) => {
+        conformance_suite!(@cases $module, $factory;
+            value_get_absent_is_none,
+            value_update_get_overwrite,
+            value_clear_removes_value,
+            value_clear_absent_is_noop,
+            clear_only_current_key_and_namespace,
+            list_get_absent_is_empty,
+            list_add_preserves_order,
+            list_add_all_appends_in_order,
+            list_add_all_empty_on_absent_creates_nothing,
+            list_add_all_empty_on_non_empty_is_noop,
+            list_update_replaces,
+            list_update_empty_clears,
+            list_clear,
+            map_absent_reads,
+            map_put_get_contains,
+            map_put_all_later_entry_wins,
+            map_put_all_empty_on_absent_creates_nothing,
+            map_remove_and_remove_absent,
+            map_keys_values_entries,
+            map_is_empty_after_removing_all,
+            map_clear,
+            map_cursor_visits_every_entry,
+            map_cursor_remove_current,
+            map_cursor_second_remove_without_next_fails,
+            map_cursor_remove_before_next_fails,
+            map_cursor_set_current_value_writes_through,
+            reducing_get_absent_is_none,
+            reducing_add_applies_reduce_in_order,
+            reducing_keys_are_independent,
+            aggregating_get_absent_is_none,
+            aggregating_add_mutable_accumulator,
+            aggregating_clear_starts_fresh_accumulator,
+            merge_list_sources_spread,
+            merge_list_into_absent_target,
+            merge_list_one_source_empty,
+            merge_list_all_empty_stays_absent,
+            merge_list_target_already_has_all,
+            merge_list_target_among_sources,
+            merge_only_touches_current_key,
+            merge_reducing,
+            merge_aggregating,
+            merge_aggregating_heap_accumulator,
+            namespaces_isolate_state,
+            keys_returns_exactly_keys_with_entries,
+            keys_excludes_removed_entries,
+            keys_needs_no_current_key,
+            keys_and_values_with_string_keys,
+            no_current_key_value_and_reducing,
+            no_current_key_list,
+            no_current_key_map,
+            no_current_key_aggregating,
+            key_group_out_of_range_value_list,
+            key_group_out_of_range_map_reducing_aggregating,
+            owned_sub_range_accepts_its_keys,
+            namespace_required_without_namespace,
+            unit_namespace_is_implicit_and_explicit,
+            register_same_name_twice_returns_same_handle,
+            register_other_kind_is_type_mismatch,
+            register_other_types_is_type_mismatch,
+            register_empty_name_is_rejected,
+            state_meta_describes_registration,
+            handle_of_another_backend_is_unknown,
+            entry_count_counts_key_namespace_pairs,
+            multiple_states_under_one_key_are_independent,
+            many_keys_across_key_groups,
+            single_key_group_backend,
+            snapshot_canonical_form,
+            snapshot_with_string_keys,
+            snapshot_isolation_value,
+            snapshot_isolation_list,
+            snapshot_isolation_map,
+            snapshot_isolation_reducing_aggregating,
+            snapshot_isolation_merge,
+            concurrent_snapshots_keep_their_own_views,
+            snapshot_of_empty_backend_is_empty,
+            snapshot_covers_only_owned_key_groups,
+            snapshot_is_send_and_readable_from_another_thread,
+            dropping_snapshots_then_writing_works,
+            register_new_state_after_snapshot,
+            large_state_snapshot_isolation,
+            snapshot_while_map_grows_and_shrinks,
+        );
+    };
+    (@cases $module:ident, $factory:expr; $($case:ident),+ $(,)?) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[test]
+                fn $case() -> flowstate::Result<()> {
+                    super::$case(&$factory)
+                }
+            )+
+        }
+    };
+}
+
+conformance_suite!(heap, HeapFactory);
+conformance_suite!(backend_enum, BackendEnumFactory);
