@@ -331,7 +331,12 @@ impl BackendConfig {
             Some(r) => r,
             None => KeyGroupRange::all(self.max_parallelism)?,
         };
-        if !range.is_empty() && u32::from(range.end()) >= self.max_parallelism {
+        if range.is_empty() {
+            return Err(Error::InvalidConfig(
+                "the key-group range is empty: a backend must own at least one key group".into(),
+            ));
+        }
+        if u32::from(range.end()) >= self.max_parallelism {
             return Err(Error::InvalidConfig(format!(
                 "key-group range {range} exceeds max parallelism {}",
                 self.max_parallelism

@@ -129,8 +129,9 @@ pub trait Codec: Sized {
     }
 }
 
-/// The most elements that encode to zero bytes one decoded vector may hold (65,536).
-pub const MAX_EMPTY_ELEMENTS: usize = 1 << 16;
+/// The most elements that encode to zero bytes one decoded vector may hold (1,024). Nested
+/// vectors multiply: decoding stays bounded by 1,024 steps per input byte.
+pub const MAX_EMPTY_ELEMENTS: usize = 1 << 10;
 
 /// Encodes `value` into a new vector.
 pub fn to_bytes<T: Codec>(value: &T) -> Vec<u8> {
@@ -391,9 +392,12 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Codec for SerdeCodec<T> 
     fn decode_from(input: &mut &[u8]) -> Result<Self, CodecError> {
         let len = read_len(input)?;
         let body = take(input, len)?;
-        postcard::from_bytes(body)
-            .map(SerdeCodec)
-            .map_err(|e| CodecError::Invalid(Cow::Owned(format!("postcard: {e}"))))
+        let (value, rest) = postcard::take_from_bytes(body)
+            .map_err(|e| CodecError::Invalid(Cow::Owned(format!("postcard: {e}"))))?;
+        if !rest.is_empty() {
+            return Err(CodecError::TrailingBytes { count: rest.len() });
+        }
+        Ok(SerdeCodec(value))
     }
 }
 

@@ -36,10 +36,17 @@
 //! # Ok::<(), flowstate::Error>(())
 //! ```
 
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 pub mod backend;
 pub mod clock;
 pub mod codec;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod heap;
 pub mod key_group;
 pub mod snapshot;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::key_group::KeyGroupRange;
-use crate::state::StateMeta;
+use crate::state::{CodecInfo, StateMeta};
 
 /// The encoded state of one (key, namespace) entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +53,7 @@ pub trait StateTableSnapshot: Send + Sync {
 pub struct StateSnapshot {
     max_parallelism: u32,
     key_group_range: KeyGroupRange,
+    key_codec: CodecInfo,
     states: Vec<Arc<dyn StateTableSnapshot>>,
 }
 
@@ -61,6 +62,7 @@ impl std::fmt::Debug for StateSnapshot {
         f.debug_struct("StateSnapshot")
             .field("max_parallelism", &self.max_parallelism)
             .field("key_group_range", &self.key_group_range)
+            .field("key_codec", &self.key_codec)
             .field(
                 "states",
                 &self.states.iter().map(|s| &s.meta().name).collect::<Vec<_>>(),
@@ -78,13 +80,20 @@ impl StateSnapshot {
     pub fn new(
         max_parallelism: u32,
         key_group_range: KeyGroupRange,
+        key_codec: CodecInfo,
         states: Vec<Arc<dyn StateTableSnapshot>>,
     ) -> Self {
         StateSnapshot {
             max_parallelism,
             key_group_range,
+            key_codec,
             states,
         }
+    }
+
+    /// The codec of the backend's keys (a restore checks it against its own).
+    pub fn key_codec(&self) -> &CodecInfo {
+        &self.key_codec
     }
 
     /// The max parallelism of the backend the view was taken from.

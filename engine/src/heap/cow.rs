@@ -323,8 +323,10 @@ impl<T: Clone> CowMap<T> {
         let (i, inserted) = match bucket.find(tag, eq) {
             Some(i) => (i, false),
             None => {
+                // Make the entry before counting it, so a panic in `make` leaves `len` right.
+                let entry = make();
                 self.len += 1;
-                (bucket.insert_absent(tag, make()), true)
+                (bucket.insert_absent(tag, entry), true)
             }
         };
         let entry = bucket.slots_mut()[i]

@@ -236,6 +236,10 @@ impl<K: Key> HeapBackend<K> {
 
     /// Removes and returns the state of the current key in `ns`.
     fn take<H: StateHandle>(&mut self, state: H, ns: &H::Namespace) -> Result<Option<H::Stored>> {
+        // Look first: removing nothing must not copy a table level shared with a snapshot.
+        if !self.read(state, ns, |s, _| s.is_some())? {
+            return Ok(None);
+        }
         let (cur, index, table) = self.parts_mut(state)?;
         let hash = entry_hash(&table.hasher, cur.hash, ns);
         let map = table.map_mut(index);
@@ -469,7 +473,7 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
             self.table(s)?;
             return Ok(());
         }
-        let (map, _, _) = self.slot(s, ns, |_| hashbrown::HashMap::new())?;
+        let (map, _, _) = self.slot(s, ns, |_| crate::state::MapStore::default())?;
         map.extend(entries);
         Ok(())
     }
@@ -596,6 +600,7 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
         Ok(StateSnapshot::new(
             self.max_parallelism,
             self.range,
+            crate::state::CodecInfo::of::<K>(),
             self.states.iter().map(|r| r.table.snapshot()).collect(),
         ))
     }

@@ -11,6 +11,10 @@ use crate::error::{Error, Result};
 use crate::snapshot::EncodedState;
 use crate::KeyedStateBackend;
 
+/// How the heap backend stores one map state's entries: a hash map with a fixed-seed hasher, so
+/// that iteration order is the same in every run (it is still unspecified).
+pub type MapStore<UK, UV> = hashbrown::HashMap<UK, UV, foldhash::fast::FixedState>;
+
 /// Describes a map state: its name, user key type `UK`, value type `UV` and namespace `N`.
 pub struct MapStateDescriptor<UK, UV, N = ()> {
     name: String,
@@ -61,7 +65,7 @@ impl<UK, UV, N> sealed::Sealed for MapState<UK, UV, N> {}
 
 impl<UK: Key, UV: StateValue, N: Namespace> StateHandle for MapState<UK, UV, N> {
     type Namespace = N;
-    type Stored = hashbrown::HashMap<UK, UV>;
+    type Stored = MapStore<UK, UV>;
     type Extra = ();
     const KIND: StateKind = StateKind::Map;
     fn id(&self) -> StateId {

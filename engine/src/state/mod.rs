@@ -19,7 +19,7 @@ pub use aggregating::{
     AggregateFunction, AggregatingAccess, AggregatingState, AggregatingStateDescriptor,
 };
 pub use list::{ListAccess, ListState, ListStateDescriptor};
-pub use map::{MapAccess, MapCursor, MapState, MapStateDescriptor};
+pub use map::{MapAccess, MapCursor, MapState, MapStateDescriptor, MapStore};
 pub use reducing::{ReducingAccess, ReducingState, ReducingStateDescriptor};
 pub use value::{ValueAccess, ValueState, ValueStateDescriptor};
 

@@ -4,7 +4,8 @@
 //!
 //! Each byte carries 7 bits of the value, least significant group first; the high bit is set on
 //! every byte but the last. A `u64` takes at most 10 bytes. The decoder rejects encodings longer
-//! than 10 bytes and values that overflow 64 bits.
+//! than 10 bytes, values that overflow 64 bits, and non-shortest encodings (a last byte of zero
+//! after other bytes), so that every value has exactly one encoding.
 
 use crate::FormatError;
 
@@ -35,6 +36,10 @@ pub fn decode_u64(input: &mut &[u8]) -> Result<u64, FormatError> {
         }
         value |= group << (7 * i);
         if byte & 0x80 == 0 {
+            if byte == 0 && i > 0 {
+                // A final zero group after other groups: a longer encoding of a smaller value.
+                return Err(FormatError::MalformedVarint);
+            }
             *input = &input[i + 1..];
             return Ok(value);
         }
@@ -42,9 +47,10 @@ pub fn decode_u64(input: &mut &[u8]) -> Result<u64, FormatError> {
     if input.len() >= 10 {
         Err(FormatError::MalformedVarint)
     } else {
+        // Every byte present had its continuation bit set: at least one more is needed.
         Err(FormatError::Truncated {
-            needed: 1,
-            available: 0,
+            needed: input.len() as u64 + 1,
+            available: input.len() as u64,
         })
     }
 }
@@ -76,5 +82,10 @@ mod tests {
         assert_eq!(decode_u64(&mut input), Err(FormatError::MalformedVarint));
         let mut input: &[u8] = &[];
         assert!(matches!(decode_u64(&mut input), Err(FormatError::Truncated { .. })));
+        // Non-shortest encodings of 0 and 1 are rejected.
+        let mut input: &[u8] = &[0x80, 0x00];
+        assert_eq!(decode_u64(&mut input), Err(FormatError::MalformedVarint));
+        let mut input: &[u8] = &[0x81, 0x80, 0x00];
+        assert_eq!(decode_u64(&mut input), Err(FormatError::MalformedVarint));
     }
 }
