@@ -486,4 +486,32 @@ mod tests {
         varint::encode_u64(1 << 60, &mut bytes);
         assert!(<Vec<()>>::decode(&bytes).is_err(), "a lying count of empty elements ends");
     }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn serde_types_round_trip_and_reject_damage() {
+        #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+        struct Click {
+            page: String,
+            at: u64,
+            tags: Vec<String>,
+        }
+        let click = SerdeCodec(Click {
+            page: "/a".into(),
+            at: 9,
+            tags: vec!["x".into()],
+        });
+        round_trip(click.clone());
+        round_trip((1u8, click.clone()));
+        // Bytes left inside the length-prefixed body are an error, not ignored.
+        let mut body = postcard::to_allocvec(&click.0).expect("serializable");
+        body.push(0);
+        let mut bytes = Vec::new();
+        varint::encode_u64(body.len() as u64, &mut bytes);
+        bytes.extend_from_slice(&body);
+        assert!(matches!(
+            SerdeCodec::<Click>::decode(&bytes),
+            Err(CodecError::TrailingBytes { count: 1 })
+        ));
+    }
 }

@@ -199,6 +199,7 @@ fn sum_u64(a: &u64, b: &u64) -> u64 {
 // Value state
 // ------------------------------------------------------------------------------------------
 
+/// R15: `get` on absent value state is `None`; a read creates no entry.
 fn value_get_absent_is_none<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
@@ -216,6 +217,7 @@ fn value_get_absent_is_none<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R16: `update` creates or replaces the value, per key.
 fn value_update_get_overwrite<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let v = b.register(ValueStateDescriptor::<String>::new("v"))?;
@@ -233,6 +235,7 @@ fn value_update_get_overwrite<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R17: `clear` removes the value; the state is usable again.
 fn value_clear_removes_value<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
@@ -250,6 +253,7 @@ fn value_clear_removes_value<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R41: clearing absent state is a no-op.
 fn value_clear_absent_is_noop<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
@@ -265,6 +269,7 @@ fn value_clear_absent_is_noop<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R41: `clear` removes only the current key's entry in the given namespace, for every kind.
 fn clear_only_current_key_and_namespace<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let v = b.register(ValueStateDescriptor::<u64>::new("v").with_namespace::<u32>())?;
@@ -327,6 +332,7 @@ fn clear_only_current_key_and_namespace<F: Factory>(f: &F) -> Result<()> {
 // List state
 // ------------------------------------------------------------------------------------------
 
+/// R18: `get` on an absent list is an empty `Vec`.
 fn list_get_absent_is_empty<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let l = b.register(ListStateDescriptor::<u32>::new("l"))?;
@@ -340,6 +346,7 @@ fn list_get_absent_is_empty<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R18, R19: `add` appends; `get` returns the elements in insertion order.
 fn list_add_preserves_order<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let l = b.register(ListStateDescriptor::<String>::new("l"))?;
@@ -351,6 +358,7 @@ fn list_add_preserves_order<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R20: `add_all` appends in order, creating the list if absent.
 fn list_add_all_appends_in_order<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let l = b.register(ListStateDescriptor::<u32>::new("l"))?;
@@ -370,6 +378,7 @@ fn list_add_all_appends_in_order<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R20, R22: an empty `add_all` on an absent list creates no entry.
 fn list_add_all_empty_on_absent_creates_nothing<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let l = b.register(ListStateDescriptor::<u32>::new("l").with_namespace::<u32>())?;
@@ -382,6 +391,7 @@ fn list_add_all_empty_on_absent_creates_nothing<F: Factory>(f: &F) -> Result<()>
     Ok(())
 }
 
+/// R20: an empty `add_all` on a list changes nothing.
 fn list_add_all_empty_on_non_empty_is_noop<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let l = b.register(ListStateDescriptor::<u32>::new("l"))?;
@@ -393,6 +403,7 @@ fn list_add_all_empty_on_non_empty_is_noop<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R21: `update` with elements replaces the whole list.
 fn list_update_replaces<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let l = b.register(ListStateDescriptor::<u32>::new("l"))?;
@@ -411,6 +422,7 @@ fn list_update_replaces<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R21, R22: `update(vec![])` is `clear`; no empty list is stored.
 fn list_update_empty_clears<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let l = b.register(ListStateDescriptor::<u32>::new("l"))?;
@@ -432,6 +444,7 @@ fn list_update_empty_clears<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R23, R41: `clear` removes the current key's list only.
 fn list_clear<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let l = b.register(ListStateDescriptor::<u32>::new("l"))?;
@@ -455,6 +468,7 @@ fn list_clear<F: Factory>(f: &F) -> Result<()> {
 // Map state
 // ------------------------------------------------------------------------------------------
 
+/// R24, R29: reads of an absent map: `None`, `false`, empty, `is_empty`.
 fn map_absent_reads<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let m = b.register(MapStateDescriptor::<String, u64>::new("m"))?;
@@ -469,6 +483,7 @@ fn map_absent_reads<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R24, R25: `put`, `get`, `contains`; one map is one entry.
 fn map_put_get_contains<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let m = b.register(MapStateDescriptor::<String, u64>::new("m"))?;
@@ -489,6 +504,7 @@ fn map_put_get_contains<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R26: `put_all` applies entries in order; an empty one changes nothing.
 fn map_put_all_later_entry_wins<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let m = b.register(MapStateDescriptor::<u32, u32>::new("m"))?;
@@ -509,6 +525,7 @@ fn map_put_all_later_entry_wins<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R26: an empty `put_all` on an absent map creates no entry.
 fn map_put_all_empty_on_absent_creates_nothing<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let m = b.register(MapStateDescriptor::<u32, u32>::new("m"))?;
@@ -520,6 +537,7 @@ fn map_put_all_empty_on_absent_creates_nothing<F: Factory>(f: &F) -> Result<()> 
     Ok(())
 }
 
+/// R27: `remove`; removing an absent user key or from an absent map is a no-op.
 fn map_remove_and_remove_absent<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let m = b.register(MapStateDescriptor::<u32, u32>::new("m"))?;
@@ -546,6 +564,7 @@ fn map_remove_and_remove_absent<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R29: `keys`, `values` and `entries` return every entry.
 fn map_keys_values_entries<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let m = b.register(MapStateDescriptor::<String, u32>::new("m"))?;
@@ -571,6 +590,7 @@ fn map_keys_values_entries<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R28, R29: removing the last user key removes the map's entry.
 fn map_is_empty_after_removing_all<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let m = b.register(MapStateDescriptor::<u32, u32>::new("m"))?;
@@ -595,6 +615,7 @@ fn map_is_empty_after_removing_all<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R29, R41: `clear` removes the current key's map only.
 fn map_clear<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let m = b.register(MapStateDescriptor::<u32, u32>::new("m"))?;
@@ -611,6 +632,7 @@ fn map_clear<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R30: the cursor yields every entry once.
 fn map_cursor_visits_every_entry<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let m = b.register(MapStateDescriptor::<u32, u32>::new("m"))?;
@@ -623,6 +645,7 @@ fn map_cursor_visits_every_entry<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R28, R30: `remove_current` writes through; removing all removes the entry.
 fn map_cursor_remove_current<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let m = b.register(MapStateDescriptor::<u32, u32>::new("m"))?;
@@ -653,6 +676,7 @@ fn map_cursor_remove_current<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R30: a second `remove_current` without `next` fails.
 fn map_cursor_second_remove_without_next_fails<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let m = b.register(MapStateDescriptor::<u32, u32>::new("m"))?;
@@ -674,6 +698,7 @@ fn map_cursor_second_remove_without_next_fails<F: Factory>(f: &F) -> Result<()> 
     Ok(())
 }
 
+/// R30: cursor writes before the first `next` fail; the last entry stays current after the end.
 fn map_cursor_remove_before_next_fails<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let m = b.register(MapStateDescriptor::<u32, u32>::new("m"))?;
@@ -698,11 +723,16 @@ fn map_cursor_remove_before_next_fails<F: Factory>(f: &F) -> Result<()> {
     assert!(cursor.next().is_none());
     cursor.remove_current()?;
     assert!(cursor.remove_current().is_err());
+    assert!(
+        cursor.set_current_value(9).is_err(),
+        "set_current_value after remove_current, before next"
+    );
     assert_eq!(b.map(&m).keys()?, vec![a]);
     assert_ne!(a, z);
     Ok(())
 }
 
+/// R30: `set_current_value` writes through to the state.
 fn map_cursor_set_current_value_writes_through<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let m = b.register(MapStateDescriptor::<u32, String>::new("m").with_namespace::<u32>())?;
@@ -734,6 +764,7 @@ fn map_cursor_set_current_value_writes_through<F: Factory>(f: &F) -> Result<()> 
 // Reducing and aggregating state
 // ------------------------------------------------------------------------------------------
 
+/// R31, R33: absent reducing state is `None`, also after add + clear.
 fn reducing_get_absent_is_none<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let r = b.register(ReducingStateDescriptor::<u64>::new("r", sum_u64))?;
@@ -746,6 +777,7 @@ fn reducing_get_absent_is_none<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R32: the first value is stored as is, then `reduce(&current, &added)`.
 fn reducing_add_applies_reduce_in_order<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let r = b.register(ReducingStateDescriptor::<String>::new("r", |a, b| {
@@ -764,6 +796,7 @@ fn reducing_add_applies_reduce_in_order<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R32, R33, R43: per-key reduction; clear brings the count to 0.
 fn reducing_keys_are_independent<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let r = b.register(ReducingStateDescriptor::<u64>::new("r", sum_u64))?;
@@ -783,6 +816,7 @@ fn reducing_keys_are_independent<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R34: absent aggregating state is `None`.
 fn aggregating_get_absent_is_none<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let a = b.register(AggregatingStateDescriptor::new("a", SumCount))?;
@@ -792,6 +826,7 @@ fn aggregating_get_absent_is_none<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R34, R35: accumulators changed in place, per key.
 fn aggregating_add_mutable_accumulator<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let a = b.register(AggregatingStateDescriptor::new("a", SumCount))?;
@@ -815,6 +850,7 @@ fn aggregating_add_mutable_accumulator<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R35, R36: after `clear`, `add` starts from `create_accumulator`.
 fn aggregating_clear_starts_fresh_accumulator<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let c = b.register(AggregatingStateDescriptor::new("c", Collect))?;
@@ -833,6 +869,7 @@ fn aggregating_clear_starts_fresh_accumulator<F: Factory>(f: &F) -> Result<()> {
 // merge_namespaces
 // ------------------------------------------------------------------------------------------
 
+/// R37, R38: target elements first, then each source's; sources removed.
 fn merge_list_sources_spread<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let l = b.register(ListStateDescriptor::<u32>::new("l").with_namespace::<u32>())?;
@@ -854,6 +891,7 @@ fn merge_list_sources_spread<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R37: an absent target takes the sources' elements.
 fn merge_list_into_absent_target<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let l = b.register(ListStateDescriptor::<u32>::new("l").with_namespace::<u32>())?;
@@ -867,6 +905,7 @@ fn merge_list_into_absent_target<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R37, R38: an absent source is skipped.
 fn merge_list_one_source_empty<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let l = b.register(ListStateDescriptor::<u32>::new("l").with_namespace::<u32>())?;
@@ -879,6 +918,7 @@ fn merge_list_one_source_empty<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R39: all sources absent: an absent target stays absent.
 fn merge_list_all_empty_stays_absent<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let l = b.register(ListStateDescriptor::<u32>::new("l").with_namespace::<u32>())?;
@@ -891,6 +931,7 @@ fn merge_list_all_empty_stays_absent<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R39: all sources absent: the target is unchanged.
 fn merge_list_target_already_has_all<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let l = b.register(ListStateDescriptor::<u32>::new("l").with_namespace::<u32>())?;
@@ -902,6 +943,7 @@ fn merge_list_target_already_has_all<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R37, R38: a source equal to the target is skipped, a repeated one too.
 fn merge_list_target_among_sources<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let l = b.register(ListStateDescriptor::<u32>::new("l").with_namespace::<u32>())?;
@@ -918,6 +960,7 @@ fn merge_list_target_among_sources<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R37: merging touches the current key only.
 fn merge_only_touches_current_key<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let l = b.register(ListStateDescriptor::<u32>::new("l").with_namespace::<u32>())?;
@@ -935,6 +978,7 @@ fn merge_only_touches_current_key<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R37, R38, R39: reducing state merges with its reduce function.
 fn merge_reducing<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let r =
@@ -963,6 +1007,32 @@ fn merge_reducing<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R37: `reduce(&target, &source)` in the order of the sources; an absent target takes a source as is.
+fn merge_reducing_order<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let r = b.register(
+        ReducingStateDescriptor::<String>::new("r", |a, b| format!("{a},{b}"))
+            .with_namespace::<u32>(),
+    )?;
+    b.set_current_key(&1);
+    b.reducing(&r).namespace(&1).add("t".into())?;
+    b.reducing(&r).namespace(&2).add("a".into())?;
+    b.reducing(&r).namespace(&3).add("b".into())?;
+    b.reducing(&r).merge_namespaces(&1, &[3, 2])?;
+    assert_eq!(
+        b.reducing(&r).namespace(&1).get()?,
+        Some("t,b,a".to_string()),
+        "reduce(&target, &source), sources in order"
+    );
+    // An absent target takes the first present source as it is (no reduce call).
+    b.reducing(&r).namespace(&5).add("x".into())?;
+    b.reducing(&r).namespace(&6).add("y".into())?;
+    b.reducing(&r).merge_namespaces(&4, &[7, 5, 6])?;
+    assert_eq!(b.reducing(&r).namespace(&4).get()?, Some("x,y".to_string()));
+    Ok(())
+}
+
+/// R37, R38, R39: aggregating state merges with `merge`; the result keeps accumulating.
 fn merge_aggregating<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let a = b.register(AggregatingStateDescriptor::new("a", SumCount).with_namespace::<u32>())?;
@@ -987,6 +1057,7 @@ fn merge_aggregating<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R37: `merge(&mut target_acc, source_acc)` with a heap accumulator.
 fn merge_aggregating_heap_accumulator<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let c = b.register(AggregatingStateDescriptor::new("c", Collect).with_namespace::<u32>())?;
@@ -994,18 +1065,20 @@ fn merge_aggregating_heap_accumulator<F: Factory>(f: &F) -> Result<()> {
     b.aggregating(&c).namespace(&2).add(2)?;
     b.aggregating(&c).namespace(&3).add(3)?;
     b.aggregating(&c).merge_namespaces(&1, &[2, 3])?;
-    let merged = b.aggregating(&c).namespace(&1).get()?.expect("merged");
-    let mut parts: Vec<&str> = merged.split(',').collect();
-    parts.sort();
-    assert_eq!(parts, vec!["2", "3"]);
-    b.aggregating(&c).namespace(&1).add(4)?;
-    assert!(b
-        .aggregating(&c)
-        .namespace(&1)
-        .get()?
-        .unwrap()
-        .ends_with(",4"));
-    assert_eq!(b.keys(c, &1)?, vec![1]);
+    assert_eq!(
+        b.aggregating(&c).namespace(&1).get()?,
+        Some("2,3".to_string()),
+        "the first source moved as is, then merge(&mut target, source)"
+    );
+    b.aggregating(&c).namespace(&0).add(0)?;
+    b.aggregating(&c).merge_namespaces(&0, &[1])?;
+    b.aggregating(&c).namespace(&0).add(4)?;
+    assert_eq!(
+        b.aggregating(&c).namespace(&0).get()?,
+        Some("0,2,3,4".to_string())
+    );
+    assert_eq!(b.keys(c, &0)?, vec![1]);
+    assert!(b.keys(c, &1)?.is_empty());
     Ok(())
 }
 
@@ -1013,6 +1086,7 @@ fn merge_aggregating_heap_accumulator<F: Factory>(f: &F) -> Result<()> {
 // Namespaces and keys()
 // ------------------------------------------------------------------------------------------
 
+/// R12: entries of different namespaces are independent.
 fn namespaces_isolate_state<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let v = b.register(ValueStateDescriptor::<u32>::new("v").with_namespace::<TimeWindow>())?;
@@ -1038,6 +1112,7 @@ fn namespaces_isolate_state<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R42: `keys(state, ns)` is exactly the keys with an entry, each once.
 fn keys_returns_exactly_keys_with_entries<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let m = b.register(MapStateDescriptor::<u32, u32>::new("m").with_namespace::<u32>())?;
@@ -1068,6 +1143,7 @@ fn keys_returns_exactly_keys_with_entries<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R42, R22, R28: cleared, emptied and removed entries are not listed.
 fn keys_excludes_removed_entries<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let m = b.register(MapStateDescriptor::<u32, u32>::new("m"))?;
@@ -1092,6 +1168,7 @@ fn keys_excludes_removed_entries<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R42: `keys` needs no current key and does not change it.
 fn keys_needs_no_current_key<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let v = b.register(ValueStateDescriptor::<u32>::new("v").with_namespace::<u32>())?;
@@ -1104,10 +1181,18 @@ fn keys_needs_no_current_key<F: Factory>(f: &F) -> Result<()> {
         b2.keys(v2, &0)?.is_empty(),
         "a fresh backend without a current key"
     );
+    b.set_current_key(&4);
     assert_eq!(b.keys(v, &0)?, vec![9]);
+    assert_eq!(
+        b.current_key(),
+        Some(&4),
+        "keys does not change the current key"
+    );
+    assert_eq!(b.value(&v).namespace(&0).get()?, None);
     Ok(())
 }
 
+/// R1, R42: `String` keys, including the empty string.
 fn keys_and_values_with_string_keys<F: Factory>(f: &F) -> Result<()> {
     let mut b = open_str(f);
     let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
@@ -1145,6 +1230,7 @@ fn keys_and_values_with_string_keys<F: Factory>(f: &F) -> Result<()> {
 // Errors
 // ------------------------------------------------------------------------------------------
 
+/// R2: value and reducing accesses without a current key fail.
 fn no_current_key_value_and_reducing<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
@@ -1186,20 +1272,11 @@ fn no_current_key_value_and_reducing<F: Factory>(f: &F) -> Result<()> {
         Error::NoCurrentKey,
         "reducing merge"
     );
-    assert_err!(
-        b.reducing(&r).merge_namespaces(&1, &[]),
-        Error::NoCurrentKey,
-        "reducing merge []"
-    );
-    assert_err!(
-        b.reducing(&r).merge_namespaces(&1, &[1]),
-        Error::NoCurrentKey,
-        "reducing merge [target]"
-    );
     assert_eq!(b.entry_count(), 0);
     Ok(())
 }
 
+/// R2, R20, R21: list accesses without a current key fail, empty ones too.
 fn no_current_key_list<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let l = b.register(ListStateDescriptor::<u64>::new("l").with_namespace::<u32>())?;
@@ -1244,15 +1321,11 @@ fn no_current_key_list<F: Factory>(f: &F) -> Result<()> {
         Error::NoCurrentKey,
         "list merge"
     );
-    assert_err!(
-        b.list(&l).merge_namespaces(&1, &[]),
-        Error::NoCurrentKey,
-        "list merge []"
-    );
     assert_eq!(b.entry_count(), 0);
     Ok(())
 }
 
+/// R2, R26: map accesses without a current key fail, empty ones too.
 fn no_current_key_map<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let m = b.register(MapStateDescriptor::<u32, u32>::new("m"))?;
@@ -1280,6 +1353,7 @@ fn no_current_key_map<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R2: aggregating accesses without a current key fail.
 fn no_current_key_aggregating<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let a = b.register(AggregatingStateDescriptor::new("a", SumCount))?;
@@ -1292,11 +1366,6 @@ fn no_current_key_aggregating<F: Factory>(f: &F) -> Result<()> {
         Error::NoCurrentKey,
         "agg merge"
     );
-    assert_err!(
-        b.aggregating(&an).merge_namespaces(&1, &[]),
-        Error::NoCurrentKey,
-        "merge []"
-    );
     assert_eq!(b.entry_count(), 0);
     Ok(())
 }
@@ -1306,6 +1375,7 @@ fn half_range() -> (u32, KeyGroupRange) {
     (10, KeyGroupRange::new(0, 4).unwrap())
 }
 
+/// R1, R3, R5: a foreign key is accepted by `set_current_key`; value and list accesses fail and change nothing.
 fn key_group_out_of_range_value_list<F: Factory>(f: &F) -> Result<()> {
     let (maxp, range) = half_range();
     let mut b = f.open::<u64>(maxp, range);
@@ -1339,13 +1409,13 @@ fn key_group_out_of_range_value_list<F: Factory>(f: &F) -> Result<()> {
     oor!(b.list(&l).namespace(&1).update(vec![]), "list update []");
     oor!(b.list(&l).namespace(&1).clear(), "list clear");
     oor!(b.list(&l).merge_namespaces(&1, &[2]), "list merge");
-    oor!(b.list(&l).merge_namespaces(&1, &[]), "list merge []");
     assert_eq!(b.entry_count(), 1, "failed writes change nothing");
     b.set_current_key(&inside);
     assert_eq!(b.value(&v).get()?, Some(1), "an owned key works again");
     Ok(())
 }
 
+/// R3, R5: map, reducing and aggregating accesses for a foreign key fail.
 fn key_group_out_of_range_map_reducing_aggregating<F: Factory>(f: &F) -> Result<()> {
     let (maxp, range) = half_range();
     let mut b = f.open::<u64>(maxp, range);
@@ -1382,6 +1452,7 @@ fn key_group_out_of_range_map_reducing_aggregating<F: Factory>(f: &F) -> Result<
     Ok(())
 }
 
+/// R3: a backend owning a sub-range serves the keys of that range.
 fn owned_sub_range_accepts_its_keys<F: Factory>(f: &F) -> Result<()> {
     let range = KeyGroupRange::for_operator(128, 4, 1)?;
     let mut b = f.open::<u64>(128, range);
@@ -1404,6 +1475,7 @@ fn owned_sub_range_accepts_its_keys<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R14: a namespaced state used without `.namespace` fails, naming the state.
 fn namespace_required_without_namespace<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let v = b.register(ValueStateDescriptor::<u64>::new("nv").with_namespace::<u32>())?;
@@ -1443,6 +1515,7 @@ fn namespace_required_without_namespace<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R13: the `()` namespace is implicit; `.namespace(&())` is the same.
 fn unit_namespace_is_implicit_and_explicit<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
@@ -1455,6 +1528,7 @@ fn unit_namespace_is_implicit_and_explicit<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R8: the same name and types give the same handle; the first function stays.
 fn register_same_name_twice_returns_same_handle<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let v1 = b.register(ValueStateDescriptor::<u64>::new("v"))?;
@@ -1480,9 +1554,17 @@ fn register_same_name_twice_returns_same_handle<F: Factory>(f: &F) -> Result<()>
         "re-registering keeps the state"
     );
     assert_eq!(b.snapshot_state()?.states().len(), 5, "no duplicate state");
+    b.reducing(&r2).add(3)?;
+    b.reducing(&r2).add(4)?;
+    assert_eq!(
+        b.reducing(&r1).get()?,
+        Some(7),
+        "the first registration's reduce function stays in effect"
+    );
     Ok(())
 }
 
+/// R9: the same name with another kind is a type mismatch naming the state.
 fn register_other_kind_is_type_mismatch<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     b.register(ValueStateDescriptor::<u64>::new("s"))?;
@@ -1514,6 +1596,7 @@ fn register_other_kind_is_type_mismatch<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R9: the same name with other value, user-key or namespace types is a type mismatch.
 fn register_other_types_is_type_mismatch<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     b.register(ValueStateDescriptor::<u64>::new("v"))?;
@@ -1551,9 +1634,16 @@ fn register_other_types_is_type_mismatch<F: Factory>(f: &F) -> Result<()> {
         "list without namespace",
         "l",
     );
+    mismatch(
+        b.register(ValueStateDescriptor::<usize>::new("v"))
+            .map(drop),
+        "usize is not u64, even with the same codec",
+        "v",
+    );
     Ok(())
 }
 
+/// R10: an empty name is rejected.
 fn register_empty_name_is_rejected<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     assert_err!(
@@ -1588,6 +1678,7 @@ fn register_empty_name_is_rejected<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R7, R44: ids in registration order; `StateMeta`; snapshot states in order.
 fn state_meta_describes_registration<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
@@ -1601,13 +1692,30 @@ fn state_meta_describes_registration<F: Factory>(f: &F) -> Result<()> {
     assert_eq!((mm.name.as_str(), mm.kind), ("m", StateKind::Map));
     assert_eq!(mm.user_key, Some(CodecInfo::of::<String>()));
     assert_eq!(mm.namespace, CodecInfo::of::<u32>());
-    assert_ne!(v.id(), m.id());
+    assert_eq!(
+        (v.id(), m.id()),
+        (StateId(0), StateId(1)),
+        "ids in registration order"
+    );
     assert!(b.state_meta(StateId(999)).is_none());
+    let l = b.register(ListStateDescriptor::<u8>::new("a-list"))?;
+    assert_eq!(l.id(), StateId(2));
     let snap = b.snapshot_state()?;
     assert_eq!(snap.state("m").unwrap().meta(), &mm);
+    let names: Vec<&str> = snap
+        .states()
+        .iter()
+        .map(|s| s.meta().name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["v", "m", "a-list"],
+        "snapshot states in registration order"
+    );
     Ok(())
 }
 
+/// R11: a handle of another backend is unknown (absent id, or other types).
 fn handle_of_another_backend_is_unknown<F: Factory>(f: &F) -> Result<()> {
     let mut a = open(f);
     a.register(ValueStateDescriptor::<u64>::new("x"))?;
@@ -1618,6 +1726,21 @@ fn handle_of_another_backend_is_unknown<F: Factory>(f: &F) -> Result<()> {
     assert_err!(b.value(&v).update(1), Error::UnknownState { .. }, "update");
     assert_err!(b.keys(v, &()), Error::UnknownState { .. }, "keys");
     assert_eq!(b.entry_count(), 0);
+    // The id exists here with other types: still unknown.
+    b.register(ValueStateDescriptor::<u64>::new("first"))?;
+    let other = b.register(ListStateDescriptor::<u64>::new("second"))?;
+    assert_eq!(other.id(), v.id());
+    assert_err!(
+        b.value(&v).get(),
+        Error::UnknownState { .. },
+        "get, other types"
+    );
+    assert_err!(
+        b.value(&v).update(1),
+        Error::UnknownState { .. },
+        "update, other types"
+    );
+    assert_eq!(b.entry_count(), 0);
     Ok(())
 }
 
@@ -1625,6 +1748,7 @@ fn handle_of_another_backend_is_unknown<F: Factory>(f: &F) -> Result<()> {
 // entry_count and independence
 // ------------------------------------------------------------------------------------------
 
+/// R43: `entry_count` counts (state, key, namespace) entries.
 fn entry_count_counts_key_namespace_pairs<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let v = b.register(ValueStateDescriptor::<u64>::new("v").with_namespace::<u32>())?;
@@ -1659,6 +1783,7 @@ fn entry_count_counts_key_namespace_pairs<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R41, R43: states under one key are independent.
 fn multiple_states_under_one_key_are_independent<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let v1 = b.register(ValueStateDescriptor::<u64>::new("v1"))?;
@@ -1684,6 +1809,7 @@ fn multiple_states_under_one_key_are_independent<F: Factory>(f: &F) -> Result<()
     Ok(())
 }
 
+/// R1, R48: many keys over every key group; canonical entries after clears.
 fn many_keys_across_key_groups<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
@@ -1720,6 +1846,7 @@ fn many_keys_across_key_groups<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R42, R43: one key group holding many entries.
 fn single_key_group_backend<F: Factory>(f: &F) -> Result<()> {
     let mut b = f.open::<u64>(1, KeyGroupRange::all(1)?);
     let l = b.register(ListStateDescriptor::<u64>::new("l").with_namespace::<u32>())?;
@@ -1739,6 +1866,7 @@ fn single_key_group_backend<F: Factory>(f: &F) -> Result<()> {
 // Snapshots
 // ------------------------------------------------------------------------------------------
 
+/// R48, R49: the canonical encoding of every kind of state.
 fn snapshot_canonical_form<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let v = b.register(ValueStateDescriptor::<u64>::new("v").with_namespace::<u32>())?;
@@ -1798,6 +1926,7 @@ fn snapshot_canonical_form<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R45, R48: snapshot isolation and canonical form with `String` keys.
 fn snapshot_with_string_keys<F: Factory>(f: &F) -> Result<()> {
     let mut b = open_str(f);
     let v = b.register(ValueStateDescriptor::<u32>::new("v"))?;
@@ -1827,6 +1956,7 @@ fn snapshot_with_string_keys<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R45: value updates, clears and new entries do not reach a snapshot.
 fn snapshot_isolation_value<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
@@ -1850,6 +1980,7 @@ fn snapshot_isolation_value<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R45: list adds, updates and clears do not reach a snapshot.
 fn snapshot_isolation_list<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let l = b.register(ListStateDescriptor::<u64>::new("l"))?;
@@ -1875,6 +2006,7 @@ fn snapshot_isolation_list<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R45: map puts, removes, cursor writes and clears do not reach a snapshot.
 fn snapshot_isolation_map<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let m = b.register(MapStateDescriptor::<u32, u32>::new("m"))?;
@@ -1908,6 +2040,7 @@ fn snapshot_isolation_map<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R45: reducing adds and in-place accumulator changes do not reach a snapshot.
 fn snapshot_isolation_reducing_aggregating<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let r = b.register(ReducingStateDescriptor::<u64>::new("r", sum_u64))?;
@@ -1945,6 +2078,7 @@ fn snapshot_isolation_reducing_aggregating<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R45: merges do not reach a snapshot.
 fn snapshot_isolation_merge<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let l = b.register(ListStateDescriptor::<u32>::new("l").with_namespace::<u32>())?;
@@ -1969,6 +2103,7 @@ fn snapshot_isolation_merge<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R46: several snapshots each keep their own instant.
 fn concurrent_snapshots_keep_their_own_views<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
@@ -1998,6 +2133,7 @@ fn concurrent_snapshots_keep_their_own_views<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R44, R49: snapshots without state or without entries.
 fn snapshot_of_empty_backend_is_empty<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let snap = b.snapshot_state()?;
@@ -2017,6 +2153,7 @@ fn snapshot_of_empty_backend_is_empty<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R48: a snapshot covers the owned key groups only.
 fn snapshot_covers_only_owned_key_groups<F: Factory>(f: &F) -> Result<()> {
     let range = KeyGroupRange::new(3, 6)?;
     let mut b = f.open::<u64>(10, range);
@@ -2047,6 +2184,7 @@ fn snapshot_covers_only_owned_key_groups<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R47: a snapshot is read on other threads while the task thread writes.
 fn snapshot_is_send_and_readable_from_another_thread<F: Factory>(f: &F) -> Result<()> {
     fn assert_send_sync_static<T: Send + Sync + 'static>(_: &T) {}
     let mut b = open(f);
@@ -2105,6 +2243,7 @@ fn snapshot_is_send_and_readable_from_another_thread<F: Factory>(f: &F) -> Resul
     Ok(())
 }
 
+/// R50: writes after snapshots are dropped.
 fn dropping_snapshots_then_writing_works<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
@@ -2141,6 +2280,7 @@ fn dropping_snapshots_then_writing_works<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R44, R45: states registered after a snapshot are not in it.
 fn register_new_state_after_snapshot<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
@@ -2172,6 +2312,7 @@ fn register_new_state_after_snapshot<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R45, R49: 50k entries, all rewritten after the snapshot.
 fn large_state_snapshot_isolation<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
@@ -2209,6 +2350,7 @@ fn large_state_snapshot_isolation<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R45, R46: snapshots while many entries in few key groups come and go.
 fn snapshot_while_map_grows_and_shrinks<F: Factory>(f: &F) -> Result<()> {
     // Many (key, namespace) entries in few key groups, so that the backend's per-key-group
     // structures grow and shrink while several snapshots are alive.
@@ -2243,6 +2385,145 @@ fn snapshot_while_map_grows_and_shrinks<F: Factory>(f: &F) -> Result<()> {
         assert_eq!(&snap.canonical_entries("m").unwrap(), want, "snapshot {i}");
     }
     assert_eq!(live_entries(&mut b, "m"), encode(&model));
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// Error precedence, merges with nothing to merge, copies
+// ------------------------------------------------------------------------------------------
+
+/// R4: `NamespaceRequired`, then `NoCurrentKey`, then `KeyGroupOutOfRange`, then `UnknownState`.
+fn error_precedence<F: Factory>(f: &F) -> Result<()> {
+    let (maxp, range) = half_range();
+    let mut other = f.open::<u64>(maxp, range);
+    other.register(ValueStateDescriptor::<u64>::new("x0"))?;
+    // Id 1, which `b` below never issues: an unknown handle there.
+    let foreign = other.register(ValueStateDescriptor::<u64>::new("x1").with_namespace::<u32>())?;
+    let mut b = f.open::<u64>(maxp, range);
+    let v = b.register(ValueStateDescriptor::<u64>::new("v").with_namespace::<u32>())?;
+    // No current key.
+    assert_err!(
+        b.value(&v).get(),
+        Error::NamespaceRequired { .. },
+        "ns before key"
+    );
+    assert_err!(
+        b.value(&foreign).get(),
+        Error::NamespaceRequired { .. },
+        "ns before key and handle"
+    );
+    assert_err!(
+        b.value(&foreign).namespace(&1).update(1),
+        Error::NoCurrentKey,
+        "key before handle"
+    );
+    // A key outside the range.
+    b.set_current_key(&pick_key(maxp, range, false, 0));
+    assert_err!(
+        b.value(&v).update(1),
+        Error::NamespaceRequired { .. },
+        "ns before range"
+    );
+    assert_err!(
+        b.value(&foreign).namespace(&1).get(),
+        Error::KeyGroupOutOfRange { .. },
+        "range before handle"
+    );
+    // An owned key.
+    b.set_current_key(&pick_key(maxp, range, true, 0));
+    assert_err!(
+        b.value(&foreign).namespace(&1).get(),
+        Error::UnknownState { .. },
+        "handle"
+    );
+    assert_eq!(b.entry_count(), 0);
+    Ok(())
+}
+
+/// R2, R3 (contradicts R40, see the note below).
+///
+/// NOTE: this case pins the engine as committed (merge_namespaces checks the current key and
+/// the handle even when there is nothing to merge, like an empty `add_all` or `put_all`).
+/// spec/state-semantics.md R40 describes the opposite (returns `Ok(())` without checking);
+/// the spec or this case must change so that the two agree.
+fn merge_with_nothing_to_merge_still_checks_the_key<F: Factory>(f: &F) -> Result<()> {
+    let (maxp, range) = half_range();
+    let mut b = f.open::<u64>(maxp, range);
+    let l = b.register(ListStateDescriptor::<u32>::new("l").with_namespace::<u32>())?;
+    let r =
+        b.register(ReducingStateDescriptor::<u64>::new("r", sum_u64).with_namespace::<u32>())?;
+    let a = b.register(AggregatingStateDescriptor::new("a", SumCount).with_namespace::<u32>())?;
+    assert_err!(
+        b.list(&l).merge_namespaces(&1, &[]),
+        Error::NoCurrentKey,
+        "list []"
+    );
+    assert_err!(
+        b.list(&l).merge_namespaces(&1, &[1, 1]),
+        Error::NoCurrentKey,
+        "list [target]"
+    );
+    assert_err!(
+        b.reducing(&r).merge_namespaces(&1, &[]),
+        Error::NoCurrentKey,
+        "red []"
+    );
+    assert_err!(
+        b.aggregating(&a).merge_namespaces(&1, &[1]),
+        Error::NoCurrentKey,
+        "agg [target]"
+    );
+    b.set_current_key(&pick_key(maxp, range, false, 1));
+    assert_err!(
+        b.list(&l).merge_namespaces(&1, &[]),
+        Error::KeyGroupOutOfRange { .. },
+        "foreign list []"
+    );
+    assert_err!(
+        b.reducing(&r).merge_namespaces(&1, &[1]),
+        Error::KeyGroupOutOfRange { .. },
+        "foreign red [target]"
+    );
+    assert_err!(
+        b.aggregating(&a).merge_namespaces(&1, &[]),
+        Error::KeyGroupOutOfRange { .. },
+        "foreign agg []"
+    );
+    // With an owned key, nothing to merge is a no-op.
+    b.set_current_key(&pick_key(maxp, range, true, 1));
+    b.list(&l).namespace(&1).add(1)?;
+    b.list(&l).merge_namespaces(&1, &[])?;
+    b.list(&l).merge_namespaces(&1, &[1])?;
+    b.reducing(&r).merge_namespaces(&2, &[])?;
+    assert_eq!(b.list(&l).namespace(&1).get()?, vec![1]);
+    assert_eq!(b.entry_count(), 1);
+    Ok(())
+}
+
+/// R6: changing a returned value never changes the state.
+fn reads_return_copies<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let v = b.register(ValueStateDescriptor::<Vec<u32>>::new("v"))?;
+    let l = b.register(ListStateDescriptor::<String>::new("l"))?;
+    let m = b.register(MapStateDescriptor::<u32, Vec<u8>>::new("m"))?;
+    b.set_current_key(&1);
+    b.value(&v).update(vec![1])?;
+    b.list(&l).add("a".into())?;
+    b.map(&m).put(1, vec![1])?;
+    let snap_before = live_entries(&mut b, "m");
+    let mut got = b.value(&v).get()?.unwrap();
+    got.push(2);
+    let mut list = b.list(&l).get()?;
+    list[0].push('!');
+    list.push("b".into());
+    let mut entries = b.map(&m).entries()?;
+    entries[0].1.push(2);
+    let mut one = b.map(&m).get(&1)?.unwrap();
+    one.clear();
+    assert_eq!(b.value(&v).get()?, Some(vec![1]));
+    assert_eq!(b.list(&l).get()?, vec!["a".to_string()]);
+    assert_eq!(b.map(&m).get(&1)?, Some(vec![1]));
+    assert_eq!(live_entries(&mut b, "m"), snap_before);
     Ok(())
 }
 
@@ -2336,6 +2617,10 @@ macro_rules! conformance_suite {
             register_new_state_after_snapshot,
             large_state_snapshot_isolation,
             snapshot_while_map_grows_and_shrinks,
+            error_precedence,
+            merge_with_nothing_to_merge_still_checks_the_key,
+            reads_return_copies,
+            merge_reducing_order,
         );
     };
     (@cases $module:ident, $factory:expr; $($case:ident),+ $(,)?) => {

@@ -5,6 +5,10 @@
 //!
 //! The driver ([`run_model`]) is generic over the backend and opens it through a [`Factory`],
 //! so another backend reuses it with one more `Factory` impl and one more `proptest!` entry.
+//!
+//! The model follows spec/state-semantics.md: no empty list or map is stored (R22, R28),
+//! merges follow R37-R39, failed accesses change nothing (R2, R3, R5), and snapshots are
+//! compared in canonical form (R45, R46, R48).
 
 use std::collections::BTreeMap;
 
@@ -44,27 +48,32 @@ impl Factory for HeapFactory {
 // States, operations and the model
 // ------------------------------------------------------------------------------------------
 
-/// Sum and count, in a tuple accumulator changed in place.
-struct SumCount;
+/// Every input in order, in a heap accumulator changed in place; merging appends, so the
+/// order of a merge (R37) shows in the result.
+struct Trail;
 
-impl AggregateFunction for SumCount {
+impl AggregateFunction for Trail {
     type In = u64;
-    type Acc = (u64, u64);
-    type Out = (u64, u64);
-    fn create_accumulator(&self) -> (u64, u64) {
-        (0, 0)
+    type Acc = Vec<u64>;
+    type Out = Vec<u64>;
+    fn create_accumulator(&self) -> Vec<u64> {
+        Vec::new()
     }
-    fn add(&self, acc: &mut (u64, u64), value: u64) {
-        acc.0 = acc.0.wrapping_add(value);
-        acc.1 += 1;
+    fn add(&self, acc: &mut Vec<u64>, value: u64) {
+        acc.push(value);
     }
-    fn get_result(&self, acc: &(u64, u64)) -> (u64, u64) {
-        *acc
+    fn get_result(&self, acc: &Vec<u64>) -> Vec<u64> {
+        acc.clone()
     }
-    fn merge(&self, acc: &mut (u64, u64), other: (u64, u64)) {
-        acc.0 = acc.0.wrapping_add(other.0);
-        acc.1 += other.1;
+    fn merge(&self, acc: &mut Vec<u64>, mut other: Vec<u64>) {
+        acc.append(&mut other);
     }
+}
+
+/// The reduce function of state `r`: not commutative, so the order of `reduce(&current,
+/// &added)` (R32) and `reduce(&target, &source)` (R37) shows in the result.
+fn reduce(a: &u64, b: &u64) -> u64 {
+    a.wrapping_mul(31).wrapping_add(*b)
 }
 
 /// The names of the states, in registration order.
@@ -83,7 +92,7 @@ struct Handles {
     l: ListState<u16, u32>,
     m: MapState<u8, u32, u32>,
     r: ReducingState<u64, u32>,
-    a: AggregatingState<SumCount, u32>,
+    a: AggregatingState<Trail, u32>,
 }
 
 fn register<B: KeyedStateBackend<u64>>(b: &mut B) -> Result<Handles> {
@@ -92,11 +101,8 @@ fn register<B: KeyedStateBackend<u64>>(b: &mut B) -> Result<Handles> {
         vn: b.register(ValueStateDescriptor::<u32>::new("vn").with_namespace::<u32>())?,
         l: b.register(ListStateDescriptor::<u16>::new("l").with_namespace::<u32>())?,
         m: b.register(MapStateDescriptor::<u8, u32>::new("m").with_namespace::<u32>())?,
-        r: b.register(
-            ReducingStateDescriptor::<u64>::new("r", |a, b| a.wrapping_add(*b))
-                .with_namespace::<u32>(),
-        )?,
-        a: b.register(AggregatingStateDescriptor::new("a", SumCount).with_namespace::<u32>())?,
+        r: b.register(ReducingStateDescriptor::<u64>::new("r", reduce).with_namespace::<u32>())?,
+        a: b.register(AggregatingStateDescriptor::new("a", Trail).with_namespace::<u32>())?,
     })
 }
 
@@ -144,7 +150,7 @@ struct Model {
     l: BTreeMap<Slot, Vec<u16>>,
     m: BTreeMap<Slot, BTreeMap<u8, u32>>,
     r: BTreeMap<Slot, u64>,
-    a: BTreeMap<Slot, (u64, u64)>,
+    a: BTreeMap<Slot, Vec<u64>>,
 }
 
 fn merge_model<S>(
@@ -238,22 +244,25 @@ impl Model {
                     }
                 }
             }
-            Op::ReduceAdd(ns, x) => {
-                let e = self.r.entry((key, *ns)).or_insert(0);
-                *e = e.wrapping_add(*x);
-            }
+            // R32: the first value is stored as is, later ones reduced into it.
+            Op::ReduceAdd(ns, x) => match self.r.get_mut(&(key, *ns)) {
+                Some(current) => *current = reduce(current, x),
+                None => {
+                    self.r.insert((key, *ns), *x);
+                }
+            },
             Op::ReduceClear(ns) => {
                 self.r.remove(&(key, *ns));
             }
             Op::ReduceMerge(t, srcs) => {
-                merge_model(&mut self.r, key, *t, srcs, |a, b| *a = a.wrapping_add(b))
+                merge_model(&mut self.r, key, *t, srcs, |a, b| *a = reduce(a, &b))
             }
-            Op::AggAdd(ns, x) => SumCount.add(self.a.entry((key, *ns)).or_insert((0, 0)), *x),
+            Op::AggAdd(ns, x) => self.a.entry((key, *ns)).or_default().push(*x),
             Op::AggClear(ns) => {
                 self.a.remove(&(key, *ns));
             }
             Op::AggMerge(t, srcs) => {
-                merge_model(&mut self.a, key, *t, srcs, |a, b| SumCount.merge(a, b))
+                merge_model(&mut self.a, key, *t, srcs, |a, mut b| a.append(&mut b))
             }
             Op::SetKey(_) | Op::Fill(..) | Op::Snapshot | Op::DropSnapshot(_) | Op::Check => {
                 unreachable!("{op:?} is not a keyed operation")
@@ -459,7 +468,7 @@ fn check_reads<B: KeyedStateBackend<u64>>(
             );
             assert_eq!(
                 b.aggregating(&h.a).namespace(&ns).get()?,
-                model.a.get(&slot).copied(),
+                model.a.get(&slot).cloned(),
                 "a {slot:?}"
             );
         }
@@ -691,8 +700,17 @@ fn setup_strategy() -> impl Strategy<Value = Setup> {
         })
 }
 
+/// 128 cases (a few seconds in a debug build), unless `PROPTEST_CASES` asks for another number.
+fn config() -> ProptestConfig {
+    let mut config = ProptestConfig::default();
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        config.cases = 128;
+    }
+    config
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    #![proptest_config(config())]
 
     #[test]
     fn heap_matches_model(setup in setup_strategy(), ops in prop::collection::vec(op(), 1..200)) {
