@@ -6,7 +6,8 @@
 //! key type. `conformance_suite!(name, factory)` expands to a module `name` with one `#[test]`
 //! per case, so adding a backend is one line at the bottom of this file.
 //!
-//! Inspired by Flink's `StateBackendTestBase` (see reference/flink.md, section 4).
+//! Each case cites the rules of spec/state-semantics.md it checks (R1, R2, ...). Inspired by
+//! Flink's `StateBackendTestBase`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -2440,12 +2441,7 @@ fn error_precedence<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
-/// R2, R3 (contradicts R40, see the note below).
-///
-/// NOTE: this case pins the engine as committed (merge_namespaces checks the current key and
-/// the handle even when there is nothing to merge, like an empty `add_all` or `put_all`).
-/// spec/state-semantics.md R40 describes the opposite (returns `Ok(())` without checking);
-/// the spec or this case must change so that the two agree.
+/// R40: `merge_namespaces` checks the current key and the handle even with nothing to merge.
 fn merge_with_nothing_to_merge_still_checks_the_key<F: Factory>(f: &F) -> Result<()> {
     let (maxp, range) = half_range();
     let mut b = f.open::<u64>(maxp, range);
