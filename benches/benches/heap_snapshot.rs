@@ -13,14 +13,17 @@ use flowstate_benches::*;
 const MAXP: u32 = 128;
 
 fn loaded(entries: usize) -> (HeapBackend<u64>, ValueState<u64>) {
-    let mut backend =
-        HeapBackend::open(BackendConfig::heap().max_parallelism(MAXP)).expect("a valid configuration");
+    let mut backend = HeapBackend::open(BackendConfig::heap().max_parallelism(MAXP))
+        .expect("a valid configuration");
     let state = backend
         .register(ValueStateDescriptor::<u64>::new("value"))
         .expect("registration of a new state succeeds");
     for k in 0..entries as u64 {
         backend.set_current_key(&k);
-        backend.value(&state).update(k).expect("the key group is owned");
+        backend
+            .value(&state)
+            .update(k)
+            .expect("the key group is owned");
     }
     (backend, state)
 }
@@ -39,7 +42,13 @@ fn sync_phase(c: &mut Criterion) {
             bytes as f64 / entries as f64
         );
         g.bench_with_input(BenchmarkId::new("sync_phase", entries), &entries, |b, _| {
-            b.iter(|| black_box(backend.snapshot_state().expect("snapshots of a heap backend succeed")))
+            b.iter(|| {
+                black_box(
+                    backend
+                        .snapshot_state()
+                        .expect("snapshots of a heap backend succeed"),
+                )
+            })
         });
         // The first write to a key group after a snapshot copies that key group's bucket
         // pointers and one bucket: the deferred part of the copy-on-write cost.
@@ -81,7 +90,11 @@ fn updates_while_snapshot_held(c: &mut Criterion) {
         .sample_size(10)
         .throughput(Throughput::Elements(ROUND));
     for held in [false, true] {
-        let name = if held { "updates_with_snapshot_held" } else { "updates_without_snapshot" };
+        let name = if held {
+            "updates_with_snapshot_held"
+        } else {
+            "updates_without_snapshot"
+        };
         let mut cur = Cycle::new(&keys);
         g.bench_function(BenchmarkId::new(name, ENTRIES), |b| {
             b.iter_custom(|iters| {

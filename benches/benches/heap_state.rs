@@ -38,7 +38,9 @@ fn value_benches(c: &mut Criterion) {
     let mut buf = Vec::new();
     for &k in &keys {
         ours.set_current_key(&k);
-        ours.value(&count).update(k).expect("the key group is owned");
+        ours.value(&count)
+            .update(k)
+            .expect("the key group is owned");
         base.insert(k, k);
     }
 

@@ -106,7 +106,9 @@ mod tests {
         assert_eq!(sorted, (0..1000).collect::<Vec<_>>());
         assert_eq!(a, shuffled_keys(1000, 7));
         assert_ne!(a, shuffled_keys(1000, 8));
-        assert!(fresh_keys(10, 1).iter().all(|&k| k >= PRELOADED_KEYS as u64));
+        assert!(fresh_keys(10, 1)
+            .iter()
+            .all(|&k| k >= PRELOADED_KEYS as u64));
     }
 
     #[test]

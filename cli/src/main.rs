@@ -60,7 +60,10 @@ struct Stream {
 
 impl Stream {
     fn new(seed: u64, keys: u64) -> Self {
-        Stream { state: seed, keys: keys.max(1) }
+        Stream {
+            state: seed,
+            keys: keys.max(1),
+        }
     }
 
     fn next_u64(&mut self) -> u64 {
@@ -227,7 +230,11 @@ fn demo(args: &DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         let pages = backend.list(&recent).get()?.len() as u64;
         if pages != events.min(RECENT_PAGES as u64) {
-            return Err(format!("key {user}: {pages} recent pages, expected {}", events.min(8)).into());
+            return Err(format!(
+                "key {user}: {pages} recent pages, expected {}",
+                events.min(8)
+            )
+            .into());
         }
         if events > 0 {
             let mean = backend.aggregating(&average).get()?.unwrap_or(f64::NAN);
@@ -259,8 +266,16 @@ fn demo(args: &DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
     if !sync_phases.is_empty() {
         let max = sync_phases.iter().max().copied().unwrap_or_default();
         let mean = sync_phases.iter().sum::<Duration>() / sync_phases.len() as u32;
-        println!("{:<34} {:>16.1}", "sync phase mean (µs)", mean.as_secs_f64() * 1e6);
-        println!("{:<34} {:>16.1}", "sync phase max (µs)", max.as_secs_f64() * 1e6);
+        println!(
+            "{:<34} {:>16.1}",
+            "sync phase mean (µs)",
+            mean.as_secs_f64() * 1e6
+        );
+        println!(
+            "{:<34} {:>16.1}",
+            "sync phase max (µs)",
+            max.as_secs_f64() * 1e6
+        );
     }
     println!("{:<34} {:>16}", "keys verified against tally", checked);
     println!("\nOK: every key's five states match the independent tally; every held snapshot stayed frozen.");
@@ -269,7 +284,10 @@ fn demo(args: &DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
 
 /// Checks that a snapshot held while processing went on still shows the state at the moment it
 /// was taken: its total event count equals the number of events processed then.
-fn check_snapshot(snapshot: &StateSnapshot, events_at_snapshot: u64) -> Result<(), Box<dyn std::error::Error>> {
+fn check_snapshot(
+    snapshot: &StateSnapshot,
+    events_at_snapshot: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
     let counts = snapshot
         .state("count")
         .ok_or("the snapshot has no 'count' state")?;

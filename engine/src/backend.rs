@@ -85,8 +85,11 @@ pub trait KeyedStateBackend<K: Key> {
     ) -> Result<()>;
 
     /// The list of the current key in `ns` (empty if absent).
-    fn list_get<T: StateValue, N: Namespace>(&self, state: ListState<T, N>, ns: &N)
-        -> Result<Vec<T>>;
+    fn list_get<T: StateValue, N: Namespace>(
+        &self,
+        state: ListState<T, N>,
+        ns: &N,
+    ) -> Result<Vec<T>>;
     /// Appends to the list of the current key in `ns`.
     fn list_add<T: StateValue, N: Namespace>(
         &mut self,
@@ -445,7 +448,11 @@ impl<K: Key> KeyedStateBackend<K> for Backend<K> {
         delegate!(self, b => b.register_aggregating(d))
     }
     #[inline]
-    fn value_get<V: StateValue, N: Namespace>(&self, s: ValueState<V, N>, ns: &N) -> Result<Option<V>> {
+    fn value_get<V: StateValue, N: Namespace>(
+        &self,
+        s: ValueState<V, N>,
+        ns: &N,
+    ) -> Result<Option<V>> {
         delegate!(self, b => b.value_get(s, ns))
     }
     #[inline]
@@ -460,7 +467,12 @@ impl<K: Key> KeyedStateBackend<K> for Backend<K> {
     fn list_get<T: StateValue, N: Namespace>(&self, s: ListState<T, N>, ns: &N) -> Result<Vec<T>> {
         delegate!(self, b => b.list_get(s, ns))
     }
-    fn list_add<T: StateValue, N: Namespace>(&mut self, s: ListState<T, N>, ns: &N, e: T) -> Result<()> {
+    fn list_add<T: StateValue, N: Namespace>(
+        &mut self,
+        s: ListState<T, N>,
+        ns: &N,
+        e: T,
+    ) -> Result<()> {
         delegate!(self, b => b.list_add(s, ns, e))
     }
     fn list_add_all<T: StateValue, N: Namespace>(

@@ -484,7 +484,10 @@ mod tests {
         assert_eq!(<Vec<()>>::decode(&bytes).unwrap().len(), 3);
         let mut bytes = Vec::new();
         varint::encode_u64(1 << 60, &mut bytes);
-        assert!(<Vec<()>>::decode(&bytes).is_err(), "a lying count of empty elements ends");
+        assert!(
+            <Vec<()>>::decode(&bytes).is_err(),
+            "a lying count of empty elements ends"
+        );
     }
 
     #[cfg(feature = "serde")]

@@ -148,7 +148,7 @@ impl KeyGroupRange {
             u64::from(parallelism),
             u64::from(index),
         );
-        let start = (i * m + p - 1) / p;
+        let start = (i * m).div_ceil(p); // Flink: (i * maxP + p - 1) / p
         let end = ((i + 1) * m - 1) / p;
         Self::new(start as u16, end as u16)
     }
@@ -260,7 +260,8 @@ mod tests {
     }
 
     /// Key groups of the u64 keys 0..10 with max parallelism 128 (spec/key-groups.md).
-    pub(super) const SPEC_U64_KEY_GROUPS_128: [u16; 10] = [124, 68, 116, 51, 38, 119, 81, 67, 63, 119];
+    pub(super) const SPEC_U64_KEY_GROUPS_128: [u16; 10] =
+        [124, 68, 116, 51, 38, 119, 81, 67, 63, 119];
     /// Key groups of "alice", "bob", "carol", "" with max parallelism 128 (spec/key-groups.md).
     pub(super) const SPEC_STRING_KEY_GROUPS_128: [u16; 4] = [105, 76, 60, 55];
 
@@ -271,7 +272,14 @@ mod tests {
             .map(|r| (r.start(), r.end()))
             .collect();
         assert_eq!(r, vec![(0, 42), (43, 85), (86, 127)]);
-        for &(m, p) in &[(128u32, 1u32), (128, 3), (128, 7), (10, 3), (32768, 77), (7, 7)] {
+        for &(m, p) in &[
+            (128u32, 1u32),
+            (128, 3),
+            (128, 7),
+            (10, 3),
+            (32768, 77),
+            (7, 7),
+        ] {
             let mut next = 0u32;
             for i in 0..p {
                 let range = KeyGroupRange::for_operator(m, p, i).unwrap();
@@ -310,7 +318,9 @@ mod tests {
         let a = KeyGroupRange::new(10, 20).unwrap();
         let b = KeyGroupRange::new(15, 30).unwrap();
         assert_eq!(a.intersection(&b), KeyGroupRange::new(15, 20).unwrap());
-        assert!(a.intersection(&KeyGroupRange::new(21, 22).unwrap()).is_empty());
+        assert!(a
+            .intersection(&KeyGroupRange::new(21, 22).unwrap())
+            .is_empty());
         assert_eq!(a.len(), 11);
         assert_eq!(a.index_of(10), Some(0));
         assert_eq!(a.index_of(21), None);

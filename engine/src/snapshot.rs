@@ -65,7 +65,11 @@ impl std::fmt::Debug for StateSnapshot {
             .field("key_codec", &self.key_codec)
             .field(
                 "states",
-                &self.states.iter().map(|s| &s.meta().name).collect::<Vec<_>>(),
+                &self
+                    .states
+                    .iter()
+                    .map(|s| &s.meta().name)
+                    .collect::<Vec<_>>(),
             )
             .finish()
     }

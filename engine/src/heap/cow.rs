@@ -408,7 +408,10 @@ mod tests {
     /// Writes go through `exclusive`, as in the backend: a map shared with a frozen copy is
     /// copied (with its bucket pointers) before it is written.
     fn put(m: &mut Arc<CowMap<(u64, u64)>>, k: u64, v: u64) {
-        exclusive(m).get_or_insert_with(hash(k), |e| e.0 == k, || (k, 0), |e| hash(e.0)).0 .1 = v;
+        exclusive(m)
+            .get_or_insert_with(hash(k), |e| e.0 == k, || (k, 0), |e| hash(e.0))
+            .0
+             .1 = v;
     }
 
     fn get(m: &CowMap<(u64, u64)>, k: u64) -> Option<u64> {
@@ -428,7 +431,10 @@ mod tests {
         }
         assert_eq!(get(&m, 10_000), None);
         for k in (0..10_000).step_by(2) {
-            assert_eq!(exclusive(&mut m).remove(hash(k), |e| e.0 == k), Some((k, k * 2)));
+            assert_eq!(
+                exclusive(&mut m).remove(hash(k), |e| e.0 == k),
+                Some((k, k * 2))
+            );
         }
         assert_eq!(m.len(), 5_000);
         assert_eq!(m.iter().count(), 5_000);
@@ -472,15 +478,27 @@ mod tests {
             .zip(&frozen.buckets)
             .filter(|(a, b)| Arc::ptr_eq(&a.slots, &b.slots))
             .count();
-        assert_eq!(shared, frozen.buckets.len() - 1, "exactly one bucket was copied");
+        assert_eq!(
+            shared,
+            frozen.buckets.len() - 1,
+            "exactly one bucket was copied"
+        );
         // A miss on a shared bucket copies nothing.
         let mut live = frozen.clone();
-        let before: Vec<usize> = frozen.buckets.iter().map(|b| Arc::strong_count(&b.slots)).collect();
+        let before: Vec<usize> = frozen
+            .buckets
+            .iter()
+            .map(|b| Arc::strong_count(&b.slots))
+            .collect();
         let writer = exclusive(&mut live);
         assert!(writer.get_mut(hash(99_999), |e| e.0 == 99_999).is_none());
         assert!(writer.remove(hash(99_999), |e| e.0 == 99_999).is_none());
         drop(live);
-        let after: Vec<usize> = frozen.buckets.iter().map(|b| Arc::strong_count(&b.slots)).collect();
+        let after: Vec<usize> = frozen
+            .buckets
+            .iter()
+            .map(|b| Arc::strong_count(&b.slots))
+            .collect();
         assert_eq!(before, after);
     }
 
@@ -507,7 +525,9 @@ mod tests {
         let mut x = 1u64;
         let mut frozen = Vec::new();
         for step in 0..20_000u64 {
-            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             let k = (x >> 33) % 300;
             if (x >> 20) % 3 == 0 {
                 assert_eq!(
@@ -528,7 +548,10 @@ mod tests {
         }
         assert_eq!(m.len(), model.len());
         for k in 0..300 {
-            assert_eq!(m.get(weak(k), |e| e.0 == k).map(|e| e.1), model.get(&k).copied());
+            assert_eq!(
+                m.get(weak(k), |e| e.0 == k).map(|e| e.1),
+                model.get(&k).copied()
+            );
         }
         for (snapshot, expected) in &frozen {
             assert_eq!(snapshot.len(), expected.len());

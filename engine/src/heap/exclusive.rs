@@ -116,7 +116,10 @@ mod tests {
         exclusive(&mut a).push(6);
         // With a weak reference the counters say "not unique": make_mut moves the data out
         // and the weak reference can no longer be upgraded.
-        assert!(weak.upgrade().is_none(), "a weak reference is disassociated, never aliased");
+        assert!(
+            weak.upgrade().is_none(),
+            "a weak reference is disassociated, never aliased"
+        );
         assert_eq!(a.len(), 6);
     }
 

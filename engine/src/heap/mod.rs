@@ -202,10 +202,18 @@ impl<K: Key> HeapBackend<K> {
 
     /// Sets the state of the current key in `ns` to `stored`.
     #[inline]
-    fn put<H: StateHandle>(&mut self, state: H, ns: &H::Namespace, stored: H::Stored) -> Result<()> {
+    fn put<H: StateHandle>(
+        &mut self,
+        state: H,
+        ns: &H::Namespace,
+        stored: H::Stored,
+    ) -> Result<()> {
         let mut stored = Some(stored);
-        let (slot, _, _) =
-            self.slot(state, ns, |_| stored.take().expect("the value is taken once, by the insert"))?;
+        let (slot, _, _) = self.slot(state, ns, |_| {
+            stored
+                .take()
+                .expect("the value is taken once, by the insert")
+        })?;
         if let Some(value) = stored {
             *slot = value;
         }
@@ -262,7 +270,9 @@ impl<K: Key> HeapBackend<K> {
             });
         }
         if name.is_empty() {
-            return Err(Error::InvalidArgument("a state name must not be empty".into()));
+            return Err(Error::InvalidArgument(
+                "a state name must not be empty".into(),
+            ));
         }
         let id = StateId(u32::try_from(self.states.len()).map_err(|_| {
             Error::InvalidArgument("too many states registered (more than 2^32)".into())
@@ -375,7 +385,11 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
     }
 
     #[inline]
-    fn value_get<V: StateValue, N: Namespace>(&self, s: ValueState<V, N>, ns: &N) -> Result<Option<V>> {
+    fn value_get<V: StateValue, N: Namespace>(
+        &self,
+        s: ValueState<V, N>,
+        ns: &N,
+    ) -> Result<Option<V>> {
         self.read(s, ns, |v, _| v.cloned())
     }
 
@@ -528,8 +542,9 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
         value: V,
     ) -> Result<()> {
         let mut value = Some(value);
-        let (current, _, reduce) =
-            self.slot(s, ns, |_| value.take().expect("the added value is used once"))?;
+        let (current, _, reduce) = self.slot(s, ns, |_| {
+            value.take().expect("the added value is used once")
+        })?;
         if let Some(added) = value {
             *current = reduce(current, &added);
         }

@@ -51,8 +51,15 @@ pub(crate) struct StateTable<K, H: StateHandle> {
 }
 
 impl<K: Key, H: StateHandle> StateTable<K, H> {
-    pub(crate) fn new(meta: StateMeta, extra: H::Extra, hasher: FixedState, range: KeyGroupRange) -> Self {
-        let key_groups = (0..range.len()).map(|_| Arc::new(CowMap::default())).collect();
+    pub(crate) fn new(
+        meta: StateMeta,
+        extra: H::Extra,
+        hasher: FixedState,
+        range: KeyGroupRange,
+    ) -> Self {
+        let key_groups = (0..range.len())
+            .map(|_| Arc::new(CowMap::default()))
+            .collect();
         StateTable {
             meta: Arc::new(meta),
             extra,

@@ -3,8 +3,8 @@
 use std::marker::PhantomData;
 
 use super::{
-    handle_boilerplate, sealed, CodecInfo, Key, MergingState, Namespace, NsSlot,
-    StateDescriptor, StateHandle, StateId, StateKind, StateMeta, StateValue,
+    handle_boilerplate, sealed, CodecInfo, Key, MergingState, Namespace, NsSlot, StateDescriptor,
+    StateHandle, StateId, StateKind, StateMeta, StateValue,
 };
 use crate::codec::to_bytes;
 use crate::error::Result;

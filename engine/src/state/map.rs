@@ -15,10 +15,13 @@ use crate::KeyedStateBackend;
 /// that iteration order is the same in every run (it is still unspecified).
 pub type MapStore<UK, UV> = hashbrown::HashMap<UK, UV, foldhash::fast::FixedState>;
 
+/// The types a map descriptor or handle carries without owning values of them.
+type MapTypes<UK, UV, N> = fn() -> (UK, UV, N);
+
 /// Describes a map state: its name, user key type `UK`, value type `UV` and namespace `N`.
 pub struct MapStateDescriptor<UK, UV, N = ()> {
     name: String,
-    _types: PhantomData<fn() -> (UK, UV, N)>,
+    _types: PhantomData<MapTypes<UK, UV, N>>,
 }
 
 impl<UK: Key, UV: StateValue> MapStateDescriptor<UK, UV, ()> {
@@ -57,7 +60,7 @@ impl<UK: Key, UV: StateValue, N: Namespace> StateDescriptor for MapStateDescript
 /// A registered map state. Cheap to copy; valid for the backend that issued it.
 pub struct MapState<UK, UV, N = ()> {
     id: StateId,
-    _types: PhantomData<fn() -> (UK, UV, N)>,
+    _types: PhantomData<MapTypes<UK, UV, N>>,
 }
 handle_boilerplate!(MapState<UK, UV, N>);
 

@@ -55,7 +55,9 @@ impl Namespace for () {
 macro_rules! plain_namespace {
     ($($t:ty),*) => { $(impl Namespace for $t {})* };
 }
-plain_namespace!(u8, u16, u32, u64, u128, i8, i16, i32, i64, i128, usize, isize, bool, char, String);
+plain_namespace!(
+    u8, u16, u32, u64, u128, i8, i16, i32, i64, i128, usize, isize, bool, char, String
+);
 impl<T: Namespace> Namespace for Option<T> {}
 impl<T: Namespace> Namespace for Vec<T> {}
 impl<A: Namespace, B: Namespace> Namespace for (A, B) {}

@@ -4,8 +4,8 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use super::{
-    handle_boilerplate, sealed, CodecInfo, Key, MergingState, Namespace, NsSlot,
-    StateDescriptor, StateHandle, StateId, StateKind, StateMeta, StateValue,
+    handle_boilerplate, sealed, CodecInfo, Key, MergingState, Namespace, NsSlot, StateDescriptor,
+    StateHandle, StateId, StateKind, StateMeta, StateValue,
 };
 use crate::codec::to_bytes;
 use crate::error::Result;
@@ -24,7 +24,10 @@ pub struct ReducingStateDescriptor<V, N = ()> {
 
 impl<V: StateValue> ReducingStateDescriptor<V, ()> {
     /// A reducing state named `name` that folds added values with `reduce(current, added)`.
-    pub fn new(name: impl Into<String>, reduce: impl Fn(&V, &V) -> V + Send + Sync + 'static) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        reduce: impl Fn(&V, &V) -> V + Send + Sync + 'static,
+    ) -> Self {
         ReducingStateDescriptor {
             name: name.into(),
             reduce: Arc::new(reduce),

@@ -61,7 +61,19 @@ mod tests {
 
     #[test]
     fn round_trips_edge_values() {
-        for v in [0, 1, 127, 128, 255, 300, 16_383, 16_384, u32::MAX as u64, u64::MAX - 1, u64::MAX] {
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            255,
+            300,
+            16_383,
+            16_384,
+            u32::MAX as u64,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
             let mut out = Vec::new();
             encode_u64(v, &mut out);
             assert_eq!(out.len(), encoded_len(v), "length of {v}");
@@ -74,14 +86,20 @@ mod tests {
     #[test]
     fn rejects_truncated_and_overlong() {
         let mut input: &[u8] = &[0x80, 0x80];
-        assert!(matches!(decode_u64(&mut input), Err(FormatError::Truncated { .. })));
+        assert!(matches!(
+            decode_u64(&mut input),
+            Err(FormatError::Truncated { .. })
+        ));
         let mut input: &[u8] = &[0xff; 11];
         assert_eq!(decode_u64(&mut input), Err(FormatError::MalformedVarint));
         // Ten bytes whose last carries more than the single remaining bit overflow u64.
         let mut input: &[u8] = &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
         assert_eq!(decode_u64(&mut input), Err(FormatError::MalformedVarint));
         let mut input: &[u8] = &[];
-        assert!(matches!(decode_u64(&mut input), Err(FormatError::Truncated { .. })));
+        assert!(matches!(
+            decode_u64(&mut input),
+            Err(FormatError::Truncated { .. })
+        ));
         // Non-shortest encodings of 0 and 1 are rejected.
         let mut input: &[u8] = &[0x80, 0x00];
         assert_eq!(decode_u64(&mut input), Err(FormatError::MalformedVarint));
