@@ -90,6 +90,16 @@ pub enum Error {
         /// Why it was rejected.
         reason: &'static str,
     },
+    /// A file is longer than the caller's limit for reading it whole.
+    #[error("{path} is {len} bytes long, over the limit of {limit} bytes for reading it whole")]
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its length.
+        len: u64,
+        /// The limit.
+        limit: u64,
+    },
 }
 
 impl Error {
@@ -106,6 +116,7 @@ impl Error {
             | Error::InvalidPath { .. } => ErrorKind::Usage,
             Error::Codec { .. } => ErrorKind::Corruption,
             Error::Io { .. } => ErrorKind::Io,
+            Error::FileTooLarge { .. } => ErrorKind::Limit,
         }
     }
 

@@ -51,6 +51,7 @@ pub mod heap;
 pub mod key_group;
 pub mod snapshot;
 pub mod state;
+pub mod storage;
 
 pub use backend::{Backend, BackendConfig, BackendKind, KeyedStateBackend};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -65,3 +66,4 @@ pub use state::{
     ReducingStateDescriptor, StateDescriptor, StateHandle, StateId, StateKind, StateMeta,
     StateValue, TimeWindow, ValueState, ValueStateDescriptor,
 };
+pub use storage::{CrashMode, LocalStorage, MemStorage, ReadableFile, Storage, WritableFile};
