@@ -4,7 +4,8 @@
 //! ## Design
 //!
 //! A [`CowMap`] is a vector of buckets; a bucket is an `Arc<[Slot<T>]>`, a power-of-two array
-//! of slots probed linearly (any size: the probe start is the tag scaled to the size), each slot holding a 32-bit tag taken from the hash beside the entry.
+//! of slots probed linearly in Robin Hood order (any size: the probe start is the tag scaled to the
+//! size), each slot holding a 32-bit tag taken from the hash beside the entry.
 //! A lookup computes the bucket from the high 32 bits of the entry's 64-bit hash, starts probing at
 //! `tag & (slots - 1)`, and compares tags before keys. The slots sit in the `Arc`'s own
 //! allocation, so a lookup that hits touches the bucket vector (small, cached) and then usually
@@ -52,6 +53,17 @@ fn tag_of(hash: u64) -> NonZeroU32 {
 #[inline]
 fn home(tag: NonZeroU32, n: usize) -> usize {
     ((u64::from(tag.get()) * n as u64) >> 32) as usize
+}
+
+/// How far slot `i` is from where the probe for `tag` starts, in an array of `n` slots.
+#[inline]
+fn distance(tag: NonZeroU32, i: usize, n: usize) -> usize {
+    let start = home(tag, n);
+    if i >= start {
+        i - start
+    } else {
+        i + n - start
+    }
 }
 
 /// Whether a bucket of `slots` slots may hold `len` entries: at most 4/5 full.
@@ -106,25 +118,35 @@ impl<T: Clone> Bucket<T> {
     }
 
     /// The index of the slot holding the entry with `tag` for which `eq` holds.
+    ///
+    /// Robin Hood order lets a miss stop early: the probe ends at an empty slot or at an entry
+    /// that sits closer to its own start than the probe has come from its start.
     #[inline]
     fn find(&self, tag: NonZeroU32, mut eq: impl FnMut(&T) -> bool) -> Option<usize> {
         let slots = &self.slots[..];
-        if slots.is_empty() {
+        let n = slots.len();
+        if n == 0 {
             return None;
         }
-        let mut i = home(tag, slots.len());
-        // The load stays at or below 4/5, so an empty slot always ends the probe.
+        let mut i = home(tag, n);
+        let mut dist = 0;
         loop {
             match &slots[i] {
                 None => return None,
-                Some((t, e)) if *t == tag && eq(e) => return Some(i),
-                Some(_) => {
-                    i += 1;
-                    if i == slots.len() {
-                        i = 0;
+                Some((t, e)) => {
+                    if *t == tag && eq(e) {
+                        return Some(i);
+                    }
+                    if distance(*t, i, n) < dist {
+                        return None;
                     }
                 }
             }
+            i += 1;
+            if i == n {
+                i = 0;
+            }
+            dist += 1;
         }
     }
 
@@ -145,7 +167,9 @@ impl<T: Clone> Bucket<T> {
         unsafe { super::exclusive::assume_unique_mut(&mut self.slots) }
     }
 
-    /// Inserts an entry known to be absent; grows the slots first if needed.
+    /// Inserts an entry known to be absent, growing the slots first if needed, and returns
+    /// its slot. Robin Hood: an entry that has probed further than the one in a slot takes the
+    /// slot, and the displaced entry continues the probe.
     fn insert_absent(&mut self, tag: NonZeroU32, entry: T) -> usize {
         if !fits(self.len as usize + 1, self.slots.len()) {
             self.rebuild(slots_for(self.len as usize + 1));
@@ -153,15 +177,32 @@ impl<T: Clone> Bucket<T> {
         let slots = self.slots_mut();
         let n = slots.len();
         let mut i = home(tag, n);
-        while slots[i].is_some() {
+        let mut dist = 0;
+        let mut carry: Slot<T> = Some((tag, entry));
+        let mut placed = None;
+        let at = loop {
+            match &slots[i] {
+                None => {
+                    slots[i] = carry;
+                    break placed.unwrap_or(i);
+                }
+                Some((t, _)) => {
+                    let d = distance(*t, i, n);
+                    if d < dist {
+                        std::mem::swap(&mut slots[i], &mut carry);
+                        placed.get_or_insert(i);
+                        dist = d;
+                    }
+                }
+            }
             i += 1;
             if i == n {
                 i = 0;
             }
-        }
-        slots[i] = Some((tag, entry));
+            dist += 1;
+        };
         self.len += 1;
-        i
+        at
     }
 
     fn rebuild(&mut self, slot_count: usize) {
@@ -179,18 +220,13 @@ impl<T: Clone> Bucket<T> {
         let n = slots.len();
         let (_, removed) = slots[i].take().expect("remove_at is called on a full slot");
         let mut j = if i + 1 == n { 0 } else { i + 1 };
+        // Shift the rest of the run back by one until an entry that is at its start (or a gap).
         while let Some((tag, _)) = &slots[j] {
-            let home = home(*tag, n);
-            // Move the entry at j back to the hole at i unless its home lies in (i, j].
-            let in_between = if i <= j {
-                i < home && home <= j
-            } else {
-                i < home || home <= j
-            };
-            if !in_between {
-                slots[i] = slots[j].take();
-                i = j;
+            if distance(*tag, j, n) == 0 {
+                break;
             }
+            slots[i] = slots[j].take();
+            i = j;
             j = if j + 1 == n { 0 } else { j + 1 };
         }
         self.len -= 1;
