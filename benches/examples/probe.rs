@@ -1,54 +1,73 @@
-//! Scratch: raw lookup latency of the heap backend against hashbrown.
+//! Raw per-operation latency of the heap backend against a `hashbrown::HashMap` doing the same
+//! work (key encoded, key group computed), outside criterion: a quick A/B tool for changes to the
+//! heap map. Usage: `cargo run --release -p flowstate-benches --example probe -- [keys] [rounds]`.
+//!
+//! It prints the table bytes per entry and, per round, get and update ns/op for both. The
+//! figures in benches/README.md ("unsafe on the hot path") were taken with it.
+
+use std::time::Instant;
+
 use flowstate::*;
 use flowstate_benches::*;
-use std::time::Instant;
-fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .map(|s| s.parse().unwrap())
-        .unwrap_or(500_000);
+
+fn arg(n: usize, default: u64) -> u64 {
+    std::env::args()
+        .nth(n)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() -> Result<()> {
+    let n = arg(1, 500_000) as usize;
+    let rounds = arg(2, 3);
     let keys = shuffled_keys(n, 1);
-    let mut b = HeapBackend::<u64>::open(BackendConfig::heap()).unwrap();
-    let s = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
+    let mut backend = HeapBackend::<u64>::open(BackendConfig::heap())?;
+    let state = backend.register(ValueStateDescriptor::<u64>::new("v"))?;
     let mut base = hashbrown::HashMap::<u64, u64>::new();
     for &k in &keys {
-        b.set_current_key(&k);
-        b.value(&s).update(k).unwrap();
+        backend.set_current_key(&k);
+        backend.value(&state).update(k)?;
         base.insert(k, k);
     }
-    println!("table bytes/entry {:.1}", b.table_bytes() as f64 / n as f64);
+    println!(
+        "table bytes/entry {:.1}",
+        backend.table_bytes() as f64 / n as f64
+    );
     let probe: Vec<u64> = shuffled_keys(n, 2);
     let mut buf = Vec::new();
-    let rounds: u64 = std::env::args()
-        .nth(2)
-        .map(|s| s.parse().unwrap())
-        .unwrap_or(3);
+    let mut sum = 0u64;
     for round in 0..rounds {
         let t = Instant::now();
-        let mut sum = 0u64;
         for &k in &probe {
-            b.set_current_key(&k);
-            sum += b.value(&s).get().unwrap().unwrap();
+            backend.set_current_key(&k);
+            sum += backend.value(&state).get()?.unwrap_or(0);
         }
-        let ours = t.elapsed().as_nanos() as f64 / n as f64;
+        let get = t.elapsed().as_nanos() as f64 / n as f64;
         let t = Instant::now();
         for &k in &probe {
-            sum += baseline_key_work(k, &mut buf, 128) as u64;
-            sum += base.get(&k).copied().unwrap();
+            sum += u64::from(baseline_key_work(k, &mut buf, 128));
+            sum += base.get(&k).copied().unwrap_or(0);
         }
-        let theirs = t.elapsed().as_nanos() as f64 / n as f64;
+        let base_get = t.elapsed().as_nanos() as f64 / n as f64;
         let t = Instant::now();
         for &k in &probe {
-            b.set_current_key(&k);
-            b.value(&s).update(k + round).unwrap();
+            backend.set_current_key(&k);
+            backend.value(&state).update(k + round)?;
         }
-        let upd = t.elapsed().as_nanos() as f64 / n as f64;
+        let update = t.elapsed().as_nanos() as f64 / n as f64;
         let t = Instant::now();
         for &k in &probe {
-            sum += baseline_key_work(k, &mut buf, 128) as u64;
+            sum += u64::from(baseline_key_work(k, &mut buf, 128));
             base.insert(k, k + round);
         }
-        let bupd = t.elapsed().as_nanos() as f64 / n as f64;
-        println!("get ours {ours:.1} ns, hashbrown {theirs:.1} ns, ratio {:.2}; update ours {upd:.1} hashbrown {bupd:.1} ratio {:.2} ({sum})", ours/theirs, upd/bupd);
+        let base_update = t.elapsed().as_nanos() as f64 / n as f64;
+        println!(
+            "get ours {get:.1} ns, hashbrown {base_get:.1} ns, ratio {:.2}; \
+             update ours {update:.1} ns, hashbrown {base_update:.1} ns, ratio {:.2}",
+            get / base_get,
+            update / base_update
+        );
     }
+    std::hint::black_box(sum);
+    Ok(())
 }
