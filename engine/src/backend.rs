@@ -378,6 +378,17 @@ impl<K: Key> Backend<K> {
         }
     }
 
+    /// Opens a backend as `config` says, with the state of `sources` in the key groups it owns
+    /// (see [`HeapBackend::restore`]).
+    pub fn restore(
+        config: BackendConfig,
+        sources: &[&dyn crate::snapshot::RestoreSource],
+    ) -> Result<Self> {
+        match config.kind {
+            BackendKind::Heap => Ok(Backend::Heap(HeapBackend::restore(config, sources)?)),
+        }
+    }
+
     /// The kind of this backend.
     pub fn kind(&self) -> BackendKind {
         match self {

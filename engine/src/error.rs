@@ -90,6 +90,21 @@ pub enum Error {
         /// Why it was rejected.
         reason: &'static str,
     },
+    /// A restored state is registered with another kind or other codecs than it was
+    /// snapshotted with.
+    #[error("state '{name}' was snapshotted as {snapshot}, but is registered as {requested}")]
+    IncompatibleState {
+        /// The state's name.
+        name: String,
+        /// What the snapshot says the state is.
+        snapshot: String,
+        /// What the registration asked for.
+        requested: String,
+    },
+    /// A snapshot cannot be restored into this backend (another max parallelism or key
+    /// codec, or key groups covered twice).
+    #[error("cannot restore: {0}")]
+    IncompatibleSnapshot(String),
     /// A file is longer than the caller's limit for reading it whole.
     #[error("{path} is {len} bytes long, over the limit of {limit} bytes for reading it whole")]
     FileTooLarge {
@@ -117,6 +132,7 @@ impl Error {
             Error::Codec { .. } => ErrorKind::Corruption,
             Error::Io { .. } => ErrorKind::Io,
             Error::FileTooLarge { .. } => ErrorKind::Limit,
+            Error::IncompatibleState { .. } | Error::IncompatibleSnapshot(_) => ErrorKind::Usage,
         }
     }
 

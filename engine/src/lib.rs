@@ -59,7 +59,7 @@ pub use codec::{Codec, CodecError};
 pub use error::{Error, ErrorKind, Result};
 pub use heap::HeapBackend;
 pub use key_group::{key_group_for, KeyGroupRange};
-pub use snapshot::{EncodedEntry, EncodedState, StateSnapshot, StateTableSnapshot};
+pub use snapshot::{EncodedEntry, EncodedState, RestoreSource, StateSnapshot, StateTableSnapshot};
 pub use state::{
     AggregateFunction, AggregatingState, AggregatingStateDescriptor, CodecInfo, Key, ListState,
     ListStateDescriptor, MapState, MapStateDescriptor, MergingState, Namespace, ReducingState,

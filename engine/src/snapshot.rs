@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::error::Result;
 use crate::key_group::KeyGroupRange;
 use crate::state::{CodecInfo, StateMeta};
 
@@ -136,5 +137,49 @@ impl StateSnapshot {
             });
         }
         Some(out)
+    }
+}
+
+/// Something keyed state can be restored from: a frozen view, or (with checkpoints) a snapshot
+/// file. A restore reads only the key groups the new backend owns.
+pub trait RestoreSource {
+    /// The max parallelism the state was snapshotted with; a restore requires the same.
+    fn max_parallelism(&self) -> u32;
+    /// The key groups the source covers.
+    fn key_group_range(&self) -> KeyGroupRange;
+    /// The codec of the keys.
+    fn key_codec(&self) -> &CodecInfo;
+    /// What each state is; entries name a state by its index in this list.
+    fn state_metas(&self) -> Vec<StateMeta>;
+    /// Calls `visit(state index, entry)` for every entry of `key_group`.
+    fn read_key_group(
+        &self,
+        key_group: u16,
+        visit: &mut dyn FnMut(usize, EncodedEntry),
+    ) -> Result<()>;
+}
+
+impl RestoreSource for StateSnapshot {
+    fn max_parallelism(&self) -> u32 {
+        self.max_parallelism
+    }
+    fn key_group_range(&self) -> KeyGroupRange {
+        self.key_group_range
+    }
+    fn key_codec(&self) -> &CodecInfo {
+        &self.key_codec
+    }
+    fn state_metas(&self) -> Vec<StateMeta> {
+        self.states.iter().map(|s| s.meta().clone()).collect()
+    }
+    fn read_key_group(
+        &self,
+        key_group: u16,
+        visit: &mut dyn FnMut(usize, EncodedEntry),
+    ) -> Result<()> {
+        for (index, state) in self.states.iter().enumerate() {
+            state.visit_key_group(key_group, &mut |entry| visit(index, entry));
+        }
+        Ok(())
     }
 }

@@ -6,6 +6,7 @@
 
 mod cow;
 mod exclusive;
+mod restore;
 mod table;
 
 use std::any::TypeId;
@@ -19,7 +20,7 @@ use crate::backend::{BackendConfig, KeyedStateBackend};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::key_group::{key_group_for, KeyGroupRange};
-use crate::snapshot::StateSnapshot;
+use crate::snapshot::{RestoreSource, StateSnapshot, StateTableSnapshot};
 use crate::state::{
     AggregateFunction, AggregatingState, AggregatingStateDescriptor, Key, ListState,
     ListStateDescriptor, MapState, MapStateDescriptor, MergingState, Namespace, ReducingState,
@@ -74,6 +75,8 @@ pub struct HeapBackend<K: Key> {
     hasher: FixedState,
     states: Vec<Registered>,
     by_name: HashMap<String, StateId>,
+    /// Restored states not registered yet, in encoded form (see `restore.rs`).
+    pending: Vec<restore::PendingState>,
     clock: Arc<dyn Clock>,
 }
 
@@ -89,8 +92,53 @@ impl<K: Key> HeapBackend<K> {
             hasher: FixedState::with_seed(HASH_SEED),
             states: Vec::new(),
             by_name: HashMap::new(),
+            pending: Vec::new(),
             clock: config.get_clock().clone(),
         })
+    }
+
+    /// Opens a heap backend as `config` says, with the state of `sources` in the key groups it
+    /// owns: from each source only the owned key groups are read, so any set of snapshots whose
+    /// ranges cover the new range without overlapping restores at any parallelism.
+    ///
+    /// The restored states take their types when a descriptor of the same name is registered;
+    /// registering one with another kind or other codecs fails with
+    /// [`Error::IncompatibleState`]. States never registered are kept, encoded, and written
+    /// into every later snapshot. A source with another max parallelism or key codec, or two
+    /// sources covering the same key group, fail with [`Error::IncompatibleSnapshot`].
+    ///
+    /// ```
+    /// use flowstate::*;
+    /// let mut old = HeapBackend::<u64>::open(BackendConfig::heap().max_parallelism(16))?;
+    /// let count = old.register(ValueStateDescriptor::<u64>::new("count"))?;
+    /// for k in 0..100u64 {
+    ///     old.set_current_key(&k);
+    ///     old.value(&count).update(k)?;
+    /// }
+    /// let snapshot = old.snapshot_state()?;
+    /// // Rescale 1 -> 2: the second task owns key groups 8..=15 only.
+    /// let range = KeyGroupRange::for_operator(16, 2, 1)?;
+    /// let config = BackendConfig::heap().max_parallelism(16).key_group_range(range);
+    /// let mut new = HeapBackend::<u64>::restore(config, &[&snapshot])?;
+    /// let count = new.register(ValueStateDescriptor::<u64>::new("count"))?;
+    /// for k in 0..100u64 {
+    ///     new.set_current_key(&k);
+    ///     if range.contains(new.current_key_group().unwrap_or(0)) {
+    ///         assert_eq!(new.value(&count).get()?, Some(k));
+    ///     }
+    /// }
+    /// # Ok::<(), flowstate::Error>(())
+    /// ```
+    pub fn restore(config: BackendConfig, sources: &[&dyn RestoreSource]) -> Result<Self> {
+        let mut backend = Self::open(config)?;
+        backend.pending =
+            restore::read_sources::<K>(backend.max_parallelism, backend.range, sources)?;
+        Ok(backend)
+    }
+
+    /// The names of restored states that no descriptor has registered yet.
+    pub fn unregistered_states(&self) -> Vec<&str> {
+        self.pending.iter().map(|p| p.meta.name.as_str()).collect()
     }
 
     /// The clock this backend was opened with.
@@ -274,11 +322,16 @@ impl<K: Key> HeapBackend<K> {
                 "a state name must not be empty".into(),
             ));
         }
+        let restored = self.pending.iter().position(|p| p.meta.name == name);
         let id = StateId(u32::try_from(self.states.len()).map_err(|_| {
             Error::InvalidArgument("too many states registered (more than 2^32)".into())
         })?);
         let meta = H::meta(name);
-        let table = StateTable::<K, H>::new(meta.clone(), extra, self.hasher, self.range);
+        let mut table = StateTable::<K, H>::new(meta.clone(), extra, self.hasher, self.range);
+        if let Some(position) = restored {
+            self.fill_from_pending(&mut table, position)?;
+            self.pending.remove(position);
+        }
         // The invariant of `exclusive::downcast`: `type_id` is the type of the boxed table.
         self.states.push(Registered {
             meta,
@@ -287,6 +340,57 @@ impl<K: Key> HeapBackend<K> {
         });
         self.by_name.insert(name.to_owned(), id);
         Ok(H::from_id(id))
+    }
+}
+
+impl<K: Key> HeapBackend<K> {
+    /// Decodes the pending (restored) state at `position` into `table`, after checking that the
+    /// registration asks for the kind and codecs the snapshot recorded. On any error the pending
+    /// state is left as it was.
+    fn fill_from_pending<H: StateHandle>(
+        &self,
+        table: &mut StateTable<K, H>,
+        position: usize,
+    ) -> Result<()> {
+        let pending = &self.pending[position];
+        let name = pending.meta.name.as_str();
+        if *pending.meta != *table.meta {
+            return Err(Error::IncompatibleState {
+                name: name.to_owned(),
+                snapshot: pending.meta.to_string(),
+                requested: table.meta.to_string(),
+            });
+        }
+        for (index, entries) in pending.key_groups.iter().enumerate() {
+            let kg = self.range.start() + index as u16;
+            for encoded in entries {
+                let key: K = restore::decode_part(&encoded.key, name, kg, "key")?;
+                let ns: H::Namespace =
+                    restore::decode_part(&encoded.namespace, name, kg, "namespace")?;
+                let stored = H::decode_stored(&encoded.state).map_err(|source| Error::Codec {
+                    what: format!("the state of an entry of state '{name}' in key group {kg}"),
+                    source,
+                })?;
+                let hash = entry_hash(&self.hasher, self.hasher.hash_one(&key), &ns);
+                let rehash = table.rehasher();
+                let (_, inserted) = table.map_mut(index).get_or_insert_with(
+                    hash,
+                    |e| e.key == key && e.ns == ns,
+                    || Entry {
+                        key: key.clone(),
+                        ns: ns.clone(),
+                        state: stored,
+                    },
+                    rehash,
+                );
+                if !inserted {
+                    return Err(Error::IncompatibleSnapshot(format!(
+                        "state '{name}' has two entries for one key and namespace in key group {kg}"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -340,7 +444,8 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
     }
 
     fn entry_count(&self) -> usize {
-        self.states.iter().map(|r| r.table.len()).sum()
+        self.states.iter().map(|r| r.table.len()).sum::<usize>()
+            + self.pending.iter().map(|p| p.entry_count()).sum::<usize>()
     }
 
     fn register_value<V: StateValue, N: Namespace>(
@@ -612,11 +717,16 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
     }
 
     fn snapshot_state(&mut self) -> Result<StateSnapshot> {
+        let mut states: Vec<Arc<dyn StateTableSnapshot>> =
+            self.states.iter().map(|r| r.table.snapshot()).collect();
+        for pending in &self.pending {
+            states.push(Arc::new(pending.clone()));
+        }
         Ok(StateSnapshot::new(
             self.max_parallelism,
             self.range,
             crate::state::CodecInfo::of::<K>(),
-            self.states.iter().map(|r| r.table.snapshot()).collect(),
+            states,
         ))
     }
 }

@@ -128,6 +128,12 @@ impl<F: AggregateFunction, N: Namespace> StateHandle for AggregatingState<F, N> 
     fn encode_stored(stored: &F::Acc) -> EncodedState {
         EncodedState::Value(to_bytes(stored))
     }
+    fn decode_stored(encoded: &EncodedState) -> Result<F::Acc, crate::codec::CodecError> {
+        match encoded {
+            EncodedState::Value(bytes) => <F::Acc as crate::codec::Codec>::decode(bytes),
+            _ => Err(super::wrong_shape("accumulator")),
+        }
+    }
 }
 
 impl<F: AggregateFunction, N: Namespace> MergingState for AggregatingState<F, N> {

@@ -85,6 +85,12 @@ impl<T: StateValue, N: Namespace> StateHandle for ListState<T, N> {
     fn encode_stored(stored: &Vec<T>) -> EncodedState {
         EncodedState::List(stored.iter().map(to_bytes).collect())
     }
+    fn decode_stored(encoded: &EncodedState) -> Result<Vec<T>, crate::codec::CodecError> {
+        match encoded {
+            EncodedState::List(elements) => elements.iter().map(|e| T::decode(e)).collect(),
+            _ => Err(super::wrong_shape("list")),
+        }
+    }
 }
 
 impl<T: StateValue, N: Namespace> MergingState for ListState<T, N> {

@@ -98,6 +98,21 @@ impl<UK: Key, UV: StateValue, N: Namespace> StateHandle for MapState<UK, UV, N> 
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         EncodedState::Map(entries)
     }
+    fn decode_stored(encoded: &EncodedState) -> Result<Self::Stored, crate::codec::CodecError> {
+        match encoded {
+            EncodedState::Map(entries) => {
+                let mut map = MapStore::with_capacity_and_hasher(
+                    entries.len(),
+                    foldhash::fast::FixedState::default(),
+                );
+                for (k, v) in entries {
+                    map.insert(UK::decode(k)?, UV::decode(v)?);
+                }
+                Ok(map)
+            }
+            _ => Err(super::wrong_shape("map")),
+        }
+    }
 }
 
 /// Access to a map state for the current key, returned by `backend.map(&handle)`.

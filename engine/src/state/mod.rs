@@ -210,6 +210,15 @@ pub trait StateHandle: Copy + Send + Sync + 'static + sealed::Sealed {
     fn meta(name: &str) -> StateMeta;
     #[doc(hidden)]
     fn encode_stored(stored: &Self::Stored) -> EncodedState;
+    #[doc(hidden)]
+    fn decode_stored(encoded: &EncodedState) -> Result<Self::Stored, crate::codec::CodecError>;
+}
+
+/// The error for an encoded state of the wrong shape (a list where a value was expected...).
+pub(crate) fn wrong_shape(expected: &'static str) -> crate::codec::CodecError {
+    crate::codec::CodecError::Invalid(Cow::Owned(format!(
+        "expected the encoded state of a {expected}"
+    )))
 }
 
 /// A state whose namespaces can be merged (list, reducing and aggregating state).

@@ -100,6 +100,12 @@ impl<V: StateValue, N: Namespace> StateHandle for ReducingState<V, N> {
     fn encode_stored(stored: &V) -> EncodedState {
         EncodedState::Value(to_bytes(stored))
     }
+    fn decode_stored(encoded: &EncodedState) -> Result<V, crate::codec::CodecError> {
+        match encoded {
+            EncodedState::Value(bytes) => V::decode(bytes),
+            _ => Err(super::wrong_shape("reducing value")),
+        }
+    }
 }
 
 impl<V: StateValue, N: Namespace> MergingState for ReducingState<V, N> {

@@ -85,6 +85,12 @@ impl<V: StateValue, N: Namespace> StateHandle for ValueState<V, N> {
     fn encode_stored(stored: &V) -> EncodedState {
         EncodedState::Value(to_bytes(stored))
     }
+    fn decode_stored(encoded: &EncodedState) -> Result<V, crate::codec::CodecError> {
+        match encoded {
+            EncodedState::Value(bytes) => V::decode(bytes),
+            _ => Err(super::wrong_shape("value")),
+        }
+    }
 }
 
 /// Access to a value state for the current key, returned by `backend.value(&handle)`.
