@@ -49,6 +49,7 @@ mod error;
 pub mod fuzzing;
 pub mod heap;
 pub mod key_group;
+pub mod operator;
 pub mod snapshot;
 pub mod state;
 pub mod storage;
