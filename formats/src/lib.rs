@@ -14,6 +14,7 @@
 //! assert!(input.is_empty());
 //! ```
 
+pub mod checkpoint;
 pub mod codec;
 mod error;
 

@@ -1,0 +1,180 @@
+//! Golden files pin the bytes of the checkpoint formats (spec/formats.md section 4): a
+//! deterministic record must encode to exactly the committed file, and the committed file
+//! must decode to the record. Changing the layout without bumping the version breaks this
+//! test. `FLOWSTATE_BLESS=1 cargo test -p flowstate-formats --test checkpoint_golden`
+//! rewrites the files after a deliberate change.
+//!
+//! Every single-bit flip, every truncation and an appended byte of each golden file must be
+//! reported as an error naming the file.
+
+use std::fs;
+use std::path::PathBuf;
+
+use flowstate_formats::checkpoint::{
+    CheckpointFormatError, CheckpointMetadataRecord, KeyedStateHandleRecord,
+    OperatorStateHandleRecord, SnapshotKindRecord, StateFileRecord, TaskStateRecord,
+};
+
+fn file(path: &str, size: u64) -> StateFileRecord {
+    StateFileRecord {
+        path: path.into(),
+        size,
+    }
+}
+
+fn keyed_handle() -> KeyedStateHandleRecord {
+    KeyedStateHandleRecord {
+        key_group_range: (43, 85),
+        files: vec![
+            file("chk-42/keyed-agg-1", 65_537),
+            file("chk-42/keyed-agg-1-b", 0),
+        ],
+    }
+}
+
+fn operator_handle() -> OperatorStateHandleRecord {
+    OperatorStateHandleRecord {
+        file: file("chk-42/source-0-offsets", 300),
+    }
+}
+
+/// Two operators: a keyed one at parallelism 3 (one subtask with two handles, one with
+/// none) and a source with operator state.
+fn metadata() -> CheckpointMetadataRecord {
+    let keyed_task = |index: u32, keyed: Vec<KeyedStateHandleRecord>| TaskStateRecord {
+        operator_id: "keyed-agg".into(),
+        subtask_index: index,
+        parallelism: 3,
+        max_parallelism: 128,
+        keyed,
+        operator: vec![],
+    };
+    CheckpointMetadataRecord {
+        checkpoint_id: 42,
+        kind: SnapshotKindRecord::Checkpoint,
+        timestamp_millis: 1_700_000_123_456,
+        tasks: vec![
+            keyed_task(
+                0,
+                vec![KeyedStateHandleRecord {
+                    key_group_range: (0, 42),
+                    files: vec![file("chk-42/keyed-agg-0", 1_000)],
+                }],
+            ),
+            keyed_task(1, vec![keyed_handle()]),
+            keyed_task(2, vec![]),
+            TaskStateRecord {
+                operator_id: "source \u{e9}".into(),
+                subtask_index: 0,
+                parallelism: 1,
+                max_parallelism: 1,
+                keyed: vec![],
+                operator: vec![operator_handle()],
+            },
+        ],
+    }
+}
+
+fn golden_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
+}
+
+/// Compares `encoded` with the golden file `name` (or rewrites it under `FLOWSTATE_BLESS=1`)
+/// and returns the golden bytes.
+fn check_golden(name: &str, encoded: &[u8]) -> Vec<u8> {
+    let path = golden_path(name);
+    if std::env::var_os("FLOWSTATE_BLESS").is_some_and(|v| v == "1") {
+        fs::write(&path, encoded).expect("the golden file is writable");
+    }
+    let golden = fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "golden file {} is readable ({e}); run with FLOWSTATE_BLESS=1 to create it",
+            path.display()
+        )
+    });
+    assert!(
+        golden == encoded,
+        "{name}: the encoding changed ({} bytes, golden {} bytes). If this is deliberate, bump \
+         the format version, update spec/formats.md section 4 and re-run with FLOWSTATE_BLESS=1",
+        encoded.len(),
+        golden.len()
+    );
+    golden
+}
+
+/// Every single-bit flip, every truncation and one appended byte make `decode` fail with an
+/// error naming the file.
+fn check_damage_is_detected<T>(
+    golden: &[u8],
+    decode: impl Fn(&[u8], &str) -> Result<T, CheckpointFormatError>,
+) {
+    let name = "golden-under-test";
+    let check = |bytes: &[u8], what: &str| match decode(bytes, name) {
+        Ok(_) => panic!("{what} was not detected"),
+        Err(err) => {
+            assert_eq!(err.file(), name, "{what}: {err}");
+            assert!(err.offset() <= golden.len() as u64, "{what}: {err}");
+        }
+    };
+    for i in 0..golden.len() {
+        for bit in 0..8 {
+            let mut damaged = golden.to_vec();
+            damaged[i] ^= 1 << bit;
+            check(&damaged, &format!("flip of bit {bit} of byte {i}"));
+        }
+        check(&golden[..i], &format!("truncation to {i} bytes"));
+    }
+    let mut longer = golden.to_vec();
+    longer.push(0);
+    check(&longer, "an appended byte");
+}
+
+#[test]
+fn metadata_matches_its_golden_file_and_damage_is_detected() {
+    let encoded = metadata().encode("chk-42/_metadata").unwrap();
+    let golden = check_golden("checkpoint_metadata_v1.bin", &encoded);
+    assert_eq!(
+        CheckpointMetadataRecord::decode(&golden, "chk-42/_metadata").unwrap(),
+        metadata()
+    );
+    check_damage_is_detected(&golden, CheckpointMetadataRecord::decode);
+}
+
+#[test]
+fn keyed_handle_matches_its_golden_file_and_damage_is_detected() {
+    let encoded = keyed_handle().encode("handle").unwrap();
+    let golden = check_golden("keyed_state_handle_v1.bin", &encoded);
+    assert_eq!(
+        KeyedStateHandleRecord::decode(&golden, "handle").unwrap(),
+        keyed_handle()
+    );
+    check_damage_is_detected(&golden, KeyedStateHandleRecord::decode);
+}
+
+#[test]
+fn operator_handle_matches_its_golden_file_and_damage_is_detected() {
+    let encoded = operator_handle().encode("handle").unwrap();
+    let golden = check_golden("operator_state_handle_v1.bin", &encoded);
+    assert_eq!(
+        OperatorStateHandleRecord::decode(&golden, "handle").unwrap(),
+        operator_handle()
+    );
+    check_damage_is_detected(&golden, OperatorStateHandleRecord::decode);
+}
+
+#[test]
+fn metadata_header_bytes_are_as_specified() {
+    let golden = fs::read(golden_path("checkpoint_metadata_v1.bin")).unwrap();
+    // spec/formats.md section 4: magic, version 1, id 42, kind 0, timestamp, 4 tasks.
+    assert_eq!(&golden[..6], b"FSCM\x01\x00");
+    assert_eq!(golden[6..14], 42u64.to_le_bytes());
+    assert_eq!(golden[14], 0);
+    assert_eq!(golden[15..23], 1_700_000_123_456u64.to_le_bytes());
+    assert_eq!(golden[23..27], 4u32.to_le_bytes());
+    // The first task's operator id follows: u16 length 9, "keyed-agg".
+    assert_eq!(&golden[27..38], b"\x09\x00keyed-agg");
+    let crc = flowstate_formats::codec::checksum::crc32(&golden[..golden.len() - 4]);
+    assert_eq!(golden[golden.len() - 4..], crc.to_le_bytes());
+}
