@@ -105,6 +105,32 @@ pub enum Error {
     /// codec, or key groups covered twice).
     #[error("cannot restore: {0}")]
     IncompatibleSnapshot(String),
+    /// A checkpoint file (a `_metadata` file, a state handle) does not follow its format;
+    /// the error names the file and the byte offset.
+    #[error(transparent)]
+    CheckpointFormat(#[from] flowstate_formats::checkpoint::CheckpointFormatError),
+    /// A state file's length differs from the size its handle records.
+    #[error("state file {path} is {actual} bytes long, but its handle records {expected} bytes")]
+    StateFileSize {
+        /// The state file.
+        path: PathBuf,
+        /// The size the handle records.
+        expected: u64,
+        /// The file's length.
+        actual: u64,
+    },
+    /// A state file would grow past the checkpoint storage's limit for one state file.
+    #[error(
+        "state file {path} would exceed the checkpoint storage's limit of {limit} bytes per \
+         state file (MemoryCheckpointStorage's max_state_size); raise it or use \
+         FsCheckpointStorage"
+    )]
+    StateSizeLimit {
+        /// The state file being written.
+        path: PathBuf,
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// A file is longer than the caller's limit for reading it whole.
     #[error("{path} is {len} bytes long, over the limit of {limit} bytes for reading it whole")]
     FileTooLarge {
@@ -132,6 +158,8 @@ impl Error {
             Error::Codec { .. } => ErrorKind::Corruption,
             Error::Io { .. } => ErrorKind::Io,
             Error::FileTooLarge { .. } => ErrorKind::Limit,
+            Error::CheckpointFormat(_) | Error::StateFileSize { .. } => ErrorKind::Corruption,
+            Error::StateSizeLimit { .. } => ErrorKind::Limit,
             Error::IncompatibleState { .. } | Error::IncompatibleSnapshot(_) => ErrorKind::Usage,
         }
     }

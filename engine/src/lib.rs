@@ -42,6 +42,7 @@
 pub struct ReadmeDoctests;
 
 pub mod backend;
+pub mod checkpoint;
 pub mod clock;
 pub mod codec;
 mod error;
@@ -55,6 +56,11 @@ pub mod state;
 pub mod storage;
 
 pub use backend::{Backend, BackendConfig, BackendKind, KeyedStateBackend};
+pub use checkpoint::{
+    CheckpointId, CheckpointStorage, CompletedCheckpoint, FsCheckpointOptions,
+    FsCheckpointStorage, KeyedStateHandle, MemoryCheckpointStorage, OperatorStateHandle,
+    SnapshotKind, SnapshotTarget, StateFile, StateFileWriter, SubtaskState,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{Codec, CodecError};
 pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,690 @@
+//! Checkpoint storage in a directory tree of a [`Storage`]: the file system, or any other
+//! implementation of the storage interface.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use flowstate_formats::checkpoint::metadata::MAX_METADATA_LEN;
+use flowstate_formats::checkpoint::{
+    check_relative_path, CheckpointFormatError, CheckpointMetadataRecord,
+};
+
+use super::completed::CompletedCheckpoint;
+use super::handle::{StateFile, SubtaskState};
+use super::storage::{CheckpointStorage, SnapshotTarget, StateFileWriter};
+use super::{CheckpointId, SnapshotKind, METADATA_FILE, SHARED_DIR, TASK_OWNED_DIR};
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::storage::{
+    is_temp_name, LocalStorage, ReadableFile, Storage, WritableFile, ROOT, TEMP_SUFFIX,
+};
+
+/// The number of completed checkpoints kept by default: 1, as Flink's
+/// `state.checkpoints.num-retained`.
+pub const DEFAULT_RETAINED: usize = 1;
+
+/// Options of [`FsCheckpointStorage`] (and [`MemoryCheckpointStorage`](super::MemoryCheckpointStorage)).
+#[derive(Debug, Clone)]
+pub struct FsCheckpointOptions {
+    retained: usize,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for FsCheckpointOptions {
+    /// Retain [`DEFAULT_RETAINED`] (1) completed checkpoint; timestamps from the system clock.
+    fn default() -> Self {
+        FsCheckpointOptions {
+            retained: DEFAULT_RETAINED,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl FsCheckpointOptions {
+    /// Keeps the newest `retained` completed checkpoints (at least 1); completing one more
+    /// deletes the oldest.
+    pub fn with_retained(mut self, retained: usize) -> Self {
+        self.retained = retained;
+        self
+    }
+
+    /// Takes the completion timestamps written into `_metadata` from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The number of completed checkpoints kept.
+    pub fn retained(&self) -> usize {
+        self.retained
+    }
+}
+
+/// Checkpoint storage in a directory tree, all I/O through a [`Storage`].
+///
+/// ## Layout
+///
+/// ```text
+/// <root>/chk-<id>/_metadata     written last, atomically: the checkpoint exists once it does
+/// <root>/chk-<id>/<name>        the state files of checkpoint <id> (exclusive to it)
+/// <root>/shared/                reserved for files shared by incremental checkpoints
+/// <root>/taskowned/             reserved for files the tasks own
+/// <root>/<savepoint dir>/...    a savepoint: its state files and its _metadata, with paths
+///                               relative to the directory, so it can be moved
+/// ```
+///
+/// The metadata of checkpoint `id` may list only files in `chk-<id>/`, so deleting a
+/// subsumed checkpoint deletes its directory. [`open`](FsCheckpointStorage::open) removes
+/// what a crash left behind: checkpoint directories without `_metadata`, temporary files and
+/// files a completed checkpoint does not list; then it applies retention. Savepoint
+/// directories are never touched. spec/checkpoint-protocol.md states the rules.
+///
+/// One `FsCheckpointStorage` owns a root: it must be opened before any checkpoint is taken
+/// (it removes incomplete checkpoints), and two must not manage the same root at once.
+pub struct FsCheckpointStorage {
+    storage: Arc<dyn Storage>,
+    retained: usize,
+    clock: Arc<dyn Clock>,
+    /// The most bytes one state file may hold ([`MemoryCheckpointStorage`]'s limit).
+    ///
+    /// [`MemoryCheckpointStorage`]: super::MemoryCheckpointStorage
+    max_state_size: Option<u64>,
+    /// Serializes completion, abort, garbage collection and directory creation.
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Snapshot directories this instance created and made durable in their parents.
+    durable_dirs: BTreeSet<String>,
+}
+
+impl std::fmt::Debug for FsCheckpointStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsCheckpointStorage")
+            .field("storage", &self.storage)
+            .field("retained", &self.retained)
+            .field("max_state_size", &self.max_state_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FsCheckpointStorage {
+    /// Opens checkpoint storage at the root of `storage`: creates `shared/` and `taskowned/`,
+    /// removes what a crash left behind (checkpoint directories without `_metadata`,
+    /// temporary files, files no completed checkpoint lists in its directory) and applies
+    /// retention.
+    pub fn open(storage: Arc<dyn Storage>, options: FsCheckpointOptions) -> Result<Self> {
+        Self::open_with_limit(storage, options, None)
+    }
+
+    /// Opens checkpoint storage in local directory `dir` (created if missing); see
+    /// [`open`](FsCheckpointStorage::open).
+    pub fn open_local(dir: impl AsRef<Path>, options: FsCheckpointOptions) -> Result<Self> {
+        Self::open(Arc::new(LocalStorage::new(dir)?), options)
+    }
+
+    pub(crate) fn open_with_limit(
+        storage: Arc<dyn Storage>,
+        options: FsCheckpointOptions,
+        max_state_size: Option<u64>,
+    ) -> Result<Self> {
+        if options.retained == 0 {
+            return Err(Error::InvalidConfig(
+                "checkpoint storage must retain at least one completed checkpoint".into(),
+            ));
+        }
+        let this = FsCheckpointStorage {
+            storage,
+            retained: options.retained,
+            clock: options.clock,
+            max_state_size,
+            inner: Mutex::new(Inner::default()),
+        };
+        this.recover()?;
+        Ok(this)
+    }
+
+    /// The storage the checkpoints are in.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// The number of completed checkpoints kept.
+    pub fn retained(&self) -> usize {
+        self.retained
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // `Inner` is a cache that stays valid across a panic.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Start-up: reserved directories, then removal of crash leftovers, then retention.
+    fn recover(&self) -> Result<()> {
+        let mut inner = self.lock();
+        let mut created = false;
+        for dir in [SHARED_DIR, TASK_OWNED_DIR] {
+            if !self.storage.exists(dir)? {
+                self.storage.create_dir_all(dir)?;
+                created = true;
+            }
+        }
+        let mut removed_at_root = false;
+        for name in self.storage.list_dir(ROOT)? {
+            if is_temp_name(&name) {
+                self.storage.remove_file(&name)?;
+                removed_at_root = true;
+            } else if let Some(id) = CheckpointId::from_dir_name(&name) {
+                if self.storage.exists(&metadata_path(&name))? {
+                    self.remove_unlisted_files(id)?;
+                } else {
+                    self.storage.remove_dir_all(&name)?;
+                    removed_at_root = true;
+                }
+            }
+        }
+        if created || removed_at_root {
+            self.storage.sync_dir(ROOT)?;
+        }
+        self.collect_garbage_locked(&mut inner)
+    }
+
+    /// Removes the entries of completed checkpoint `id`'s directory that its `_metadata`
+    /// does not list (temporary files, files of a failed task attempt). A `_metadata` that
+    /// cannot be read leaves the directory as it is, for inspection.
+    fn remove_unlisted_files(&self, id: CheckpointId) -> Result<()> {
+        let Ok(checkpoint) = self.load_checkpoint(id) else {
+            return Ok(());
+        };
+        let dir = id.dir_name();
+        let listed: BTreeSet<&str> = checkpoint.files().map(StateFile::path).collect();
+        let mut removed = false;
+        for name in self.storage.list_dir(&dir)? {
+            let path = format!("{dir}/{name}");
+            if name == METADATA_FILE || listed.contains(path.as_str()) {
+                continue;
+            }
+            if self.storage.list_dir(&path).is_ok() {
+                // A directory: nothing of ours creates one here.
+                self.storage.remove_dir_all(&path)?;
+            } else {
+                self.storage.remove_file(&path)?;
+            }
+            removed = true;
+        }
+        if removed {
+            self.storage.sync_dir(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// The completed (with `_metadata`) and incomplete checkpoint directories, ascending.
+    fn scan(&self) -> Result<(Vec<CheckpointId>, Vec<CheckpointId>)> {
+        let mut complete = Vec::new();
+        let mut incomplete = Vec::new();
+        for name in self.storage.list_dir(ROOT)? {
+            if let Some(id) = CheckpointId::from_dir_name(&name) {
+                if self.storage.exists(&metadata_path(&name))? {
+                    complete.push(id);
+                } else {
+                    incomplete.push(id);
+                }
+            }
+        }
+        complete.sort_unstable();
+        incomplete.sort_unstable();
+        Ok((complete, incomplete))
+    }
+
+    /// Retention: deletes completed checkpoints beyond the newest `retained` (their
+    /// `_metadata` first, so that a crash half-way leaves an incomplete directory, never a
+    /// checkpoint with missing files) and incomplete checkpoints older than the newest
+    /// completed one. A checkpoint directory a retained checkpoint lists a file of is kept.
+    fn collect_garbage_locked(&self, inner: &mut Inner) -> Result<()> {
+        let (complete, incomplete) = self.scan()?;
+        let split = complete.len().saturating_sub(self.retained);
+        let (subsumed, retained) = complete.split_at(split);
+        let Some(&newest) = retained.last() else {
+            return Ok(());
+        };
+        // Directories retained checkpoints list files in; `None` if one cannot be read.
+        let mut referenced = Some(BTreeSet::new());
+        for &id in retained {
+            match (self.load_checkpoint(id), referenced.as_mut()) {
+                (Ok(checkpoint), Some(dirs)) => dirs.extend(
+                    checkpoint
+                        .files()
+                        .filter_map(|f| f.path().split_once('/').map(|(d, _)| d.to_string())),
+                ),
+                _ => referenced = None,
+            }
+        }
+        let deletable = |id: CheckpointId| {
+            referenced
+                .as_ref()
+                .is_some_and(|dirs| !dirs.contains(&id.dir_name()))
+        };
+        let mut removed = false;
+        for &id in subsumed.iter().filter(|&&id| deletable(id)) {
+            let dir = id.dir_name();
+            self.storage.remove_file(&metadata_path(&dir))?;
+            self.storage.sync_dir(&dir)?;
+            self.storage.remove_dir_all(&dir)?;
+            inner.durable_dirs.remove(&dir);
+            removed = true;
+        }
+        for &id in incomplete
+            .iter()
+            .filter(|&&id| id < newest && deletable(id))
+        {
+            let dir = id.dir_name();
+            self.storage.remove_dir_all(&dir)?;
+            inner.durable_dirs.remove(&dir);
+            removed = true;
+        }
+        if removed {
+            self.storage.sync_dir(ROOT)?;
+        }
+        Ok(())
+    }
+
+    /// The directory of a snapshot target, checked.
+    fn target_dir(&self, target: &SnapshotTarget) -> Result<String> {
+        match target.savepoint_dir() {
+            None => Ok(target.id().dir_name()),
+            Some(dir) => {
+                check_savepoint_dir(dir)?;
+                Ok(dir.to_string())
+            }
+        }
+    }
+
+    /// Fails unless `target` may still receive files and complete.
+    fn check_open_target(&self, target: &SnapshotTarget, dir: &str) -> Result<()> {
+        if self.storage.exists(&metadata_path(dir))? {
+            return Err(Error::InvalidArgument(format!(
+                "{target} is already complete ({dir}/{METADATA_FILE} exists)"
+            )));
+        }
+        if target.kind() == SnapshotKind::Checkpoint {
+            if let Some(&latest) = self.scan()?.0.last() {
+                if target.id() <= latest {
+                    return Err(Error::InvalidArgument(format!(
+                        "{target} is not newer than the latest completed checkpoint {latest}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates `dir` and makes it durable in its parent directories, once per instance.
+    fn ensure_dir(&self, inner: &mut Inner, dir: &str) -> Result<()> {
+        if inner.durable_dirs.contains(dir) {
+            return Ok(());
+        }
+        self.storage.create_dir_all(dir)?;
+        let mut path = dir;
+        while let Some((parent, _)) = path.rsplit_once('/') {
+            self.storage.sync_dir(parent)?;
+            path = parent;
+        }
+        self.storage.sync_dir(ROOT)?;
+        inner.durable_dirs.insert(dir.to_string());
+        Ok(())
+    }
+
+    /// Checks the tasks' states for completing the snapshot in `dir`: the format's rules,
+    /// every file a finished state file of this snapshot with the recorded size.
+    fn check_tasks(&self, dir: &str, tasks: &[SubtaskState]) -> Result<()> {
+        let mut seen = BTreeSet::new();
+        let mut sizes: BTreeMap<&str, u64> = BTreeMap::new();
+        for task in tasks {
+            check_subtask(task)?;
+            if !seen.insert((task.operator_id.as_str(), task.subtask_index)) {
+                return Err(Error::InvalidArgument(format!(
+                    "operator {:?} subtask {} is listed twice",
+                    task.operator_id, task.subtask_index
+                )));
+            }
+            for file in task.files() {
+                let name = file
+                    .path()
+                    .strip_prefix(dir)
+                    .and_then(|rest| rest.strip_prefix('/'))
+                    .filter(|name| !name.contains('/') && is_state_file_name(name));
+                if name.is_none() {
+                    return Err(Error::InvalidArgument(format!(
+                        "state file {} is not a state file of the snapshot in {dir}/",
+                        file.path()
+                    )));
+                }
+                if let Some(size) = sizes.insert(file.path(), file.size()) {
+                    if size != file.size() {
+                        return Err(Error::InvalidArgument(format!(
+                            "state file {} is listed with sizes {size} and {}",
+                            file.path(),
+                            file.size()
+                        )));
+                    }
+                }
+            }
+        }
+        for (path, size) in sizes {
+            check_size(path, self.storage.open(path)?.len(), size)?;
+        }
+        Ok(())
+    }
+
+    fn read_metadata(&self, path: &str) -> Result<CheckpointMetadataRecord> {
+        let bytes = self.storage.read_all(path, MAX_METADATA_LEN)?;
+        Ok(CheckpointMetadataRecord::decode(&bytes, path)?)
+    }
+}
+
+impl CheckpointStorage for FsCheckpointStorage {
+    fn create_state_file(
+        &self,
+        target: &SnapshotTarget,
+        name: &str,
+    ) -> Result<Box<dyn StateFileWriter>> {
+        if !is_state_file_name(name) || name.contains('/') || check_relative_path(name).is_err() {
+            return Err(Error::InvalidArgument(format!(
+                "{name:?} is not a state file name: one path component, not {METADATA_FILE} \
+                 nor ending in {TEMP_SUFFIX}"
+            )));
+        }
+        let dir = self.target_dir(target)?;
+        {
+            let mut inner = self.lock();
+            self.check_open_target(target, &dir)?;
+            self.ensure_dir(&mut inner, &dir)?;
+        }
+        let path = format!("{dir}/{name}");
+        let temp = format!("{path}{TEMP_SUFFIX}");
+        let file = self.storage.create(&temp)?;
+        Ok(Box::new(FsStateFileWriter {
+            storage: Arc::clone(&self.storage),
+            file,
+            path,
+            temp,
+            dir,
+            max_size: self.max_state_size,
+            failed: false,
+        }))
+    }
+
+    fn open_state_file(&self, file: &StateFile) -> Result<Box<dyn ReadableFile>> {
+        let readable = self.storage.open(file.path())?;
+        check_size(file.path(), readable.len(), file.size())?;
+        Ok(readable)
+    }
+
+    fn complete(
+        &self,
+        target: &SnapshotTarget,
+        tasks: Vec<SubtaskState>,
+    ) -> Result<CompletedCheckpoint> {
+        let dir = self.target_dir(target)?;
+        let mut inner = self.lock();
+        self.check_open_target(target, &dir)?;
+        self.check_tasks(&dir, &tasks)?;
+        self.ensure_dir(&mut inner, &dir)?;
+        let checkpoint = CompletedCheckpoint::new(
+            target.id(),
+            target.kind(),
+            self.clock.now_millis(),
+            dir.clone(),
+            tasks,
+        );
+        let prefix = format!("{dir}/");
+        let record = match target.kind() {
+            SnapshotKind::Checkpoint => checkpoint.to_record(&|p| Ok(p.to_string()))?,
+            // Savepoint paths are stored relative to the savepoint directory.
+            SnapshotKind::Savepoint => checkpoint.to_record(&|p| {
+                p.strip_prefix(&prefix)
+                    .map(str::to_string)
+                    .ok_or_else(|| Error::InvalidArgument(format!("{p} is not in {dir}/")))
+            })?,
+        };
+        let path = metadata_path(&dir);
+        let bytes = record.encode(&path)?;
+        self.storage.write_atomic(&path, &bytes)?;
+        if target.kind() == SnapshotKind::Checkpoint {
+            // The checkpoint is complete and durable: a failed deletion only leaves garbage
+            // for the next completion, `collect_garbage` or start-up.
+            let _ = self.collect_garbage_locked(&mut inner);
+        }
+        Ok(checkpoint)
+    }
+
+    fn abort(&self, target: &SnapshotTarget) -> Result<()> {
+        let dir = self.target_dir(target)?;
+        let mut inner = self.lock();
+        if !self.storage.exists(&dir)? {
+            return Ok(());
+        }
+        if self.storage.exists(&metadata_path(&dir))? {
+            return Err(Error::InvalidArgument(format!(
+                "{target} is complete and cannot be aborted: completed checkpoints are deleted \
+                 by retention, savepoints by their owner"
+            )));
+        }
+        self.storage.remove_dir_all(&dir)?;
+        inner.durable_dirs.remove(&dir);
+        self.storage
+            .sync_dir(dir.rsplit_once('/').map_or(ROOT, |(parent, _)| parent))
+    }
+
+    fn latest_completed(&self) -> Result<Option<CompletedCheckpoint>> {
+        match self.scan()?.0.last() {
+            Some(&id) => self.load_checkpoint(id).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn completed(&self) -> Result<Vec<CheckpointId>> {
+        Ok(self.scan()?.0)
+    }
+
+    fn load_checkpoint(&self, id: CheckpointId) -> Result<CompletedCheckpoint> {
+        let dir = id.dir_name();
+        let path = metadata_path(&dir);
+        let record = self.read_metadata(&path)?;
+        // Metadata found under another checkpoint's name (copied, misplaced) is refused.
+        if record.checkpoint_id != id.0 {
+            return Err(misplaced(
+                &path,
+                6,
+                format!("checkpoint {}", record.checkpoint_id),
+            ));
+        }
+        if SnapshotKind::from_record(record.kind) != SnapshotKind::Checkpoint {
+            return Err(misplaced(&path, 14, "a savepoint".into()));
+        }
+        CompletedCheckpoint::from_record(record, dir, &|p| Ok(p.to_string()))
+    }
+
+    fn load_savepoint(&self, dir: &str) -> Result<CompletedCheckpoint> {
+        check_savepoint_dir(dir)?;
+        let path = metadata_path(dir);
+        let record = self.read_metadata(&path)?;
+        if SnapshotKind::from_record(record.kind) != SnapshotKind::Savepoint {
+            return Err(misplaced(&path, 14, "a checkpoint".into()));
+        }
+        CompletedCheckpoint::from_record(record, dir.to_string(), &|p| Ok(format!("{dir}/{p}")))
+    }
+
+    fn collect_garbage(&self) -> Result<()> {
+        let mut inner = self.lock();
+        self.collect_garbage_locked(&mut inner)
+    }
+}
+
+fn metadata_path(dir: &str) -> String {
+    format!("{dir}/{METADATA_FILE}")
+}
+
+fn misplaced(path: &str, offset: u64, found: String) -> Error {
+    Error::CheckpointFormat(CheckpointFormatError::Invalid {
+        file: path.to_string(),
+        offset,
+        reason: format!("the file describes {found}, not what its location says"),
+    })
+}
+
+fn check_size(path: &str, actual: u64, expected: u64) -> Result<()> {
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(Error::StateFileSize {
+            path: path.into(),
+            expected,
+            actual,
+        })
+    }
+}
+
+/// Whether `name` may name a state file in a snapshot directory (the caller checks it is a
+/// single component).
+fn is_state_file_name(name: &str) -> bool {
+    name != METADATA_FILE && !is_temp_name(name)
+}
+
+/// Checks a savepoint directory: a valid relative path outside the directories the
+/// checkpoint storage manages, with no temporary name in it.
+fn check_savepoint_dir(dir: &str) -> Result<()> {
+    let invalid = |reason| Error::InvalidPath {
+        path: dir.into(),
+        reason,
+    };
+    check_relative_path(dir).map_err(invalid)?;
+    let first = dir.split('/').next().unwrap_or(dir);
+    if first == SHARED_DIR
+        || first == TASK_OWNED_DIR
+        || CheckpointId::from_dir_name(first).is_some()
+    {
+        return Err(invalid(
+            "a savepoint directory cannot be chk-<id>, shared or taskowned, nor inside them",
+        ));
+    }
+    if dir
+        .split('/')
+        .any(|c| is_temp_name(c) || c == METADATA_FILE)
+    {
+        return Err(invalid(
+            "a savepoint directory cannot have a temporary or _metadata name",
+        ));
+    }
+    Ok(())
+}
+
+fn check_subtask(task: &SubtaskState) -> Result<()> {
+    let bad = |what: String| {
+        Err(Error::InvalidArgument(format!(
+            "operator {:?} subtask {}: {what}",
+            task.operator_id, task.subtask_index
+        )))
+    };
+    if task.operator_id.is_empty() || task.operator_id.len() > usize::from(u16::MAX) {
+        return bad("the operator id must be 1 to 65535 bytes long".into());
+    }
+    if task.max_parallelism == 0
+        || task.max_parallelism > crate::key_group::UPPER_BOUND_MAX_PARALLELISM
+    {
+        return bad(format!(
+            "max parallelism {} is out of range",
+            task.max_parallelism
+        ));
+    }
+    if task.parallelism == 0 || task.parallelism > task.max_parallelism {
+        return bad(format!(
+            "parallelism {} is not in 1..={}",
+            task.parallelism, task.max_parallelism
+        ));
+    }
+    if task.subtask_index >= task.parallelism {
+        return bad(format!(
+            "the index is not below the parallelism {}",
+            task.parallelism
+        ));
+    }
+    for handle in &task.keyed {
+        if u32::from(handle.key_group_range().end()) >= task.max_parallelism {
+            return bad(format!(
+                "keyed handle range {} reaches past max parallelism {}",
+                handle.key_group_range(),
+                task.max_parallelism
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A state file written to a temporary name and published by `finish`.
+#[derive(Debug)]
+struct FsStateFileWriter {
+    storage: Arc<dyn Storage>,
+    file: Box<dyn WritableFile>,
+    path: String,
+    temp: String,
+    dir: String,
+    max_size: Option<u64>,
+    failed: bool,
+}
+
+impl FsStateFileWriter {
+    fn publish(&mut self) -> Result<()> {
+        self.file.sync()?;
+        self.storage.rename(&self.temp, &self.path)?;
+        self.storage.sync_dir(&self.dir)
+    }
+}
+
+impl StateFileWriter for FsStateFileWriter {
+    fn path(&self) -> &str {
+        &self.path
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> Result<()> {
+        if self.failed {
+            return Err(Error::InvalidArgument(format!(
+                "state file {} failed earlier; write it again",
+                self.path
+            )));
+        }
+        if let Some(limit) = self.max_size {
+            if self.file.len().saturating_add(buf.len() as u64) > limit {
+                self.failed = true;
+                return Err(Error::StateSizeLimit {
+                    path: self.path.clone().into(),
+                    limit,
+                });
+            }
+        }
+        let result = self.file.write_all(buf);
+        self.failed = result.is_err();
+        result
+    }
+
+    fn len(&self) -> u64 {
+        self.file.len()
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<StateFile> {
+        if self.failed {
+            return Err(Error::InvalidArgument(format!(
+                "state file {} failed while being written and cannot be finished",
+                self.path
+            )));
+        }
+        if let Err(err) = self.publish() {
+            // Best effort: whatever remains is removed by an abort or at start-up.
+            let _ = self.storage.remove_file(&self.temp);
+            return Err(err);
+        }
+        StateFile::new(self.path.clone(), self.file.len())
+    }
+}

@@ -1,0 +1,220 @@
+//! The interface of checkpoint storage: where state files are written and read, and how
+//! checkpoints complete, abort and are found again.
+
+use std::fmt;
+
+use super::completed::CompletedCheckpoint;
+use super::handle::{KeyedStateHandle, OperatorStateHandle, StateFile, SubtaskState};
+use super::{CheckpointId, SnapshotKind};
+use crate::error::Result;
+use crate::key_group::KeyGroupRange;
+use crate::storage::ReadableFile;
+
+/// What a snapshot is written for: checkpoint `id`, or a savepoint (also numbered with a
+/// checkpoint id) in a directory the user names.
+///
+/// `CheckpointId` converts into a checkpoint target: `storage.create_state_file(&id.into(),
+/// name)`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SnapshotTarget {
+    id: CheckpointId,
+    savepoint_dir: Option<String>,
+}
+
+impl SnapshotTarget {
+    /// Checkpoint `id`: files go to `chk-<id>/`.
+    pub fn checkpoint(id: CheckpointId) -> Self {
+        SnapshotTarget {
+            id,
+            savepoint_dir: None,
+        }
+    }
+
+    /// A savepoint numbered `id` in directory `dir` (relative to the storage root; not
+    /// `chk-<n>`, `shared` or `taskowned`, nor inside them). Retention never touches it.
+    pub fn savepoint(id: CheckpointId, dir: impl Into<String>) -> Self {
+        SnapshotTarget {
+            id,
+            savepoint_dir: Some(dir.into()),
+        }
+    }
+
+    /// The checkpoint id.
+    pub fn id(&self) -> CheckpointId {
+        self.id
+    }
+
+    /// Checkpoint or savepoint.
+    pub fn kind(&self) -> SnapshotKind {
+        if self.savepoint_dir.is_some() {
+            SnapshotKind::Savepoint
+        } else {
+            SnapshotKind::Checkpoint
+        }
+    }
+
+    /// The savepoint directory, for a savepoint.
+    pub fn savepoint_dir(&self) -> Option<&str> {
+        self.savepoint_dir.as_deref()
+    }
+}
+
+impl From<CheckpointId> for SnapshotTarget {
+    fn from(id: CheckpointId) -> Self {
+        SnapshotTarget::checkpoint(id)
+    }
+}
+
+impl fmt::Display for SnapshotTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.savepoint_dir {
+            None => write!(f, "checkpoint {}", self.id),
+            Some(dir) => write!(f, "savepoint {} in {dir}", self.id),
+        }
+    }
+}
+
+/// A state file being written. Nothing is visible under the file's name until
+/// [`finish`](StateFileWriter::finish) has made it durable and published it atomically.
+///
+/// Dropping a writer without finishing it leaves a temporary file that aborting the
+/// checkpoint, or the next start of the storage, removes. After an error the writer is
+/// unusable: `finish` fails too.
+pub trait StateFileWriter: Send + fmt::Debug {
+    /// The path the file will have, relative to the storage root.
+    fn path(&self) -> &str;
+
+    /// Appends all of `buf`.
+    fn write_all(&mut self, buf: &[u8]) -> Result<()>;
+
+    /// The number of bytes written so far.
+    fn len(&self) -> u64;
+
+    /// Whether nothing was written yet.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Makes the bytes durable and publishes the file under its name (temporary file,
+    /// sync, rename, directory sync), returning the file for a handle.
+    fn finish(self: Box<Self>) -> Result<StateFile>;
+}
+
+/// Where checkpoints and savepoints are stored: the state files the tasks write, the
+/// `_metadata` file that completes a checkpoint, retention of completed checkpoints, and
+/// finding them again after a crash.
+///
+/// Implementations: [`FsCheckpointStorage`](super::FsCheckpointStorage) over any
+/// [`Storage`](crate::storage::Storage), and the bounded
+/// [`MemoryCheckpointStorage`](super::MemoryCheckpointStorage). spec/checkpoint-protocol.md
+/// states the visibility and deletion rules every implementation keeps.
+///
+/// All methods take `&self` and may be called from several threads: tasks write state files
+/// concurrently; completion, abort and garbage collection are serialized.
+pub trait CheckpointStorage: Send + Sync + fmt::Debug {
+    /// Opens a new state file named `name` for the snapshot `target`.
+    ///
+    /// `name` is one path component (no `/`), not `_metadata`, unique within the snapshot
+    /// (a task's operator id and subtask index make a good name); writing a name again
+    /// replaces the earlier file when the new one is finished. Fails if the snapshot is
+    /// already complete, or if `target` is a checkpoint not newer than the latest completed
+    /// one.
+    fn create_state_file(
+        &self,
+        target: &SnapshotTarget,
+        name: &str,
+    ) -> Result<Box<dyn StateFileWriter>>;
+
+    /// Opens a state file of a handle for random-access reads, checking that its length is
+    /// the size the handle records ([`Error::StateFileSize`](crate::Error::StateFileSize)
+    /// otherwise).
+    fn open_state_file(&self, file: &StateFile) -> Result<Box<dyn ReadableFile>>;
+
+    /// Completes the snapshot `target` with the state every task reported: checks that
+    /// every listed file is a finished state file of this snapshot with the recorded size,
+    /// then writes `_metadata` atomically and durably. Only then is the snapshot complete,
+    /// and only then does a checkpoint subsume older ones beyond the retention (a failure to
+    /// delete them does not fail the completion: the garbage is collected later).
+    ///
+    /// On an error the snapshot may or may not be complete (the `_metadata` publication may
+    /// have been cut short after its rename); it is never partly visible.
+    fn complete(
+        &self,
+        target: &SnapshotTarget,
+        tasks: Vec<SubtaskState>,
+    ) -> Result<CompletedCheckpoint>;
+
+    /// Aborts the snapshot `target`: deletes every file written for it. Fails if it is
+    /// complete (completed checkpoints are deleted by retention, savepoints by the user).
+    fn abort(&self, target: &SnapshotTarget) -> Result<()>;
+
+    /// The newest completed checkpoint (savepoints are not considered), or `None`. A
+    /// damaged `_metadata` is an error naming the file, never skipped silently.
+    fn latest_completed(&self) -> Result<Option<CompletedCheckpoint>>;
+
+    /// The ids of the completed checkpoints (those with a `_metadata` file), ascending.
+    fn completed(&self) -> Result<Vec<CheckpointId>>;
+
+    /// Reads completed checkpoint `id`.
+    fn load_checkpoint(&self, id: CheckpointId) -> Result<CompletedCheckpoint>;
+
+    /// Reads the completed savepoint in directory `dir` (relative to the storage root).
+    fn load_savepoint(&self, dir: &str) -> Result<CompletedCheckpoint>;
+
+    /// Applies retention now: deletes completed checkpoints beyond the newest N and
+    /// incomplete checkpoints older than the newest completed one. Completion does this
+    /// too; call it to retry after a deletion failed.
+    fn collect_garbage(&self) -> Result<()>;
+
+    /// Writes `bytes` (a canonical key-group snapshot of `key_group_range`) as state file
+    /// `name` of `target` and returns the handle listing it.
+    fn write_keyed_state(
+        &self,
+        target: &SnapshotTarget,
+        name: &str,
+        key_group_range: KeyGroupRange,
+        bytes: &[u8],
+    ) -> Result<KeyedStateHandle> {
+        let mut writer = self.create_state_file(target, name)?;
+        writer.write_all(bytes)?;
+        KeyedStateHandle::new(key_group_range, vec![writer.finish()?])
+    }
+
+    /// Writes `bytes` (a task's operator state) as state file `name` of `target` and returns
+    /// the handle listing it.
+    fn write_operator_state(
+        &self,
+        target: &SnapshotTarget,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<OperatorStateHandle> {
+        let mut writer = self.create_state_file(target, name)?;
+        writer.write_all(bytes)?;
+        Ok(OperatorStateHandle::new(writer.finish()?))
+    }
+
+    /// Completes checkpoint `id`; see [`complete`](CheckpointStorage::complete).
+    fn complete_checkpoint(
+        &self,
+        id: CheckpointId,
+        tasks: Vec<SubtaskState>,
+    ) -> Result<CompletedCheckpoint> {
+        self.complete(&SnapshotTarget::checkpoint(id), tasks)
+    }
+
+    /// Completes the savepoint `id` in directory `dir`; see
+    /// [`complete`](CheckpointStorage::complete).
+    fn complete_savepoint(
+        &self,
+        id: CheckpointId,
+        dir: &str,
+        tasks: Vec<SubtaskState>,
+    ) -> Result<CompletedCheckpoint> {
+        self.complete(&SnapshotTarget::savepoint(id, dir), tasks)
+    }
+
+    /// Aborts checkpoint `id`; see [`abort`](CheckpointStorage::abort).
+    fn abort_checkpoint(&self, id: CheckpointId) -> Result<()> {
+        self.abort(&SnapshotTarget::checkpoint(id))
+    }
+}
