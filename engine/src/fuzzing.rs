@@ -55,3 +55,220 @@ pub fn check_codec_decode(data: &[u8]) {
         _ => round_trip::<u128>(rest),
     }
 }
+
+/// The model of [`check_state_ops`]: per key, the expected state of each of its four states.
+#[derive(Clone, Default, PartialEq, Debug)]
+struct Model {
+    value: std::collections::BTreeMap<u64, u32>,
+    list: std::collections::BTreeMap<(u64, u8), Vec<u8>>,
+    map: std::collections::BTreeMap<u64, std::collections::BTreeMap<u8, u16>>,
+    sum: std::collections::BTreeMap<u64, i64>,
+}
+
+/// The property of the `state_ops` fuzz target: a random sequence of state operations,
+/// snapshots, restores and rescales, driven by `data`, leaves every backend equal to a simple
+/// model, and every restore (at a parallelism the input picks) recreates exactly the model's state
+/// at the moment of the snapshot, each key in exactly one task.
+///
+/// Each operation takes four bytes: opcode, key, namespace or user key, value.
+pub fn check_state_ops(data: &[u8]) {
+    use crate::{
+        Backend, BackendConfig, KeyGroupRange, KeyedStateBackend, ListStateDescriptor,
+        MapStateDescriptor, ReducingStateDescriptor, StateSnapshot, ValueStateDescriptor,
+    };
+    const MAXP: u32 = 16;
+    const KEYS: u64 = 12;
+
+    struct Handles {
+        value: crate::ValueState<u32>,
+        list: crate::ListState<u8, u8>,
+        map: crate::MapState<u8, u16>,
+        sum: crate::ReducingState<i64>,
+    }
+    fn register(b: &mut Backend<u64>) -> Handles {
+        Handles {
+            value: b
+                .register(ValueStateDescriptor::<u32>::new("value"))
+                .expect("registering a fresh or matching state succeeds"),
+            list: b
+                .register(ListStateDescriptor::<u8>::new("list").with_namespace::<u8>())
+                .expect("registering a fresh or matching state succeeds"),
+            map: b
+                .register(MapStateDescriptor::<u8, u16>::new("map"))
+                .expect("registering a fresh or matching state succeeds"),
+            sum: b
+                .register(ReducingStateDescriptor::<i64>::new("sum", |a, b| {
+                    a.wrapping_add(*b)
+                }))
+                .expect("registering a fresh or matching state succeeds"),
+        }
+    }
+    /// Checks that the backends (which together own every key group) hold exactly `model`.
+    fn check(tasks: &mut [(Backend<u64>, Handles)], model: &Model) {
+        for k in 0..KEYS {
+            let mut owners = 0;
+            for (b, h) in tasks.iter_mut() {
+                b.set_current_key(&k);
+                let kg = b.current_key_group().expect("a key was just set");
+                if !b.key_group_range().contains(kg) {
+                    continue;
+                }
+                owners += 1;
+                assert_eq!(
+                    b.value(&h.value).get().ok(),
+                    Some(model.value.get(&k).copied())
+                );
+                for ns in 0..4u8 {
+                    let want = model.list.get(&(k, ns)).cloned().unwrap_or_default();
+                    assert_eq!(b.list(&h.list).namespace(&ns).get().ok(), Some(want));
+                }
+                let mut entries = b.map(&h.map).entries().expect("owned key");
+                entries.sort_unstable();
+                let want: Vec<(u8, u16)> = model
+                    .map
+                    .get(&k)
+                    .map(|m| m.iter().map(|(a, b)| (*a, *b)).collect())
+                    .unwrap_or_default();
+                assert_eq!(entries, want);
+                assert_eq!(
+                    b.reducing(&h.sum).get().ok(),
+                    Some(model.sum.get(&k).copied())
+                );
+            }
+            assert_eq!(owners, 1, "key {k} is owned by exactly one task");
+        }
+    }
+
+    let mut live = Backend::<u64>::open(BackendConfig::heap().max_parallelism(MAXP))
+        .expect("a valid configuration");
+    let handles = register(&mut live);
+    let mut tasks = vec![(live, handles)];
+    let mut model = Model::default();
+    // The latest snapshot round: one view per task (together every key group) and the model
+    // at that moment.
+    let mut held: Option<(Vec<StateSnapshot>, Model)> = None;
+
+    for op in data.chunks_exact(4) {
+        let (code, k, x, v) = (op[0] % 12, u64::from(op[1]) % KEYS, op[2], op[3]);
+        let ns = x % 4;
+        let (b, h) = {
+            let owner = tasks
+                .iter()
+                .position(|(b, _)| {
+                    let kg = crate::key_group_for(&crate::codec::to_bytes(&k), MAXP);
+                    b.key_group_range().contains(kg)
+                })
+                .expect("the tasks cover every key group");
+            let (b, h) = &mut tasks[owner];
+            (b, h)
+        };
+        b.set_current_key(&k);
+        match code {
+            0 => {
+                b.value(&h.value).update(u32::from(v)).expect("owned key");
+                model.value.insert(k, u32::from(v));
+            }
+            1 => {
+                b.value(&h.value).clear().expect("owned key");
+                model.value.remove(&k);
+            }
+            2 => {
+                b.list(&h.list).namespace(&ns).add(v).expect("owned key");
+                model.list.entry((k, ns)).or_default().push(v);
+            }
+            3 => {
+                let elements: Vec<u8> = (0..v % 3).map(|i| v.wrapping_add(i)).collect();
+                b.list(&h.list)
+                    .namespace(&ns)
+                    .update(elements.clone())
+                    .expect("owned key");
+                if elements.is_empty() {
+                    model.list.remove(&(k, ns));
+                } else {
+                    model.list.insert((k, ns), elements);
+                }
+            }
+            4 => {
+                let sources = [(ns + 1) % 4, (ns + 2) % 4];
+                b.list(&h.list)
+                    .merge_namespaces(&ns, &sources)
+                    .expect("owned key");
+                let mut merged = model.list.remove(&(k, ns)).unwrap_or_default();
+                for s in sources {
+                    if s != ns {
+                        merged.extend(model.list.remove(&(k, s)).unwrap_or_default());
+                    }
+                }
+                if !merged.is_empty() {
+                    model.list.insert((k, ns), merged);
+                }
+            }
+            5 => {
+                b.map(&h.map).put(x, u16::from(v) * 3).expect("owned key");
+                model.map.entry(k).or_default().insert(x, u16::from(v) * 3);
+            }
+            6 => {
+                b.map(&h.map).remove(&x).expect("owned key");
+                if let Some(m) = model.map.get_mut(&k) {
+                    m.remove(&x);
+                    if m.is_empty() {
+                        model.map.remove(&k);
+                    }
+                }
+            }
+            7 => {
+                b.reducing(&h.sum)
+                    .add(i64::from(v) - 100)
+                    .expect("owned key");
+                let s = model.sum.entry(k).or_insert(0);
+                *s = s.wrapping_add(i64::from(v) - 100);
+            }
+            8 => {
+                b.reducing(&h.sum).clear().expect("owned key");
+                model.sum.remove(&k);
+            }
+            9 => {
+                let views = tasks
+                    .iter_mut()
+                    .map(|(b, _)| b.snapshot_state().expect("heap snapshots succeed"))
+                    .collect();
+                held = Some((views, model.clone()));
+            }
+            10 | 11 => {
+                // Restore the held round at a parallelism of 1..=4 and continue from it.
+                let Some((views, expected)) = held.take() else {
+                    continue;
+                };
+                tasks = restore_round(&views, u32::from(v % 4) + 1);
+                check(&mut tasks, &expected);
+                model = expected;
+            }
+            _ => {}
+        }
+    }
+    check(&mut tasks, &model);
+    // A held snapshot still shows its moment, whatever happened since.
+    if let Some((views, expected)) = held {
+        check(&mut restore_round(&views, 1), &expected);
+    }
+
+    fn restore_round(views: &[StateSnapshot], p: u32) -> Vec<(Backend<u64>, Handles)> {
+        let sources: Vec<&dyn crate::RestoreSource> = views
+            .iter()
+            .map(|s| s as &dyn crate::RestoreSource)
+            .collect();
+        (0..p)
+            .map(|i| {
+                let range = KeyGroupRange::for_operator(MAXP, p, i)
+                    .expect("1..=4 tasks of 16 key groups is a valid split");
+                let config = BackendConfig::heap()
+                    .max_parallelism(MAXP)
+                    .key_group_range(range);
+                let mut backend = Backend::<u64>::restore(config, &sources)
+                    .expect("a snapshot round restores at any parallelism");
+                let handles = register(&mut backend);
+                (backend, handles)
+            })
+            .collect()
+    }
+}

@@ -44,3 +44,31 @@ fn codec_decode_property_catches_a_lying_round_trip() {
         }
     }
 }
+
+#[test]
+fn state_ops_corpus_replays_without_failure() {
+    let inputs = corpus("state_ops");
+    assert!(inputs.len() >= 5, "the seed corpus is present");
+    for (path, bytes) in inputs {
+        let result = std::panic::catch_unwind(|| flowstate::fuzzing::check_state_ops(&bytes));
+        assert!(result.is_ok(), "corpus input {} fails", path.display());
+    }
+}
+
+#[test]
+fn state_ops_property_holds_on_random_sequences() {
+    // A deterministic stream of random inputs, beyond the corpus (a poor man's fuzzer on stable).
+    let mut x: u64 = 0x5eed;
+    for _ in 0..200 {
+        let len = 64 + (x % 512) as usize;
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        flowstate::fuzzing::check_state_ops(&bytes);
+    }
+}
