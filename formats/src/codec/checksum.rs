@@ -7,13 +7,20 @@ pub fn crc32(bytes: &[u8]) -> u32 {
     crc32fast::hash(bytes)
 }
 
-/// Checks that `bytes` has the CRC-32 `expected`.
-pub fn verify(bytes: &[u8], expected: u32) -> Result<(), FormatError> {
+/// Checks that `bytes`, found at byte `offset` of `file`, have the CRC-32 `expected`.
+///
+/// The error is [`FormatError::ChecksumMismatch`] with `offset` (the first byte covered).
+pub fn verify(bytes: &[u8], expected: u32, file: &str, offset: u64) -> Result<(), FormatError> {
     let found = crc32(bytes);
     if found == expected {
         Ok(())
     } else {
-        Err(FormatError::ChecksumMismatch { expected, found })
+        Err(FormatError::ChecksumMismatch {
+            file: file.to_owned(),
+            offset,
+            expected,
+            found,
+        })
     }
 }
 
@@ -29,8 +36,12 @@ mod tests {
 
     #[test]
     fn verify_reports_both_values() {
-        assert!(verify(b"abc", crc32(b"abc")).is_ok());
-        let err = verify(b"abd", crc32(b"abc")).unwrap_err();
-        assert!(matches!(err, FormatError::ChecksumMismatch { .. }));
+        assert!(verify(b"abc", crc32(b"abc"), "f", 0).is_ok());
+        let err = verify(b"abd", crc32(b"abc"), "f", 7).unwrap_err();
+        assert!(matches!(
+            err,
+            FormatError::ChecksumMismatch { offset: 7, expected, found, .. }
+                if expected == crc32(b"abc") && found == crc32(b"abd")
+        ));
     }
 }

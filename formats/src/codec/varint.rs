@@ -91,10 +91,16 @@ mod tests {
             Err(FormatError::Truncated { .. })
         ));
         let mut input: &[u8] = &[0xff; 11];
-        assert_eq!(decode_u64(&mut input), Err(FormatError::MalformedVarint));
+        assert!(matches!(
+            decode_u64(&mut input),
+            Err(FormatError::MalformedVarint)
+        ));
         // Ten bytes whose last carries more than the single remaining bit overflow u64.
         let mut input: &[u8] = &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
-        assert_eq!(decode_u64(&mut input), Err(FormatError::MalformedVarint));
+        assert!(matches!(
+            decode_u64(&mut input),
+            Err(FormatError::MalformedVarint)
+        ));
         let mut input: &[u8] = &[];
         assert!(matches!(
             decode_u64(&mut input),
@@ -102,8 +108,14 @@ mod tests {
         ));
         // Non-shortest encodings of 0 and 1 are rejected.
         let mut input: &[u8] = &[0x80, 0x00];
-        assert_eq!(decode_u64(&mut input), Err(FormatError::MalformedVarint));
+        assert!(matches!(
+            decode_u64(&mut input),
+            Err(FormatError::MalformedVarint)
+        ));
         let mut input: &[u8] = &[0x81, 0x80, 0x00];
-        assert_eq!(decode_u64(&mut input), Err(FormatError::MalformedVarint));
+        assert!(matches!(
+            decode_u64(&mut input),
+            Err(FormatError::MalformedVarint)
+        ));
     }
 }
