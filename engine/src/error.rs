@@ -105,10 +105,11 @@ pub enum Error {
     /// codec, or key groups covered twice).
     #[error("cannot restore: {0}")]
     IncompatibleSnapshot(String),
-    /// A checkpoint file (a `_metadata` file, a state handle) does not follow its format;
-    /// the error names the file and the byte offset.
+    /// A file does not follow its format (a checkpoint `_metadata`, a state handle, a
+    /// snapshot file), or a reader or writer of a format was misused; the error names the
+    /// file and, where there is one, the byte offset.
     #[error(transparent)]
-    CheckpointFormat(#[from] flowstate_formats::checkpoint::CheckpointFormatError),
+    Format(#[from] flowstate_formats::FormatError),
     /// A state file's length differs from the size its handle records.
     #[error("state file {path} is {actual} bytes long, but its handle records {expected} bytes")]
     StateFileSize {
@@ -158,7 +159,12 @@ impl Error {
             Error::Codec { .. } => ErrorKind::Corruption,
             Error::Io { .. } => ErrorKind::Io,
             Error::FileTooLarge { .. } => ErrorKind::Limit,
-            Error::CheckpointFormat(_) | Error::StateFileSize { .. } => ErrorKind::Corruption,
+            Error::Format(e) => match e {
+                flowstate_formats::FormatError::Io { .. } => ErrorKind::Io,
+                flowstate_formats::FormatError::InvalidInput { .. } => ErrorKind::Usage,
+                _ => ErrorKind::Corruption,
+            },
+            Error::StateFileSize { .. } => ErrorKind::Corruption,
             Error::StateSizeLimit { .. } => ErrorKind::Limit,
             Error::IncompatibleState { .. } | Error::IncompatibleSnapshot(_) => ErrorKind::Usage,
         }

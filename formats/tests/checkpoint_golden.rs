@@ -11,9 +11,10 @@ use std::fs;
 use std::path::PathBuf;
 
 use flowstate_formats::checkpoint::{
-    CheckpointFormatError, CheckpointMetadataRecord, KeyedStateHandleRecord,
-    OperatorStateHandleRecord, SnapshotKindRecord, StateFileRecord, TaskStateRecord,
+    CheckpointMetadataRecord, KeyedStateHandleRecord, OperatorStateHandleRecord,
+    SnapshotKindRecord, StateFileRecord, TaskStateRecord,
 };
+use flowstate_formats::FormatError;
 
 fn file(path: &str, size: u64) -> StateFileRecord {
     StateFileRecord {
@@ -108,14 +109,18 @@ fn check_golden(name: &str, encoded: &[u8]) -> Vec<u8> {
 /// error naming the file.
 fn check_damage_is_detected<T>(
     golden: &[u8],
-    decode: impl Fn(&[u8], &str) -> Result<T, CheckpointFormatError>,
+    decode: impl Fn(&[u8], &str) -> Result<T, FormatError>,
 ) {
     let name = "golden-under-test";
     let check = |bytes: &[u8], what: &str| match decode(bytes, name) {
         Ok(_) => panic!("{what} was not detected"),
         Err(err) => {
-            assert_eq!(err.file(), name, "{what}: {err}");
-            assert!(err.offset() <= golden.len() as u64, "{what}: {err}");
+            assert_eq!(err.file(), Some(name), "{what}: {err}");
+            assert!(err.is_corruption(), "{what}: {err}");
+            assert!(
+                err.offset().unwrap_or(0) <= golden.len() as u64,
+                "{what}: {err}"
+            );
         }
     };
     for i in 0..golden.len() {

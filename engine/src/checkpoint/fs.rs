@@ -6,9 +6,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use flowstate_formats::checkpoint::metadata::MAX_METADATA_LEN;
-use flowstate_formats::checkpoint::{
-    check_relative_path, CheckpointFormatError, CheckpointMetadataRecord,
-};
+use flowstate_formats::checkpoint::{check_relative_path, CheckpointMetadataRecord};
+use flowstate_formats::FormatError;
 
 use super::completed::CompletedCheckpoint;
 use super::handle::{StateFile, SubtaskState};
@@ -528,7 +527,7 @@ fn metadata_path(dir: &str) -> String {
 }
 
 fn misplaced(path: &str, offset: u64, found: String) -> Error {
-    Error::CheckpointFormat(CheckpointFormatError::Invalid {
+    Error::Format(FormatError::Corrupt {
         file: path.to_string(),
         offset,
         reason: format!("the file describes {found}, not what its location says"),

@@ -40,14 +40,12 @@ pub const OPERATOR_KIND_FILE: u8 = 1;
 
 /// The frame of a keyed handle standing alone.
 pub(crate) const KEYED_FRAME: Frame = Frame {
-    name: "keyed state handle",
     magic: *b"FSKH",
     version: 1,
 };
 
 /// The frame of an operator handle standing alone.
 pub(crate) const OPERATOR_FRAME: Frame = Frame {
-    name: "operator state handle",
     magic: *b"FSOH",
     version: 1,
 };
@@ -243,7 +241,7 @@ impl OperatorStateHandleRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::CheckpointFormatError;
+    use crate::FormatError;
 
     fn keyed() -> KeyedStateHandleRecord {
         KeyedStateHandleRecord {
@@ -280,7 +278,7 @@ mod tests {
         // A keyed handle is not an operator handle.
         assert!(matches!(
             OperatorStateHandleRecord::decode(&keyed().encode("h").unwrap(), "h"),
-            Err(CheckpointFormatError::BadMagic { .. })
+            Err(FormatError::BadMagic { .. })
         ));
     }
 
@@ -312,7 +310,7 @@ mod tests {
             let mut h = keyed();
             h.files[0].path = bad.into();
             assert!(
-                matches!(h.encode("h"), Err(CheckpointFormatError::Invalid { .. })),
+                matches!(h.encode("h"), Err(FormatError::InvalidInput { .. })),
                 "{bad:?}"
             );
         }
@@ -335,7 +333,7 @@ mod tests {
         assert!(h.encode("h").is_ok());
         h.files.clear();
         let err = h.encode("h").unwrap_err();
-        assert_eq!(err.file(), "h");
+        assert_eq!(err.file(), Some("h"));
         assert!(err.to_string().contains("no file"), "{err}");
     }
 }

@@ -39,7 +39,6 @@ use super::{Frame, Reader, Result, Writer};
 
 /// The frame of a `_metadata` file.
 pub(crate) const METADATA_FRAME: Frame = Frame {
-    name: "checkpoint metadata",
     magic: MAGIC,
     version: VERSION,
 };
@@ -264,7 +263,8 @@ fn duplicate(task: &TaskStateRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::{CheckpointFormatError, StateFileRecord};
+    use crate::checkpoint::StateFileRecord;
+    use crate::FormatError;
 
     fn task(op: &str, index: u32) -> TaskStateRecord {
         TaskStateRecord {
@@ -340,7 +340,7 @@ mod tests {
             let mut m = metadata();
             damage(&mut m);
             match m.encode("m") {
-                Err(CheckpointFormatError::Invalid { reason, .. }) => {
+                Err(FormatError::InvalidInput { reason, .. }) => {
                     assert!(reason.contains(what), "{what}: {reason}")
                 }
                 other => panic!("{what}: {other:?}"),
@@ -364,13 +364,13 @@ mod tests {
         let mut b = body.to_vec();
         b[14] = 2;
         let err = CheckpointMetadataRecord::decode(&with_crc(b), "m").unwrap_err();
-        assert_eq!((err.offset(), err.file()), (14, "m"), "{err}");
+        assert_eq!((err.offset(), err.file()), (Some(14), Some("m")), "{err}");
         // A task count of u32::MAX cannot allocate: it is checked against the bytes left.
         let mut b = body.to_vec();
         b[23..27].copy_from_slice(&u32::MAX.to_le_bytes());
         let err = CheckpointMetadataRecord::decode(&with_crc(b), "m").unwrap_err();
         assert!(
-            matches!(err, CheckpointFormatError::Truncated { offset: 23, .. }),
+            matches!(err, FormatError::TruncatedFile { offset: 23, .. }),
             "{err}"
         );
         // A trailing byte before the checksum.
@@ -383,7 +383,7 @@ mod tests {
         b[4] = 2;
         assert!(matches!(
             CheckpointMetadataRecord::decode(&with_crc(b), "m"),
-            Err(CheckpointFormatError::UnsupportedVersion { found: 2, .. })
+            Err(FormatError::UnsupportedVersion { found: 2, .. })
         ));
     }
 }

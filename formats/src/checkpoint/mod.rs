@@ -4,7 +4,7 @@
 //! Every decoder here takes the whole file as bytes plus the file's name, checks the magic,
 //! the format version and the CRC-32 before it interprets anything, checks every length and
 //! count against the bytes that remain before it allocates, and returns a
-//! [`CheckpointFormatError`] naming the file and the byte offset of the first bad field. It
+//! [`FormatError`] naming the file and the byte offset of the first bad field. It
 //! never panics. Encoders check the same rules, so whatever they write decodes again, and
 //! every record has exactly one encoding (decoding then encoding gives the same bytes).
 //!
@@ -40,12 +40,11 @@
 //! damaged[20] ^= 0x01;
 //! let err = CheckpointMetadataRecord::decode(&damaged, "chk-7/_metadata").unwrap_err();
 //! assert!(err.to_string().contains("chk-7/_metadata"));
-//! # Ok::<(), flowstate_formats::checkpoint::CheckpointFormatError>(())
+//! # Ok::<(), flowstate_formats::FormatError>(())
 //! ```
 
-use thiserror::Error;
-
 use crate::codec::checksum;
+use crate::FormatError;
 
 pub mod handle;
 pub mod metadata;
@@ -55,102 +54,9 @@ pub use handle::{
 };
 pub use metadata::{CheckpointMetadataRecord, SnapshotKindRecord, TaskStateRecord};
 
-/// An error found while decoding (or refused while encoding) a checkpoint file: what is
-/// wrong, in which file, at which byte offset.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
-pub enum CheckpointFormatError {
-    /// The bytes ended before a field was complete, or a count claims more elements than the
-    /// remaining bytes can hold.
-    #[error("{file}: truncated at offset {offset}: {needed} bytes needed, {available} available")]
-    Truncated {
-        /// The file.
-        file: String,
-        /// Where the incomplete field (or the counted elements) starts.
-        offset: u64,
-        /// Bytes the field needed (at least).
-        needed: u64,
-        /// Bytes that remained.
-        available: u64,
-    },
-    /// The file does not start with the magic number of its format.
-    #[error(
-        "{file}: not a {format} file: magic {found:02x?} at offset 0, expected {expected:02x?}"
-    )]
-    BadMagic {
-        /// The file.
-        file: String,
-        /// Which format was expected.
-        format: &'static str,
-        /// The first bytes of the file (up to four).
-        found: Vec<u8>,
-        /// The magic number of the format.
-        expected: [u8; 4],
-    },
-    /// The file's format version is not one this build reads.
-    #[error(
-        "{file}: unsupported {format} format version {found} at offset 4 (supported: {supported})"
-    )]
-    UnsupportedVersion {
-        /// The file.
-        file: String,
-        /// Which format.
-        format: &'static str,
-        /// The version in the file.
-        found: u16,
-        /// The version this build reads and writes.
-        supported: u16,
-    },
-    /// The CRC-32 stored in the file does not match the bytes it covers.
-    #[error("{file}: checksum mismatch at offset {offset}: stored {expected:#010x}, computed {found:#010x}")]
-    ChecksumMismatch {
-        /// The file.
-        file: String,
-        /// The offset of the stored checksum.
-        offset: u64,
-        /// The checksum stored in the file.
-        expected: u32,
-        /// The checksum computed over the covered bytes.
-        found: u32,
-    },
-    /// A field holds a value the format does not allow (or a record to encode breaks a rule).
-    #[error("{file}: invalid value at offset {offset}: {reason}")]
-    Invalid {
-        /// The file.
-        file: String,
-        /// The offset of the field.
-        offset: u64,
-        /// What is wrong.
-        reason: String,
-    },
-}
-
-impl CheckpointFormatError {
-    /// The file the error is about.
-    pub fn file(&self) -> &str {
-        match self {
-            CheckpointFormatError::Truncated { file, .. }
-            | CheckpointFormatError::BadMagic { file, .. }
-            | CheckpointFormatError::UnsupportedVersion { file, .. }
-            | CheckpointFormatError::ChecksumMismatch { file, .. }
-            | CheckpointFormatError::Invalid { file, .. } => file,
-        }
-    }
-
-    /// The byte offset the error points at.
-    pub fn offset(&self) -> u64 {
-        match self {
-            CheckpointFormatError::BadMagic { .. } => 0,
-            CheckpointFormatError::UnsupportedVersion { .. } => 4,
-            CheckpointFormatError::Truncated { offset, .. }
-            | CheckpointFormatError::ChecksumMismatch { offset, .. }
-            | CheckpointFormatError::Invalid { offset, .. } => *offset,
-        }
-    }
-}
-
-/// The result type of this module.
-pub type Result<T, E = CheckpointFormatError> = std::result::Result<T, E>;
+/// The result type of this module: errors are [`FormatError`]s naming the file, and the
+/// byte offset where there is one.
+pub type Result<T, E = FormatError> = std::result::Result<T, E>;
 
 /// The length of a framed file's header: magic (4 bytes) and version (u16).
 pub(crate) const HEADER_LEN: usize = 6;
@@ -161,7 +67,6 @@ pub(crate) const TRAILER_LEN: usize = 4;
 /// covering every byte before it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Frame {
-    pub(crate) name: &'static str,
     pub(crate) magic: [u8; 4],
     pub(crate) version: u16,
 }
@@ -169,51 +74,31 @@ pub(crate) struct Frame {
 impl Frame {
     /// Checks the header and the checksum of `bytes` and returns a reader over the body.
     pub(crate) fn open<'a>(&self, bytes: &'a [u8], file: &'a str) -> Result<Reader<'a>> {
+        let min_len = (HEADER_LEN + TRAILER_LEN) as u64;
         if bytes.len() < 4 || bytes[..4] != self.magic {
             if bytes.len() < 4 && self.magic.starts_with(bytes) {
-                return Err(truncated(
-                    file,
-                    0,
-                    (HEADER_LEN + TRAILER_LEN) as u64,
-                    bytes.len(),
-                ));
+                return Err(truncated(file, 0, min_len, bytes.len()));
             }
-            return Err(CheckpointFormatError::BadMagic {
+            return Err(FormatError::BadMagic {
                 file: file.to_string(),
-                format: self.name,
-                found: bytes[..bytes.len().min(4)].to_vec(),
-                expected: self.magic,
+                offset: 0,
             });
         }
         if bytes.len() < HEADER_LEN + TRAILER_LEN {
-            return Err(truncated(
-                file,
-                0,
-                (HEADER_LEN + TRAILER_LEN) as u64,
-                bytes.len(),
-            ));
+            return Err(truncated(file, 0, min_len, bytes.len()));
         }
         let version = u16::from_le_bytes([bytes[4], bytes[5]]);
         if version != self.version {
-            return Err(CheckpointFormatError::UnsupportedVersion {
+            return Err(FormatError::UnsupportedVersion {
                 file: file.to_string(),
-                format: self.name,
-                found: version,
-                supported: self.version,
+                found: u32::from(version),
+                supported: u32::from(self.version),
             });
         }
         let crc_at = bytes.len() - TRAILER_LEN;
         let (covered, trailer) = bytes.split_at(crc_at);
         let expected = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
-        let found = checksum::crc32(covered);
-        if found != expected {
-            return Err(CheckpointFormatError::ChecksumMismatch {
-                file: file.to_string(),
-                offset: crc_at as u64,
-                expected,
-                found,
-            });
-        }
+        checksum::verify(covered, expected, file, 0)?;
         Ok(Reader {
             bytes: covered,
             pos: HEADER_LEN,
@@ -230,8 +115,8 @@ impl Frame {
     }
 }
 
-fn truncated(file: &str, offset: usize, needed: u64, available: usize) -> CheckpointFormatError {
-    CheckpointFormatError::Truncated {
+fn truncated(file: &str, offset: usize, needed: u64, available: usize) -> FormatError {
+    FormatError::TruncatedFile {
         file: file.to_string(),
         offset: offset as u64,
         needed,
@@ -258,13 +143,9 @@ impl<'a> Reader<'a> {
         self.bytes.len() - self.pos
     }
 
-    /// An [`CheckpointFormatError::Invalid`] at `offset`.
-    pub(crate) fn invalid(
-        &self,
-        offset: usize,
-        reason: impl Into<String>,
-    ) -> CheckpointFormatError {
-        CheckpointFormatError::Invalid {
+    /// A [`FormatError::Corrupt`] at `offset`.
+    pub(crate) fn invalid(&self, offset: usize, reason: impl Into<String>) -> FormatError {
+        FormatError::Corrupt {
             file: self.file.to_string(),
             offset: offset as u64,
             reason: reason.into(),
@@ -343,12 +224,12 @@ pub(crate) struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    /// An [`CheckpointFormatError::Invalid`] at the current offset.
-    pub(crate) fn invalid(&self, reason: impl Into<String>) -> CheckpointFormatError {
-        CheckpointFormatError::Invalid {
+    /// A [`FormatError::InvalidInput`]: the record breaks a rule of the format at the
+    /// current offset.
+    pub(crate) fn invalid(&self, reason: impl Into<String>) -> FormatError {
+        FormatError::InvalidInput {
             file: self.file.to_string(),
-            offset: self.out.len() as u64,
-            reason: reason.into(),
+            reason: format!("at byte {}: {}", self.out.len(), reason.into()),
         }
     }
 
