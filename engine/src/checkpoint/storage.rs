@@ -1,12 +1,12 @@
 //! The interface of checkpoint storage: where state files are written and read, and how
 //! checkpoints complete, abort and are found again.
 
-use std::fmt;
+use std::{fmt, io};
 
 use super::completed::CompletedCheckpoint;
 use super::handle::{KeyedStateHandle, OperatorStateHandle, StateFile, SubtaskState};
 use super::{CheckpointId, SnapshotKind};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::key_group::KeyGroupRange;
 use crate::storage::ReadableFile;
 
@@ -127,7 +127,8 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
 
     /// Opens a state file of a handle for random-access reads, checking that its length is
     /// the size the handle records ([`Error::StateFileSize`](crate::Error::StateFileSize)
-    /// otherwise).
+    /// otherwise). The file implements [`flowstate_formats::RandomAccess`], so the formats'
+    /// readers (a snapshot reader seeking to the key groups it restores) read it directly.
     fn open_state_file(&self, file: &StateFile) -> Result<Box<dyn ReadableFile>>;
 
     /// Completes the snapshot `target` with the state every task reported: checks that
@@ -216,5 +217,46 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     /// Aborts checkpoint `id`; see [`abort`](CheckpointStorage::abort).
     fn abort_checkpoint(&self, id: CheckpointId) -> Result<()> {
         self.abort(&SnapshotTarget::checkpoint(id))
+    }
+}
+
+/// Storage files are what the formats' readers read: a failed read keeps its
+/// `io::ErrorKind` (`UnexpectedEof` past the end) and carries the engine's error, path
+/// included.
+impl flowstate_formats::RandomAccess for dyn ReadableFile {
+    fn len(&self) -> u64 {
+        ReadableFile::len(self)
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        ReadableFile::read_at(self, offset, buf).map_err(|err| {
+            let kind = match &err {
+                Error::Io { source, .. } => source.kind(),
+                _ => io::ErrorKind::Other,
+            };
+            io::Error::new(kind, err)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flowstate_formats::RandomAccess;
+
+    use super::*;
+    use crate::storage::{MemStorage, Storage};
+
+    #[test]
+    fn storage_files_are_random_access_sources_for_the_formats() {
+        let storage = MemStorage::new();
+        storage.write_atomic("f", b"0123456789").unwrap();
+        let file: Box<dyn ReadableFile> = storage.open("f").unwrap();
+        assert_eq!(RandomAccess::len(&file), 10);
+        let mut buf = [0u8; 3];
+        RandomAccess::read_at(&file, 4, &mut buf).unwrap();
+        assert_eq!(&buf, b"456");
+        let err = RandomAccess::read_at(&file, 8, &mut buf).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(err.to_string().contains('f'), "{err}");
     }
 }
