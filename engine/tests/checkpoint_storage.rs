@@ -460,7 +460,8 @@ fn the_memory_limit_fails_an_oversized_state_file(f: Fixture) {
     }
     // A smaller configured limit.
     if f.imp == Impl::Memory {
-        let small = MemoryCheckpointStorage::with_limit(100, FsCheckpointOptions::default());
+        let small =
+            MemoryCheckpointStorage::with_limit(100, FsCheckpointOptions::default()).unwrap();
         assert_eq!(small.max_state_size(), 100);
         let err = small
             .write_operator_state(&target, "op", &[0; 101])
@@ -472,6 +473,9 @@ fn the_memory_limit_fails_an_oversized_state_file(f: Fixture) {
         small
             .write_operator_state(&target, "op", &[0; 100])
             .unwrap();
+        let none = FsCheckpointOptions::default().with_retained(0);
+        let err = MemoryCheckpointStorage::with_limit(100, none).unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig(_)), "{err:?}");
     }
 }
 
@@ -829,3 +833,23 @@ suite!(fs_mem, Fixture::fs_mem());
 suite!(memory, Fixture::memory());
 crash_suite!(fs_mem_crash, Fixture::fs_mem());
 crash_suite!(memory_crash, Fixture::memory());
+
+#[test]
+fn fs_checkpoint_storage_new_opens_a_local_directory_with_the_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("checkpoints");
+    let storage = FsCheckpointStorage::new(&root).unwrap();
+    assert_eq!(storage.retained(), 1);
+    take_checkpoint(&storage, 1, 1).unwrap();
+    take_checkpoint(&storage, 2, 1).unwrap();
+    assert!(root.join("chk-2/_metadata").is_file());
+    assert!(
+        !root.join("chk-1").exists(),
+        "one checkpoint is retained by default"
+    );
+    assert!(root.join("shared").is_dir() && root.join("taskowned").is_dir());
+    let err =
+        FsCheckpointStorage::open_local(&root, FsCheckpointOptions::default().with_retained(0))
+            .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Usage);
+}

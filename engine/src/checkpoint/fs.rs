@@ -118,6 +118,12 @@ impl FsCheckpointStorage {
         Self::open_with_limit(storage, options, None)
     }
 
+    /// Opens checkpoint storage in local directory `dir` (created if missing) with the
+    /// default options: one retained checkpoint, the system clock.
+    pub fn new(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_local(dir, FsCheckpointOptions::default())
+    }
+
     /// Opens checkpoint storage in local directory `dir` (created if missing); see
     /// [`open`](FsCheckpointStorage::open).
     pub fn open_local(dir: impl AsRef<Path>, options: FsCheckpointOptions) -> Result<Self> {
@@ -172,7 +178,7 @@ impl FsCheckpointStorage {
         }
         let mut removed_at_root = false;
         for name in self.storage.list_dir(ROOT)? {
-            if is_temp_name(&name) {
+            if is_temp_name(&name) && self.storage.list_dir(&name).is_err() {
                 self.storage.remove_file(&name)?;
                 removed_at_root = true;
             } else if let Some(id) = CheckpointId::from_dir_name(&name) {

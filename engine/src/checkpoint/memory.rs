@@ -41,14 +41,18 @@ impl Default for MemoryCheckpointStorage {
 impl MemoryCheckpointStorage {
     /// Empty storage with the default limit and options (one retained checkpoint).
     pub fn new() -> Self {
-        MemoryCheckpointStorage::with_limit(DEFAULT_MAX_STATE_SIZE, FsCheckpointOptions::default())
+        MemoryCheckpointStorage::open(
+            MemStorage::new(),
+            DEFAULT_MAX_STATE_SIZE,
+            FsCheckpointOptions::default(),
+        )
+        .expect("the default options are valid, and a new MemStorage injects no fault")
     }
 
-    /// Empty storage whose state files may hold at most `max_state_size` bytes each.
-    pub fn with_limit(max_state_size: u64, options: FsCheckpointOptions) -> Self {
-        MemoryCheckpointStorage::open(MemStorage::new(), max_state_size, options).expect(
-            "opening checkpoint storage on a new MemStorage, which injects no fault, cannot fail",
-        )
+    /// Empty storage whose state files may hold at most `max_state_size` bytes each. Fails
+    /// only on invalid options (a retention of 0).
+    pub fn with_limit(max_state_size: u64, options: FsCheckpointOptions) -> Result<Self> {
+        MemoryCheckpointStorage::open(MemStorage::new(), max_state_size, options)
     }
 
     /// Storage on `memory`, which may already hold checkpoints (for instance after a
