@@ -184,16 +184,14 @@ impl FsCheckpointStorage {
             } else if let Some(id) = CheckpointId::from_dir_name(&name) {
                 if self.storage.exists(&metadata_path(&name))? {
                     self.remove_unlisted_files(id)?;
-                } else {
-                    self.storage.remove_dir_all(&name)?;
-                    removed_at_root = true;
                 }
             }
         }
         if created || removed_at_root {
             self.storage.sync_dir(ROOT)?;
         }
-        self.collect_garbage_locked(&mut inner)
+        // Nothing is in progress at start-up: every incomplete checkpoint is garbage.
+        self.collect_garbage_locked(&mut inner, true)
     }
 
     /// Removes the entries of completed checkpoint `id`'s directory that its `_metadata`
@@ -246,14 +244,13 @@ impl FsCheckpointStorage {
     /// Retention: deletes completed checkpoints beyond the newest `retained` (their
     /// `_metadata` first, so that a crash half-way leaves an incomplete directory, never a
     /// checkpoint with missing files) and incomplete checkpoints older than the newest
-    /// completed one. A checkpoint directory a retained checkpoint lists a file of is kept.
-    fn collect_garbage_locked(&self, inner: &mut Inner) -> Result<()> {
+    /// completed one, or all of them `at_start`. A checkpoint directory a retained checkpoint
+    /// lists a file of is kept.
+    fn collect_garbage_locked(&self, inner: &mut Inner, at_start: bool) -> Result<()> {
         let (complete, incomplete) = self.scan()?;
         let split = complete.len().saturating_sub(self.retained);
         let (subsumed, retained) = complete.split_at(split);
-        let Some(&newest) = retained.last() else {
-            return Ok(());
-        };
+        let newest = retained.last().copied();
         // Directories retained checkpoints list files in; `None` if one cannot be read.
         let mut referenced = Some(BTreeSet::new());
         for &id in retained {
@@ -282,7 +279,7 @@ impl FsCheckpointStorage {
         }
         for &id in incomplete
             .iter()
-            .filter(|&&id| id < newest && deletable(id))
+            .filter(|&&id| (at_start || newest.is_some_and(|n| id < n)) && deletable(id))
         {
             let dir = id.dir_name();
             self.storage.remove_dir_all(&dir)?;
@@ -460,7 +457,7 @@ impl CheckpointStorage for FsCheckpointStorage {
         if target.kind() == SnapshotKind::Checkpoint {
             // The checkpoint is complete and durable: a failed deletion only leaves garbage
             // for the next completion, `collect_garbage` or start-up.
-            let _ = self.collect_garbage_locked(&mut inner);
+            let _ = self.collect_garbage_locked(&mut inner, false);
         }
         Ok(checkpoint)
     }
@@ -524,7 +521,7 @@ impl CheckpointStorage for FsCheckpointStorage {
 
     fn collect_garbage(&self) -> Result<()> {
         let mut inner = self.lock();
-        self.collect_garbage_locked(&mut inner)
+        self.collect_garbage_locked(&mut inner, false)
     }
 }
 
