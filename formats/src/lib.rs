@@ -59,7 +59,10 @@ pub mod checkpoint;
 pub mod codec;
 mod cursor;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod limits;
+pub mod operator;
 mod random_access;
 mod record;
 pub mod snapshot;

@@ -1,0 +1,366 @@
+//! Properties checked by the fuzz targets under `fuzz/`, kept in the crate so that the targets
+//! and the ordinary tests that replay their corpora (engine/tests/fuzz_corpus.rs) run the very
+//! same code; and the helpers the crate's own tests use to decode whole files and to forge
+//! checksums.
+//!
+//! Each `check_*` function panics when its property fails: that is how a fuzzer learns of a
+//! bug. Nothing in the engine calls them.
+
+use crate::codec::checksum::crc32;
+use crate::operator::{OperatorState, OperatorStateData, OperatorStateReader, OperatorStateWriter};
+use crate::snapshot::{
+    OwnedValue, SnapshotMeta, SnapshotReader, SnapshotWriter, SnapshotWriterOptions,
+};
+use crate::{Compression, FormatError, ReadLimits};
+
+/// One decoded snapshot entry: key group, state index, key, namespace, value.
+pub type Entry = (u16, u32, Vec<u8>, Vec<u8>, OwnedValue);
+
+/// The name the properties give the files they decode.
+pub const FILE_NAME: &str = "fuzz-input";
+
+/// The limits the properties decode with: small, so that a fuzzer's memory stays small.
+pub fn fuzz_limits() -> ReadLimits {
+    ReadLimits {
+        max_block_len: 1 << 20,
+        max_meta_len: 1 << 20,
+    }
+}
+
+/// Opens `bytes` as a snapshot and reads every key group, in order.
+pub fn decode_snapshot(
+    bytes: &[u8],
+    limits: ReadLimits,
+) -> Result<(SnapshotMeta, Vec<Entry>), FormatError> {
+    let reader = SnapshotReader::open_with_limits(bytes, FILE_NAME, limits)?;
+    let mut entries = Vec::new();
+    reader.read_all(|kg, e| {
+        entries.push((
+            kg,
+            e.state_index,
+            e.key.to_vec(),
+            e.namespace.to_vec(),
+            e.value.to_owned_value(),
+        ));
+        Ok::<_, FormatError>(())
+    })?;
+    Ok((reader.meta().clone(), entries))
+}
+
+/// Writes `entries` (sorted as a reader returns them) as a snapshot of `meta`.
+pub fn encode_snapshot(
+    meta: &SnapshotMeta,
+    entries: &[Entry],
+    compression: Compression,
+    block_size: usize,
+) -> Result<Vec<u8>, FormatError> {
+    let mut out = Vec::new();
+    let mut w = SnapshotWriter::with_options(
+        &mut out,
+        meta,
+        SnapshotWriterOptions {
+            compression,
+            block_size,
+            file_name: FILE_NAME.to_owned(),
+        },
+    )?;
+    let mut open: Option<u16> = None;
+    for (kg, state, key, ns, value) in entries {
+        if open != Some(*kg) {
+            if open.is_some() {
+                w.end_key_group()?;
+            }
+            w.begin_key_group(*kg)?;
+            open = Some(*kg);
+        }
+        w.add_entry(*state, key, ns, value.as_entry_value())?;
+    }
+    if open.is_some() {
+        w.end_key_group()?;
+    }
+    w.finish()?;
+    Ok(out)
+}
+
+fn get_u32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(
+        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
+}
+
+fn get_u64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(
+        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
+}
+
+fn put_u32(b: &mut [u8], at: usize, v: u32) {
+    if let Some(dst) = at.checked_add(4).and_then(|end| b.get_mut(at..end)) {
+        dst.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+fn range(offset: u64, len: u64, total: usize) -> Option<std::ops::Range<usize>> {
+    let start = usize::try_from(offset).ok()?;
+    let end = start.checked_add(usize::try_from(len).ok()?)?;
+    (end <= total).then_some(start..end)
+}
+
+/// Recomputes, as far as the structure can be followed, every CRC of a snapshot file (the
+/// blocks the index points at, the meta block, the index, the footer), so that damage behind
+/// the checksums reaches the parser. Never panics, whatever `b` holds.
+pub fn repair_snapshot_checksums(b: &mut [u8]) {
+    let len = b.len();
+    let Some(f) = len.checked_sub(crate::snapshot::FOOTER_LEN as usize) else {
+        return;
+    };
+    let (Some(meta_off), Some(meta_len), Some(index_off), Some(index_len)) = (
+        get_u64(b, f),
+        get_u32(b, f + 8),
+        get_u64(b, f + 16),
+        get_u32(b, f + 24),
+    ) else {
+        return;
+    };
+    if let Some(index) = range(index_off, index_len.into(), len) {
+        let slots = b[index.clone()].get(4..).unwrap_or_default().to_vec();
+        for slot in slots.chunks_exact(24) {
+            let (Some(off), Some(l)) = (get_u64(slot, 0), get_u64(slot, 8)) else {
+                continue;
+            };
+            let Some(group) = range(off, l, len) else {
+                continue;
+            };
+            let mut pos = group.start;
+            while pos + 15 <= group.end {
+                let Some(stored) = get_u32(b, pos + 7) else {
+                    break;
+                };
+                let body_end = pos + 11 + stored as usize;
+                if body_end + 4 > group.end {
+                    break;
+                }
+                let crc = crc32(&b[pos..body_end]);
+                put_u32(b, body_end, crc);
+                pos = body_end + 4;
+            }
+        }
+        let crc = crc32(&b[index]);
+        put_u32(b, f + 28, crc);
+    }
+    if let Some(meta) = range(meta_off, meta_len.into(), len) {
+        let crc = crc32(&b[meta]);
+        put_u32(b, f + 12, crc);
+    }
+    let crc = crc32(&b[f..f + 40]);
+    put_u32(b, f + 40, crc);
+}
+
+/// Recomputes every CRC of an operator-state file that its block lengths lead to, and the
+/// footer's. Never panics, whatever `b` holds.
+pub fn repair_operator_state_checksums(b: &mut [u8]) {
+    let Some(f) = b.len().checked_sub(crate::operator::FOOTER_LEN as usize) else {
+        return;
+    };
+    let mut pos = crate::operator::HEADER_LEN as usize;
+    while pos + 8 <= f {
+        let Some(l) = get_u32(b, pos) else { break };
+        let body_end = pos + 4 + l as usize;
+        if body_end + 4 > f {
+            break;
+        }
+        let crc = crc32(&b[pos..body_end]);
+        put_u32(b, body_end, crc);
+        pos = body_end + 4;
+    }
+    let crc = crc32(&b[f..f + 4]);
+    put_u32(b, f + 4, crc);
+}
+
+fn check_error(err: &FormatError, len: usize) {
+    assert_eq!(
+        err.file(),
+        Some(FILE_NAME),
+        "the error names the file: {err}"
+    );
+    if let Some(offset) = err.offset() {
+        assert!(
+            offset <= len as u64,
+            "offset {offset} past the end ({len}): {err}"
+        );
+    }
+    assert!(
+        err.is_corruption(),
+        "a damaged file is not a misuse or an I/O error: {err}"
+    );
+}
+
+/// The property of the `snapshot_decode` fuzz target. The first byte selects a mode: bit 0
+/// recomputes the checksums first ([`repair_snapshot_checksums`]) so that the parser behind
+/// them is exercised. Then, on the rest:
+///
+/// - decoding returns a value or an error naming the file and an offset within it, never a
+///   panic and never an allocation beyond the [`fuzz_limits`];
+/// - what decodes re-encodes (the writer accepts everything the reader does), the re-encoding
+///   decodes to the same content, and encoding twice gives the same bytes;
+/// - reading key groups one at a time in descending order gives what the sequential read gave.
+pub fn check_snapshot_decode(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let mut bytes = rest.to_vec();
+    if mode & 1 == 1 {
+        repair_snapshot_checksums(&mut bytes);
+    }
+    let (meta, entries) = match decode_snapshot(&bytes, fuzz_limits()) {
+        Ok(decoded) => decoded,
+        Err(err) => return check_error(&err, bytes.len()),
+    };
+    let reader = SnapshotReader::open_with_limits(&bytes[..], FILE_NAME, fuzz_limits())
+        .expect("a file that decoded opens again");
+    assert_eq!(reader.entry_count(), entries.len() as u64);
+    let mut by_group = Vec::new();
+    for kg in reader.key_group_range().rev() {
+        let mut group = Vec::new();
+        reader
+            .read_key_group(kg, |e| {
+                group.push((
+                    kg,
+                    e.state_index,
+                    e.key.to_vec(),
+                    e.namespace.to_vec(),
+                    e.value.to_owned_value(),
+                ));
+                Ok::<_, FormatError>(())
+            })
+            .expect("a key group that decoded in sequence decodes alone");
+        by_group.push(group);
+    }
+    let by_group: Vec<Entry> = by_group.into_iter().rev().flatten().collect();
+    assert_eq!(
+        by_group, entries,
+        "random access and sequential reads agree"
+    );
+
+    for compression in [Compression::None, Compression::Lz4] {
+        let again = encode_snapshot(&meta, &entries, compression, 4096)
+            .expect("the writer accepts what the reader accepted");
+        let (meta2, entries2) =
+            decode_snapshot(&again, ReadLimits::default()).expect("a re-encoding decodes");
+        assert_eq!(meta2, meta);
+        assert_eq!(entries2, entries);
+        let third = encode_snapshot(&meta, &entries, compression, 4096)
+            .expect("the writer accepts what it accepted before");
+        assert_eq!(third, again, "encoding is deterministic");
+    }
+}
+
+/// Opens `bytes` as an operator-state file and reads every state.
+pub fn decode_operator_state(
+    bytes: &[u8],
+    limits: ReadLimits,
+) -> Result<Vec<OperatorState>, FormatError> {
+    OperatorStateReader::open_with_limits(bytes, FILE_NAME, limits)?.read_all()
+}
+
+/// Writes `states`, in order, as an operator-state file.
+pub fn encode_operator_state(states: &[OperatorState]) -> Result<Vec<u8>, FormatError> {
+    let mut out = Vec::new();
+    let mut w = OperatorStateWriter::new(&mut out, FILE_NAME)?;
+    for s in states {
+        match &s.data {
+            OperatorStateData::List(items) => w.write_list_state(&s.meta, items)?,
+            OperatorStateData::Map(pairs) => {
+                w.write_map_state(&s.meta, pairs.iter().map(|(k, v)| (k, v)))?
+            }
+        }
+    }
+    w.finish()?;
+    Ok(out)
+}
+
+/// The property of the `operator_state_decode` fuzz target. The first byte selects a mode: bit
+/// 0 recomputes the checksums first ([`repair_operator_state_checksums`]). Then, on the rest:
+/// decoding returns the states or an error naming the file and an offset within it, never a
+/// panic; and what decodes re-encodes to exactly the same bytes (the format has one encoding
+/// per content).
+pub fn check_operator_state_decode(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let mut bytes = rest.to_vec();
+    if mode & 1 == 1 {
+        repair_operator_state_checksums(&mut bytes);
+    }
+    match decode_operator_state(&bytes, fuzz_limits()) {
+        Err(err) => check_error(&err, bytes.len()),
+        Ok(states) => {
+            let again = encode_operator_state(&states)
+                .expect("the writer accepts what the reader accepted");
+            assert_eq!(again, bytes, "one encoding per content");
+        }
+    }
+}
+
+/// Recomputes the CRC-32 trailer of a framed checkpoint file (`_metadata` or a state handle
+/// standing alone): the last four bytes become the CRC of everything before them.
+pub fn repair_checkpoint_checksum(b: &mut [u8]) {
+    if let Some(n) = b.len().checked_sub(4) {
+        let crc = crc32(&b[..n]);
+        b[n..].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// Decodes `bytes` with a checkpoint decoder and, if that succeeds, checks that the value
+/// re-encodes to exactly `bytes`; an error must name the file as [`check_error`] says.
+fn checkpoint_round_trip<T>(
+    bytes: &[u8],
+    decode: fn(&[u8], &str) -> Result<T, FormatError>,
+    encode: fn(&T, &str) -> Result<Vec<u8>, FormatError>,
+) {
+    match decode(bytes, FILE_NAME) {
+        Err(err) => check_error(&err, bytes.len()),
+        Ok(value) => {
+            let again =
+                encode(&value, FILE_NAME).expect("the encoder accepts what the decoder accepted");
+            assert_eq!(again, bytes, "one encoding per content");
+        }
+    }
+}
+
+/// The property of the `metadata_decode` fuzz target. The first byte selects a mode: bit 0
+/// recomputes the CRC trailer first ([`repair_checkpoint_checksum`]) so that the structural
+/// checks behind it are exercised; `(mode >> 1) % 3` picks the decoder: the checkpoint
+/// `_metadata`, a keyed state handle or an operator state handle standing alone. Then, on the
+/// rest: decoding returns a value or an error naming the file and an offset within it, never
+/// a panic and never an allocation beyond what the input can hold; and what decodes
+/// re-encodes to exactly the same bytes.
+pub fn check_metadata_decode(data: &[u8]) {
+    use crate::checkpoint::{
+        CheckpointMetadataRecord, KeyedStateHandleRecord, OperatorStateHandleRecord,
+    };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let mut bytes = rest.to_vec();
+    if mode & 1 == 1 {
+        repair_checkpoint_checksum(&mut bytes);
+    }
+    match (mode >> 1) % 3 {
+        0 => checkpoint_round_trip(
+            &bytes,
+            CheckpointMetadataRecord::decode,
+            CheckpointMetadataRecord::encode,
+        ),
+        1 => checkpoint_round_trip(
+            &bytes,
+            KeyedStateHandleRecord::decode,
+            KeyedStateHandleRecord::encode,
+        ),
+        _ => checkpoint_round_trip(
+            &bytes,
+            OperatorStateHandleRecord::decode,
+            OperatorStateHandleRecord::encode,
+        ),
+    }
+}

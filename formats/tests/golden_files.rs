@@ -1,0 +1,117 @@
+//! Golden files pin the bytes of the snapshot and operator-state formats (spec/formats.md
+//! sections 3 and 4). The deterministic input of `common` must encode to exactly the committed
+//! files, and the committed files must decode to that input: changing a layout without
+//! bumping its version breaks this test.
+//!
+//! After a deliberate change (with a version bump), rewrite the files with
+//! `FLOWSTATE_BLESS=1 cargo test -p flowstate-formats --test golden_files`, and copy them into
+//! the fuzz corpora (`fuzz/corpus/snapshot_decode/`, `fuzz/corpus/operator_state_decode/`,
+//! each with a leading mode byte) as the fuzz README says.
+//!
+//! The compressed files also pin the output of `lz4_flex` and `zstd`: if a library upgrade
+//! changes its output, check that the old files still decode (part (b)) and bless.
+
+mod common;
+
+use std::fs;
+
+use common::*;
+use flowstate_formats::fuzzing;
+use flowstate_formats::snapshot::SnapshotReader;
+use flowstate_formats::{CompressionKind, ReadLimits};
+
+fn bless() -> bool {
+    std::env::var_os("FLOWSTATE_BLESS").is_some_and(|v| v == "1")
+}
+
+fn check_bytes(name: &str, bytes: &[u8]) {
+    let path = golden_dir().join(name);
+    if bless() {
+        fs::write(&path, bytes).expect("the golden directory is writable");
+    }
+    let committed = golden(name);
+    assert!(
+        committed == bytes,
+        "{name} differs from what the writer produces now ({} bytes committed, {} now): a \
+         format change needs a version bump, then FLOWSTATE_BLESS=1",
+        committed.len(),
+        bytes.len()
+    );
+}
+
+#[test]
+fn snapshots_encode_to_the_committed_bytes() {
+    for (name, compression) in GOLDEN_SNAPSHOTS {
+        check_bytes(name, &encode_golden(compression));
+    }
+}
+
+#[test]
+fn operator_state_encodes_to_the_committed_bytes() {
+    check_bytes(GOLDEN_OPERATOR_STATE, &encode_golden_operator_state());
+}
+
+#[test]
+fn committed_snapshots_decode_to_the_input() {
+    for (name, compression) in GOLDEN_SNAPSHOTS {
+        let bytes = golden(name);
+        let (meta, entries) = decode(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(meta, golden_meta(), "{name}");
+        assert_eq!(entries, golden_entries(), "{name}");
+
+        let r = SnapshotReader::open(&bytes[..], name).unwrap();
+        assert_eq!(r.entry_count(), golden_entries().len() as u64);
+        let groups: Vec<u16> = r.locations().map(|l| l.key_group).collect();
+        assert_eq!(groups, [10, 12, 15, 17], "{name}: the non-empty key groups");
+        // Key group 15 spans several blocks (GOLDEN_BLOCK_SIZE), which the file must show:
+        // its span is longer than one block of at most the block size plus framing.
+        let kg15 = r.location(15).unwrap();
+        assert!(kg15.len > 2 * 15, "{name}: {kg15:?}");
+        // Every block of a compressed file that shrinks is stored compressed: at least the
+        // first block of key group 15 (repetitive list elements) must be.
+        let first_code = bytes[kg15.offset as usize + 2];
+        let expected = compression.kind();
+        assert_eq!(
+            CompressionKind::from_code(first_code),
+            Some(expected),
+            "{name}: compression of key group 15's first block"
+        );
+    }
+}
+
+#[test]
+fn key_group_fifteen_spans_several_blocks() {
+    // Walk the blocks of key group 15 in the uncompressed golden file by their headers.
+    let bytes = golden("snapshot_none_v1.bin");
+    let r = SnapshotReader::open(&bytes[..], "snapshot_none_v1.bin").unwrap();
+    let loc = r.location(15).unwrap();
+    let (mut pos, end, mut blocks) = (loc.offset as usize, (loc.offset + loc.len) as usize, 0);
+    while pos < end {
+        assert_eq!(u16::from_le_bytes([bytes[pos], bytes[pos + 1]]), 15);
+        let stored = u32::from_le_bytes(bytes[pos + 7..pos + 11].try_into().unwrap());
+        pos += 15 + stored as usize;
+        blocks += 1;
+    }
+    assert_eq!(pos, end);
+    assert!(blocks >= 3, "key group 15 has {blocks} blocks");
+}
+
+#[test]
+fn committed_operator_state_decodes_to_the_input() {
+    let bytes = golden(GOLDEN_OPERATOR_STATE);
+    let states = fuzzing::decode_operator_state(&bytes, ReadLimits::default()).unwrap();
+    assert_eq!(states, golden_operator_states());
+}
+
+#[test]
+fn the_golden_files_start_and_end_with_their_magic() {
+    for (name, _) in GOLDEN_SNAPSHOTS {
+        let b = golden(name);
+        assert_eq!(&b[..8], b"FLOWSNAP");
+        assert_eq!(&b[b.len() - 8..], b"FLOWSNAP");
+        assert_eq!(&b[8..12], &1u32.to_le_bytes());
+    }
+    let b = golden(GOLDEN_OPERATOR_STATE);
+    assert_eq!(&b[..8], b"FLOWOPST");
+    assert_eq!(&b[b.len() - 8..], b"FLOWOPST");
+}
