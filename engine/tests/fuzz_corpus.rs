@@ -72,3 +72,121 @@ fn state_ops_property_holds_on_random_sequences() {
         flowstate::fuzzing::check_state_ops(&bytes);
     }
 }
+
+/// The seed of `target` named `name`, with its mode byte applied: the bytes the property
+/// decodes.
+fn prepared_seed(target: &str, name: &str, repair: fn(&mut [u8])) -> Vec<u8> {
+    let bytes = corpus(target)
+        .into_iter()
+        .find(|(p, _)| p.file_name().is_some_and(|f| f == name))
+        .unwrap_or_else(|| panic!("seed {target}/{name}"))
+        .1;
+    let mut rest = bytes[1..].to_vec();
+    if bytes[0] & 1 == 1 {
+        repair(&mut rest);
+    }
+    rest
+}
+
+#[test]
+fn snapshot_decode_corpus_replays_without_failure() {
+    let inputs = corpus("snapshot_decode");
+    assert!(inputs.len() >= 20, "the seed corpus is present");
+    for (path, bytes) in inputs {
+        let result =
+            std::panic::catch_unwind(|| flowstate_formats::fuzzing::check_snapshot_decode(&bytes));
+        assert!(result.is_ok(), "corpus input {} fails", path.display());
+    }
+}
+
+#[test]
+fn snapshot_decode_seeds_reach_past_the_checksums() {
+    use flowstate_formats::fuzzing::{decode_snapshot, fuzz_limits, repair_snapshot_checksums};
+    use flowstate_formats::FormatError;
+
+    // The property is not vacuous: the golden seeds decode (so their re-encoding is compared),
+    // and the damaged seeds with repaired checksums fail in the structure, not in a CRC.
+    let seed = |name| prepared_seed("snapshot_decode", name, repair_snapshot_checksums);
+    for name in ["golden_none", "golden_lz4_repaired", "golden_zstd"] {
+        let (_, entries) = decode_snapshot(&seed(name), fuzz_limits()).unwrap();
+        assert_eq!(entries.len(), 22, "{name}");
+    }
+    for name in [
+        "repaired_unknown_state_index",
+        "repaired_entry_count_too_large",
+        "repaired_uncompressed_len_max",
+        "repaired_compression_code_9",
+        "repaired_block_key_group_11",
+        "repaired_total_entries_max",
+        "repaired_meta_state_kind_7",
+        "swapped_key_groups_12_17_repaired",
+        "zstd_uncompressed_len_plus_one_repaired",
+    ] {
+        let err = decode_snapshot(&seed(name), fuzz_limits()).unwrap_err();
+        assert!(
+            !matches!(err, FormatError::ChecksumMismatch { .. }),
+            "{name}: {err}"
+        );
+    }
+    // Every truncation of every seed is an error or content, never a panic.
+    for (_, bytes) in corpus("snapshot_decode") {
+        for cut in (0..bytes.len()).step_by(7) {
+            flowstate_formats::fuzzing::check_snapshot_decode(&bytes[..cut]);
+        }
+    }
+}
+
+#[test]
+fn operator_state_decode_corpus_replays_without_failure() {
+    let inputs = corpus("operator_state_decode");
+    assert!(inputs.len() >= 12, "the seed corpus is present");
+    for (path, bytes) in inputs {
+        let result = std::panic::catch_unwind(|| {
+            flowstate_formats::fuzzing::check_operator_state_decode(&bytes)
+        });
+        assert!(result.is_ok(), "corpus input {} fails", path.display());
+    }
+}
+
+#[test]
+fn operator_state_decode_seeds_reach_past_the_checksums() {
+    use flowstate_formats::fuzzing::{
+        decode_operator_state, fuzz_limits, repair_operator_state_checksums,
+    };
+    use flowstate_formats::FormatError;
+
+    let seed = |name| {
+        prepared_seed(
+            "operator_state_decode",
+            name,
+            repair_operator_state_checksums,
+        )
+    };
+    assert_eq!(
+        decode_operator_state(&seed("golden"), fuzz_limits())
+            .unwrap()
+            .len(),
+        3
+    );
+    assert!(decode_operator_state(&seed("no_states"), fuzz_limits())
+        .unwrap()
+        .is_empty());
+    for name in [
+        "repaired_count_max",
+        "repaired_block_len_max",
+        "repaired_mode_7",
+        "repaired_map_key_order",
+        "repaired_list_count_large",
+    ] {
+        let err = decode_operator_state(&seed(name), fuzz_limits()).unwrap_err();
+        assert!(
+            !matches!(err, FormatError::ChecksumMismatch { .. }),
+            "{name}: {err}"
+        );
+    }
+    for (_, bytes) in corpus("operator_state_decode") {
+        for cut in 0..bytes.len() {
+            flowstate_formats::fuzzing::check_operator_state_decode(&bytes[..cut]);
+        }
+    }
+}
