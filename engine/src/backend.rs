@@ -207,6 +207,51 @@ pub trait KeyedStateBackend<K: Key> {
     /// grow with the number of entries. Later writes do not change the view.
     fn snapshot_state(&mut self) -> Result<StateSnapshot>;
 
+    /// The synchronous phase of a checkpoint or savepoint: freezes every state (as
+    /// [`snapshot_state`](Self::snapshot_state)) and returns the asynchronous phase, which
+    /// writes it as state file `name` of `target` when its `run()` is called, on any thread.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use flowstate::*;
+    /// let storage: Arc<dyn CheckpointStorage> = Arc::new(MemoryCheckpointStorage::new());
+    /// let mut backend = Backend::<u64>::open(BackendConfig::heap())?;
+    /// let count = backend.register(ValueStateDescriptor::<u64>::new("count"))?;
+    /// backend.set_current_key(&7);
+    /// backend.value(&count).update(1)?;
+    ///
+    /// let pending = backend.snapshot(CheckpointId(1), &storage, "task-0")?; // microseconds
+    /// let written = std::thread::spawn(move || pending.run()).join().expect("no panic")?;
+    /// let task = SubtaskState::new("counter", 0, 1, 128).with_keyed(written.handle);
+    /// let done = storage.complete_checkpoint(CheckpointId(1), vec![task])?;
+    ///
+    /// let handles = done.handles_for(backend.key_group_range());
+    /// let sources = FileRestoreSource::open_all(&*storage, &handles)?;
+    /// let sources: Vec<&dyn RestoreSource> = sources.iter().map(|s| s as _).collect();
+    /// let mut restored = Backend::<u64>::restore(BackendConfig::heap(), &sources)?;
+    /// let count = restored.register(ValueStateDescriptor::<u64>::new("count"))?;
+    /// restored.set_current_key(&7);
+    /// assert_eq!(restored.value(&count).get()?, Some(1));
+    /// # Ok::<(), flowstate::Error>(())
+    /// ```
+    fn snapshot(
+        &mut self,
+        target: impl Into<crate::checkpoint::SnapshotTarget>,
+        storage: &std::sync::Arc<dyn crate::checkpoint::CheckpointStorage>,
+        name: &str,
+    ) -> Result<crate::checkpoint::PendingSnapshot>
+    where
+        Self: Sized,
+    {
+        let view = self.snapshot_state()?;
+        Ok(crate::checkpoint::PendingSnapshot::new(
+            view,
+            target.into(),
+            storage.clone(),
+            name,
+        ))
+    }
+
     /// Registers `descriptor` and returns its handle.
     fn register<D: StateDescriptor>(&mut self, descriptor: D) -> Result<D::Handle>
     where

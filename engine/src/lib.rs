@@ -57,9 +57,10 @@ pub mod storage;
 
 pub use backend::{Backend, BackendConfig, BackendKind, KeyedStateBackend};
 pub use checkpoint::{
-    CheckpointId, CheckpointStorage, CompletedCheckpoint, FsCheckpointOptions, FsCheckpointStorage,
-    KeyedStateHandle, MemoryCheckpointStorage, OperatorStateHandle, SnapshotKind, SnapshotTarget,
-    StateFile, StateFileWriter, SubtaskState,
+    CheckpointId, CheckpointStorage, CompletedCheckpoint, FileRestoreSource, FsCheckpointOptions,
+    FsCheckpointStorage, KeyedStateHandle, MemoryCheckpointStorage, OperatorStateHandle,
+    PendingSnapshot, SnapshotKind, SnapshotResult, SnapshotStats, SnapshotTarget, StateFile,
+    StateFileWriter, SubtaskState,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{Codec, CodecError};

@@ -1,0 +1,416 @@
+//! The asynchronous phase of a snapshot, and restore from state files.
+//!
+//! [`PendingSnapshot`] is what [`KeyedStateBackend::snapshot`](crate::KeyedStateBackend::snapshot)
+//! returns after the synchronous phase: a frozen view plus where to write it. `run()` writes the
+//! view as a canonical key-group snapshot file (spec/formats.md section 3) through a
+//! [`CheckpointStorage`] and returns the [`KeyedStateHandle`] that lists it; it is `Send +
+//! 'static`, so the embedder runs it on any thread while the task keeps processing records.
+//!
+//! [`FileRestoreSource`] reads such a file back, one key group at a time, as a
+//! [`RestoreSource`]: a restore at any parallelism opens the files of the handles that
+//! intersect its range and reads only its own key groups.
+
+use std::io::{self, BufWriter, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowstate_formats::operator::{
+    OperatorStateData as DataRecord, OperatorStateMeta as MetaRecord,
+    OperatorStateMode as ModeRecord, OperatorStateReader, OperatorStateWriter,
+};
+use flowstate_formats::snapshot::{
+    DecodedValue, EntryValue, SnapshotMeta, SnapshotReader, StateKind as KindRecord,
+    StateMetaRecord,
+};
+use flowstate_formats::{CodecRecord, Compression};
+
+use super::{CheckpointStorage, KeyedStateHandle, OperatorStateHandle, SnapshotTarget, StateFile};
+use crate::error::{Error, Result};
+use crate::key_group::KeyGroupRange;
+use crate::operator::{
+    OperatorStateData, OperatorStateMeta, OperatorStateMode, OperatorStateSnapshot,
+};
+use crate::snapshot::{EncodedEntry, EncodedState, RestoreSource, StateSnapshot};
+use crate::state::{CodecInfo, StateKind, StateMeta};
+use crate::storage::ReadableFile;
+
+fn codec_record(c: &CodecInfo) -> CodecRecord {
+    CodecRecord::new(c.name.clone(), c.version)
+}
+
+fn codec_info(c: &CodecRecord) -> CodecInfo {
+    CodecInfo {
+        name: c.name.clone(),
+        version: c.version,
+    }
+}
+
+fn kind_record(kind: StateKind) -> KindRecord {
+    match kind {
+        StateKind::Value => KindRecord::Value,
+        StateKind::List => KindRecord::List,
+        StateKind::Map => KindRecord::Map,
+        StateKind::Reducing => KindRecord::Reducing,
+        StateKind::Aggregating => KindRecord::Aggregating,
+    }
+}
+
+fn kind_of(kind: KindRecord) -> StateKind {
+    match kind {
+        KindRecord::Value => StateKind::Value,
+        KindRecord::List => StateKind::List,
+        KindRecord::Map => StateKind::Map,
+        KindRecord::Reducing => StateKind::Reducing,
+        KindRecord::Aggregating => StateKind::Aggregating,
+    }
+}
+
+/// The meta block of the canonical file for a frozen view.
+pub fn snapshot_meta(view: &StateSnapshot) -> SnapshotMeta {
+    let range = view.key_group_range();
+    SnapshotMeta {
+        max_parallelism: view.max_parallelism(),
+        key_group_start: range.start(),
+        key_group_end: range.end(),
+        key_codec: codec_record(view.key_codec()),
+        states: view
+            .states()
+            .iter()
+            .map(|s| {
+                let m = s.meta();
+                StateMetaRecord {
+                    name: m.name.clone(),
+                    kind: kind_record(m.kind),
+                    namespace: codec_record(&m.namespace),
+                    value: codec_record(&m.value),
+                    user_key: m.user_key.as_ref().map(codec_record),
+                    ttl_millis: None,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// What writing a snapshot file did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotStats {
+    /// Bytes of the file.
+    pub bytes: u64,
+    /// (key, namespace) entries written.
+    pub entries: u64,
+    /// Key groups with at least one entry.
+    pub key_groups: u64,
+    /// How long writing took.
+    pub duration: Duration,
+}
+
+/// Writes `view` as a canonical key-group snapshot to `out` (pass `&mut writer` to keep it).
+///
+/// Entries are sorted by (state, key bytes, namespace bytes) within each key group, so the
+/// bytes depend only on the state's content: the same state written by either backend gives the
+/// same file.
+pub fn write_canonical<W: Write>(
+    view: &StateSnapshot,
+    out: W,
+    compression: Compression,
+    file_name: &str,
+) -> Result<SnapshotStats> {
+    let started = Instant::now();
+    let meta = snapshot_meta(view);
+    let options = flowstate_formats::snapshot::SnapshotWriterOptions {
+        compression,
+        file_name: file_name.to_owned(),
+        ..Default::default()
+    };
+    let mut writer =
+        flowstate_formats::snapshot::SnapshotWriter::with_options(out, &meta, options)?;
+    let mut per_state: Vec<Vec<EncodedEntry>> = vec![Vec::new(); view.states().len()];
+    let mut key_groups = 0;
+    for kg in view.key_group_range().iter() {
+        let mut any = false;
+        for (index, state) in view.states().iter().enumerate() {
+            let bucket = &mut per_state[index];
+            bucket.clear();
+            state.visit_key_group(kg, &mut |e| bucket.push(e));
+            bucket.sort_unstable_by(|a, b| (&a.key, &a.namespace).cmp(&(&b.key, &b.namespace)));
+            any |= !bucket.is_empty();
+        }
+        if !any {
+            continue;
+        }
+        key_groups += 1;
+        writer.begin_key_group(kg)?;
+        for (index, entries) in per_state.iter().enumerate() {
+            for e in entries {
+                let value = match &e.state {
+                    EncodedState::Value(v) => EntryValue::Value(v),
+                    EncodedState::List(l) => EntryValue::List(l),
+                    EncodedState::Map(m) => EntryValue::Map(m),
+                };
+                writer.add_entry(index as u32, &e.key, &e.namespace, value)?;
+            }
+        }
+        writer.end_key_group()?;
+    }
+    let summary = writer.finish()?;
+    Ok(SnapshotStats {
+        bytes: summary.len,
+        entries: summary.entry_count,
+        key_groups,
+        duration: started.elapsed(),
+    })
+}
+
+/// Adapts a [`StateFileWriter`](super::StateFileWriter) to `std::io::Write`.
+struct FileSink(Box<dyn super::StateFileWriter>);
+
+impl Write for FileSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .write_all(buf)
+            .map(|()| buf.len())
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The asynchronous phase of a keyed snapshot: a frozen view and where to write it.
+///
+/// Created by [`KeyedStateBackend::snapshot`](crate::KeyedStateBackend::snapshot) in the
+/// synchronous phase; [`run`](Self::run) writes the file on whatever thread calls it.
+pub struct PendingSnapshot {
+    view: StateSnapshot,
+    target: SnapshotTarget,
+    storage: Arc<dyn CheckpointStorage>,
+    name: String,
+    compression: Compression,
+}
+
+impl std::fmt::Debug for PendingSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingSnapshot")
+            .field("target", &self.target)
+            .field("name", &self.name)
+            .field("view", &self.view)
+            .finish()
+    }
+}
+
+/// What a finished asynchronous phase returns: the handle to report, and figures.
+#[derive(Debug, Clone)]
+pub struct SnapshotResult {
+    /// The handle listing the written file; the embedder passes it to
+    /// [`CheckpointStorage::complete`].
+    pub handle: KeyedStateHandle,
+    /// What writing did.
+    pub stats: SnapshotStats,
+}
+
+impl PendingSnapshot {
+    /// A pending snapshot of `view`, to be written as state file `name` of `target`.
+    pub fn new(
+        view: StateSnapshot,
+        target: SnapshotTarget,
+        storage: Arc<dyn CheckpointStorage>,
+        name: impl Into<String>,
+    ) -> Self {
+        PendingSnapshot {
+            view,
+            target,
+            storage,
+            name: name.into(),
+            compression: Compression::None,
+        }
+    }
+
+    /// Compresses the file's blocks with `compression` (default: none).
+    pub fn with_compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// The frozen view being written.
+    pub fn view(&self) -> &StateSnapshot {
+        &self.view
+    }
+
+    /// Writes the file, publishes it (sync, atomic rename) and returns its handle. On an error
+    /// nothing is published; the embedder aborts the checkpoint.
+    pub fn run(self) -> Result<SnapshotResult> {
+        let writer = self.storage.create_state_file(&self.target, &self.name)?;
+        let path = writer.path().to_owned();
+        let mut sink = BufWriter::with_capacity(1 << 20, FileSink(writer));
+        let stats = write_canonical(&self.view, &mut sink, self.compression, &path)?;
+        let sink = sink
+            .into_inner()
+            .map_err(|e| Error::io(path.clone(), e.into_error()))?;
+        let file: StateFile = sink.0.finish()?;
+        let handle = KeyedStateHandle::new(self.view.key_group_range(), vec![file])?;
+        Ok(SnapshotResult { handle, stats })
+    }
+}
+
+/// A canonical key-group snapshot file read back as a [`RestoreSource`].
+pub struct FileRestoreSource {
+    reader: SnapshotReader<Box<dyn ReadableFile>>,
+    metas: Vec<StateMeta>,
+    key_codec: CodecInfo,
+    range: KeyGroupRange,
+}
+
+impl std::fmt::Debug for FileRestoreSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileRestoreSource")
+            .field("file", &self.reader.file_name())
+            .field("range", &self.range)
+            .finish()
+    }
+}
+
+impl FileRestoreSource {
+    /// Opens the snapshot file `file` of `storage` (footer, index and meta block only).
+    pub fn open(storage: &dyn CheckpointStorage, file: &StateFile) -> Result<Self> {
+        let source = storage.open_state_file(file)?;
+        let reader = SnapshotReader::open(source, file.path())?;
+        let meta = reader.meta();
+        let range = KeyGroupRange::new(meta.key_group_start, meta.key_group_end)?;
+        let metas = meta
+            .states
+            .iter()
+            .map(|s| StateMeta {
+                name: s.name.clone(),
+                kind: kind_of(s.kind),
+                namespace: codec_info(&s.namespace),
+                value: codec_info(&s.value),
+                user_key: s.user_key.as_ref().map(codec_info),
+            })
+            .collect();
+        let key_codec = codec_info(&meta.key_codec);
+        Ok(FileRestoreSource {
+            reader,
+            metas,
+            key_codec,
+            range,
+        })
+    }
+
+    /// Opens every file of `handles`.
+    pub fn open_all(
+        storage: &dyn CheckpointStorage,
+        handles: &[KeyedStateHandle],
+    ) -> Result<Vec<FileRestoreSource>> {
+        let mut sources = Vec::new();
+        for handle in handles {
+            for file in handle.files() {
+                sources.push(Self::open(storage, file)?);
+            }
+        }
+        Ok(sources)
+    }
+}
+
+impl RestoreSource for FileRestoreSource {
+    fn max_parallelism(&self) -> u32 {
+        self.reader.meta().max_parallelism
+    }
+    fn key_group_range(&self) -> KeyGroupRange {
+        self.range
+    }
+    fn key_codec(&self) -> &CodecInfo {
+        &self.key_codec
+    }
+    fn state_metas(&self) -> Vec<StateMeta> {
+        self.metas.clone()
+    }
+    fn read_key_group(
+        &self,
+        key_group: u16,
+        visit: &mut dyn FnMut(usize, EncodedEntry),
+    ) -> Result<()> {
+        self.reader.read_key_group::<Error>(key_group, |entry| {
+            let state = match entry.value {
+                DecodedValue::Value(v) => EncodedState::Value(v.to_vec()),
+                DecodedValue::List(items) => {
+                    EncodedState::List(items.map(<[u8]>::to_vec).collect())
+                }
+                DecodedValue::Map(pairs) => {
+                    EncodedState::Map(pairs.map(|(k, v)| (k.to_vec(), v.to_vec())).collect())
+                }
+            };
+            visit(
+                entry.state_index as usize,
+                EncodedEntry {
+                    key: entry.key.to_vec(),
+                    namespace: entry.namespace.to_vec(),
+                    state,
+                },
+            );
+            Ok(())
+        })?;
+        Ok(())
+    }
+}
+
+fn mode_record(mode: OperatorStateMode) -> ModeRecord {
+    match mode {
+        OperatorStateMode::Split => ModeRecord::SplitList,
+        OperatorStateMode::Union => ModeRecord::UnionList,
+        OperatorStateMode::Broadcast => ModeRecord::BroadcastMap,
+    }
+}
+
+/// Writes a task's operator state as state file `name` of `target` and returns its handle.
+pub fn write_operator_state(
+    storage: &dyn CheckpointStorage,
+    target: &SnapshotTarget,
+    name: &str,
+    snapshot: &OperatorStateSnapshot,
+) -> Result<OperatorStateHandle> {
+    let mut bytes = Vec::new();
+    let mut writer = OperatorStateWriter::new(&mut bytes, name)?;
+    for (meta, data) in &snapshot.states {
+        let record = MetaRecord {
+            name: meta.name.clone(),
+            mode: mode_record(meta.mode),
+            value: codec_record(&meta.value),
+            key: meta.key.as_ref().map(codec_record),
+        };
+        match data {
+            OperatorStateData::List(elements) => writer.write_list_state(&record, elements)?,
+            OperatorStateData::Map(map) => writer.write_map_state(&record, map.iter())?,
+        }
+    }
+    writer.finish()?;
+    storage.write_operator_state(target, name, &bytes)
+}
+
+/// Reads a task's operator state back from its handle.
+pub fn read_operator_state(
+    storage: &dyn CheckpointStorage,
+    handle: &OperatorStateHandle,
+) -> Result<OperatorStateSnapshot> {
+    let source = storage.open_state_file(handle.file())?;
+    let reader = OperatorStateReader::open(source, handle.file().path())?;
+    let mut states = Vec::new();
+    for state in reader.read_all()? {
+        let mode = match state.meta.mode {
+            ModeRecord::SplitList => OperatorStateMode::Split,
+            ModeRecord::UnionList => OperatorStateMode::Union,
+            ModeRecord::BroadcastMap => OperatorStateMode::Broadcast,
+        };
+        let meta = OperatorStateMeta {
+            name: state.meta.name,
+            mode,
+            value: codec_info(&state.meta.value),
+            key: state.meta.key.as_ref().map(codec_info),
+        };
+        let data = match state.data {
+            DataRecord::List(elements) => OperatorStateData::List(elements),
+            DataRecord::Map(pairs) => OperatorStateData::Map(pairs.into_iter().collect()),
+        };
+        states.push((meta, data));
+    }
+    Ok(OperatorStateSnapshot { states })
+}
