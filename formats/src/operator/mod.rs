@@ -7,7 +7,7 @@
 //!
 //! ## Format
 //!
-//! All integers little-endian; spec/formats.md section 4 draws every field.
+//! All integers little-endian; spec/formats.md section 7 draws every field.
 //!
 //! ```text
 //! header   "FLOWOPST" | version u32                                           12 bytes
@@ -137,4 +137,33 @@ pub struct OperatorState {
     pub meta: OperatorStateMeta,
     /// Its content, in the shape of its mode.
     pub data: OperatorStateData,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spec_example_is_these_bytes() {
+        // spec/formats.md section 7.4.
+        let mut out = Vec::new();
+        let mut w = OperatorStateWriter::new(&mut out, "f").unwrap();
+        let meta = OperatorStateMeta {
+            name: "o".into(),
+            mode: OperatorStateMode::UnionList,
+            value: CodecRecord::new("u8", 1),
+            key: None,
+        };
+        w.write_list_state(&meta, [[5u8]]).unwrap();
+        let summary = w.finish().unwrap();
+        let expected: Vec<u8> = "46 4c 4f 57 4f 50 53 54 01 00 00 00
+            0d 00 00 00 01 6f 01 02 75 38 01 00 00 00 01 01 05 b1 1d a2 bb
+            01 00 00 00 79 b8 f8 99 01 00 00 00 46 4c 4f 57 4f 50 53 54"
+            .split_whitespace()
+            .map(|t| u8::from_str_radix(t, 16).unwrap())
+            .collect();
+        assert_eq!(out, expected);
+        assert_eq!(summary.len, 53);
+        assert_eq!(summary.state_count, 1);
+    }
 }

@@ -20,7 +20,7 @@ use super::{
 /// lengths (4 bytes per state); [`read_state`](OperatorStateReader::read_state) reads and
 /// checks one state's block. Every error names the file and the byte offset; nothing read from
 /// the file sizes an allocation before it has been checked against the file's length and the
-/// [`ReadLimits`]. Layout: see [the module](super) and spec/formats.md section 4.
+/// [`ReadLimits`]. Layout: see [the module](super) and spec/formats.md section 7.
 #[derive(Debug)]
 pub struct OperatorStateReader<R> {
     source: R,

@@ -66,3 +66,70 @@ pub const MAX_PARALLELISM: u32 = 1 << 15;
 
 /// The uncompressed payload size at which a writer closes a block by default: 1 MiB.
 pub const DEFAULT_BLOCK_SIZE: usize = 1 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CodecRecord, Compression};
+
+    fn hex(s: &str) -> Vec<u8> {
+        s.split_whitespace()
+            .filter(|t| *t != "|")
+            .map(|t| u8::from_str_radix(t, 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_spec_example_is_these_bytes() {
+        // spec/formats.md section 3.10.
+        let meta = SnapshotMeta {
+            max_parallelism: 128,
+            key_group_start: 0,
+            key_group_end: 1,
+            key_codec: CodecRecord::new("u32", 1),
+            states: vec![StateMetaRecord {
+                name: "n".into(),
+                kind: StateKind::Value,
+                namespace: CodecRecord::new("unit", 1),
+                value: CodecRecord::new("u8", 1),
+                user_key: None,
+                ttl_millis: None,
+            }],
+        };
+        let mut out = Vec::new();
+        let mut w = SnapshotWriter::new(&mut out, &meta, Compression::None).unwrap();
+        w.begin_key_group(1).unwrap();
+        w.add_entry(0, &7u32.to_le_bytes(), b"", EntryValue::Value(&[42]))
+            .unwrap();
+        w.end_key_group().unwrap();
+        let summary = w.finish().unwrap();
+        let mut expected = hex("46 4c 4f 57 53 4e 41 50 01 00 00 00");
+        expected.extend(hex(
+            "80 00 00 00 | 00 00 | 01 00 | 03 75 33 32 01 00 00 00 | 01
+             01 6e | 00 | 04 75 6e 69 74 01 00 00 00 | 02 75 38 01 00 00 00 | 00 | 00 00 00 00 00 00 00 00",
+        ));
+        expected.extend(hex(
+            "01 00 | 00 | 0a 00 00 00 | 0a 00 00 00 | 00 01 04 07 00 00 00 00 01 2a | a1 85 5a 8a",
+        ));
+        expected.extend(hex("00 00 01 00"));
+        expected.extend([0; 24]);
+        expected.extend(hex(
+            "39 00 00 00 00 00 00 00 19 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00",
+        ));
+        expected.extend(hex(
+            "0c 00 00 00 00 00 00 00 2d 00 00 00 46 34 f3 f3 52 00 00 00 00 00 00 00 34 00 00 00 41 fe 79 6d
+             01 00 00 00 00 00 00 00 b4 35 e7 c5 01 00 00 00 46 4c 4f 57 53 4e 41 50",
+        ));
+        assert_eq!(out, expected);
+        assert_eq!(summary.len, 190);
+        assert_eq!(
+            summary.key_groups,
+            [KeyGroupLocation {
+                key_group: 1,
+                offset: 57,
+                len: 25,
+                entry_count: 1
+            }]
+        );
+    }
+}
