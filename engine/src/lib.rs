@@ -65,6 +65,7 @@ pub use checkpoint::{
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{Codec, CodecError};
 pub use error::{Error, ErrorKind, Result};
+pub use flowstate_formats::Compression;
 pub use heap::HeapBackend;
 pub use key_group::{key_group_for, KeyGroupRange};
 pub use snapshot::{EncodedEntry, EncodedState, RestoreSource, StateSnapshot, StateTableSnapshot};
