@@ -68,7 +68,9 @@ pub use error::{Error, ErrorKind, Result};
 pub use flowstate_formats::Compression;
 pub use heap::HeapBackend;
 pub use key_group::{key_group_for, KeyGroupRange};
-pub use snapshot::{EncodedEntry, EncodedState, RestoreSource, StateSnapshot, StateTableSnapshot};
+pub use snapshot::{
+    EncodedEntry, EncodedRun, EncodedState, RestoreSource, StateSnapshot, StateTableSnapshot,
+};
 pub use state::{
     AggregateFunction, AggregatingState, AggregatingStateDescriptor, CodecInfo, Key, ListState,
     ListStateDescriptor, MapState, MapStateDescriptor, MergingState, Namespace, ReducingState,

@@ -44,6 +44,192 @@ pub trait StateTableSnapshot: Send + Sync {
     /// Calls `visit` with every entry of key group `key_group`, in no particular order.
     /// Key groups outside the backend's range have no entries.
     fn visit_key_group(&self, key_group: u16, visit: &mut dyn FnMut(EncodedEntry));
+
+    /// Appends every entry of `key_group` to `run`, encoded (the same content as
+    /// [`visit_key_group`](Self::visit_key_group), without an allocation per entry where the
+    /// implementation can avoid it). The asynchronous phase writes files through this.
+    fn encode_key_group(&self, key_group: u16, run: &mut EncodedRun) {
+        self.visit_key_group(key_group, &mut |e| run.push_entry(e));
+    }
+}
+
+/// The encoded entries of one state in one key group, in one buffer: what the asynchronous
+/// phase sorts and writes. Reused from key group to key group, so writing a snapshot allocates
+/// little per entry.
+#[derive(Debug, Default)]
+pub struct EncodedRun {
+    bytes: Vec<u8>,
+    entries: Vec<RunEntry>,
+    lists: Vec<Vec<Vec<u8>>>,
+    maps: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RunEntry {
+    /// The first eight key bytes, big-endian and zero-padded: most comparisons end here.
+    prefix: u64,
+    start: u32,
+    key_end: u32,
+    ns_end: u32,
+    value: RunValue,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum RunValue {
+    /// The value's bytes end here (they start at `ns_end`).
+    Bytes(u32),
+    List(u32),
+    Map(u32),
+}
+
+/// One entry of an [`EncodedRun`], borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct RunEntryRef<'a> {
+    /// The key's encoding.
+    pub key: &'a [u8],
+    /// The namespace's encoding.
+    pub namespace: &'a [u8],
+    /// The state's encoding.
+    pub state: RunStateRef<'a>,
+}
+
+/// The state of one [`RunEntryRef`].
+#[derive(Debug, Clone, Copy)]
+pub enum RunStateRef<'a> {
+    /// A value, reducing value or accumulator.
+    Value(&'a [u8]),
+    /// The elements of a list.
+    List(&'a [Vec<u8>]),
+    /// The (user key, value) pairs of a map, ordered by user-key bytes.
+    Map(&'a [(Vec<u8>, Vec<u8>)]),
+}
+
+impl EncodedRun {
+    /// Empties the run, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.entries.clear();
+        self.lists.clear();
+        self.maps.clear();
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the run has no entry.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn offset(&self) -> u32 {
+        // A run holds one key group of one state; a block of the snapshot file is capped far
+        // below 4 GiB, and so is anything a heap can hold per key group in practice.
+        u32::try_from(self.bytes.len()).expect("a key group's encoded state is under 4 GiB")
+    }
+
+    /// Appends an entry whose parts `encode` writes into the buffer: key, then namespace, then
+    /// (for value-like state) the value, calling `mark` after the key and after the namespace.
+    /// Returns after pushing; `value` says what follows the namespace.
+    pub fn push_with(
+        &mut self,
+        encode_key: impl FnOnce(&mut Vec<u8>),
+        encode_namespace: impl FnOnce(&mut Vec<u8>),
+        value: RunValueSource<'_>,
+    ) {
+        let start = self.offset();
+        encode_key(&mut self.bytes);
+        let key_end = self.offset();
+        encode_namespace(&mut self.bytes);
+        let ns_end = self.offset();
+        let value = match value {
+            RunValueSource::Encode(encode) => {
+                encode(&mut self.bytes);
+                RunValue::Bytes(self.offset())
+            }
+            RunValueSource::State(EncodedState::Value(v)) => {
+                self.bytes.extend_from_slice(&v);
+                RunValue::Bytes(self.offset())
+            }
+            RunValueSource::State(EncodedState::List(l)) => {
+                self.lists.push(l);
+                RunValue::List(self.lists.len() as u32 - 1)
+            }
+            RunValueSource::State(EncodedState::Map(m)) => {
+                self.maps.push(m);
+                RunValue::Map(self.maps.len() as u32 - 1)
+            }
+        };
+        let key = &self.bytes[start as usize..key_end as usize];
+        let mut head = [0u8; 8];
+        let n = key.len().min(8);
+        head[..n].copy_from_slice(&key[..n]);
+        self.entries.push(RunEntry {
+            prefix: u64::from_be_bytes(head),
+            start,
+            key_end,
+            ns_end,
+            value,
+        });
+    }
+
+    /// Appends an already encoded entry.
+    pub fn push_entry(&mut self, entry: EncodedEntry) {
+        let EncodedEntry {
+            key,
+            namespace,
+            state,
+        } = entry;
+        self.push_with(
+            |b| b.extend_from_slice(&key),
+            |b| b.extend_from_slice(&namespace),
+            RunValueSource::State(state),
+        );
+    }
+
+    fn key(&self, e: &RunEntry) -> &[u8] {
+        &self.bytes[e.start as usize..e.key_end as usize]
+    }
+
+    fn namespace(&self, e: &RunEntry) -> &[u8] {
+        &self.bytes[e.key_end as usize..e.ns_end as usize]
+    }
+
+    /// Sorts the entries by (key bytes, namespace bytes), the order of the canonical file.
+    pub fn sort(&mut self) {
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.sort_unstable_by(|a, b| {
+            a.prefix
+                .cmp(&b.prefix)
+                .then_with(|| self.key(a).cmp(self.key(b)))
+                .then_with(|| self.namespace(a).cmp(self.namespace(b)))
+        });
+        self.entries = entries;
+    }
+
+    /// The entries, in the current order.
+    pub fn iter(&self) -> impl Iterator<Item = RunEntryRef<'_>> + '_ {
+        self.entries.iter().map(move |e| RunEntryRef {
+            key: self.key(e),
+            namespace: self.namespace(e),
+            state: match e.value {
+                RunValue::Bytes(end) => {
+                    RunStateRef::Value(&self.bytes[e.ns_end as usize..end as usize])
+                }
+                RunValue::List(i) => RunStateRef::List(&self.lists[i as usize]),
+                RunValue::Map(i) => RunStateRef::Map(&self.maps[i as usize]),
+            },
+        })
+    }
+}
+
+/// What follows the namespace of an entry pushed with [`EncodedRun::push_with`].
+pub enum RunValueSource<'a> {
+    /// A value-like state, encoded into the run's buffer by the closure.
+    Encode(&'a mut dyn FnMut(&mut Vec<u8>)),
+    /// A state already encoded.
+    State(EncodedState),
 }
 
 /// A frozen view of all keyed state of a backend.

@@ -30,7 +30,9 @@ use crate::key_group::KeyGroupRange;
 use crate::operator::{
     OperatorStateData, OperatorStateMeta, OperatorStateMode, OperatorStateSnapshot,
 };
-use crate::snapshot::{EncodedEntry, EncodedState, RestoreSource, StateSnapshot};
+use crate::snapshot::{
+    EncodedEntry, EncodedRun, EncodedState, RestoreSource, RunStateRef, StateSnapshot,
+};
 use crate::state::{CodecInfo, StateKind, StateMeta};
 use crate::storage::ReadableFile;
 
@@ -124,30 +126,33 @@ pub fn write_canonical<W: Write>(
     };
     let mut writer =
         flowstate_formats::snapshot::SnapshotWriter::with_options(out, &meta, options)?;
-    let mut per_state: Vec<Vec<EncodedEntry>> = vec![Vec::new(); view.states().len()];
+    let mut runs: Vec<EncodedRun> = view
+        .states()
+        .iter()
+        .map(|_| EncodedRun::default())
+        .collect();
     let mut key_groups = 0;
     for kg in view.key_group_range().iter() {
         let mut any = false;
-        for (index, state) in view.states().iter().enumerate() {
-            let bucket = &mut per_state[index];
-            bucket.clear();
-            state.visit_key_group(kg, &mut |e| bucket.push(e));
-            bucket.sort_unstable_by(|a, b| (&a.key, &a.namespace).cmp(&(&b.key, &b.namespace)));
-            any |= !bucket.is_empty();
+        for (state, run) in view.states().iter().zip(runs.iter_mut()) {
+            run.clear();
+            state.encode_key_group(kg, run);
+            run.sort();
+            any |= !run.is_empty();
         }
         if !any {
             continue;
         }
         key_groups += 1;
         writer.begin_key_group(kg)?;
-        for (index, entries) in per_state.iter().enumerate() {
-            for e in entries {
-                let value = match &e.state {
-                    EncodedState::Value(v) => EntryValue::Value(v),
-                    EncodedState::List(l) => EntryValue::List(l),
-                    EncodedState::Map(m) => EntryValue::Map(m),
+        for (index, run) in runs.iter().enumerate() {
+            for e in run.iter() {
+                let value = match e.state {
+                    RunStateRef::Value(v) => EntryValue::Value(v),
+                    RunStateRef::List(l) => EntryValue::List(l),
+                    RunStateRef::Map(m) => EntryValue::Map(m),
                 };
-                writer.add_entry(index as u32, &e.key, &e.namespace, value)?;
+                writer.add_entry(index as u32, e.key, e.namespace, value)?;
             }
         }
         writer.end_key_group()?;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use foldhash::fast::FixedState;
 
 use super::cow::CowMap;
-use crate::codec::to_bytes;
+use crate::codec::{to_bytes, Codec};
 use crate::key_group::KeyGroupRange;
 use crate::snapshot::{EncodedEntry, StateTableSnapshot};
 use crate::state::{Key, StateHandle, StateMeta};
@@ -136,6 +136,15 @@ impl<K: Key, H: StateHandle> StateTableSnapshot for TableSnapshot<K, H> {
     fn entry_count(&self) -> usize {
         self.key_groups.iter().map(|m| m.len()).sum()
     }
+    fn encode_key_group(&self, key_group: u16, run: &mut crate::snapshot::EncodedRun) {
+        let Some(index) = self.range.index_of(key_group) else {
+            return;
+        };
+        for e in self.key_groups[index].iter() {
+            H::encode_stored_run(&e.state, run, |b| e.key.encode(b), |b| e.ns.encode(b));
+        }
+    }
+
     fn visit_key_group(&self, key_group: u16, visit: &mut dyn FnMut(EncodedEntry)) {
         let Some(index) = self.range.index_of(key_group) else {
             return;

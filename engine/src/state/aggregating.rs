@@ -128,6 +128,20 @@ impl<F: AggregateFunction, N: Namespace> StateHandle for AggregatingState<F, N> 
     fn encode_stored(stored: &F::Acc) -> EncodedState {
         EncodedState::Value(to_bytes(stored))
     }
+    fn encode_stored_run(
+        stored: &F::Acc,
+        run: &mut crate::snapshot::EncodedRun,
+        key: impl FnOnce(&mut Vec<u8>),
+        namespace: impl FnOnce(&mut Vec<u8>),
+    ) {
+        run.push_with(
+            key,
+            namespace,
+            crate::snapshot::RunValueSource::Encode(&mut |b| {
+                crate::codec::Codec::encode(stored, b)
+            }),
+        );
+    }
     fn decode_stored(encoded: &EncodedState) -> Result<F::Acc, crate::codec::CodecError> {
         match encoded {
             EncodedState::Value(bytes) => <F::Acc as crate::codec::Codec>::decode(bytes),

@@ -210,6 +210,21 @@ pub trait StateHandle: Copy + Send + Sync + 'static + sealed::Sealed {
     fn meta(name: &str) -> StateMeta;
     #[doc(hidden)]
     fn encode_stored(stored: &Self::Stored) -> EncodedState;
+    /// What follows the namespace when the entry is pushed to an encoded run: value-like
+    /// states encode in place (no allocation), lists and maps as [`EncodedState`].
+    #[doc(hidden)]
+    fn encode_stored_run(
+        stored: &Self::Stored,
+        run: &mut crate::snapshot::EncodedRun,
+        key: impl FnOnce(&mut Vec<u8>),
+        namespace: impl FnOnce(&mut Vec<u8>),
+    ) {
+        run.push_with(
+            key,
+            namespace,
+            crate::snapshot::RunValueSource::State(Self::encode_stored(stored)),
+        );
+    }
     #[doc(hidden)]
     fn decode_stored(encoded: &EncodedState) -> Result<Self::Stored, crate::codec::CodecError>;
 }

@@ -85,6 +85,20 @@ impl<V: StateValue, N: Namespace> StateHandle for ValueState<V, N> {
     fn encode_stored(stored: &V) -> EncodedState {
         EncodedState::Value(to_bytes(stored))
     }
+    fn encode_stored_run(
+        stored: &V,
+        run: &mut crate::snapshot::EncodedRun,
+        key: impl FnOnce(&mut Vec<u8>),
+        namespace: impl FnOnce(&mut Vec<u8>),
+    ) {
+        run.push_with(
+            key,
+            namespace,
+            crate::snapshot::RunValueSource::Encode(&mut |b| {
+                crate::codec::Codec::encode(stored, b)
+            }),
+        );
+    }
     fn decode_stored(encoded: &EncodedState) -> Result<V, crate::codec::CodecError> {
         match encoded {
             EncodedState::Value(bytes) => V::decode(bytes),
