@@ -317,6 +317,7 @@ fn start_checkpoint(
 /// Waits for the asynchronous phases of `flight` and completes the checkpoint.
 fn finish_checkpoint(
     flight: InFlight,
+    job: &mut Job,
     storage: &Arc<dyn CheckpointStorage>,
     max_parallelism: u32,
     figures: &mut Figures,
@@ -336,6 +337,9 @@ fn finish_checkpoint(
         );
     }
     storage.complete_checkpoint(flight.id, tasks)?;
+    for task in &mut job.tasks {
+        task.backend.notify_checkpoint_complete(flight.id)?;
+    }
     figures.checkpoints += 1;
     figures.sync.push(flight.sync);
     figures.asynchronous.push(slowest);
@@ -461,7 +465,13 @@ pub fn run(args: &DemoArgs) -> DemoResult<()> {
         figures.processed += 1;
         if job.offset % args.checkpoint_every == 0 {
             if let Some(flight) = in_flight.take() {
-                finish_checkpoint(flight, &storage, args.max_parallelism, &mut figures)?;
+                finish_checkpoint(
+                    flight,
+                    &mut job,
+                    &storage,
+                    args.max_parallelism,
+                    &mut figures,
+                )?;
             }
             in_flight = Some(start_checkpoint(
                 &mut job,
@@ -479,7 +489,13 @@ pub fn run(args: &DemoArgs) -> DemoResult<()> {
                 .is_some_and(|f| f.writers.iter().all(JoinHandle::is_finished))
             {
                 if let Some(flight) = in_flight.take() {
-                    finish_checkpoint(flight, &storage, args.max_parallelism, &mut figures)?;
+                    finish_checkpoint(
+                        flight,
+                        &mut job,
+                        &storage,
+                        args.max_parallelism,
+                        &mut figures,
+                    )?;
                 }
             }
             bar.set_position(job.offset);
@@ -487,7 +503,13 @@ pub fn run(args: &DemoArgs) -> DemoResult<()> {
     }
     figures.busy += chunk.elapsed();
     if let Some(flight) = in_flight.take() {
-        finish_checkpoint(flight, &storage, args.max_parallelism, &mut figures)?;
+        finish_checkpoint(
+            flight,
+            &mut job,
+            &storage,
+            args.max_parallelism,
+            &mut figures,
+        )?;
     }
     bar.finish_and_clear();
     let elapsed = started.elapsed();

@@ -12,13 +12,24 @@ fn demo_recovers_exactly_once_from_checkpoints() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let out = flowstate()
         .args(["demo", "--quiet", "--events", "60000", "--keys", "2000"])
-        .args(["--checkpoint-every", "7000", "--parallelism", "2", "--rescale-to", "3"])
+        .args([
+            "--checkpoint-every",
+            "7000",
+            "--parallelism",
+            "2",
+            "--rescale-to",
+            "3",
+        ])
         .arg("--dir")
         .arg(dir.path().join("checkpoints"))
         .output()
         .expect("the demo runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("OK: exactly-once"), "{stdout}");
     assert!(stdout.contains("failure 2"), "{stdout}");
     assert!(stdout.contains("restoring at parallelism 3"), "{stdout}");
@@ -40,7 +51,14 @@ fn demo_rejects_bad_arguments() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 1"));
     let out = flowstate()
-        .args(["demo", "--quiet", "--compression", "brotli", "--events", "10"])
+        .args([
+            "demo",
+            "--quiet",
+            "--compression",
+            "brotli",
+            "--events",
+            "10",
+        ])
         .output()
         .expect("the demo runs");
     assert!(!out.status.success());

@@ -207,6 +207,16 @@ pub trait KeyedStateBackend<K: Key> {
     /// grow with the number of entries. Later writes do not change the view.
     fn snapshot_state(&mut self) -> Result<StateSnapshot>;
 
+    /// Tells the backend that checkpoint `id` completed: it may release what it kept for it
+    /// (pinned files of an incremental checkpoint). A backend that keeps nothing per
+    /// checkpoint (the heap backend: a snapshot's view is released when its asynchronous
+    /// phase returns) does nothing.
+    fn notify_checkpoint_complete(&mut self, id: crate::checkpoint::CheckpointId) -> Result<()>;
+
+    /// Tells the backend that checkpoint `id` was aborted: it may drop what it wrote or kept
+    /// for it. The storage deletes the checkpoint's files (`CheckpointStorage::abort`).
+    fn notify_checkpoint_aborted(&mut self, id: crate::checkpoint::CheckpointId) -> Result<()>;
+
     /// The synchronous phase of a checkpoint or savepoint: freezes every state (as
     /// [`snapshot_state`](Self::snapshot_state)) and returns the asynchronous phase, which
     /// writes it as state file `name` of `target` when its `run()` is called, on any thread.
@@ -648,5 +658,11 @@ impl<K: Key> KeyedStateBackend<K> for Backend<K> {
     }
     fn snapshot_state(&mut self) -> Result<StateSnapshot> {
         delegate!(self, b => b.snapshot_state())
+    }
+    fn notify_checkpoint_complete(&mut self, id: crate::checkpoint::CheckpointId) -> Result<()> {
+        delegate!(self, b => b.notify_checkpoint_complete(id))
+    }
+    fn notify_checkpoint_aborted(&mut self, id: crate::checkpoint::CheckpointId) -> Result<()> {
+        delegate!(self, b => b.notify_checkpoint_aborted(id))
     }
 }

@@ -252,8 +252,31 @@ pub fn check_state_ops(data: &[u8]) {
         check(&mut restore_round(&views, 1), &expected);
     }
 
+    /// Writes the views as canonical snapshot files (in memory checkpoint storage) and
+    /// restores `p` tasks from the files, so that the file format is on the fuzzed path.
     fn restore_round(views: &[StateSnapshot], p: u32) -> Vec<(Backend<u64>, Handles)> {
-        let sources: Vec<&dyn crate::RestoreSource> = views
+        use std::sync::Arc;
+        let storage: Arc<dyn crate::CheckpointStorage> =
+            Arc::new(crate::MemoryCheckpointStorage::new());
+        let target = crate::SnapshotTarget::checkpoint(crate::CheckpointId(1));
+        let files: Vec<crate::FileRestoreSource> = views
+            .iter()
+            .enumerate()
+            .map(|(i, view)| {
+                let pending = crate::PendingSnapshot::new(
+                    view.clone(),
+                    target.clone(),
+                    storage.clone(),
+                    format!("task-{i}"),
+                );
+                let written = pending
+                    .run()
+                    .expect("writing a snapshot file in memory succeeds");
+                let file = &written.handle.files()[0];
+                crate::FileRestoreSource::open(&*storage, file).expect("a file just written opens")
+            })
+            .collect();
+        let sources: Vec<&dyn crate::RestoreSource> = files
             .iter()
             .map(|s| s as &dyn crate::RestoreSource)
             .collect();

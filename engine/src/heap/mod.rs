@@ -729,4 +729,15 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
             states,
         ))
     }
+
+    /// Nothing to release: the heap backend holds nothing per checkpoint (the frozen view
+    /// belongs to the `PendingSnapshot` and is freed when its `run()` returns).
+    fn notify_checkpoint_complete(&mut self, _id: crate::checkpoint::CheckpointId) -> Result<()> {
+        Ok(())
+    }
+
+    /// Nothing to drop: see `notify_checkpoint_complete`.
+    fn notify_checkpoint_aborted(&mut self, _id: crate::checkpoint::CheckpointId) -> Result<()> {
+        Ok(())
+    }
 }

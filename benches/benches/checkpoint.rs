@@ -1,0 +1,256 @@
+#![allow(missing_docs)] // criterion_group! generates undocumented functions
+//! Heap checkpoints: the asynchronous phase against writing the same bytes to the same directory
+//! (with the same sync-and-rename publication), restore and rescale restore against reading the
+//! same files sequentially, updates while the asynchronous phase runs, and the synchronous phase
+//! of a real checkpoint at 1 and 10 million entries.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use flowstate::*;
+use flowstate_benches::*;
+
+const MAXP: u32 = 128;
+const ENTRIES: usize = 1_000_000;
+
+fn loaded(entries: usize) -> (Backend<u64>, ValueState<u64>) {
+    let mut backend = Backend::<u64>::open(BackendConfig::heap().max_parallelism(MAXP))
+        .expect("a valid configuration");
+    let state = backend
+        .register(ValueStateDescriptor::<u64>::new("value"))
+        .expect("registration of a new state succeeds");
+    for k in 0..entries as u64 {
+        backend.set_current_key(&k);
+        backend
+            .value(&state)
+            .update(k)
+            .expect("the key group is owned");
+    }
+    (backend, state)
+}
+
+fn storage(dir: &std::path::Path) -> Arc<dyn CheckpointStorage> {
+    Arc::new(
+        FsCheckpointStorage::open_local(dir, FsCheckpointOptions::default().with_retained(1))
+            .expect("checkpoint storage in a temporary directory"),
+    )
+}
+
+/// Writes `len` bytes to a new file in `dir` the way a state file is published: buffered
+/// writes, fsync, rename, fsync of the directory.
+fn raw_write(dir: &std::path::Path, len: u64, chunk: &[u8]) {
+    let tmp = dir.join("raw.tmp");
+    let mut f = std::fs::File::create(&tmp).expect("a file in the temporary directory");
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        f.write_all(&chunk[..n]).expect("the write succeeds");
+        left -= n as u64;
+    }
+    f.sync_all().expect("fsync succeeds");
+    std::fs::rename(&tmp, dir.join("raw")).expect("rename succeeds");
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .expect("directory fsync succeeds");
+}
+
+fn async_phase(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let storage = storage(dir.path());
+    let (mut backend, _) = loaded(ENTRIES);
+    let mut id = 0u64;
+    // One run to learn the file size.
+    id += 1;
+    let probe = backend
+        .snapshot(CheckpointId(id), &storage, "task")
+        .and_then(|p| p.run())
+        .expect("the asynchronous phase succeeds");
+    let bytes = probe.stats.bytes;
+    storage
+        .abort_checkpoint(CheckpointId(id))
+        .expect("abort succeeds");
+    eprintln!("checkpoint: {ENTRIES} entries -> {bytes} bytes per snapshot file");
+
+    let mut g = c.benchmark_group("checkpoint");
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(5))
+        .sample_size(10)
+        .throughput(Throughput::Bytes(bytes));
+    for (name, compression) in [("none", Compression::None), ("lz4", Compression::Lz4)] {
+        g.bench_function(
+            BenchmarkId::new(format!("async_phase_{name}/flowstate"), ENTRIES),
+            |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        id += 1;
+                        let pending = backend
+                            .snapshot(CheckpointId(id), &storage, "task")
+                            .expect("the synchronous phase succeeds")
+                            .with_compression(compression);
+                        let t = Instant::now();
+                        pending.run().expect("the asynchronous phase succeeds");
+                        total += t.elapsed();
+                        storage
+                            .abort_checkpoint(CheckpointId(id))
+                            .expect("abort succeeds");
+                    }
+                    total
+                })
+            },
+        );
+    }
+    let chunk = vec![0x5a_u8; 1 << 20];
+    g.bench_function(BenchmarkId::new("async_phase/raw_write", ENTRIES), |b| {
+        b.iter(|| raw_write(dir.path(), bytes, &chunk))
+    });
+    g.finish();
+}
+
+fn restore(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let storage = storage(dir.path());
+    let (mut backend, _) = loaded(ENTRIES);
+    let result = backend
+        .snapshot(CheckpointId(1), &storage, "task")
+        .and_then(|p| p.run())
+        .expect("the asynchronous phase succeeds");
+    let done = storage
+        .complete_checkpoint(
+            CheckpointId(1),
+            vec![SubtaskState::new("op", 0, 1, MAXP).with_keyed(result.handle)],
+        )
+        .expect("completion succeeds");
+    let bytes = result.stats.bytes;
+    let path = dir
+        .path()
+        .join(done.files().next().expect("one file").path());
+
+    let mut g = c.benchmark_group("checkpoint");
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(5))
+        .sample_size(10)
+        .throughput(Throughput::Elements(ENTRIES as u64));
+    for (label, parallelism) in [("restore_full", 1u32), ("restore_rescale_1_of_3", 3)] {
+        let range = KeyGroupRange::for_operator(MAXP, parallelism, 0).expect("a valid split");
+        g.bench_function(
+            BenchmarkId::new(format!("{label}/flowstate"), ENTRIES),
+            |b| {
+                b.iter(|| {
+                    let sources = FileRestoreSource::open_all(&*storage, &done.handles_for(range))
+                        .expect("the files open");
+                    let sources: Vec<&dyn RestoreSource> = sources.iter().map(|s| s as _).collect();
+                    let config = BackendConfig::heap()
+                        .max_parallelism(MAXP)
+                        .key_group_range(range);
+                    let mut restored =
+                        Backend::<u64>::restore(config, &sources).expect("restore succeeds");
+                    restored
+                        .register(ValueStateDescriptor::<u64>::new("value"))
+                        .expect("the state types match");
+                    restored
+                })
+            },
+        );
+    }
+    g.throughput(Throughput::Bytes(bytes));
+    g.bench_function(
+        BenchmarkId::new("restore/sequential_read_of_the_file", ENTRIES),
+        |b| {
+            b.iter(|| {
+                let mut buf = Vec::with_capacity(bytes as usize);
+                std::fs::File::open(&path)
+                    .and_then(|mut f| f.read_to_end(&mut buf))
+                    .expect("the file reads");
+                buf
+            })
+        },
+    );
+    g.finish();
+}
+
+/// Update throughput on the task thread while the asynchronous phase writes the snapshot on
+/// another thread, against the same updates with no snapshot.
+fn updates_during_async_phase(c: &mut Criterion) {
+    const ROUND: u64 = 200_000;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let storage = storage(dir.path());
+    let (mut backend, state) = loaded(ENTRIES);
+    let keys = shuffled_keys(ENTRIES, 3);
+    let mut g = c.benchmark_group("checkpoint");
+    g.warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(4))
+        .sample_size(10)
+        .throughput(Throughput::Elements(ROUND));
+    let mut id = 100u64;
+    for writing in [false, true] {
+        let name = if writing {
+            "updates_during_async_phase"
+        } else {
+            "updates_without_snapshot"
+        };
+        let mut cur = Cycle::new(&keys);
+        g.bench_function(BenchmarkId::new(name, ENTRIES), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    id += 1;
+                    let writer = writing.then(|| {
+                        let pending = backend
+                            .snapshot(CheckpointId(id), &storage, "task")
+                            .expect("the synchronous phase succeeds");
+                        std::thread::spawn(move || pending.run())
+                    });
+                    let t = Instant::now();
+                    for _ in 0..ROUND {
+                        let k = cur.next_key();
+                        backend.set_current_key(&k);
+                        backend.value(&state).update(k ^ 1).expect("owned");
+                    }
+                    total += t.elapsed();
+                    if let Some(w) = writer {
+                        w.join()
+                            .expect("no panic")
+                            .expect("the asynchronous phase succeeds");
+                        storage
+                            .abort_checkpoint(CheckpointId(id))
+                            .expect("abort succeeds");
+                    }
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
+fn sync_phase_of_a_real_checkpoint(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let storage = storage(dir.path());
+    let mut g = c.benchmark_group("checkpoint");
+    g.warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30);
+    for entries in [1_000_000usize, 10_000_000] {
+        let (mut backend, _) = loaded(entries);
+        g.bench_with_input(BenchmarkId::new("sync_phase", entries), &entries, |b, _| {
+            b.iter(|| {
+                backend
+                    .snapshot(CheckpointId(1), &storage, "task")
+                    .expect("the synchronous phase succeeds")
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    sync_phase_of_a_real_checkpoint,
+    async_phase,
+    restore,
+    updates_during_async_phase
+);
+criterion_main!(benches);
