@@ -23,7 +23,11 @@ fn main() -> Result<()> {
         backend.set_current_key(&k);
         backend.value(&state).update(k)?;
     }
-    for round in 1..=3 {
+    let rounds: u64 = std::env::args()
+        .nth(3)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    for round in 1..=rounds {
         let t = Instant::now();
         let pending = backend
             .snapshot(CheckpointId(round), &storage, "task-0")?

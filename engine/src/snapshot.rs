@@ -198,14 +198,38 @@ impl EncodedRun {
 
     /// Sorts the entries by (key bytes, namespace bytes), the order of the canonical file.
     pub fn sort(&mut self) {
-        let mut entries = std::mem::take(&mut self.entries);
-        entries.sort_unstable_by(|a, b| {
-            a.prefix
-                .cmp(&b.prefix)
-                .then_with(|| self.key(a).cmp(self.key(b)))
-                .then_with(|| self.namespace(a).cmp(self.namespace(b)))
-        });
-        self.entries = entries;
+        // Sort small (prefix, position) pairs by the prefix alone, then order each run of equal
+        // prefixes by the full key and namespace: most keys differ in their first eight bytes,
+        // so most comparisons are one integer compare, and the large entries move once.
+        let mut order: Vec<(u64, u32)> = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.prefix, i as u32))
+            .collect();
+        order.sort_unstable_by_key(|&(prefix, _)| prefix);
+        let mut start = 0;
+        while start < order.len() {
+            let prefix = order[start].0;
+            let mut end = start + 1;
+            while end < order.len() && order[end].0 == prefix {
+                end += 1;
+            }
+            if end - start > 1 {
+                order[start..end].sort_unstable_by(|a, b| {
+                    let (x, y) = (&self.entries[a.1 as usize], &self.entries[b.1 as usize]);
+                    self.key(x)
+                        .cmp(self.key(y))
+                        .then_with(|| self.namespace(x).cmp(self.namespace(y)))
+                });
+            }
+            start = end;
+        }
+        let sorted = order
+            .iter()
+            .map(|&(_, i)| self.entries[i as usize])
+            .collect();
+        self.entries = sorted;
     }
 
     /// The entries, in the current order.
