@@ -31,7 +31,7 @@ pub struct FsCheckpointOptions {
 }
 
 impl Default for FsCheckpointOptions {
-    /// Retain [`DEFAULT_RETAINED`] (1) completed checkpoint; timestamps from the system clock.
+    /// Retain 1 completed checkpoint (as Flink); timestamps from the system clock.
     fn default() -> Self {
         FsCheckpointOptions {
             retained: DEFAULT_RETAINED,

@@ -1,6 +1,6 @@
 //! The heap backend: typed state in memory, in copy-on-write maps.
 //!
-//! Each registered state has a [`table::StateTable`]: one copy-on-write map per owned key group
+//! Each registered state has a `StateTable` (`table.rs`): one copy-on-write map per owned key group
 //! (see `cow.rs` for the map and its costs). Values are stored as the Rust values they are, never
 //! serialized on the access path; a snapshot's synchronous phase clones one `Arc` per state.
 
