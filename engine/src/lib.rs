@@ -50,6 +50,7 @@ mod error;
 pub mod fuzzing;
 pub mod heap;
 pub mod key_group;
+pub mod lsm;
 pub mod operator;
 pub mod snapshot;
 pub mod state;
