@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod tools;
 
 /// flowstate: a state-backend storage engine for stream processors.
 #[derive(Parser, Debug)]
@@ -18,12 +19,21 @@ struct Cli {
 enum Command {
     /// Run a checkpointed keyed job that fails and recovers, and check it is exactly-once.
     Demo(demo::DemoArgs),
+    /// Show what a checkpoint or savepoint holds: tasks, handles, files, states (read-only).
+    Inspect(tools::Which),
+    /// Read every byte of a checkpoint or savepoint and check checksums and structure.
+    Verify(tools::Which),
+    /// Print the keyed entries of a checkpoint or savepoint as hex.
+    Dump(tools::DumpArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
+        Command::Inspect(which) => tools::inspect(&which),
+        Command::Verify(which) => tools::verify(&which),
+        Command::Dump(args) => tools::dump(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -91,6 +91,8 @@ pub struct FsCheckpointStorage {
     max_state_size: Option<u64>,
     /// Serializes completion, abort, garbage collection and directory creation.
     inner: Mutex<Inner>,
+    /// Opened for inspection only: nothing is cleaned up, written or deleted.
+    read_only: bool,
 }
 
 #[derive(Debug, Default)]
@@ -146,9 +148,40 @@ impl FsCheckpointStorage {
             clock: options.clock,
             max_state_size,
             inner: Mutex::new(Inner::default()),
+            read_only: false,
         };
         this.recover()?;
         Ok(this)
+    }
+
+    /// Opens the checkpoints of an existing local directory for inspection only (the offline
+    /// tools): no start-up cleanup, and every method that would write or delete fails with
+    /// [`Error::InvalidArgument`]. Reading checkpoints, savepoints and state files works.
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        if !dir.is_dir() {
+            return Err(Error::InvalidArgument(format!(
+                "{} is not a directory of checkpoints",
+                dir.display()
+            )));
+        }
+        Ok(FsCheckpointStorage {
+            storage: Arc::new(LocalStorage::new(dir)?),
+            retained: DEFAULT_RETAINED,
+            clock: Arc::new(crate::clock::SystemClock),
+            max_state_size: None,
+            inner: Mutex::new(Inner::default()),
+            read_only: true,
+        })
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::InvalidArgument(
+                "checkpoint storage opened read-only: nothing can be written or deleted".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The storage the checkpoints are in.
@@ -392,6 +425,7 @@ impl CheckpointStorage for FsCheckpointStorage {
         target: &SnapshotTarget,
         name: &str,
     ) -> Result<Box<dyn StateFileWriter>> {
+        self.writable()?;
         if !is_state_file_name(name) || name.contains('/') || check_relative_path(name).is_err() {
             return Err(Error::InvalidArgument(format!(
                 "{name:?} is not a state file name: one path component, not {METADATA_FILE} \
@@ -429,6 +463,7 @@ impl CheckpointStorage for FsCheckpointStorage {
         target: &SnapshotTarget,
         tasks: Vec<SubtaskState>,
     ) -> Result<CompletedCheckpoint> {
+        self.writable()?;
         let dir = self.target_dir(target)?;
         let mut inner = self.lock();
         self.check_open_target(target, &dir)?;
@@ -463,6 +498,7 @@ impl CheckpointStorage for FsCheckpointStorage {
     }
 
     fn abort(&self, target: &SnapshotTarget) -> Result<()> {
+        self.writable()?;
         let dir = self.target_dir(target)?;
         let mut inner = self.lock();
         if !self.storage.exists(&dir)? {
@@ -520,6 +556,7 @@ impl CheckpointStorage for FsCheckpointStorage {
     }
 
     fn collect_garbage(&self) -> Result<()> {
+        self.writable()?;
         let mut inner = self.lock();
         self.collect_garbage_locked(&mut inner, false)
     }
