@@ -113,6 +113,14 @@ impl<'a> Cursor<'a> {
         Ok(out)
     }
 
+    /// The next `n` bytes, for a length `n` read from a file (any `u64`).
+    pub(crate) fn take_u64(&mut self, n: u64) -> Result<&'a [u8], FormatError> {
+        if n > self.remaining() as u64 {
+            return Err(self.truncated_at(self.pos, n));
+        }
+        self.take(n as usize)
+    }
+
     fn array<const N: usize>(&mut self) -> Result<[u8; N], FormatError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N)?);

@@ -11,7 +11,12 @@ use crate::operator::{OperatorState, OperatorStateData, OperatorStateReader, Ope
 use crate::snapshot::{
     OwnedValue, SnapshotMeta, SnapshotReader, SnapshotWriter, SnapshotWriterOptions,
 };
+use crate::table::{
+    FixedPrefix, PrefixExtractor, RangeTombstone, TableBuilder, TableEntry, TableOptions,
+    TableProperties, TableReadOptions, TableReader,
+};
 use crate::{Compression, FormatError, ReadLimits};
+use std::sync::Arc;
 
 /// One decoded snapshot entry: key group, state index, key, namespace, value.
 pub type Entry = (u16, u32, Vec<u8>, Vec<u8>, OwnedValue);
@@ -362,5 +367,251 @@ pub fn check_metadata_decode(data: &[u8]) {
             OperatorStateHandleRecord::decode,
             OperatorStateHandleRecord::encode,
         ),
+    }
+}
+
+/// What a table file holds: its entries in order, its range tombstones and its properties.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedTable {
+    /// Every entry, in key order.
+    pub entries: Vec<TableEntry>,
+    /// The range tombstones, normalized.
+    pub range_tombstones: Vec<RangeTombstone>,
+    /// The properties block.
+    pub properties: TableProperties,
+    /// The table id of the footer.
+    pub table_id: u64,
+}
+
+/// The prefix extractor a table's properties name, when it is a [`FixedPrefix`] (`fixed:<n>`,
+/// n ≤ 1024): the one extractor the crate knows by name.
+pub fn table_prefix_extractor(name: Option<&str>) -> Option<Arc<dyn PrefixExtractor>> {
+    let n: usize = name?.strip_prefix("fixed:")?.parse().ok()?;
+    let p = FixedPrefix::new(n);
+    (n <= 1024 && Some(p.name()) == name).then(|| Arc::new(p) as Arc<dyn PrefixExtractor>)
+}
+
+/// Opens `bytes` as a table with `limits` and reads everything it holds: every entry (a full
+/// scan, which also checks the totals of the properties), the range tombstones, the properties.
+pub fn decode_table(bytes: &[u8], limits: ReadLimits) -> Result<DecodedTable, FormatError> {
+    let reader = TableReader::open_with(
+        bytes,
+        FILE_NAME,
+        TableReadOptions {
+            limits,
+            ..TableReadOptions::default()
+        },
+    )?;
+    let entries = reader.iter().collect::<Result<Vec<_>, _>>()?;
+    Ok(DecodedTable {
+        entries,
+        range_tombstones: reader.range_tombstones().to_vec(),
+        properties: reader.properties().clone(),
+        table_id: reader.table_id(),
+    })
+}
+
+/// Writes `table`'s entries, range tombstones and user properties with the options its
+/// properties record (block size, restart interval, bloom bits, the prefix extractor if
+/// [`table_prefix_extractor`] knows it), its table id, and `compression`.
+pub fn encode_table(
+    table: &DecodedTable,
+    compression: Compression,
+) -> Result<Vec<u8>, FormatError> {
+    let p = &table.properties;
+    let options = TableOptions {
+        block_size: p.block_size as usize,
+        restart_interval: p.restart_interval as usize,
+        compression,
+        bloom_bits_per_key: p.bloom_bits_per_key,
+        prefix_extractor: table_prefix_extractor(p.prefix_extractor.as_deref()),
+        table_id: table.table_id,
+    };
+    let mut out = Vec::new();
+    let mut b = TableBuilder::new(&mut out, options, FILE_NAME)?;
+    for e in &table.entries {
+        b.add(&e.key, e.kind, &e.value)?;
+    }
+    for t in &table.range_tombstones {
+        b.add_range_tombstone(&t.start, &t.end)?;
+    }
+    for (name, value) in &p.user_properties {
+        b.add_user_property(name, value)?;
+    }
+    b.finish()?;
+    Ok(out)
+}
+
+/// Recomputes every CRC of a table file that its frame lengths lead to (walking the frames
+/// from the header to the footer), the footer's copies of the meta blocks' CRCs, and the
+/// footer's own, so that damage behind the checksums reaches the parser. Never panics, whatever
+/// `b` holds.
+pub fn repair_table_checksums(b: &mut [u8]) {
+    let Some(f) = b.len().checked_sub(crate::table::FOOTER_LEN as usize) else {
+        return;
+    };
+    let table_id = get_u64(b, f + 64).unwrap_or_default();
+    let mut pos = crate::table::HEADER_LEN as usize;
+    while pos + 14 <= f {
+        let Some(stored) = get_u32(b, pos + 6) else {
+            break;
+        };
+        let Some(end) = (pos + 10).checked_add(stored as usize) else {
+            break;
+        };
+        if end + 4 > f {
+            break;
+        }
+        let crc =
+            crate::table::frame_crc(table_id, pos as u64, &b[pos..pos + 10], &b[pos + 10..end]);
+        put_u32(b, end, crc);
+        pos = end + 4;
+    }
+    for i in 0..4 {
+        let at = f + 16 * i;
+        let (Some(off), Some(len)) = (get_u64(b, at), get_u32(b, at + 8)) else {
+            continue;
+        };
+        if let Some(r) = range(off, len.into(), f) {
+            if r.len() >= 4 {
+                if let Some(crc) = get_u32(b, r.end - 4) {
+                    put_u32(b, at + 12, crc);
+                }
+            }
+        }
+    }
+    let crc = crc32(&b[f..f + 72]);
+    put_u32(b, f + 72, crc);
+}
+
+/// The most bytes of keys and values [`check_table_decode`] collects and re-encodes; a table
+/// holding more (prefix compression lets a small file stand for long keys) is only scanned.
+const TABLE_CONTENT_BUDGET: u64 = 16 << 20;
+
+/// The property of the `table_decode` fuzz target. The first byte selects a mode: bit 0
+/// recomputes the checksums first ([`repair_table_checksums`]) so that the parser behind them
+/// is exercised. Then, on the rest:
+///
+/// - opening and [`TableReader::verify`] (a full scan that also checks the filter) return the
+///   content or an error naming the file and an offset within it, never a panic and never an
+///   allocation beyond the [`fuzz_limits`];
+/// - what decodes answers consistently: `get` of every key (sampled) returns its entry, `get`
+///   of keys between entries returns what the entries say, `iter_from` and `iter_prefix`
+///   return the matching part of the full scan, the filter never rules out a key or prefix the
+///   table holds;
+/// - what decodes re-encodes (the builder accepts everything the reader does) to a table with
+///   the same content, and encoding twice gives the same bytes.
+pub fn check_table_decode(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let mut bytes = rest.to_vec();
+    if mode & 1 == 1 {
+        repair_table_checksums(&mut bytes);
+    }
+    let options = |prefix_extractor| TableReadOptions {
+        limits: fuzz_limits(),
+        prefix_extractor,
+        ..TableReadOptions::default()
+    };
+    let reader = match TableReader::open_with(&bytes[..], FILE_NAME, options(None)) {
+        Ok(r) => r,
+        Err(err) => return check_error(&err, bytes.len()),
+    };
+    let extractor = table_prefix_extractor(reader.properties().prefix_extractor.as_deref());
+    let reader = TableReader::open_with(&bytes[..], FILE_NAME, options(extractor.clone()))
+        .expect("a table that opened opens again");
+    if let Err(err) = reader.verify() {
+        return check_error(&err, bytes.len());
+    }
+    // The size of the content, without copies.
+    let mut it = reader.iter();
+    let mut size = 0u64;
+    while it.advance().expect("a verified table scans again") {
+        size += (it.key().len() + it.value().len()) as u64;
+    }
+    if size > TABLE_CONTENT_BUDGET {
+        return;
+    }
+    let entries: Vec<TableEntry> = reader
+        .iter()
+        .collect::<Result<_, _>>()
+        .expect("a verified table scans again");
+    assert_eq!(entries.len() as u64, reader.properties().entries);
+    let model = |key: &[u8]| {
+        entries
+            .binary_search_by(|e| e.key.as_slice().cmp(key))
+            .ok()
+            .map(|i| (entries[i].kind, entries[i].value.clone()))
+    };
+    let step = (entries.len() / 32).max(1);
+    for (i, e) in entries.iter().enumerate().step_by(step) {
+        assert!(
+            reader.may_contain(&e.key),
+            "the filter rules out a key it holds"
+        );
+        let got = reader.get(&e.key).expect("get of a key the scan returned");
+        assert_eq!(
+            got,
+            Some((e.kind, e.value.clone())),
+            "get agrees with the scan"
+        );
+        let mut after = e.key.clone();
+        after.push(0);
+        assert_eq!(reader.get(&after).expect("get after a key"), model(&after));
+        let from: Vec<TableEntry> = reader
+            .iter_from(&e.key)
+            .take(3)
+            .collect::<Result<_, _>>()
+            .expect("iter_from a key the scan returned");
+        assert_eq!(
+            from,
+            entries[i..(i + 3).min(entries.len())],
+            "iter_from agrees"
+        );
+        let mut prefixes = vec![e.key[..e.key.len().min(2)].to_vec()];
+        if let Some(n) = extractor.as_ref().and_then(|p| p.prefix_len(&e.key)) {
+            assert!(
+                reader.may_contain_prefix(&e.key[..n]),
+                "the filter rules out a prefix it holds"
+            );
+            prefixes.push(e.key[..n].to_vec());
+        }
+        for p in prefixes {
+            let scanned: Vec<TableEntry> = reader
+                .iter_prefix(&p)
+                .collect::<Result<_, _>>()
+                .expect("iter_prefix");
+            let expected: Vec<TableEntry> = entries
+                .iter()
+                .filter(|e| e.key.starts_with(&p))
+                .cloned()
+                .collect();
+            assert_eq!(scanned, expected, "iter_prefix agrees with the scan");
+        }
+    }
+    for t in reader.range_tombstones() {
+        assert!(reader.covering_tombstone(&t.start) == Some(t));
+        assert!(reader.covering_tombstone(&t.end) != Some(t));
+    }
+    let decoded = DecodedTable {
+        entries,
+        range_tombstones: reader.range_tombstones().to_vec(),
+        properties: reader.properties().clone(),
+        table_id: reader.table_id(),
+    };
+    for compression in [Compression::None, Compression::Lz4] {
+        let again = encode_table(&decoded, compression)
+            .expect("the builder accepts what the reader accepted");
+        let back = decode_table(&again, ReadLimits::default()).expect("a re-encoding decodes");
+        assert_eq!(back.entries, decoded.entries);
+        assert_eq!(back.range_tombstones, decoded.range_tombstones);
+        assert_eq!(
+            back.properties.user_properties,
+            decoded.properties.user_properties
+        );
+        let third = encode_table(&decoded, compression)
+            .expect("the builder accepts what it accepted before");
+        assert_eq!(third, again, "encoding is deterministic");
     }
 }

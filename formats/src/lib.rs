@@ -66,6 +66,7 @@ pub mod operator;
 mod random_access;
 mod record;
 pub mod snapshot;
+pub mod table;
 
 pub use codec::compress::{Compression, CompressionKind};
 pub use error::FormatError;
