@@ -310,12 +310,20 @@ impl Table {
             + self.index.allocation_size()
     }
 
-    fn range(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Iter<'_> {
+    fn range(&self, start: Bound<&[u8]>, end: Bound<Vec<u8>>) -> Iter<'_> {
         Iter {
             table: self,
             cursor: self.seek(start),
-            end: end.map(<[u8]>::to_vec),
+            end,
         }
+    }
+
+    fn prefix(&self, prefix: &[u8]) -> Iter<'_> {
+        let end = match super::key::prefix_successor(prefix) {
+            Some(end) => Bound::Excluded(end),
+            None => Bound::Unbounded,
+        };
+        self.range(Bound::Included(prefix), end)
     }
 
     /// The entry at `cursor` if its key is before `end`, and the cursor after it.
@@ -332,14 +340,6 @@ fn before_end(key: &[u8], end: &Bound<Vec<u8>>) -> bool {
         Bound::Included(e) => key <= e.as_slice(),
         Bound::Excluded(e) => key < e.as_slice(),
     }
-}
-
-fn prefix_bounds(prefix: &[u8]) -> (Bound<&[u8]>, Bound<Vec<u8>>) {
-    let end = match super::key::prefix_successor(prefix) {
-        Some(end) => Bound::Excluded(end),
-        None => Bound::Unbounded,
-    };
-    (Bound::Included(prefix), end)
 }
 
 /// The mutable memtable, owned by the task thread.
@@ -382,7 +382,8 @@ impl Default for MemTable {
 }
 
 impl MemTable {
-    /// An empty memtable. It allocates its first chunks (about 80 KiB) at once.
+    /// An empty memtable. It allocates the tree's first chunk (about 40 KiB) at once, and the
+    /// first arena and record chunks (about 70 KiB) with the first write.
     pub fn new() -> Self {
         MemTable {
             table: Table::new(),
@@ -431,9 +432,10 @@ impl MemTable {
 
     /// The memory the memtable has allocated, in bytes: every arena chunk (keys, values, the
     /// spare capacity of list values, slots given up by values that grew, the unused end of the
-    /// current chunk), the node and link chunks (about 53 bytes per entry) and the hash index
-    /// (about 6 to 11 bytes per entry). What the flush threshold compares against; it grows in
-    /// steps of one chunk (32 KiB) and, when the hash index doubles, of the index's size.
+    /// current chunk), the entry records (40 bytes per entry), the tree (about 20 to 30 bytes
+    /// per entry) and the hash index (about 6 to 11 bytes per entry). What the flush threshold
+    /// compares against. It grows by one chunk at a time (32 to 64 KiB) and, when the hash
+    /// index doubles, by the index's size.
     pub fn approximate_memory_usage(&self) -> usize {
         self.table.memory()
     }
@@ -450,15 +452,12 @@ impl MemTable {
 
     /// The entries whose keys start with `prefix`, in key order.
     pub fn prefix(&self, prefix: &[u8]) -> Iter<'_> {
-        let (start, end) = prefix_bounds(prefix);
-        let mut iter = self.table.range(start, Bound::Unbounded);
-        iter.end = end;
-        iter
+        self.table.prefix(prefix)
     }
 
     /// The entries whose keys are within the bounds, in key order.
     pub fn range(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Iter<'_> {
-        self.table.range(start, end)
+        self.table.range(start, end.map(<[u8]>::to_vec))
     }
 
     /// The entries in key order as owned `(key, entry)` pairs: a source for
@@ -522,15 +521,12 @@ impl ImmutableMemTable {
 
     /// The entries whose keys start with `prefix`, in key order.
     pub fn prefix(&self, prefix: &[u8]) -> Iter<'_> {
-        let (start, end) = prefix_bounds(prefix);
-        let mut iter = self.table.range(start, Bound::Unbounded);
-        iter.end = end;
-        iter
+        self.table.prefix(prefix)
     }
 
     /// The entries whose keys are within the bounds, in key order.
     pub fn range(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Iter<'_> {
-        self.table.range(start, end)
+        self.table.range(start, end.map(<[u8]>::to_vec))
     }
 
     /// The entries in key order as owned `(key, entry)` pairs: a source for
@@ -807,7 +803,11 @@ mod tests {
     fn memory_usage_counts_keys_values_and_entries() {
         let mut m = MemTable::new();
         let empty = m.approximate_memory_usage();
-        assert!(empty > 0 && empty < 256 << 10, "{empty}");
+        // The tree's first chunk; the first write adds an arena and a record chunk.
+        assert!(empty > 0 && empty < 64 << 10, "{empty}");
+        let mut one = MemTable::new();
+        one.put(b"k", b"v").unwrap();
+        assert!(one.approximate_memory_usage() < 128 << 10, "{one:?}");
         let value = [7u8; 100];
         for i in 0..20_000u32 {
             m.put(&i.to_be_bytes(), &value).unwrap();
