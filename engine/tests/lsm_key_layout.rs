@@ -117,6 +117,7 @@ proptest! {
         let mut value_key = Vec::new();
         key::encode_state_key(&mut value_key, StateId(p.state), p.key_group, &p.key, &p.ns);
         prop_assert_eq!(&bytes[..value_key.len()], &value_key[..]);
+        prop_assert_eq!(key::namespace_prefix_len(&bytes), Some(value_key.len()));
     }
 
     /// Any bytes: `decode` returns, and what it accepts re-encodes to the same bytes.

@@ -20,6 +20,7 @@
 //! - [`namespace_prefix`]: the entry of one (key, namespace), and for map state its user keys
 //!   (byte-identical to the value-state key [`encode_state_key`] writes).
 //!
+//! [`namespace_prefix_len`] finds the last of them in a key (for a table's prefix filter),
 //! [`KeyRange::for_prefix`] turns a prefix into a byte range, [`KeyRange::key_groups`] a
 //! [`KeyGroupRange`] of one state into one (for range deletion after a rescale), and [`decode`]
 //! splits a key back into its parts without panicking on any input. [`KeyBuilder`] writes the
@@ -121,6 +122,16 @@ pub fn key_prefix(buf: &mut Vec<u8>, state: StateId, key_group: u16, key: &[u8])
 #[inline]
 pub fn namespace_prefix(buf: &mut Vec<u8>, state: StateId, key_group: u16, key: &[u8], ns: &[u8]) {
     encode_state_key(buf, state, key_group, key, ns);
+}
+
+/// The length of an entry key's [`namespace_prefix`]: the whole key but a map user key.
+/// `None` if the key does not [`decode`].
+///
+/// This is the prefix a table's prefix bloom filter extracts, so that a scan of one map
+/// (key, namespace) skips the tables that hold none of its entries.
+pub fn namespace_prefix_len(key: &[u8]) -> Option<usize> {
+    let decoded = decode(key).ok()?;
+    Some(key.len() - decoded.map_user_key().len())
 }
 
 /// The least byte string greater than every string that starts with `prefix`, or `None` if
@@ -487,6 +498,15 @@ mod tests {
         let mut kp = Vec::new();
         key_prefix(&mut kp, state, 7, b"k");
         assert!(!state_key(5, 7, b"kk", b"").starts_with(&kp));
+    }
+
+    #[test]
+    fn namespace_prefix_length() {
+        let value_key = state_key(1, 2, b"key", b"ns");
+        assert_eq!(namespace_prefix_len(&value_key), Some(value_key.len()));
+        let map = map_key(1, 2, b"key", b"ns", b"user");
+        assert_eq!(namespace_prefix_len(&map), Some(value_key.len()));
+        assert_eq!(namespace_prefix_len(&map[..5]), None);
     }
 
     #[test]
