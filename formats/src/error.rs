@@ -10,9 +10,9 @@ use thiserror::Error;
 ///   report [`Truncated`](FormatError::Truncated) and
 ///   [`MalformedVarint`](FormatError::MalformedVarint). The engine's codecs convert them into
 ///   their own error.
-/// - **File readers and writers** ([`crate::snapshot`], [`crate::operator`]) name the file and
-///   the byte offset in every error they return: [`file`](FormatError::file) and
-///   [`offset`](FormatError::offset) give them back. They never return the two primitive
+/// - **File readers and writers** ([`crate::snapshot`], [`crate::operator`], [`crate::table`])
+///   name the file and the byte offset in every error they return: [`file`](FormatError::file)
+///   and [`offset`](FormatError::offset) give them back. They never return the two primitive
 ///   variants.
 ///
 /// Offsets are absolute positions in the file. Where a structure sits inside a compressed

@@ -1,11 +1,12 @@
 //! Limits a reader enforces on declared sizes before it allocates.
 
 /// The most bytes of one block (a key-group block of a snapshot, a state of an operator-state
-/// file), before or after compression: 64 MiB. Writers never produce larger blocks; readers
+/// file, a data block of an LSM table), before or after compression: 64 MiB. Writers never produce larger blocks; readers
 /// refuse them.
 pub const MAX_BLOCK_LEN: u32 = 64 << 20;
 
-/// The most bytes of a snapshot's meta block: 16 MiB.
+/// The most bytes of a snapshot's meta block, or of an LSM table's index, filter, properties or
+/// range tombstone block: 16 MiB.
 pub const MAX_META_LEN: u32 = 16 << 20;
 
 /// Limits a reader applies on top of the format's own maxima ([`MAX_BLOCK_LEN`],
