@@ -68,18 +68,18 @@ pub struct EncodedRun {
 struct RunEntry {
     /// The first eight key bytes, big-endian and zero-padded: most comparisons end here.
     prefix: u64,
-    start: u32,
-    key_end: u32,
-    ns_end: u32,
+    start: usize,
+    key_end: usize,
+    ns_end: usize,
     value: RunValue,
 }
 
 #[derive(Debug, Clone, Copy)]
 enum RunValue {
     /// The value's bytes end here (they start at `ns_end`).
-    Bytes(u32),
-    List(u32),
-    Map(u32),
+    Bytes(usize),
+    List(usize),
+    Map(usize),
 }
 
 /// One entry of an [`EncodedRun`], borrowed.
@@ -123,10 +123,8 @@ impl EncodedRun {
         self.entries.is_empty()
     }
 
-    fn offset(&self) -> u32 {
-        // A run holds one key group of one state; a block of the snapshot file is capped far
-        // below 4 GiB, and so is anything a heap can hold per key group in practice.
-        u32::try_from(self.bytes.len()).expect("a key group's encoded state is under 4 GiB")
+    fn offset(&self) -> usize {
+        self.bytes.len()
     }
 
     /// Appends an entry whose parts `encode` writes into the buffer: key, then namespace, then
@@ -154,14 +152,14 @@ impl EncodedRun {
             }
             RunValueSource::State(EncodedState::List(l)) => {
                 self.lists.push(l);
-                RunValue::List(self.lists.len() as u32 - 1)
+                RunValue::List(self.lists.len() - 1)
             }
             RunValueSource::State(EncodedState::Map(m)) => {
                 self.maps.push(m);
-                RunValue::Map(self.maps.len() as u32 - 1)
+                RunValue::Map(self.maps.len() - 1)
             }
         };
-        let key = &self.bytes[start as usize..key_end as usize];
+        let key = &self.bytes[start..key_end];
         let mut head = [0u8; 8];
         let n = key.len().min(8);
         head[..n].copy_from_slice(&key[..n]);
@@ -189,11 +187,11 @@ impl EncodedRun {
     }
 
     fn key(&self, e: &RunEntry) -> &[u8] {
-        &self.bytes[e.start as usize..e.key_end as usize]
+        &self.bytes[e.start..e.key_end]
     }
 
     fn namespace(&self, e: &RunEntry) -> &[u8] {
-        &self.bytes[e.key_end as usize..e.ns_end as usize]
+        &self.bytes[e.key_end..e.ns_end]
     }
 
     /// Sorts the entries by (key bytes, namespace bytes), the order of the canonical file.
@@ -201,11 +199,11 @@ impl EncodedRun {
         // Sort small (prefix, position) pairs by the prefix alone, then order each run of equal
         // prefixes by the full key and namespace: most keys differ in their first eight bytes,
         // so most comparisons are one integer compare, and the large entries move once.
-        let mut order: Vec<(u64, u32)> = self
+        let mut order: Vec<(u64, usize)> = self
             .entries
             .iter()
             .enumerate()
-            .map(|(i, e)| (e.prefix, i as u32))
+            .map(|(i, e)| (e.prefix, i))
             .collect();
         order.sort_unstable_by_key(|&(prefix, _)| prefix);
         let mut start = 0;
@@ -217,7 +215,7 @@ impl EncodedRun {
             }
             if end - start > 1 {
                 order[start..end].sort_unstable_by(|a, b| {
-                    let (x, y) = (&self.entries[a.1 as usize], &self.entries[b.1 as usize]);
+                    let (x, y) = (&self.entries[a.1], &self.entries[b.1]);
                     self.key(x)
                         .cmp(self.key(y))
                         .then_with(|| self.namespace(x).cmp(self.namespace(y)))
@@ -225,10 +223,7 @@ impl EncodedRun {
             }
             start = end;
         }
-        let sorted = order
-            .iter()
-            .map(|&(_, i)| self.entries[i as usize])
-            .collect();
+        let sorted = order.iter().map(|&(_, i)| self.entries[i]).collect();
         self.entries = sorted;
     }
 
@@ -238,11 +233,9 @@ impl EncodedRun {
             key: self.key(e),
             namespace: self.namespace(e),
             state: match e.value {
-                RunValue::Bytes(end) => {
-                    RunStateRef::Value(&self.bytes[e.ns_end as usize..end as usize])
-                }
-                RunValue::List(i) => RunStateRef::List(&self.lists[i as usize]),
-                RunValue::Map(i) => RunStateRef::Map(&self.maps[i as usize]),
+                RunValue::Bytes(end) => RunStateRef::Value(&self.bytes[e.ns_end..end]),
+                RunValue::List(i) => RunStateRef::List(&self.lists[i]),
+                RunValue::Map(i) => RunStateRef::Map(&self.maps[i]),
             },
         })
     }
