@@ -62,6 +62,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod limits;
+pub mod manifest;
 pub mod operator;
 mod random_access;
 mod record;

@@ -15,9 +15,12 @@
 //!   [`MergingIter`] that flushes, compactions and range reads are built on; the list-append
 //!   merge operator ([`merge::push_list_element`], [`merge::ListElements`]).
 //!
-//! Still to come: flushing an immutable memtable into an L0 table, the table format, the
-//! manifest and versions, leveled compaction, the block cache, and the `LsmBackend` that puts
-//! them behind [`KeyedStateBackend`](crate::KeyedStateBackend).
+//! - [`tree`]: the [`Tree`] over a [`Storage`](crate::Storage) directory: memtables, flushes
+//!   into L0 tables, versions of tables in levels recorded in a manifest, leveled compaction
+//!   and statistics (spec/lsm-tree.md).
+//!
+//! Still to come: the block cache, snapshots and incremental checkpoints of a tree, and the
+//! `LsmBackend` that puts them behind [`KeyedStateBackend`](crate::KeyedStateBackend).
 //!
 //! ```
 //! use flowstate::lsm::{key, merge, Entry, Lookup, MemTable, MergeLevel, MergingIter};
@@ -56,7 +59,9 @@ pub mod entry;
 pub mod key;
 pub mod mem_table;
 pub mod merge;
+pub mod tree;
 
 pub use entry::{Entry, EntryRef, Lookup};
 pub use mem_table::{ImmutableMemTable, MemTable};
 pub use merge::{resolve, MergeLevel, MergingIter};
+pub use tree::{Tree, TreeOptions, TreeStats, Version};

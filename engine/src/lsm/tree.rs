@@ -1,0 +1,933 @@
+//! The LSM tree: a memtable, frozen memtables and versions of immutable table files in levels.
+//!
+//! A [`Tree`] lives in one directory of a [`Storage`]: table files named `NNNNNN.sst` and a
+//! `MANIFEST` (spec/formats.md, section "LSM manifest") that lists the live tables; design in
+//! spec/lsm-tree.md.
+//!
+//! - Writes ([`Tree::put`], [`Tree::delete`], [`Tree::merge`]) go into the active
+//!   [`MemTable`]; once it holds [`TreeOptions::memtable_bytes`] it is frozen into an
+//!   [`ImmutableMemTable`]. When more than [`TreeOptions::max_immutable_memtables`] wait, the
+//!   writer flushes one itself (back-pressure).
+//! - [`Tree::flush_one`] writes the oldest frozen memtable into one L0 table and
+//!   [`Tree::compact_one`] runs one leveled compaction step; the embedder's pool calls them
+//!   (the tree starts no thread). Each installs a new [`Version`] and rewrites the manifest
+//!   atomically.
+//! - Reads ([`Tree::get`], [`Tree::scan_prefix`], [`Tree::scan_range`]) resolve newest first:
+//!   the memtable, frozen memtables newest first, L0 tables newest first, then one table per
+//!   deeper level.
+//! - A table file is deleted when the manifest no longer lists it and no [`Version`] holds it
+//!   ([`Tree::pin`] holds one for a snapshot).
+//!
+//! There is no write-ahead log: what is not flushed is lost on a crash; durability comes
+//! from checkpoints.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use flowstate::lsm::tree::{Tree, TreeOptions};
+//! use flowstate::storage::MemStorage;
+//!
+//! let storage = Arc::new(MemStorage::new());
+//! let tree = Tree::open(storage.clone(), "lsm", TreeOptions::default())?;
+//! tree.put(b"k1", b"v1")?;
+//! tree.freeze();
+//! assert!(tree.flush_one()?);
+//! tree.put(b"k2", b"v2")?;
+//! assert_eq!(tree.get(b"k1")?.as_deref(), Some(&b"v1"[..]));
+//! assert_eq!(tree.scan_prefix(b"k")?.len(), 2);
+//! drop(tree);
+//!
+//! // Only flushed data survives a reopen.
+//! let tree = Tree::open(storage, "lsm", TreeOptions::default())?;
+//! assert_eq!(tree.get(b"k1")?.as_deref(), Some(&b"v1"[..]));
+//! assert_eq!(tree.get(b"k2")?, None);
+//! # Ok::<(), flowstate::Error>(())
+//! ```
+
+use std::collections::{HashSet, VecDeque};
+use std::fmt;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use flowstate_formats::manifest::{Manifest, ManifestTable};
+use flowstate_formats::table::{
+    EntryKind, PrefixExtractor, TableBuilder, TableOptions, TableReadOptions, TableReader,
+};
+use flowstate_formats::{Compression, FormatError};
+
+use super::entry::{Entry, Lookup};
+use super::key;
+use super::mem_table::{ImmutableMemTable, MemTable};
+use super::merge::{resolve, MergeLevel, MergingIter};
+use crate::error::{Error, Result};
+use crate::storage::{is_temp_name, ReadableFile, Storage, ROOT, TEMP_SUFFIX};
+
+/// The manifest's file name in the tree's directory.
+pub const MANIFEST_NAME: &str = "MANIFEST";
+
+/// The suffix of table file names.
+pub const TABLE_SUFFIX: &str = ".sst";
+
+/// The largest manifest [`Tree::open`] reads.
+pub const MAX_MANIFEST_LEN: u64 = 256 << 20;
+
+/// The number of levels, L0 included.
+pub const MAX_LEVELS: usize = 7;
+
+/// How a [`Tree`] is configured.
+#[derive(Debug, Clone)]
+pub struct TreeOptions {
+    /// The memory a memtable may use before it is frozen (default 64 MiB).
+    pub memtable_bytes: usize,
+    /// Frozen memtables that may wait for a flush (default 2); past it, the writer flushes the
+    /// oldest itself before returning.
+    pub max_immutable_memtables: usize,
+    /// The uncompressed size of a data block (default 4 KiB).
+    pub block_size: usize,
+    /// The compression of table blocks (default LZ4).
+    pub compression: Compression,
+    /// Bloom filter bits per key (default 10; 0: no filter).
+    pub bloom_bits_per_key: u32,
+    /// Whether table filters also hold the (key, namespace) prefix of every key
+    /// ([`key::namespace_prefix_len`]), so that prefix scans skip tables (default true).
+    pub prefix_bloom: bool,
+    /// The number of L0 tables that triggers an L0 → L1 compaction (default 4).
+    pub l0_compaction_trigger: usize,
+    /// The size at which a compaction closes an output table (default 64 MiB).
+    pub target_table_bytes: u64,
+    /// The size budget of L1 (default 256 MiB); each deeper level has ten times the budget of
+    /// the one above.
+    pub level1_max_bytes: u64,
+}
+
+impl Default for TreeOptions {
+    fn default() -> Self {
+        TreeOptions {
+            memtable_bytes: 64 << 20,
+            max_immutable_memtables: 2,
+            block_size: flowstate_formats::table::DEFAULT_BLOCK_SIZE,
+            compression: Compression::Lz4,
+            bloom_bits_per_key: flowstate_formats::table::DEFAULT_BLOOM_BITS_PER_KEY,
+            prefix_bloom: true,
+            l0_compaction_trigger: 4,
+            target_table_bytes: 64 << 20,
+            level1_max_bytes: 256 << 20,
+        }
+    }
+}
+
+impl TreeOptions {
+    fn check(&self) -> Result<()> {
+        let bad = |what: &str| Err(Error::InvalidConfig(format!("LSM tree: {what}")));
+        if self.memtable_bytes == 0 {
+            return bad("memtable_bytes must be above 0");
+        }
+        if self.l0_compaction_trigger < 2 {
+            return bad("l0_compaction_trigger must be at least 2");
+        }
+        if self.target_table_bytes == 0 || self.level1_max_bytes == 0 {
+            return bad("target_table_bytes and level1_max_bytes must be above 0");
+        }
+        if self.bloom_bits_per_key > flowstate_formats::table::MAX_BLOOM_BITS_PER_KEY {
+            return bad("bloom_bits_per_key is above the table format's maximum");
+        }
+        Ok(())
+    }
+
+    /// The size budget of `level` (1 ..).
+    fn level_budget(&self, level: usize) -> u64 {
+        let mut budget = self.level1_max_bytes;
+        for _ in 1..level {
+            budget = budget.saturating_mul(10);
+        }
+        budget
+    }
+}
+
+/// The prefix extractor of the tree's filters: an entry key's (key, namespace) prefix.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NamespacePrefix;
+
+impl PrefixExtractor for NamespacePrefix {
+    fn name(&self) -> &str {
+        "flowstate.namespace-prefix"
+    }
+
+    fn prefix_len(&self, key: &[u8]) -> Option<usize> {
+        key::namespace_prefix_len(key)
+    }
+}
+
+/// One open table file of the tree.
+///
+/// Once a compaction has replaced the table and the manifest that no longer lists it is
+/// durable, the file is deleted when the last holder of the handle drops it.
+pub struct TableHandle {
+    id: u64,
+    name: String,
+    path: String,
+    size: u64,
+    smallest: Vec<u8>,
+    largest: Vec<u8>,
+    reader: TableReader<Arc<dyn ReadableFile>>,
+    storage: Arc<dyn Storage>,
+    obsolete: AtomicBool,
+}
+
+impl TableHandle {
+    /// The table's id (its file number).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The file name in the tree's directory.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The file's length in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The smallest key the table holds.
+    pub fn smallest(&self) -> &[u8] {
+        &self.smallest
+    }
+
+    /// The largest key the table holds.
+    pub fn largest(&self) -> &[u8] {
+        &self.largest
+    }
+
+    /// The open table.
+    pub fn reader(&self) -> &TableReader<Arc<dyn ReadableFile>> {
+        &self.reader
+    }
+
+    fn overlaps(&self, lo: &[u8], hi: &[u8]) -> bool {
+        self.smallest.as_slice() <= hi && self.largest.as_slice() >= lo
+    }
+
+    fn lookup(&self, key: &[u8]) -> Result<Lookup<'static>> {
+        if key < self.smallest.as_slice() || key > self.largest.as_slice() {
+            return Ok(Lookup::NotFound);
+        }
+        Ok(match self.reader.get(key)? {
+            Some((EntryKind::Put, v)) => Lookup::Found(v.into()),
+            Some((EntryKind::Delete, _)) => Lookup::Deleted,
+            Some((EntryKind::Merge, ops)) => Lookup::MergeOperands(ops.into()),
+            None if self.reader.covering_tombstone(key).is_some() => Lookup::Deleted,
+            None => Lookup::NotFound,
+        })
+    }
+
+    /// The table's entries from `start` (on) as a merge source.
+    fn source(&self, start: &[u8], prefix: Option<&[u8]>) -> Source {
+        let iter = match prefix {
+            Some(p) => self.reader.iter_prefix(p),
+            None => self.reader.iter_from(start),
+        };
+        Box::new(iter.map(|e| {
+            let e = e?;
+            let entry = match e.kind {
+                EntryKind::Put => Entry::Put(e.value),
+                EntryKind::Delete => Entry::Delete,
+                EntryKind::Merge => Entry::Merge(e.value),
+            };
+            Ok((e.key, entry))
+        }))
+    }
+}
+
+impl Drop for TableHandle {
+    fn drop(&mut self) {
+        if self.obsolete.load(Ordering::Acquire) {
+            // A file left behind is garbage that the next open removes.
+            let _ = self.storage.remove_file(&self.path);
+        }
+    }
+}
+
+impl fmt::Debug for TableHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TableHandle")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("size", &self.size)
+            .field("smallest", &key::Hex(&self.smallest).to_string())
+            .field("largest", &key::Hex(&self.largest).to_string())
+            .finish()
+    }
+}
+
+/// An immutable set of tables by level: L0 newest first (its tables may overlap), deeper
+/// levels sorted by key (their tables do not overlap).
+#[derive(Debug, Clone, Default)]
+pub struct Version {
+    levels: Vec<Vec<Arc<TableHandle>>>,
+}
+
+impl Version {
+    fn empty() -> Self {
+        Version {
+            levels: vec![Vec::new(); MAX_LEVELS],
+        }
+    }
+
+    /// The tables of `level` (empty past the last level).
+    pub fn tables(&self, level: usize) -> &[Arc<TableHandle>] {
+        self.levels.get(level).map_or(&[], Vec::as_slice)
+    }
+
+    /// The number of levels ([`MAX_LEVELS`]).
+    pub fn level_count(&self) -> usize {
+        self.levels.len()
+    }
+
+    /// The bytes of the table files of `level`.
+    pub fn level_bytes(&self, level: usize) -> u64 {
+        self.tables(level).iter().map(|t| t.size).sum()
+    }
+
+    /// Every table, L0 newest first, then each level by key.
+    pub fn all_tables(&self) -> impl Iterator<Item = &Arc<TableHandle>> {
+        self.levels.iter().flatten()
+    }
+
+    /// The tables that may hold `key`, newest first.
+    fn candidates<'a>(&'a self, key: &'a [u8]) -> impl Iterator<Item = &'a Arc<TableHandle>> {
+        let l0 = self.tables(0).iter();
+        let deeper = self.levels.iter().skip(1).filter_map(move |tables| {
+            let i = tables.partition_point(|t| t.largest.as_slice() < key);
+            tables.get(i).filter(|t| t.smallest.as_slice() <= key)
+        });
+        l0.chain(deeper)
+    }
+
+    fn manifest(&self, next_table_id: u64) -> Manifest {
+        let mut tables = Vec::new();
+        for (level, ts) in self.levels.iter().enumerate() {
+            for t in ts {
+                tables.push(ManifestTable {
+                    level: level as u8,
+                    id: t.id,
+                    name: t.name.clone(),
+                    size: t.size,
+                    smallest: t.smallest.clone(),
+                    largest: t.largest.clone(),
+                });
+            }
+        }
+        Manifest {
+            next_table_id,
+            tables,
+        }
+    }
+}
+
+/// The number of tables and their bytes in one level.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LevelStats {
+    /// Tables in the level.
+    pub tables: usize,
+    /// Bytes of their files.
+    pub bytes: u64,
+}
+
+/// Counters of a [`Tree`], from [`Tree::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TreeStats {
+    /// Memory of the active memtable.
+    pub memtable_bytes: usize,
+    /// Frozen memtables waiting for a flush.
+    pub immutable_memtables: usize,
+    /// Their memory.
+    pub immutable_memtable_bytes: usize,
+    /// Tables and bytes per level, L0 first.
+    pub levels: Vec<LevelStats>,
+    /// Flushes completed since the tree was opened.
+    pub flushes: u64,
+    /// Bytes of table files written by flushes since the tree was opened.
+    pub flush_bytes_written: u64,
+    /// Compactions completed since the tree was opened.
+    pub compactions: u64,
+    /// Bytes of table files read by compactions (their inputs' sizes).
+    pub compaction_bytes_read: u64,
+    /// Bytes of table files written by compactions.
+    pub compaction_bytes_written: u64,
+}
+
+impl TreeStats {
+    /// Bytes written to tables per byte flushed: `(flush + compaction) / flush`, or 0 before
+    /// the first flush.
+    pub fn write_amplification(&self) -> f64 {
+        if self.flush_bytes_written == 0 {
+            return 0.0;
+        }
+        (self.flush_bytes_written + self.compaction_bytes_written) as f64
+            / self.flush_bytes_written as f64
+    }
+}
+
+/// The mutable part of a tree, behind its lock.
+struct State {
+    mem: MemTable,
+    /// Frozen memtables, oldest at the front.
+    imms: VecDeque<Arc<ImmutableMemTable>>,
+    version: Arc<Version>,
+    next_id: u64,
+    stats: TreeStats,
+}
+
+type Source = Box<dyn Iterator<Item = Result<(Vec<u8>, Entry)>> + Send>;
+
+/// An LSM tree in one directory of a [`Storage`]; see [the module](self).
+///
+/// All methods take `&self`: a tree can be shared (in an `Arc`) between the task thread that
+/// writes and reads and the pool threads that flush and compact. Flushes and compactions run
+/// one at a time.
+pub struct Tree {
+    storage: Arc<dyn Storage>,
+    dir: String,
+    options: TreeOptions,
+    table_options: TableOptions,
+    read_options: TableReadOptions,
+    state: Mutex<State>,
+    /// Held by a flush or a compaction for its whole run.
+    work: Mutex<()>,
+}
+
+impl fmt::Debug for Tree {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tree")
+            .field("dir", &self.dir)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn owned(lookup: Lookup<'_>) -> Lookup<'static> {
+    match lookup {
+        Lookup::Found(v) => Lookup::Found(v.into_owned().into()),
+        Lookup::Deleted => Lookup::Deleted,
+        Lookup::MergeOperands(o) => Lookup::MergeOperands(o.into_owned().into()),
+        Lookup::NotFound => Lookup::NotFound,
+    }
+}
+
+fn table_name(id: u64) -> String {
+    format!("{id:06}{TABLE_SUFFIX}")
+}
+
+fn corrupt(file: &str, reason: String) -> Error {
+    Error::Format(FormatError::Corrupt {
+        file: file.to_owned(),
+        offset: 0,
+        reason,
+    })
+}
+
+impl Tree {
+    /// Opens the tree in directory `dir` of `storage` (created if missing): reads the manifest,
+    /// if any, opens every table it lists and deletes the table files and temporary files it
+    /// does not list.
+    ///
+    /// A listed table that is missing, of another size or another id is an error.
+    pub fn open(storage: Arc<dyn Storage>, dir: &str, options: TreeOptions) -> Result<Tree> {
+        options.check()?;
+        let prefix: Option<Arc<dyn PrefixExtractor>> =
+            options.prefix_bloom.then(|| Arc::new(NamespacePrefix) as _);
+        let table_options = TableOptions {
+            block_size: options.block_size,
+            compression: options.compression,
+            bloom_bits_per_key: options.bloom_bits_per_key,
+            prefix_extractor: prefix.clone(),
+            ..TableOptions::default()
+        };
+        let read_options = TableReadOptions {
+            prefix_extractor: prefix,
+            ..TableReadOptions::default()
+        };
+        if dir != ROOT {
+            storage.create_dir_all(dir)?;
+            // Make every directory on the way durable, so that a flush's files survive a crash.
+            let parts: Vec<&str> = dir.split('/').collect();
+            for i in 0..parts.len() {
+                let parent = if i == 0 {
+                    ROOT.to_owned()
+                } else {
+                    parts[..i].join("/")
+                };
+                storage.sync_dir(&parent)?;
+            }
+        }
+        let mut tree = Tree {
+            storage,
+            dir: dir.to_owned(),
+            options,
+            table_options,
+            read_options,
+            state: Mutex::new(State {
+                mem: MemTable::new(),
+                imms: VecDeque::new(),
+                version: Arc::new(Version::empty()),
+                next_id: 1,
+                stats: TreeStats::default(),
+            }),
+            work: Mutex::new(()),
+        };
+        tree.recover()?;
+        Ok(tree)
+    }
+
+    fn path(&self, name: &str) -> String {
+        if self.dir == ROOT {
+            name.to_owned()
+        } else {
+            format!("{}/{name}", self.dir)
+        }
+    }
+
+    fn recover(&mut self) -> Result<()> {
+        let manifest_path = self.path(MANIFEST_NAME);
+        let manifest = if self.storage.exists(&manifest_path)? {
+            let bytes = self.storage.read_all(&manifest_path, MAX_MANIFEST_LEN)?;
+            Manifest::decode(&bytes, &manifest_path)?
+        } else {
+            Manifest::default()
+        };
+        let mut version = Version::empty();
+        let mut listed = HashSet::new();
+        for t in &manifest.tables {
+            let level = usize::from(t.level);
+            if level >= MAX_LEVELS {
+                return Err(corrupt(
+                    &manifest_path,
+                    format!("table {} is in level {level}, past the last level", t.name),
+                ));
+            }
+            let handle = self.open_table(t.id, &t.name, &t.smallest, &t.largest)?;
+            if handle.size != t.size {
+                return Err(corrupt(
+                    &handle.path,
+                    format!(
+                        "the manifest records {} bytes, the file has {}",
+                        t.size, handle.size
+                    ),
+                ));
+            }
+            listed.insert(t.name.clone());
+            version.levels[level].push(Arc::new(handle));
+        }
+        for (level, tables) in version.levels.iter_mut().enumerate().skip(1) {
+            tables.sort_by(|a, b| a.smallest.cmp(&b.smallest));
+            if tables.windows(2).any(|w| w[0].largest >= w[1].smallest) {
+                return Err(corrupt(
+                    &manifest_path,
+                    format!("tables of level {level} overlap"),
+                ));
+            }
+        }
+        let mut next_id = manifest.next_table_id.max(1);
+        for name in self.storage.list_dir(&self.dir)? {
+            if listed.contains(&name) || name == MANIFEST_NAME {
+                continue;
+            }
+            if let Some(id) = name
+                .strip_suffix(TABLE_SUFFIX)
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                next_id = next_id.max(id.saturating_add(1));
+            }
+            if name.ends_with(TABLE_SUFFIX) || is_temp_name(&name) {
+                self.storage.remove_file(&self.path(&name))?;
+            }
+        }
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        state.version = Arc::new(version);
+        state.next_id = next_id;
+        Ok(())
+    }
+
+    fn open_table(
+        &self,
+        id: u64,
+        name: &str,
+        smallest: &[u8],
+        largest: &[u8],
+    ) -> Result<TableHandle> {
+        let path = self.path(name);
+        let file: Arc<dyn ReadableFile> = Arc::from(self.storage.open(&path)?);
+        let size = file.len();
+        let reader = TableReader::open_with(file, &path, self.read_options.clone())?;
+        if reader.table_id() != id {
+            return Err(corrupt(
+                &path,
+                format!("table id {} where {id} is expected", reader.table_id()),
+            ));
+        }
+        Ok(TableHandle {
+            id,
+            name: name.to_owned(),
+            path,
+            size,
+            smallest: smallest.to_vec(),
+            largest: largest.to_vec(),
+            reader,
+            storage: Arc::clone(&self.storage),
+            obsolete: AtomicBool::new(false),
+        })
+    }
+
+    /// The tree's options.
+    pub fn options(&self) -> &TreeOptions {
+        &self.options
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.write(|mem| mem.put(key, value))
+    }
+
+    /// Deletes `key`.
+    pub fn delete(&self, key: &[u8]) -> Result<()> {
+        self.write(|mem| mem.delete(key))
+    }
+
+    /// Appends the list-append `operand` (see [`merge::push_list_element`](super::merge::push_list_element))
+    /// to the value of `key`.
+    pub fn merge(&self, key: &[u8], operand: &[u8]) -> Result<()> {
+        self.write(|mem| mem.merge(key, operand))
+    }
+
+    fn write(&self, op: impl FnOnce(&mut MemTable) -> Result<()>) -> Result<()> {
+        let waiting = {
+            let mut state = lock(&self.state);
+            op(&mut state.mem)?;
+            if state.mem.approximate_memory_usage() >= self.options.memtable_bytes {
+                Self::freeze_locked(&mut state);
+            }
+            state.imms.len()
+        };
+        if waiting > self.options.max_immutable_memtables {
+            while lock(&self.state).imms.len() > self.options.max_immutable_memtables {
+                if !self.flush_one()? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn freeze_locked(state: &mut State) {
+        if state.mem.is_empty() {
+            return;
+        }
+        let mem = std::mem::take(&mut state.mem);
+        state.imms.push_back(mem.freeze());
+    }
+
+    /// Freezes the active memtable (if it holds anything) so that the next flushes write it.
+    pub fn freeze(&self) {
+        Self::freeze_locked(&mut lock(&self.state));
+    }
+
+    /// The number of frozen memtables waiting for a flush.
+    pub fn immutable_memtables(&self) -> usize {
+        lock(&self.state).imms.len()
+    }
+
+    /// The current version; holding it keeps its table files from being deleted.
+    pub fn pin(&self) -> Arc<Version> {
+        Arc::clone(&lock(&self.state).version)
+    }
+
+    /// The value of `key`, resolved newest first, or `None` if it is absent.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let (mem, imms, version) = {
+            let state = lock(&self.state);
+            (
+                owned(state.mem.get(key)),
+                state.imms.clone(),
+                Arc::clone(&state.version),
+            )
+        };
+        let lookups = std::iter::once(Ok(mem))
+            .chain(imms.iter().rev().map(|m| Ok(m.get(key))))
+            .chain(version.candidates(key).map(|t| t.lookup(key)));
+        Ok(resolve(lookups)?.map(|v| v.into_owned()))
+    }
+
+    /// The `(key, value)` pairs whose keys start with `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let end = key::prefix_successor(prefix);
+        self.scan(prefix, end.as_deref(), Some(prefix))
+    }
+
+    /// The `(key, value)` pairs with `start <= key < end`, in key order.
+    pub fn scan_range(&self, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        self.scan(start, Some(end), None)
+    }
+
+    fn scan(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        prefix: Option<&[u8]>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let end_bound = end.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut sources: Vec<Source> = Vec::new();
+        let version = {
+            let state = lock(&self.state);
+            let mem: Vec<_> = state
+                .mem
+                .range(Bound::Included(start), end_bound)
+                .into_entries()
+                .collect();
+            sources.push(Box::new(mem.into_iter()));
+            for m in state.imms.iter().rev() {
+                sources.push(Box::new(
+                    Arc::clone(m).owned_entries(Bound::Included(start), end_bound),
+                ));
+            }
+            Arc::clone(&state.version)
+        };
+        for t in version.all_tables() {
+            if t.largest.as_slice() < start || end.is_some_and(|e| t.smallest.as_slice() >= e) {
+                continue;
+            }
+            let end = end.map(<[u8]>::to_vec);
+            sources.push(Box::new(t.source(start, prefix).take_while(
+                move |r| match (r, &end) {
+                    (Ok((k, _)), Some(e)) => k < e,
+                    _ => true,
+                },
+            )));
+        }
+        let mut out = Vec::new();
+        for item in MergingIter::new(sources, MergeLevel::Bottom) {
+            if let (k, Entry::Put(v)) = item? {
+                out.push((k, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes the entries of `entries` into new tables, each closed once it reaches `limit`
+    /// bytes: temporary name, sync, rename. The caller syncs the directory.
+    fn write_tables(
+        &self,
+        entries: &mut dyn Iterator<Item = Result<(Vec<u8>, Entry)>>,
+        limit: u64,
+    ) -> Result<Vec<Arc<TableHandle>>> {
+        let mut out = Vec::new();
+        let mut pending = entries.next();
+        while let Some(first) = pending.take() {
+            let id = {
+                let mut state = lock(&self.state);
+                let id = state.next_id;
+                state.next_id += 1;
+                id
+            };
+            let name = table_name(id);
+            let path = self.path(&name);
+            let mut buf = Vec::new();
+            let mut builder = TableBuilder::new(
+                &mut buf,
+                TableOptions {
+                    table_id: id,
+                    ..self.table_options.clone()
+                },
+                &path,
+            )?;
+            let mut item = Some(first);
+            while let Some(next) = item.take() {
+                let (k, entry) = next?;
+                match &entry {
+                    Entry::Put(v) => builder.add(&k, EntryKind::Put, v)?,
+                    Entry::Delete => builder.add(&k, EntryKind::Delete, &[])?,
+                    Entry::Merge(o) => builder.add(&k, EntryKind::Merge, o)?,
+                }
+                if builder.estimated_len() >= limit {
+                    pending = entries.next();
+                    break;
+                }
+                item = entries.next();
+            }
+            let summary = builder.finish()?;
+            let (Some(smallest), Some(largest)) = (summary.smallest(), summary.largest()) else {
+                continue;
+            };
+            let (smallest, largest) = (smallest.to_vec(), largest.to_vec());
+            let tmp = format!("{path}{TEMP_SUFFIX}");
+            let written = (|| {
+                let mut file = self.storage.create(&tmp)?;
+                file.write_all(&buf)?;
+                file.sync()?;
+                drop(file);
+                self.storage.rename(&tmp, &path)
+            })();
+            if let Err(e) = written {
+                let _ = self.storage.remove_file(&tmp);
+                return Err(e);
+            }
+            let handle = Arc::new(self.open_table(id, &name, &smallest, &largest)?);
+            out.push(handle);
+        }
+        Ok(out)
+    }
+
+    /// Writes `version` as the manifest, atomically.
+    fn write_manifest(&self, version: &Version) -> Result<()> {
+        let next_id = lock(&self.state).next_id;
+        let bytes = version.manifest(next_id).encode();
+        self.storage.write_atomic(&self.path(MANIFEST_NAME), &bytes)
+    }
+
+    /// Flushes the oldest frozen memtable into one L0 table, records it in the manifest and
+    /// installs the new version. Returns `false` if no memtable was waiting.
+    ///
+    /// On an error the memtable stays frozen (a later call retries) and the tree is unchanged;
+    /// a table file written before the error is removed on the next open.
+    pub fn flush_one(&self) -> Result<bool> {
+        let _work = lock(&self.work);
+        let Some(imm) = lock(&self.state).imms.front().cloned() else {
+            return Ok(false);
+        };
+        let mut entries = imm.entries();
+        let tables = self.write_tables(&mut entries, u64::MAX)?;
+        let base = self.pin();
+        let mut version = (*base).clone();
+        let mut written = 0;
+        if !tables.is_empty() {
+            self.storage.sync_dir(&self.dir)?;
+            for t in tables.iter().rev() {
+                written += t.size;
+                version.levels[0].insert(0, Arc::clone(t));
+            }
+            self.write_manifest(&version)?;
+        }
+        let mut state = lock(&self.state);
+        state.version = Arc::new(version);
+        state.imms.pop_front();
+        state.stats.flushes += 1;
+        state.stats.flush_bytes_written += written;
+        Ok(true)
+    }
+
+    /// Picks one compaction: `(input level, inputs newest first, overlapping tables of the
+    /// output level)`.
+    fn pick(&self, version: &Version) -> Option<(usize, Vec<Arc<TableHandle>>)> {
+        if version.tables(0).len() >= self.options.l0_compaction_trigger {
+            return Some((0, version.tables(0).to_vec()));
+        }
+        for level in 1..MAX_LEVELS - 1 {
+            if version.level_bytes(level) > self.options.level_budget(level) {
+                let first = version.tables(level).first()?;
+                return Some((level, vec![Arc::clone(first)]));
+            }
+        }
+        None
+    }
+
+    /// Runs one compaction step if one is due: L0 into L1 once L0 holds
+    /// [`TreeOptions::l0_compaction_trigger`] tables, else one table of the first level over its
+    /// size budget into the next level. Returns `false` if none was due.
+    ///
+    /// Tombstones are dropped only when no deeper level holds tables overlapping the output.
+    /// The replaced files are deleted once the new manifest is durable and no pinned version
+    /// holds them.
+    pub fn compact_one(&self) -> Result<bool> {
+        let _work = lock(&self.work);
+        let base = self.pin();
+        let Some((level, upper)) = self.pick(&base) else {
+            return Ok(false);
+        };
+        let out_level = level + 1;
+        let lo = upper
+            .iter()
+            .map(|t| t.smallest.as_slice())
+            .min()
+            .unwrap_or_default()
+            .to_vec();
+        let hi = upper
+            .iter()
+            .map(|t| t.largest.as_slice())
+            .max()
+            .unwrap_or_default()
+            .to_vec();
+        let lower: Vec<Arc<TableHandle>> = base
+            .tables(out_level)
+            .iter()
+            .filter(|t| t.overlaps(&lo, &hi))
+            .cloned()
+            .collect();
+        let lo = lower
+            .first()
+            .map_or(lo.clone(), |t| t.smallest.clone().min(lo.clone()));
+        let hi = lower
+            .last()
+            .map_or(hi.clone(), |t| t.largest.clone().max(hi.clone()));
+        let deeper = (out_level + 1..MAX_LEVELS)
+            .any(|l| base.tables(l).iter().any(|t| t.overlaps(&lo, &hi)));
+        let merge_level = if deeper {
+            MergeLevel::Upper
+        } else {
+            MergeLevel::Bottom
+        };
+        let inputs: Vec<Arc<TableHandle>> = upper.iter().chain(&lower).cloned().collect();
+        let sources: Vec<Source> = inputs.iter().map(|t| t.source(&[], None)).collect();
+        let mut merged = MergingIter::new(sources, merge_level);
+        let outputs = self.write_tables(&mut merged, self.options.target_table_bytes)?;
+        if !outputs.is_empty() {
+            self.storage.sync_dir(&self.dir)?;
+        }
+        let mut version = (*base).clone();
+        let gone: HashSet<u64> = inputs.iter().map(|t| t.id).collect();
+        for tables in &mut version.levels {
+            tables.retain(|t| !gone.contains(&t.id));
+        }
+        let out = &mut version.levels[out_level];
+        out.extend(outputs.iter().cloned());
+        out.sort_by(|a, b| a.smallest.cmp(&b.smallest));
+        self.write_manifest(&version)?;
+        for t in &inputs {
+            t.obsolete.store(true, Ordering::Release);
+        }
+        let mut state = lock(&self.state);
+        state.version = Arc::new(version);
+        state.stats.compactions += 1;
+        state.stats.compaction_bytes_read += inputs.iter().map(|t| t.size).sum::<u64>();
+        state.stats.compaction_bytes_written += outputs.iter().map(|t| t.size).sum::<u64>();
+        Ok(true)
+    }
+
+    /// Counters: memtable memory, tables and bytes per level, bytes written by flushes and
+    /// compactions.
+    pub fn stats(&self) -> TreeStats {
+        let state = lock(&self.state);
+        let mut stats = state.stats.clone();
+        stats.memtable_bytes = state.mem.approximate_memory_usage();
+        stats.immutable_memtables = state.imms.len();
+        stats.immutable_memtable_bytes = state
+            .imms
+            .iter()
+            .map(|m| m.approximate_memory_usage())
+            .sum();
+        stats.levels = (0..state.version.level_count())
+            .map(|l| LevelStats {
+                tables: state.version.tables(l).len(),
+                bytes: state.version.level_bytes(l),
+            })
+            .collect();
+        stats
+    }
+}

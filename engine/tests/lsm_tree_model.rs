@@ -1,0 +1,170 @@
+//! Model-based property test of the LSM tree (spec/lsm-tree.md).
+//!
+//! Random puts, deletes and list appends over real entry keys (two states, two key groups,
+//! keys and namespaces that are byte prefixes of each other, map user keys) go to a [`Tree`]
+//! with tiny memtables, blocks and level budgets, interleaved with freezes, flushes,
+//! compactions and reopens (after flushing everything, so nothing is lost). A `BTreeMap`
+//! replays the same operations: a put sets the bytes, an append concatenates, a delete removes.
+//! Every point read, prefix scan and range scan must equal the model.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use flowstate::lsm::key;
+use flowstate::lsm::tree::{Tree, TreeOptions};
+use flowstate::{MemStorage, StateId, Storage};
+use proptest::prelude::*;
+
+fn universe() -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    for state in [1u32, 2] {
+        for kg in [0u16, 1] {
+            for k in [&b"a"[..], b"ab"] {
+                for ns in [&b""[..], b"n"] {
+                    let mut buf = Vec::new();
+                    key::encode_state_key(&mut buf, StateId(state), kg, k, ns);
+                    keys.push(buf);
+                    for uk in [&b"x"[..], b"xy"] {
+                        let mut buf = Vec::new();
+                        key::encode_map_key(&mut buf, StateId(state), kg, k, ns, uk);
+                        keys.push(buf);
+                    }
+                }
+            }
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(usize, Vec<u8>),
+    Delete(usize),
+    Merge(usize, Vec<u8>),
+    Get(usize),
+    ScanPrefix(usize, usize),
+    ScanRange(usize, usize),
+    Freeze,
+    Flush,
+    Compact,
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let k = 0..universe().len();
+    let v = prop::collection::vec(any::<u8>(), 0..40);
+    prop_oneof![
+        6 => (k.clone(), v.clone()).prop_map(|(k, v)| Op::Put(k, v)),
+        3 => k.clone().prop_map(Op::Delete),
+        4 => (k.clone(), v).prop_map(|(k, v)| Op::Merge(k, v)),
+        3 => k.clone().prop_map(Op::Get),
+        2 => (k.clone(), 0..8usize).prop_map(|(k, n)| Op::ScanPrefix(k, n)),
+        1 => (k.clone(), k).prop_map(|(a, b)| Op::ScanRange(a, b)),
+        2 => Just(Op::Freeze),
+        2 => Just(Op::Flush),
+        2 => Just(Op::Compact),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+fn options() -> TreeOptions {
+    TreeOptions {
+        memtable_bytes: 48 << 10,
+        max_immutable_memtables: 2,
+        block_size: 64,
+        l0_compaction_trigger: 2,
+        target_table_bytes: 300,
+        level1_max_bytes: 600,
+        ..TreeOptions::default()
+    }
+}
+
+fn check_all(tree: &Tree, model: &BTreeMap<Vec<u8>, Vec<u8>>, keys: &[Vec<u8>]) {
+    for k in keys {
+        assert_eq!(tree.get(k).unwrap().as_ref(), model.get(k), "get {k:?}");
+    }
+    let all: Vec<_> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    assert_eq!(tree.scan_prefix(b"").unwrap(), all);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn tree_matches_a_btreemap(ops in prop::collection::vec(op(), 1..160)) {
+        let keys = universe();
+        let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
+        let mut tree = Tree::open(Arc::clone(&storage), "lsm", options()).unwrap();
+        let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for op in ops {
+            match op {
+                Op::Put(k, v) => {
+                    tree.put(&keys[k], &v).unwrap();
+                    model.insert(keys[k].clone(), v);
+                }
+                Op::Delete(k) => {
+                    tree.delete(&keys[k]).unwrap();
+                    model.remove(&keys[k]);
+                }
+                Op::Merge(k, v) => {
+                    tree.merge(&keys[k], &v).unwrap();
+                    model.entry(keys[k].clone()).or_default().extend_from_slice(&v);
+                }
+                Op::Get(k) => {
+                    let got = tree.get(&keys[k]).unwrap();
+                    prop_assert_eq!(got.as_ref(), model.get(&keys[k]));
+                }
+                Op::ScanPrefix(k, n) => {
+                    let prefix = &keys[k][..n.min(keys[k].len())];
+                    let want: Vec<_> = model
+                        .iter()
+                        .filter(|(key, _)| key.starts_with(prefix))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    prop_assert_eq!(tree.scan_prefix(prefix).unwrap(), want);
+                    // The exact (key, namespace) prefix, which the filters hold.
+                    if let Some(len) = key::namespace_prefix_len(&keys[k]) {
+                        let prefix = &keys[k][..len];
+                        let want: Vec<_> = model
+                            .iter()
+                            .filter(|(key, _)| key.starts_with(prefix))
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect();
+                        prop_assert_eq!(tree.scan_prefix(prefix).unwrap(), want);
+                    }
+                }
+                Op::ScanRange(a, b) => {
+                    let (a, b) = (&keys[a], &keys[b]);
+                    let want: Vec<_> = model
+                        .range(a.clone()..)
+                        .filter(|(key, _)| *key < b)
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    prop_assert_eq!(tree.scan_range(a, b).unwrap(), want);
+                }
+                Op::Freeze => tree.freeze(),
+                Op::Flush => {
+                    tree.flush_one().unwrap();
+                }
+                Op::Compact => {
+                    tree.compact_one().unwrap();
+                }
+                Op::Reopen => {
+                    tree.freeze();
+                    while tree.flush_one().unwrap() {}
+                    drop(tree);
+                    tree = Tree::open(Arc::clone(&storage), "lsm", options()).unwrap();
+                }
+            }
+        }
+        check_all(&tree, &model, &keys);
+        // Compacting everything down changes no answer.
+        tree.freeze();
+        while tree.flush_one().unwrap() {}
+        while tree.compact_one().unwrap() {}
+        check_all(&tree, &model, &keys);
+        let stats = tree.stats();
+        prop_assert!(stats.levels[0].tables < 2);
+    }
+}
