@@ -331,6 +331,18 @@ mod tests {
     }
 
     #[test]
+    fn the_empty_manifest_is_the_documented_bytes() {
+        let m = Manifest {
+            next_table_id: 1,
+            tables: Vec::new(),
+        };
+        let mut want = b"FLOWMANI".to_vec();
+        want.extend_from_slice(&[1, 0, 0, 0, 12, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        want.extend_from_slice(&[0x93, 0xab, 0x17, 0x19]);
+        assert_eq!(m.encode(), want);
+    }
+
+    #[test]
     fn every_flip_and_truncation_is_an_error() {
         let bytes = sample().encode();
         for i in 0..bytes.len() {
