@@ -1,0 +1,79 @@
+//! Flushes and compactions on another thread (spec/lsm-tree.md, "Writes and back-pressure"):
+//! the tree is `Send + Sync`; while a pool thread calls `flush_one` and `compact_one` in a
+//! loop, the writing thread's reads always see its own writes, the number of frozen memtables
+//! stays bounded by back-pressure, and after a reopen every flushed entry is there.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use flowstate::lsm::tree::{Tree, TreeOptions};
+use flowstate::{MemStorage, Storage};
+
+fn options() -> TreeOptions {
+    TreeOptions {
+        memtable_bytes: 64 << 10,
+        max_immutable_memtables: 1,
+        block_size: 256,
+        l0_compaction_trigger: 2,
+        target_table_bytes: 8 << 10,
+        level1_max_bytes: 32 << 10,
+        ..TreeOptions::default()
+    }
+}
+
+fn key(i: u32) -> Vec<u8> {
+    format!("k{:05}", i % 3000).into_bytes()
+}
+
+#[test]
+fn a_pool_thread_flushes_and_compacts_while_the_task_writes() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Tree>();
+
+    let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
+    let tree = Arc::new(Tree::open(Arc::clone(&storage), "t", options()).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = {
+        let tree = Arc::clone(&tree);
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                let flushed = tree.flush_one().unwrap();
+                let compacted = tree.compact_one().unwrap();
+                if !flushed && !compacted {
+                    thread::yield_now();
+                }
+            }
+        })
+    };
+    let mut max_waiting = 0;
+    for i in 0..12_000u32 {
+        let value = format!("value-{i}-{}", "x".repeat(40));
+        tree.put(&key(i), value.as_bytes()).unwrap();
+        if i % 7 == 0 {
+            assert_eq!(tree.get(&key(i)).unwrap(), Some(value.into_bytes()));
+        }
+        max_waiting = max_waiting.max(tree.immutable_memtables());
+    }
+    stop.store(true, Ordering::Release);
+    worker.join().unwrap();
+    assert!(
+        max_waiting <= options().max_immutable_memtables,
+        "{max_waiting}"
+    );
+    while tree.compact_one().unwrap() {}
+    let stats = tree.stats();
+    assert!(stats.flushes > 0 && stats.compactions > 0, "{stats:?}");
+
+    tree.freeze();
+    while tree.flush_one().unwrap() {}
+    let mut want: Vec<(Vec<u8>, Vec<u8>)> = (9_000..12_000u32)
+        .map(|i| (key(i), format!("value-{i}-{}", "x".repeat(40)).into_bytes()))
+        .collect();
+    want.sort();
+    assert_eq!(tree.scan_prefix(b"k").unwrap(), want);
+    drop(tree);
+    let tree = Tree::open(storage, "t", options()).unwrap();
+    assert_eq!(tree.scan_prefix(b"k").unwrap(), want);
+}
