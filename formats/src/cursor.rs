@@ -37,6 +37,21 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// A cursor over `bytes`, which start where this cursor's slice starts (a prefix of it), in
+    /// the same file: positions and errors agree.
+    pub(crate) fn over<'b>(&self, bytes: &'b [u8]) -> Cursor<'b>
+    where
+        'a: 'b,
+    {
+        Cursor {
+            bytes,
+            pos: 0,
+            file: self.file,
+            origin: self.origin,
+            compressed: self.compressed,
+        }
+    }
+
     /// The bytes not read yet.
     pub(crate) fn remaining(&self) -> usize {
         self.bytes.len() - self.pos

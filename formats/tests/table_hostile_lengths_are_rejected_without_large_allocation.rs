@@ -153,7 +153,7 @@ fn hostile_lengths_are_typed_errors_and_allocate_little() {
         ),
         (
             Payload::default().v(0).v(1 << 40).v(0).u32(0).u32(1).0,
-            "exceeds the limit",
+            "needed 1099511627776 bytes",
         ),
         (
             Payload::default()
@@ -174,7 +174,7 @@ fn hostile_lengths_are_typed_errors_and_allocate_little() {
                 .u32(0)
                 .u32(1)
                 .0,
-            "exceeds the limit",
+            "needed 4294967295 bytes",
         ),
         (
             Payload::default().v(0).v(100_000).v(0).u32(0).u32(1).0,

@@ -23,9 +23,11 @@
 //! | value length | the value (empty for a delete) |
 //!
 //! `N` is the table's restart interval (properties block). Keys ascend strictly within the
-//! block and across blocks; the last key of a block is its index key.
+//! block and across blocks; the last key of a block is its index key. Off a restart point,
+//! `shared` is the whole common prefix with the previous key (one encoding per block), so that
+//! one byte decides the order: the key's first unshared byte is larger than the previous key's
+//! byte at that position, or the previous key ends there.
 
-use std::cmp::Ordering;
 use std::fmt;
 
 use crate::codec::varint;
@@ -127,7 +129,21 @@ fn common_prefix(a: &[u8], b: &[u8]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
-/// The header of an entry as decoded from a checked block.
+/// Reads a varint at `pos` of `bytes`: the value and the position after it. One byte (the
+/// common case: lengths under 128) without a call.
+#[inline(always)]
+fn varint_at(bytes: &[u8], pos: usize) -> Option<(u64, usize)> {
+    let b = *bytes.get(pos)?;
+    if b < 0x80 {
+        return Some((u64::from(b), pos + 1));
+    }
+    let mut rest = bytes.get(pos..)?;
+    let before = rest.len();
+    let v = varint::decode_u64(&mut rest).ok()?;
+    Some((v, pos + before - rest.len()))
+}
+
+/// The header of an entry at some position of a block's entries.
 #[derive(Debug, Clone, Copy)]
 struct RawEntry {
     shared: usize,
@@ -139,6 +155,26 @@ struct RawEntry {
 }
 
 impl RawEntry {
+    /// Decodes the entry at `pos` of `entries`; `None` if it is malformed or does not fit.
+    #[inline(always)]
+    fn at(entries: &[u8], pos: usize) -> Option<RawEntry> {
+        let (shared, p) = varint_at(entries, pos)?;
+        let (unshared, p) = varint_at(entries, p)?;
+        let (tag, p) = varint_at(entries, p)?;
+        let room = (entries.len() - p) as u64;
+        let value_len = tag >> 2;
+        if unshared > room || value_len > room - unshared {
+            return None;
+        }
+        Some(RawEntry {
+            shared: usize::try_from(shared).ok()?,
+            unshared: unshared as usize,
+            kind: EntryKind::from_code((tag & 3) as u8)?,
+            value_len: value_len as usize,
+            suffix_at: p,
+        })
+    }
+
     fn value_at(&self) -> usize {
         self.suffix_at + self.unshared
     }
@@ -148,13 +184,25 @@ impl RawEntry {
     }
 }
 
-/// An entry found in a block: its kind, where its value is, and where the next entry starts.
+/// An entry found in a block: its kind, where its value is, and where the next entry starts
+/// (payload positions; a block is at most 64 MiB).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Found {
     pub(crate) kind: EntryKind,
-    pub(crate) value_at: usize,
-    pub(crate) value_len: usize,
-    pub(crate) next: usize,
+    pub(crate) value_at: u32,
+    pub(crate) value_len: u32,
+    pub(crate) next: u32,
+}
+
+/// What stepping through a checked block gives: small, so that the per-entry path moves little.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// An entry; its key is in the caller's buffer.
+    Entry(Found),
+    /// The end of the block's entries.
+    End,
+    /// The bytes at this payload position do not decode (never, in a checked block).
+    Broken(usize),
 }
 
 /// What the block must agree with: the keys around it, from the index and the properties.
@@ -171,9 +219,10 @@ pub(crate) struct Bounds<'a> {
 /// A decompressed data block whose every entry has been checked: what
 /// [`BlockCache`](super::BlockCache) holds.
 ///
-/// Checked once, when read: entries tile the payload, keys ascend strictly, restart points sit
-/// exactly at every N-th entry with nothing shared, kinds are known, deletes are empty, and the
-/// first and last keys agree with the index. Lookups and scans then never see malformed bytes.
+/// Checked once, when read: entries tile the payload, keys ascend strictly with the longest
+/// shared prefix recorded, restart points sit exactly at every N-th entry with nothing shared,
+/// kinds are known, deletes are empty, and the first and last keys agree with the index.
+/// Lookups and scans then never see malformed bytes.
 pub struct Block {
     buf: Vec<u8>,
     /// The payload is `buf[start..]`, up to `restarts_at + 4 × restart_count + 4`.
@@ -195,6 +244,28 @@ impl fmt::Debug for Block {
             .field("payload_len", &self.payload_len())
             .finish()
     }
+}
+
+/// The error of the malformed entry at `at`: replays its decoding through a cursor, which says
+/// precisely what is wrong (cold path).
+#[cold]
+fn entry_error(c: &Cursor<'_>, entries: &[u8], at: usize) -> FormatError {
+    let mut e = c.over(entries);
+    let replay = (|| {
+        e.take(at)?;
+        e.varint()?;
+        let unshared = e.varint()?;
+        let tag = e.varint()?;
+        if EntryKind::from_code((tag & 3) as u8).is_none() {
+            return Err(c.corrupt_at(at, format!("unknown entry kind {}", tag & 3)));
+        }
+        e.take_u64(unshared)?;
+        e.take_u64(tag >> 2)?;
+        Ok(())
+    })();
+    replay
+        .err()
+        .unwrap_or_else(|| c.corrupt_at(at, "malformed entry"))
 }
 
 impl Block {
@@ -227,17 +298,15 @@ impl Block {
             ));
         }
         let restarts_at = n - 4 - 4 * count;
+        // Entries end where the restart array starts: an entry can never run into it.
         let entries = &bytes[..restarts_at];
-        // A cursor over the entries only: an entry can never run into the restart array.
-        let mut ec_entries = match payload.compressed {
-            true => Cursor::decompressed(entries, file, offset),
-            false => Cursor::new(entries, file, offset + super::frame::HEADER_LEN as u64),
-        };
         let mut key: Vec<u8> = Vec::new();
         let mut i = 0usize;
-        while !ec_entries.is_empty() {
-            let at = ec_entries.pos();
-            let restart = i % interval == 0;
+        let mut pos = 0usize;
+        let mut until_restart = 0usize;
+        while pos < entries.len() {
+            let at = pos;
+            let restart = until_restart == 0;
             if restart {
                 let r = i / interval;
                 if r >= count {
@@ -253,20 +322,20 @@ impl Block {
                         format!("restart point {r} is at {listed}, entry {i} starts at {at}"),
                     ));
                 }
+                until_restart = interval;
             }
-            let shared = ec_entries.varint()?;
-            let unshared = ec_entries.varint()?;
-            let tag = ec_entries.varint()?;
-            let kind = EntryKind::from_code((tag & 3) as u8)
-                .ok_or_else(|| c.corrupt_at(at, format!("unknown entry kind {}", tag & 3)))?;
-            let value_len = tag >> 2;
+            until_restart -= 1;
+            let Some(raw) = RawEntry::at(entries, at) else {
+                return Err(entry_error(&c, entries, at));
+            };
+            let (shared, unshared) = (raw.shared, raw.unshared);
             if restart && shared != 0 {
                 return Err(c.corrupt_at(
                     at,
                     format!("entry {i} at a restart point shares {shared} bytes"),
                 ));
             }
-            if shared > key.len() as u64 {
+            if shared > key.len() {
                 return Err(c.corrupt_at(
                     at,
                     format!(
@@ -275,26 +344,42 @@ impl Block {
                     ),
                 ));
             }
-            let key_len = shared.saturating_add(unshared);
+            let key_len = shared as u64 + unshared as u64;
             if key_len > MAX_KEY_LEN as u64 {
                 return Err(c.limit_at(at, "key length", key_len, MAX_KEY_LEN as u64));
             }
-            let suffix = ec_entries.take_u64(unshared)?;
-            let _value = ec_entries.take_u64(value_len)?;
-            if kind == EntryKind::Delete && value_len != 0 {
+            if raw.kind == EntryKind::Delete && raw.value_len != 0 {
                 return Err(c.corrupt_at(
                     at,
-                    format!("delete entry {i} carries a {value_len}-byte value"),
+                    format!("delete entry {i} carries a {}-byte value", raw.value_len),
                 ));
             }
-            let shared = shared as usize;
-            if i > 0 && suffix.cmp(&key[shared..]) != Ordering::Greater {
-                return Err(c.corrupt_at(
-                    at,
-                    format!(
-                        "key of entry {i} is not after the previous key: duplicate or out of order"
-                    ),
-                ));
+            let suffix = &entries[raw.suffix_at..raw.value_at()];
+            if i > 0 {
+                // Keys ascend strictly. Off a restart point the shared prefix is the longest
+                // one, so one byte decides: the first byte after it must be larger (or the key
+                // must extend the previous one).
+                let ordered = if restart {
+                    suffix > key.as_slice()
+                } else {
+                    match (suffix.first(), key.get(shared)) {
+                        (Some(s), Some(p)) => s > p,
+                        (Some(_), None) => true,
+                        (None, _) => false,
+                    }
+                };
+                if !ordered {
+                    let equal_next =
+                        !restart && !suffix.is_empty() && suffix.first() == key.get(shared);
+                    return Err(c.corrupt_at(
+                        at,
+                        if equal_next {
+                            format!("entry {i} shares more than the {shared} bytes it records with the previous key")
+                        } else {
+                            format!("key of entry {i} is not after the previous key: duplicate or out of order")
+                        },
+                    ));
+                }
             }
             key.truncate(shared);
             key.extend_from_slice(suffix);
@@ -314,6 +399,7 @@ impl Block {
                     );
                 }
             }
+            pos = raw.end();
             i += 1;
         }
         if i.div_ceil(interval) != count {
@@ -362,24 +448,28 @@ impl Block {
     }
 
     fn payload(&self) -> &[u8] {
-        &self.buf[self.start..]
+        self.buf.get(self.start..).unwrap_or_default()
     }
 
     /// The entries of the payload.
+    #[inline]
     fn entries(&self) -> &[u8] {
         let p = self.payload();
         &p[..self.restarts_at.min(p.len())]
     }
 
-    /// The bytes `value_at .. value_at + value_len` of the payload (empty if out of range,
-    /// which a checked block never is).
-    pub(crate) fn value(&self, value_at: usize, value_len: usize) -> &[u8] {
+    /// The value of entry `f` (empty if out of range, which a checked block never is).
+    #[inline]
+    pub(crate) fn value(&self, f: Found) -> &[u8] {
+        let at = f.value_at as usize;
         self.entries()
-            .get(value_at..value_at.saturating_add(value_len))
+            .get(at..at + f.value_len as usize)
             .unwrap_or_default()
     }
 
-    fn broken(&self, file: &str, pos: usize) -> FormatError {
+    /// The error for [`Next::Broken`] at payload position `pos`.
+    #[cold]
+    pub(crate) fn broken(&self, file: &str, pos: usize) -> FormatError {
         FormatError::Corrupt {
             file: file.to_owned(),
             offset: self.offset,
@@ -387,45 +477,27 @@ impl Block {
         }
     }
 
-    fn raw_at(&self, pos: usize) -> Option<RawEntry> {
-        let entries = self.entries();
-        let mut rest = entries.get(pos..)?;
-        let shared = varint::decode_u64(&mut rest).ok()? as usize;
-        let unshared = varint::decode_u64(&mut rest).ok()? as usize;
-        let tag = varint::decode_u64(&mut rest).ok()?;
-        let raw = RawEntry {
-            shared,
-            unshared,
-            kind: EntryKind::from_code((tag & 3) as u8)?,
-            value_len: usize::try_from(tag >> 2).ok()?,
-            suffix_at: entries.len() - rest.len(),
-        };
-        (raw.end() <= entries.len()).then_some(raw)
-    }
-
     /// Decodes the entry at payload position `pos` into `key` (which holds the previous key of
-    /// the block, or anything at a restart point). `None` at the end of the entries.
-    pub(crate) fn next_at(
-        &self,
-        pos: usize,
-        key: &mut Vec<u8>,
-        file: &str,
-    ) -> Result<Option<Found>, FormatError> {
-        if pos >= self.restarts_at {
-            return Ok(None);
+    /// the block, or anything at a restart point).
+    #[inline]
+    pub(crate) fn next_at(&self, pos: usize, key: &mut Vec<u8>) -> Next {
+        let entries = self.entries();
+        if pos >= entries.len() {
+            return Next::End;
         }
-        let raw = self
-            .raw_at(pos)
-            .filter(|r| r.shared <= key.len())
-            .ok_or_else(|| self.broken(file, pos))?;
-        key.truncate(raw.shared);
-        key.extend_from_slice(&self.entries()[raw.suffix_at..raw.value_at()]);
-        Ok(Some(Found {
-            kind: raw.kind,
-            value_at: raw.value_at(),
-            value_len: raw.value_len,
-            next: raw.end(),
-        }))
+        match RawEntry::at(entries, pos) {
+            Some(raw) if raw.shared <= key.len() => {
+                key.truncate(raw.shared);
+                key.extend_from_slice(&entries[raw.suffix_at..raw.value_at()]);
+                Next::Entry(Found {
+                    kind: raw.kind,
+                    value_at: raw.value_at() as u32,
+                    value_len: raw.value_len as u32,
+                    next: raw.end() as u32,
+                })
+            }
+            _ => Next::Broken(pos),
+        }
     }
 
     fn restart_offset(&self, r: usize) -> usize {
@@ -437,26 +509,22 @@ impl Block {
 
     /// The whole key of the entry at restart point `r` (nothing shared there).
     fn restart_key(&self, r: usize) -> Option<&[u8]> {
-        let raw = self.raw_at(self.restart_offset(r))?;
-        self.entries().get(raw.suffix_at..raw.value_at())
+        let entries = self.entries();
+        let raw = RawEntry::at(entries, self.restart_offset(r))?;
+        entries.get(raw.suffix_at..raw.value_at())
     }
 
-    /// Finds the first entry whose key is at least `target`, leaving its key in `key`.
-    /// `None` if every key of the block is smaller.
-    pub(crate) fn seek(
-        &self,
-        target: &[u8],
-        key: &mut Vec<u8>,
-        file: &str,
-    ) -> Result<Option<Found>, FormatError> {
+    /// Finds the first entry whose key is at least `target`, leaving its key in `key`;
+    /// [`Next::End`] if every key of the block is smaller.
+    pub(crate) fn seek(&self, target: &[u8], key: &mut Vec<u8>) -> Next {
         // The last restart point whose key is at most the target: the first entry at or after
         // the target lies in its run (or is the first entry of the block).
         let (mut lo, mut hi) = (0usize, self.restart_count);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let k = self
-                .restart_key(mid)
-                .ok_or_else(|| self.broken(file, self.restart_offset(mid)))?;
+            let Some(k) = self.restart_key(mid) else {
+                return Next::Broken(self.restart_offset(mid));
+            };
             if k <= target {
                 lo = mid + 1;
             } else {
@@ -465,13 +533,12 @@ impl Block {
         }
         let mut pos = self.restart_offset(lo.saturating_sub(1));
         key.clear();
-        while let Some(found) = self.next_at(pos, key, file)? {
-            if key.as_slice() >= target {
-                return Ok(Some(found));
+        loop {
+            match self.next_at(pos, key) {
+                Next::Entry(f) if key.as_slice() < target => pos = f.next as usize,
+                other => return other,
             }
-            pos = found.next;
         }
-        Ok(None)
     }
 
     /// The entry with key `target`, if the block holds it.
@@ -481,9 +548,11 @@ impl Block {
         key: &mut Vec<u8>,
         file: &str,
     ) -> Result<Option<Found>, FormatError> {
-        Ok(self
-            .seek(target, key, file)?
-            .filter(|_| key.as_slice() == target))
+        match self.seek(target, key) {
+            Next::Entry(f) => Ok((key.as_slice() == target).then_some(f)),
+            Next::End => Ok(None),
+            Next::Broken(pos) => Err(self.broken(file, pos)),
+        }
     }
 }
 
@@ -550,13 +619,9 @@ mod tests {
         let mut key = Vec::new();
         let mut pos = 0;
         let mut seen = Vec::new();
-        while let Some(f) = block.next_at(pos, &mut key, "t").unwrap() {
-            seen.push((
-                key.clone(),
-                f.kind,
-                block.value(f.value_at, f.value_len).to_vec(),
-            ));
-            pos = f.next;
+        while let Next::Entry(f) = block.next_at(pos, &mut key) {
+            seen.push((key.clone(), f.kind, block.value(f).to_vec()));
+            pos = f.next as usize;
         }
         let expected: Vec<_> = ENTRIES
             .iter()
@@ -572,7 +637,7 @@ mod tests {
             let mut key = Vec::new();
             for (k, kind, v) in ENTRIES {
                 let f = block.get(k, &mut key, "t").unwrap().unwrap();
-                assert_eq!((f.kind, block.value(f.value_at, f.value_len)), (kind, v));
+                assert_eq!((f.kind, block.value(f)), (kind, v));
             }
             for (probe, next) in [
                 (&b""[..], Some(&b"apple"[..])),
@@ -582,12 +647,12 @@ mod tests {
                 (b"zzz", None),
             ] {
                 assert!(block.get(probe, &mut key, "t").unwrap().is_none());
-                let found = block.seek(probe, &mut key, "t").unwrap();
-                assert_eq!(
-                    found.map(|_| key.as_slice()),
-                    next,
-                    "{probe:?} / {interval}"
-                );
+                let found = match block.seek(probe, &mut key) {
+                    Next::Entry(_) => Some(key.as_slice()),
+                    Next::End => None,
+                    Next::Broken(p) => panic!("broken at {p}"),
+                };
+                assert_eq!(found, next, "{probe:?} / {interval}");
             }
         }
     }
@@ -608,6 +673,16 @@ mod tests {
             let err = decode(bytes, 2).unwrap_err();
             assert!(err.to_string().contains(needle), "{err}");
         }
+        // A shared prefix shorter than the longest one (a non-canonical encoding of "ab",
+        // "ac": the second entry shares nothing).
+        let mut bytes = vec![0, 2, 4, b'a', b'b', b'1', 0, 2, 0, b'a', b'c'];
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        let err = decode(bytes, 16).unwrap_err();
+        assert!(
+            err.to_string().contains("shares more than the 0 bytes"),
+            "{err}"
+        );
         // Keys out of order.
         let mut b = BlockBuilder::new(16);
         b.add(b"b", EntryKind::Put, b"");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::random_access::RandomAccess;
 use crate::FormatError;
 
-use super::block::{Block, Found};
+use super::block::{Block, Found, Next};
 use super::reader::Inner;
 use super::{EntryKind, TableEntry};
 
@@ -140,7 +140,7 @@ impl<R: RandomAccess> TableIter<R> {
     /// The current entry's value (empty when not [`valid`](TableIter::valid)).
     pub fn value(&self) -> &[u8] {
         match (&self.block, self.found) {
-            (Some(b), Some(f)) => b.value(f.value_at, f.value_len),
+            (Some(b), Some(f)) => b.value(f),
             _ => &[],
         }
     }
@@ -206,10 +206,11 @@ impl<R: RandomAccess> TableIter<R> {
         let Some(block) = &self.block else {
             return Ok(None);
         };
-        match block.seek(&target, &mut self.key, &self.table.file)? {
-            Some(f) => Ok(Some(f)),
+        match block.seek(&target, &mut self.key) {
+            Next::Entry(f) => Ok(Some(f)),
+            Next::Broken(pos) => Err(block.broken(&self.table.file, pos)),
             // The block's last key is its index key, at least the target: never reached.
-            None => {
+            Next::End => {
                 let i = self.block_index + 1;
                 if self.load(i)? {
                     self.next_at(0)
@@ -220,15 +221,20 @@ impl<R: RandomAccess> TableIter<R> {
         }
     }
 
+    #[inline]
     fn next_at(&mut self, pos: usize) -> Result<Option<Found>, FormatError> {
         match &self.block {
-            Some(b) => b.next_at(pos, &mut self.key, &self.table.file),
+            Some(b) => match b.next_at(pos, &mut self.key) {
+                Next::Entry(f) => Ok(Some(f)),
+                Next::End => Ok(None),
+                Next::Broken(pos) => Err(b.broken(&self.table.file, pos)),
+            },
             None => Ok(None),
         }
     }
 
     fn next_in_order(&mut self) -> Result<Option<Found>, FormatError> {
-        let pos = self.found.map_or(0, |f| f.next);
+        let pos = self.found.map_or(0, |f| f.next as usize);
         if let Some(f) = self.next_at(pos)? {
             return Ok(Some(f));
         }

@@ -463,7 +463,7 @@ impl<R: RandomAccess> TableReader<R> {
         let mut scratch = Vec::new();
         Ok(block
             .get(key, &mut scratch, &i.file)?
-            .map(|f| (f.kind, block.value(f.value_at, f.value_len).to_vec())))
+            .map(|f| (f.kind, block.value(f).to_vec())))
     }
 
     /// Every entry in ascending key order. Once it has returned the last entry, the iterator
