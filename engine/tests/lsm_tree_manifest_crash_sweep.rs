@@ -1,14 +1,15 @@
-//! A crash at every point of a flush and of a compaction (spec/lsm-tree.md, "Crash safety"):
-//! with `MemStorage`, the n-th mutating operation of the step and every later one fail, then
-//! the power goes. After a reopen the tree holds the old set of tables or the new one, never a
-//! part: every entry of an earlier, completed flush is there; the entries of the interrupted
-//! flush are all there or all absent (all there if the flush returned `Ok`); and no table file
-//! or temporary file the manifest does not list is left behind.
+//! A crash at every point of a flush and of a compaction (spec/lsm-tree.md, "Opening and
+//! crash safety"): with `MemStorage`, the n-th mutating operation of the step and every later
+//! one fail, then the power goes, dropping unsynced data or tearing it (`CrashMode::Torn`).
+//! After a reopen the tree holds the old set of tables or the new one, never a part: every
+//! entry of an earlier, completed flush is there; the entries of the interrupted flush are all
+//! there or all absent (all there if the flush returned `Ok`); and no table file or temporary
+//! file the manifest does not list is left behind.
 
 use std::sync::Arc;
 
 use flowstate::lsm::tree::{Tree, TreeOptions, MANIFEST_NAME};
-use flowstate::{MemStorage, Storage};
+use flowstate::{CrashMode, MemStorage, Storage};
 
 fn options() -> TreeOptions {
     TreeOptions {
@@ -55,6 +56,33 @@ fn assert_no_garbage(storage: &MemStorage, tree: &Tree) {
 
 #[test]
 fn a_crash_during_a_flush_keeps_the_old_or_the_new_tables() {
+    sweep_flush(|_| CrashMode::DropUnsynced);
+}
+
+#[test]
+fn a_torn_crash_during_a_flush_keeps_the_old_or_the_new_tables() {
+    for seed in 0..4 {
+        sweep_flush(|n| CrashMode::Torn {
+            seed: n * 31 + seed,
+        });
+    }
+}
+
+#[test]
+fn a_crash_during_a_compaction_loses_nothing() {
+    sweep_compaction(|_| CrashMode::DropUnsynced);
+}
+
+#[test]
+fn a_torn_crash_during_a_compaction_loses_nothing() {
+    for seed in 0..4 {
+        sweep_compaction(|n| CrashMode::Torn {
+            seed: n * 31 + seed,
+        });
+    }
+}
+
+fn sweep_flush(mode: impl Fn(u64) -> CrashMode) {
     let mut completed_once = false;
     for n in 1..200 {
         let storage = MemStorage::new();
@@ -66,7 +94,7 @@ fn a_crash_during_a_flush_keeps_the_old_or_the_new_tables() {
         storage.fail_after(n);
         let result = tree.flush_one();
         drop(tree);
-        storage.crash();
+        storage.crash_with(mode(n));
         storage.heal();
         let tree = Tree::open(Arc::clone(&dyn_storage), "lsm", options()).unwrap();
         assert_eq!(
@@ -91,8 +119,7 @@ fn a_crash_during_a_flush_keeps_the_old_or_the_new_tables() {
     assert!(completed_once, "the sweep never reached a completed flush");
 }
 
-#[test]
-fn a_crash_during_a_compaction_loses_nothing() {
+fn sweep_compaction(mode: impl Fn(u64) -> CrashMode) {
     let mut completed_once = false;
     for n in 1..400 {
         let storage = MemStorage::new();
@@ -112,7 +139,7 @@ fn a_crash_during_a_compaction_loses_nothing() {
         storage.fail_after(n);
         let result = tree.compact_one();
         drop(tree);
-        storage.crash();
+        storage.crash_with(mode(n));
         storage.heal();
         let tree = Tree::open(Arc::clone(&dyn_storage), "lsm", options()).unwrap();
         assert_eq!(present(&tree, 0), 30, "crash at op {n}");
