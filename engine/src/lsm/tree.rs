@@ -305,6 +305,49 @@ impl Version {
         l0.chain(deeper)
     }
 
+    /// The value of `key` in this version's tables, resolved newest first, or `None`: what a
+    /// snapshot that pinned the version (after flushing the memtables) reads.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let lookups = self.candidates(key).map(|t| t.lookup(key));
+        Ok(resolve(lookups)?.map(|v| v.into_owned()))
+    }
+
+    /// The `(key, value)` pairs of this version's tables whose keys start with `prefix`, in
+    /// key order.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let end = key::prefix_successor(prefix);
+        self.scan_with(Vec::new(), prefix, end.as_deref(), Some(prefix))
+    }
+
+    /// Merges `newer` (newest first) with this version's tables over `start .. end`.
+    fn scan_with(
+        &self,
+        mut sources: Vec<Source>,
+        start: &[u8],
+        end: Option<&[u8]>,
+        prefix: Option<&[u8]>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        for t in self.all_tables() {
+            if t.largest.as_slice() < start || end.is_some_and(|e| t.smallest.as_slice() >= e) {
+                continue;
+            }
+            let end = end.map(<[u8]>::to_vec);
+            sources.push(Box::new(t.source(start, prefix).take_while(
+                move |r| match (r, &end) {
+                    (Ok((k, _)), Some(e)) => k < e,
+                    _ => true,
+                },
+            )));
+        }
+        let mut out = Vec::new();
+        for item in MergingIter::new(sources, MergeLevel::Bottom) {
+            if let (k, Entry::Put(v)) = item? {
+                out.push((k, v));
+            }
+        }
+        Ok(out)
+    }
+
     fn manifest(&self, next_table_id: u64) -> Manifest {
         let mut tables = Vec::new();
         for (level, ts) in self.levels.iter().enumerate() {
@@ -700,25 +743,7 @@ impl Tree {
             }
             Arc::clone(&state.version)
         };
-        for t in version.all_tables() {
-            if t.largest.as_slice() < start || end.is_some_and(|e| t.smallest.as_slice() >= e) {
-                continue;
-            }
-            let end = end.map(<[u8]>::to_vec);
-            sources.push(Box::new(t.source(start, prefix).take_while(
-                move |r| match (r, &end) {
-                    (Ok((k, _)), Some(e)) => k < e,
-                    _ => true,
-                },
-            )));
-        }
-        let mut out = Vec::new();
-        for item in MergingIter::new(sources, MergeLevel::Bottom) {
-            if let (k, Entry::Put(v)) = item? {
-                out.push((k, v));
-            }
-        }
-        Ok(out)
+        version.scan_with(sources, start, end, prefix)
     }
 
     /// Writes the entries of `entries` into new tables, each closed once it reaches `limit`
