@@ -12,7 +12,8 @@ use flowstate::{MemStorage, Storage};
 
 fn options() -> TreeOptions {
     TreeOptions {
-        memtable_bytes: 64 << 10,
+        // A memtable uses up to 128 KiB after its first write: this holds a few hundred entries.
+        memtable_bytes: 160 << 10,
         max_immutable_memtables: 1,
         block_size: 256,
         l0_compaction_trigger: 2,

@@ -69,9 +69,9 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn options() -> TreeOptions {
+fn options(memtable_bytes: usize) -> TreeOptions {
     TreeOptions {
-        memtable_bytes: 48 << 10,
+        memtable_bytes,
         max_immutable_memtables: 2,
         block_size: 64,
         l0_compaction_trigger: 2,
@@ -92,10 +92,15 @@ fn check_all(tree: &Tree, model: &BTreeMap<Vec<u8>, Vec<u8>>, keys: &[Vec<u8>]) 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     #[test]
-    fn tree_matches_a_btreemap(ops in prop::collection::vec(op(), 1..160)) {
+    fn tree_matches_a_btreemap(
+        ops in prop::collection::vec(op(), 1..160),
+        // A memtable uses up to 128 KiB after its first write: 48 KiB freezes every write,
+        // 160 KiB lets a memtable gather many.
+        memtable_bytes in prop_oneof![Just(48usize << 10), Just(160 << 10)],
+    ) {
         let keys = universe();
         let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
-        let mut tree = Tree::open(Arc::clone(&storage), "lsm", options()).unwrap();
+        let mut tree = Tree::open(Arc::clone(&storage), "lsm", options(memtable_bytes)).unwrap();
         let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for op in ops {
             match op {
@@ -154,7 +159,7 @@ proptest! {
                     tree.freeze();
                     while tree.flush_one().unwrap() {}
                     drop(tree);
-                    tree = Tree::open(Arc::clone(&storage), "lsm", options()).unwrap();
+                    tree = Tree::open(Arc::clone(&storage), "lsm", options(memtable_bytes)).unwrap();
                 }
             }
         }

@@ -77,7 +77,9 @@ pub const MAX_LEVELS: usize = 7;
 /// How a [`Tree`] is configured.
 #[derive(Debug, Clone)]
 pub struct TreeOptions {
-    /// The memory a memtable may use before it is frozen (default 64 MiB).
+    /// The memory a memtable may use before it is frozen (default 64 MiB), as
+    /// [`MemTable::approximate_memory_usage`] counts it: that includes up to 128 KiB of chunks
+    /// a memtable allocates by its first write, so a budget below that freezes every write.
     pub memtable_bytes: usize,
     /// Frozen memtables that may wait for a flush (default 2); past it, the writer flushes the
     /// oldest itself before returning.
