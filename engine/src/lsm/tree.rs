@@ -401,6 +401,9 @@ pub struct TreeStats {
     pub compaction_bytes_read: u64,
     /// Bytes of table files written by compactions.
     pub compaction_bytes_written: u64,
+    /// Compactions that moved a table to the next level without rewriting it (no table of
+    /// that level overlapped it); counted in `compactions` too.
+    pub trivial_moves: u64,
 }
 
 impl TreeStats {
@@ -423,6 +426,9 @@ struct State {
     version: Arc<Version>,
     next_id: u64,
     stats: TreeStats,
+    /// Per level, the largest key of the last table compacted out of it: the next compaction
+    /// of the level starts after it (round robin over the key space).
+    compact_pointer: Vec<Vec<u8>>,
 }
 
 type Source = Box<dyn Iterator<Item = Result<(Vec<u8>, Entry)>> + Send>;
@@ -523,6 +529,7 @@ impl Tree {
                 version: Arc::new(Version::empty()),
                 next_id: 1,
                 stats: TreeStats::default(),
+                compact_pointer: vec![Vec::new(); MAX_LEVELS],
             }),
             work: Mutex::new(()),
         };
@@ -850,16 +857,21 @@ impl Tree {
         Ok(true)
     }
 
-    /// Picks one compaction: `(input level, inputs newest first, overlapping tables of the
-    /// output level)`.
+    /// Picks one compaction: `(input level, its input tables newest first)`. In a level
+    /// below L0, the table after the level's compaction pointer (or the first one).
     fn pick(&self, version: &Version) -> Option<(usize, Vec<Arc<TableHandle>>)> {
         if version.tables(0).len() >= self.options.l0_compaction_trigger {
             return Some((0, version.tables(0).to_vec()));
         }
         for level in 1..MAX_LEVELS - 1 {
             if version.level_bytes(level) > self.options.level_budget(level) {
-                let first = version.tables(level).first()?;
-                return Some((level, vec![Arc::clone(first)]));
+                let tables = version.tables(level);
+                let pointer = lock(&self.state).compact_pointer[level].clone();
+                let next = tables
+                    .iter()
+                    .find(|t| t.smallest > pointer)
+                    .or_else(|| tables.first())?;
+                return Some((level, vec![Arc::clone(next)]));
             }
         }
         None
@@ -897,6 +909,9 @@ impl Tree {
             .filter(|t| t.overlaps(&lo, &hi))
             .cloned()
             .collect();
+        if level > 0 && lower.is_empty() {
+            return self.trivial_move(&base, level, &upper[0]).map(|()| true);
+        }
         let lo = lower
             .first()
             .map_or(lo.clone(), |t| t.smallest.clone().min(lo.clone()));
@@ -931,10 +946,29 @@ impl Tree {
         }
         let mut state = lock(&self.state);
         state.version = Arc::new(version);
+        if let Some(last) = upper.last() {
+            state.compact_pointer[level] = last.largest.clone();
+        }
         state.stats.compactions += 1;
         state.stats.compaction_bytes_read += inputs.iter().map(|t| t.size).sum::<u64>();
         state.stats.compaction_bytes_written += outputs.iter().map(|t| t.size).sum::<u64>();
         Ok(true)
+    }
+
+    /// Moves `table` from `level` to the next level without rewriting it.
+    fn trivial_move(&self, base: &Version, level: usize, table: &Arc<TableHandle>) -> Result<()> {
+        let mut version = base.clone();
+        version.levels[level].retain(|t| t.id != table.id);
+        let out = &mut version.levels[level + 1];
+        out.push(Arc::clone(table));
+        out.sort_by(|a, b| a.smallest.cmp(&b.smallest));
+        self.write_manifest(&version)?;
+        let mut state = lock(&self.state);
+        state.version = Arc::new(version);
+        state.compact_pointer[level] = table.largest.clone();
+        state.stats.compactions += 1;
+        state.stats.trivial_moves += 1;
+        Ok(())
     }
 
     /// Counters: memtable memory, tables and bytes per level, bytes written by flushes and
