@@ -203,12 +203,11 @@ pub fn dump(args: &DumpArgs) -> ToolResult<()> {
                         let value = match &e.value {
                             DecodedValue::Value(v) => hex(v),
                             DecodedValue::List(items) => {
-                                let items: Vec<String> = items.clone().map(hex).collect();
+                                let items: Vec<String> = (*items).map(hex).collect();
                                 format!("[{}]", items.join(", "))
                             }
                             DecodedValue::Map(pairs) => {
-                                let pairs: Vec<String> = pairs
-                                    .clone()
+                                let pairs: Vec<String> = (*pairs)
                                     .map(|(k, v)| format!("{}: {}", hex(k), hex(v)))
                                     .collect();
                                 format!("{{{}}}", pairs.join(", "))
