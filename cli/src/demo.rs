@@ -439,11 +439,10 @@ pub fn run(args: &DemoArgs) -> DemoResult<()> {
                 None => Job::fresh(parallelism, args.max_parallelism)?,
             };
             let took = t.elapsed();
-            let entries = job
-                .tasks
-                .iter()
-                .map(|t| t.backend.entry_count() as u64)
-                .sum();
+            let mut entries = 0u64;
+            for t in &job.tasks {
+                entries += t.backend.entry_count()? as u64;
+            }
             say(
                 &bar,
                 format!(

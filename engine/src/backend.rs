@@ -40,8 +40,9 @@ pub trait KeyedStateBackend<K: Key> {
     fn current_key_group(&self) -> Option<u16>;
     /// What the state with `id` is, if this backend has it.
     fn state_meta(&self, id: StateId) -> Option<&StateMeta>;
-    /// The number of (key, namespace) entries over all states.
-    fn entry_count(&self) -> usize;
+    /// The number of (key, namespace) entries over all states: a count in memory for the
+    /// heap backend, a scan of every state for the LSM backend.
+    fn entry_count(&self) -> Result<usize>;
 
     /// Registers a value state; registering the same name again with the same types returns the
     /// same handle, with other types fails with [`Error::StateTypeMismatch`].
@@ -480,7 +481,7 @@ impl<K: Key> KeyedStateBackend<K> for Backend<K> {
     fn state_meta(&self, id: StateId) -> Option<&StateMeta> {
         delegate!(self, b => b.state_meta(id))
     }
-    fn entry_count(&self) -> usize {
+    fn entry_count(&self) -> Result<usize> {
         delegate!(self, b => b.entry_count())
     }
     fn register_value<V: StateValue, N: Namespace>(

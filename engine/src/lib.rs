@@ -31,7 +31,7 @@
 //! backend.set_current_key(&"alice".to_string());
 //! backend.value(&count).clear()?;
 //! assert_eq!(backend.value(&count).get()?, None);
-//! assert_eq!(frozen.state("count").unwrap().entry_count(), 2);
+//! assert_eq!(frozen.state("count").unwrap().entry_count()?, 2);
 //! assert_eq!(backend.list(&seen).get()?, vec!["/".to_string(), "/b".to_string()]);
 //! # Ok::<(), flowstate::Error>(())
 //! ```

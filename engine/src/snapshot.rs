@@ -39,17 +39,19 @@ pub struct EncodedEntry {
 pub trait StateTableSnapshot: Send + Sync {
     /// What the state is.
     fn meta(&self) -> &StateMeta;
-    /// The number of (key, namespace) entries in the view.
-    fn entry_count(&self) -> usize;
+    /// The number of (key, namespace) entries in the view (a count in memory for the heap
+    /// backend; a scan of the view for the LSM backend, which may fail reading a table).
+    fn entry_count(&self) -> Result<usize>;
     /// Calls `visit` with every entry of key group `key_group`, in no particular order.
-    /// Key groups outside the backend's range have no entries.
-    fn visit_key_group(&self, key_group: u16, visit: &mut dyn FnMut(EncodedEntry));
+    /// Key groups outside the backend's range have no entries. Fails if the view cannot be
+    /// read (an LSM table that is damaged or unreadable).
+    fn visit_key_group(&self, key_group: u16, visit: &mut dyn FnMut(EncodedEntry)) -> Result<()>;
 
     /// Appends every entry of `key_group` to `run`, encoded (the same content as
     /// [`visit_key_group`](Self::visit_key_group), without an allocation per entry where the
     /// implementation can avoid it). The asynchronous phase writes files through this.
-    fn encode_key_group(&self, key_group: u16, run: &mut EncodedRun) {
-        self.visit_key_group(key_group, &mut |e| run.push_entry(e));
+    fn encode_key_group(&self, key_group: u16, run: &mut EncodedRun) -> Result<()> {
+        self.visit_key_group(key_group, &mut |e| run.push_entry(e))
     }
 }
 
@@ -325,21 +327,23 @@ impl StateSnapshot {
     }
 
     /// The total number of entries over all states.
-    pub fn entry_count(&self) -> usize {
+    pub fn entry_count(&self) -> Result<usize> {
         self.states.iter().map(|s| s.entry_count()).sum()
     }
 
     /// All entries of state `name` in a sorted map, for comparisons in tests and tools.
-    /// `None` if no state has that name.
-    pub fn canonical_entries(&self, name: &str) -> Option<CanonicalEntries> {
-        let state = self.state(name)?;
+    /// `Ok(None)` if no state has that name.
+    pub fn canonical_entries(&self, name: &str) -> Result<Option<CanonicalEntries>> {
+        let Some(state) = self.state(name) else {
+            return Ok(None);
+        };
         let mut out = BTreeMap::new();
         for kg in self.key_group_range.iter() {
             state.visit_key_group(kg, &mut |e| {
                 out.insert((kg, e.key, e.namespace), e.state);
-            });
+            })?;
         }
-        Some(out)
+        Ok(Some(out))
     }
 }
 
@@ -381,7 +385,7 @@ impl RestoreSource for StateSnapshot {
         visit: &mut dyn FnMut(usize, EncodedEntry),
     ) -> Result<()> {
         for (index, state) in self.states.iter().enumerate() {
-            state.visit_key_group(key_group, &mut |entry| visit(index, entry));
+            state.visit_key_group(key_group, &mut |entry| visit(index, entry))?;
         }
         Ok(())
     }

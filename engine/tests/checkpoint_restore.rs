@@ -340,10 +340,10 @@ fn the_encoded_run_matches_the_visited_entries_for_every_kind() -> Result<()> {
     for state in view.states() {
         for kg in view.key_group_range().iter() {
             let mut visited = Vec::new();
-            state.visit_key_group(kg, &mut |e| visited.push(e));
+            state.visit_key_group(kg, &mut |e| visited.push(e)).unwrap();
             visited.sort_by(|x, y| (&x.key, &x.namespace).cmp(&(&y.key, &y.namespace)));
             let mut run = EncodedRun::default();
-            state.encode_key_group(kg, &mut run);
+            state.encode_key_group(kg, &mut run).unwrap();
             run.sort();
             let from_run: Vec<EncodedEntry> = run
                 .iter()

@@ -384,7 +384,7 @@ fn snapshot_diff(
     expected: &BTreeMap<&'static str, CanonicalEntries>,
 ) -> Option<String> {
     for (name, want) in expected {
-        match snapshot.canonical_entries(name) {
+        match snapshot.canonical_entries(name).unwrap() {
             None => return Some(format!("state {name} is missing from the snapshot")),
             Some(got) if &got != want => {
                 let extra: Vec<_> = got
@@ -400,7 +400,7 @@ fn snapshot_diff(
                 ));
             }
             Some(got) => {
-                let count = snapshot.state(name).map(|s| s.entry_count());
+                let count = snapshot.state(name).map(|s| s.entry_count().unwrap());
                 if count != Some(got.len()) {
                     return Some(format!(
                         "state {name}: entry_count {count:?} but {} entries",
@@ -528,7 +528,7 @@ fn check_unkeyed<B: KeyedStateBackend<u64>>(
             "keys a {ns}"
         );
     }
-    assert_eq!(b.entry_count(), model.entry_count(), "entry_count");
+    assert_eq!(b.entry_count().unwrap(), model.entry_count(), "entry_count");
     let fresh = b.snapshot_state()?;
     assert_eq!(fresh.states().len(), NAMES.len());
     if let Some(diff) = snapshot_diff(&fresh, &model.canonical(maxp)) {

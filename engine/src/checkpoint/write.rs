@@ -136,7 +136,7 @@ pub fn write_canonical<W: Write>(
         let mut any = false;
         for (state, run) in view.states().iter().zip(runs.iter_mut()) {
             run.clear();
-            state.encode_key_group(kg, run);
+            state.encode_key_group(kg, run)?;
             run.sort();
             any |= !run.is_empty();
         }

@@ -64,7 +64,7 @@ struct Registered {
 /// let frozen = backend.snapshot_state()?;
 /// backend.list(&seen).add("page-2".into())?;
 /// assert_eq!(backend.list(&seen).get()?.len(), 2);
-/// assert_eq!(frozen.state("seen").unwrap().entry_count(), 1);
+/// assert_eq!(frozen.state("seen").unwrap().entry_count()?, 1);
 /// # Ok::<(), flowstate::Error>(())
 /// ```
 pub struct HeapBackend<K: Key> {
@@ -443,9 +443,13 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
         self.states.get(id.0 as usize).map(|r| &r.meta)
     }
 
-    fn entry_count(&self) -> usize {
-        self.states.iter().map(|r| r.table.len()).sum::<usize>()
-            + self.pending.iter().map(|p| p.entry_count()).sum::<usize>()
+    fn entry_count(&self) -> Result<usize> {
+        Ok(self.states.iter().map(|r| r.table.len()).sum::<usize>()
+            + self
+                .pending
+                .iter()
+                .map(|p| p.key_groups.iter().map(Vec::len).sum::<usize>())
+                .sum::<usize>())
     }
 
     fn register_value<V: StateValue, N: Namespace>(

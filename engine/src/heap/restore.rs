@@ -28,15 +28,16 @@ impl StateTableSnapshot for PendingState {
     fn meta(&self) -> &StateMeta {
         &self.meta
     }
-    fn entry_count(&self) -> usize {
-        self.key_groups.iter().map(Vec::len).sum()
+    fn entry_count(&self) -> Result<usize> {
+        Ok(self.key_groups.iter().map(Vec::len).sum())
     }
-    fn visit_key_group(&self, key_group: u16, visit: &mut dyn FnMut(EncodedEntry)) {
+    fn visit_key_group(&self, key_group: u16, visit: &mut dyn FnMut(EncodedEntry)) -> Result<()> {
         if let Some(index) = self.range.index_of(key_group) {
             for entry in &self.key_groups[index] {
                 visit(entry.clone());
             }
         }
+        Ok(())
     }
 }
 

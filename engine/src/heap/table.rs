@@ -133,21 +133,30 @@ impl<K: Key, H: StateHandle> StateTableSnapshot for TableSnapshot<K, H> {
     fn meta(&self) -> &StateMeta {
         &self.meta
     }
-    fn entry_count(&self) -> usize {
-        self.key_groups.iter().map(|m| m.len()).sum()
+    fn entry_count(&self) -> crate::Result<usize> {
+        Ok(self.key_groups.iter().map(|m| m.len()).sum())
     }
-    fn encode_key_group(&self, key_group: u16, run: &mut crate::snapshot::EncodedRun) {
+    fn encode_key_group(
+        &self,
+        key_group: u16,
+        run: &mut crate::snapshot::EncodedRun,
+    ) -> crate::Result<()> {
         let Some(index) = self.range.index_of(key_group) else {
-            return;
+            return Ok(());
         };
         for e in self.key_groups[index].iter() {
             H::encode_stored_run(&e.state, run, |b| e.key.encode(b), |b| e.ns.encode(b));
         }
+        Ok(())
     }
 
-    fn visit_key_group(&self, key_group: u16, visit: &mut dyn FnMut(EncodedEntry)) {
+    fn visit_key_group(
+        &self,
+        key_group: u16,
+        visit: &mut dyn FnMut(EncodedEntry),
+    ) -> crate::Result<()> {
         let Some(index) = self.range.index_of(key_group) else {
-            return;
+            return Ok(());
         };
         for e in self.key_groups[index].iter() {
             visit(EncodedEntry {
@@ -156,5 +165,6 @@ impl<K: Key, H: StateHandle> StateTableSnapshot for TableSnapshot<K, H> {
                 state: H::encode_stored(&e.state),
             });
         }
+        Ok(())
     }
 }

@@ -46,8 +46,8 @@
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use flowstate_formats::manifest::{Manifest, ManifestTable};
 use flowstate_formats::table::{
@@ -100,6 +100,11 @@ pub struct TreeOptions {
     /// The size budget of L1 (default 256 MiB); each deeper level has ten times the budget of
     /// the one above.
     pub level1_max_bytes: u64,
+    /// The number of L0 tables at which a writer that froze a memtable runs a compaction
+    /// itself before returning (default 12): back-pressure when compaction falls behind.
+    pub l0_stop_trigger: usize,
+    /// The cache of data blocks shared by the tree's tables (default none).
+    pub block_cache: Option<Arc<dyn flowstate_formats::table::BlockCache>>,
 }
 
 impl Default for TreeOptions {
@@ -114,6 +119,8 @@ impl Default for TreeOptions {
             l0_compaction_trigger: 4,
             target_table_bytes: 64 << 20,
             level1_max_bytes: 256 << 20,
+            l0_stop_trigger: 12,
+            block_cache: None,
         }
     }
 }
@@ -126,6 +133,9 @@ impl TreeOptions {
         }
         if self.l0_compaction_trigger < 2 {
             return bad("l0_compaction_trigger must be at least 2");
+        }
+        if self.l0_stop_trigger < self.l0_compaction_trigger {
+            return bad("l0_stop_trigger must be at least l0_compaction_trigger");
         }
         if self.target_table_bytes == 0 || self.level1_max_bytes == 0 {
             return bad("target_table_bytes and level1_max_bytes must be above 0");
@@ -371,6 +381,62 @@ impl Version {
     }
 }
 
+/// A frozen view of a [`Tree`] ([`Tree::snapshot`]): frozen memtables, newest first, over a
+/// version of tables. `Send + Sync`; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct TreeSnapshot {
+    imms: Vec<Arc<ImmutableMemTable>>,
+    version: Arc<Version>,
+}
+
+impl TreeSnapshot {
+    /// The version of tables under the frozen memtables.
+    pub fn version(&self) -> &Arc<Version> {
+        &self.version
+    }
+
+    /// The value of `key` in the view, or `None` if it is absent.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let lookups = self
+            .imms
+            .iter()
+            .map(|m| Ok(m.get(key)))
+            .chain(self.version.candidates(key).map(|t| t.lookup(key)));
+        Ok(resolve(lookups)?.map(|v| v.into_owned()))
+    }
+
+    /// The `(key, value)` pairs of the view whose keys start with `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let end = key::prefix_successor(prefix);
+        self.scan(prefix, end.as_deref(), Some(prefix))
+    }
+
+    /// The `(key, value)` pairs of the view with `start <= key < end`, in key order.
+    pub fn scan_range(&self, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        self.scan(start, Some(end), None)
+    }
+
+    fn scan(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        prefix: Option<&[u8]>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let end_bound = end.map_or(Bound::Unbounded, Bound::Excluded);
+        let sources: Vec<Source> = self
+            .imms
+            .iter()
+            .map(|m| {
+                Box::new(Arc::clone(m).owned_entries(Bound::Included(start), end_bound)) as Source
+            })
+            .collect();
+        self.version.scan_with(sources, start, end, prefix)
+    }
+}
+
 /// The number of tables and their bytes in one level.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LevelStats {
@@ -447,7 +513,12 @@ pub struct Tree {
     state: Mutex<State>,
     /// Held by a flush or a compaction for its whole run.
     work: Mutex<()>,
+    /// Called (outside the tree's locks) after a memtable is frozen.
+    listener: OnceLock<Arc<dyn Fn() + Send + Sync>>,
 }
+
+/// Cache ids of tables: unique in the process, so that trees may share a block cache.
+static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(1);
 
 impl fmt::Debug for Tree {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -502,6 +573,7 @@ impl Tree {
         };
         let read_options = TableReadOptions {
             prefix_extractor: prefix,
+            block_cache: options.block_cache.clone(),
             ..TableReadOptions::default()
         };
         if dir != ROOT {
@@ -532,6 +604,7 @@ impl Tree {
                 compact_pointer: vec![Vec::new(); MAX_LEVELS],
             }),
             work: Mutex::new(()),
+            listener: OnceLock::new(),
         };
         tree.recover()?;
         Ok(tree)
@@ -616,7 +689,11 @@ impl Tree {
         let path = self.path(name);
         let file: Arc<dyn ReadableFile> = Arc::from(self.storage.open(&path)?);
         let size = file.len();
-        let reader = TableReader::open_with(file, &path, self.read_options.clone())?;
+        let read_options = TableReadOptions {
+            cache_id: NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed),
+            ..self.read_options.clone()
+        };
+        let reader = TableReader::open_with(file, &path, read_options)?;
         if reader.table_id() != id {
             return Err(corrupt(
                 &path,
@@ -658,14 +735,17 @@ impl Tree {
     }
 
     fn write(&self, op: impl FnOnce(&mut MemTable) -> Result<()>) -> Result<()> {
-        let waiting = {
+        let (waiting, frozen, l0) = {
             let mut state = lock(&self.state);
             op(&mut state.mem)?;
-            if state.mem.approximate_memory_usage() >= self.options.memtable_bytes {
-                Self::freeze_locked(&mut state);
-            }
-            state.imms.len()
+            let frozen = state.mem.approximate_memory_usage() >= self.options.memtable_bytes
+                && Self::freeze_locked(&mut state);
+            (state.imms.len(), frozen, state.version.tables(0).len())
         };
+        if !frozen {
+            return Ok(());
+        }
+        self.notify();
         if waiting > self.options.max_immutable_memtables {
             while lock(&self.state).imms.len() > self.options.max_immutable_memtables {
                 if !self.flush_one()? {
@@ -673,20 +753,65 @@ impl Tree {
                 }
             }
         }
+        if l0 >= self.options.l0_stop_trigger {
+            while self.pin().tables(0).len() >= self.options.l0_stop_trigger {
+                if !self.compact_one()? {
+                    break;
+                }
+            }
+        }
         Ok(())
     }
 
-    fn freeze_locked(state: &mut State) {
+    /// Freezes the active memtable if it holds anything; returns whether it did.
+    fn freeze_locked(state: &mut State) -> bool {
         if state.mem.is_empty() {
-            return;
+            return false;
         }
         let mem = std::mem::take(&mut state.mem);
         state.imms.push_back(mem.freeze());
+        true
+    }
+
+    fn notify(&self) {
+        if let Some(listener) = self.listener.get() {
+            listener();
+        }
+    }
+
+    /// Sets the function called (outside the tree's locks) each time a memtable is frozen,
+    /// so that a pool can flush it. Only the first call takes effect; returns whether it did.
+    pub fn set_listener(&self, listener: Arc<dyn Fn() + Send + Sync>) -> bool {
+        self.listener.set(listener).is_ok()
     }
 
     /// Freezes the active memtable (if it holds anything) so that the next flushes write it.
     pub fn freeze(&self) {
-        Self::freeze_locked(&mut lock(&self.state));
+        if Self::freeze_locked(&mut lock(&self.state)) {
+            self.notify();
+        }
+    }
+
+    /// A frozen view of the whole tree: freezes the active memtable and holds the frozen
+    /// memtables and the current version. Its cost does not grow with the tree's size; later
+    /// writes, flushes and compactions do not change what it reads, and its table files stay
+    /// until it is dropped.
+    pub fn snapshot(&self) -> TreeSnapshot {
+        let (snapshot, frozen) = {
+            let mut state = lock(&self.state);
+            let frozen = Self::freeze_locked(&mut state);
+            (
+                TreeSnapshot {
+                    imms: state.imms.iter().rev().cloned().collect(),
+                    version: Arc::clone(&state.version),
+                },
+                frozen,
+            )
+        };
+        if frozen {
+            self.notify();
+        }
+        snapshot
     }
 
     /// The number of frozen memtables waiting for a flush.
