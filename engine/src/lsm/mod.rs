@@ -55,12 +55,14 @@
 
 mod arena;
 mod btree;
+pub mod cache;
 pub mod entry;
 pub mod key;
 pub mod mem_table;
 pub mod merge;
 pub mod tree;
 
+pub use cache::{CacheStats, ShardedBlockCache};
 pub use entry::{Entry, EntryRef, Lookup};
 pub use mem_table::{ImmutableMemTable, MemTable};
 pub use merge::{resolve, MergeLevel, MergingIter};
