@@ -7,6 +7,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::heap::HeapBackend;
 use crate::key_group::{check_max_parallelism, KeyGroupRange, DEFAULT_MAX_PARALLELISM};
+use crate::lsm::backend::{LsmConfig, LsmStorage};
+use crate::lsm::{LsmBackend, LsmBackground, LsmPool, ShardedBlockCache, TreeOptions};
 use crate::snapshot::StateSnapshot;
 use crate::state::{
     AggregateFunction, AggregatingAccess, AggregatingState, AggregatingStateDescriptor, Key,
@@ -333,6 +335,8 @@ pub trait KeyedStateBackend<K: Key> {
 pub enum BackendKind {
     /// [`HeapBackend`]: typed state in copy-on-write maps in memory.
     Heap,
+    /// [`LsmBackend`]: encoded state in an LSM tree on disk, for state larger than memory.
+    Lsm,
 }
 
 /// How to open a backend: its kind, max parallelism, owned key groups and clock.
@@ -342,6 +346,7 @@ pub struct BackendConfig {
     max_parallelism: u32,
     key_group_range: Option<KeyGroupRange>,
     clock: Arc<dyn Clock>,
+    lsm: Option<LsmConfig>,
 }
 
 impl BackendConfig {
@@ -352,7 +357,82 @@ impl BackendConfig {
             max_parallelism: DEFAULT_MAX_PARALLELISM,
             key_group_range: None,
             clock: Arc::new(SystemClock),
+            lsm: None,
         }
+    }
+
+    /// An LSM backend working in directory `dir` (created if missing; the tree files an earlier
+    /// backend left there are deleted at open), with max parallelism 128 owning every key group,
+    /// a 64 MiB memtable, a 64 MiB block cache and a background thread of its own.
+    pub fn lsm(dir: impl AsRef<std::path::Path>) -> Self {
+        Self::with_lsm(LsmStorage::Path(dir.as_ref().to_path_buf()))
+    }
+
+    /// An LSM backend working in directory `dir` of `storage` (a [`MemStorage`] in tests, say);
+    /// otherwise as [`lsm`](Self::lsm).
+    ///
+    /// [`MemStorage`]: crate::storage::MemStorage
+    pub fn lsm_on(storage: Arc<dyn crate::storage::Storage>, dir: &str) -> Self {
+        Self::with_lsm(LsmStorage::Storage(storage, dir.to_owned()))
+    }
+
+    fn with_lsm(storage: LsmStorage) -> Self {
+        BackendConfig {
+            kind: BackendKind::Lsm,
+            lsm: Some(LsmConfig::new(storage)),
+            ..Self::heap()
+        }
+    }
+
+    fn map_lsm(mut self, change: impl FnOnce(&mut LsmConfig)) -> Self {
+        if let Some(lsm) = &mut self.lsm {
+            change(lsm);
+        }
+        self
+    }
+
+    /// LSM: the memory a memtable may use before it is frozen and flushed (default 64 MiB).
+    /// Ignored by other kinds, as are all `lsm_*` settings.
+    pub fn lsm_memtable_bytes(self, bytes: usize) -> Self {
+        self.map_lsm(|l| l.tree.memtable_bytes = bytes)
+    }
+
+    /// LSM: frozen memtables that may wait for a flush before writes flush themselves
+    /// (default 2). With the memtable size it bounds memtable memory to
+    /// `(max_immutable_memtables + 2) × memtable_bytes`.
+    pub fn lsm_max_immutable_memtables(self, count: usize) -> Self {
+        self.map_lsm(|l| l.tree.max_immutable_memtables = count)
+    }
+
+    /// LSM: the bytes of data blocks the block cache may hold (default 64 MiB; 0: no cache).
+    pub fn lsm_block_cache_bytes(self, bytes: usize) -> Self {
+        self.map_lsm(|l| l.block_cache_bytes = bytes)
+    }
+
+    /// LSM: a block cache shared with other backends of the process (bounds their total).
+    pub fn lsm_shared_cache(self, cache: Arc<ShardedBlockCache>) -> Self {
+        self.map_lsm(|l| l.shared_cache = Some(cache))
+    }
+
+    /// LSM: runs flushes and compactions on `pool`, shared with other backends.
+    pub fn lsm_pool(self, pool: Arc<LsmPool>) -> Self {
+        self.map_lsm(|l| l.background = LsmBackground::Pool(pool))
+    }
+
+    /// LSM: where flushes and compactions run (default: one thread of the backend's own).
+    pub fn lsm_background(self, background: LsmBackground) -> Self {
+        self.map_lsm(|l| l.background = background)
+    }
+
+    /// LSM: every option of the tree at once (table format, compaction triggers and sizes).
+    /// Its `block_cache` is replaced by the backend's cache.
+    pub fn lsm_tree_options(self, options: TreeOptions) -> Self {
+        self.map_lsm(|l| l.tree = options)
+    }
+
+    /// The LSM settings, for a configuration of kind LSM.
+    pub fn lsm_config(&self) -> Option<&LsmConfig> {
+        self.lsm.as_ref()
     }
 
     /// Sets the max parallelism (the number of key groups), 1..=32768.
@@ -424,6 +504,8 @@ impl BackendConfig {
 pub enum Backend<K: Key> {
     /// A heap backend.
     Heap(HeapBackend<K>),
+    /// An LSM backend.
+    Lsm(LsmBackend<K>),
 }
 
 impl<K: Key> Backend<K> {
@@ -431,6 +513,7 @@ impl<K: Key> Backend<K> {
     pub fn open(config: BackendConfig) -> Result<Self> {
         match config.kind {
             BackendKind::Heap => Ok(Backend::Heap(HeapBackend::open(config)?)),
+            BackendKind::Lsm => Ok(Backend::Lsm(LsmBackend::open(config)?)),
         }
     }
 
@@ -442,6 +525,7 @@ impl<K: Key> Backend<K> {
     ) -> Result<Self> {
         match config.kind {
             BackendKind::Heap => Ok(Backend::Heap(HeapBackend::restore(config, sources)?)),
+            BackendKind::Lsm => Ok(Backend::Lsm(LsmBackend::restore(config, sources)?)),
         }
     }
 
@@ -449,6 +533,7 @@ impl<K: Key> Backend<K> {
     pub fn kind(&self) -> BackendKind {
         match self {
             Backend::Heap(_) => BackendKind::Heap,
+            Backend::Lsm(_) => BackendKind::Lsm,
         }
     }
 }
@@ -457,6 +542,7 @@ macro_rules! delegate {
     ($self:ident, $b:ident => $e:expr) => {
         match $self {
             Backend::Heap($b) => $e,
+            Backend::Lsm($b) => $e,
         }
     };
 }

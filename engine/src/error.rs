@@ -142,6 +142,13 @@ pub enum Error {
         /// The limit.
         limit: u64,
     },
+    /// A flush or compaction of the LSM backend failed on a background thread; the backend
+    /// keeps what it holds in memory but refuses further writes.
+    #[error("LSM background work failed: {reason}")]
+    BackgroundWork {
+        /// The error of the failed step.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -157,7 +164,7 @@ impl Error {
             | Error::InvalidArgument(_)
             | Error::InvalidPath { .. } => ErrorKind::Usage,
             Error::Codec { .. } => ErrorKind::Corruption,
-            Error::Io { .. } => ErrorKind::Io,
+            Error::Io { .. } | Error::BackgroundWork { .. } => ErrorKind::Io,
             Error::FileTooLarge { .. } => ErrorKind::Limit,
             Error::Format(e) => match e {
                 flowstate_formats::FormatError::Io { .. } => ErrorKind::Io,

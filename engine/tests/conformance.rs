@@ -27,6 +27,11 @@ pub trait Factory {
     type Backend<K: Key>: KeyedStateBackend<K>;
     /// An empty backend with `max_parallelism` key groups that owns `range`.
     fn open<K: Key>(&self, max_parallelism: u32, range: KeyGroupRange) -> Self::Backend<K>;
+    /// The number of entries a large case writes, given its usual `n`: a backend
+    /// configured to flush on every write takes fewer, to keep the suite fast.
+    fn scaled(&self, n: u64) -> u64 {
+        n
+    }
 }
 
 /// [`HeapBackend`] opened directly.
@@ -52,6 +57,77 @@ impl Factory for BackendEnumFactory {
     fn open<K: Key>(&self, max_parallelism: u32, range: KeyGroupRange) -> Backend<K> {
         Backend::open(
             BackendConfig::heap()
+                .max_parallelism(max_parallelism)
+                .key_group_range(range),
+        )
+        .expect("open backend")
+    }
+}
+
+/// [`LsmBackend`] on a [`MemStorage`], flushes and compactions inline, default sizes: the
+/// state stays in the memtable (and frozen memtables, after snapshots).
+pub struct LsmFactory;
+
+impl Factory for LsmFactory {
+    type Backend<K: Key> = LsmBackend<K>;
+    fn open<K: Key>(&self, max_parallelism: u32, range: KeyGroupRange) -> LsmBackend<K> {
+        LsmBackend::open(
+            BackendConfig::lsm_on(Arc::new(MemStorage::new()), "lsm")
+                .lsm_background(lsm::LsmBackground::Inline)
+                .max_parallelism(max_parallelism)
+                .key_group_range(range),
+        )
+        .expect("open LSM backend")
+    }
+}
+
+/// [`LsmBackend`] whose every write freezes the memtable, which is flushed into a table at
+/// once, with tiny compaction budgets: every read goes through tables of several levels,
+/// merge operands and tombstones across them.
+pub struct LsmFlushingFactory;
+
+impl Factory for LsmFlushingFactory {
+    type Backend<K: Key> = LsmBackend<K>;
+    fn open<K: Key>(&self, max_parallelism: u32, range: KeyGroupRange) -> LsmBackend<K> {
+        let tree = lsm::TreeOptions {
+            memtable_bytes: 1,
+            l0_compaction_trigger: 2,
+            l0_stop_trigger: 4,
+            target_table_bytes: 2 << 10,
+            level1_max_bytes: 4 << 10,
+            ..lsm::TreeOptions::default()
+        };
+        LsmBackend::open(
+            BackendConfig::lsm_on(Arc::new(MemStorage::new()), "lsm")
+                .lsm_tree_options(tree)
+                .lsm_block_cache_bytes(64 << 10)
+                .lsm_background(lsm::LsmBackground::Inline)
+                .max_parallelism(max_parallelism)
+                .key_group_range(range),
+        )
+        .expect("open LSM backend")
+    }
+    fn scaled(&self, n: u64) -> u64 {
+        (n / 20).max(100)
+    }
+}
+
+/// [`Backend`] of kind LSM on a local temporary directory, with a background thread.
+pub struct LsmBackendEnumFactory;
+
+impl Factory for LsmBackendEnumFactory {
+    type Backend<K: Key> = Backend<K>;
+    fn open<K: Key>(&self, max_parallelism: u32, range: KeyGroupRange) -> Backend<K> {
+        // The backend creates the directory and removes it when dropped.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "flowstate-conformance-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        Backend::open(
+            BackendConfig::lsm(dir)
+                .lsm_memtable_bytes(256 << 10)
                 .max_parallelism(max_parallelism)
                 .key_group_range(range),
         )
@@ -1835,7 +1911,7 @@ fn multiple_states_under_one_key_are_independent<F: Factory>(f: &F) -> Result<()
 fn many_keys_across_key_groups<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
-    let n = 5_000u64;
+    let n = f.scaled(5_000).max(2_000);
     let mut groups = BTreeSet::new();
     for k in 0..n {
         b.set_current_key(&k);
@@ -2228,9 +2304,10 @@ fn snapshot_covers_only_owned_key_groups<F: Factory>(f: &F) -> Result<()> {
 fn snapshot_is_send_and_readable_from_another_thread<F: Factory>(f: &F) -> Result<()> {
     fn assert_send_sync_static<T: Send + Sync + 'static>(_: &T) {}
     let mut b = open(f);
+    let n = f.scaled(2_000);
     let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
     let l = b.register(ListStateDescriptor::<u64>::new("l"))?;
-    for k in 0..2_000u64 {
+    for k in 0..n {
         b.set_current_key(&k);
         b.value(&v).update(k)?;
         b.list(&l).add(k)?;
@@ -2239,7 +2316,7 @@ fn snapshot_is_send_and_readable_from_another_thread<F: Factory>(f: &F) -> Resul
     assert_send_sync_static(&snap);
     let expected_v = snap.canonical_entries("v").unwrap().unwrap();
     let expected_l = snap.canonical_entries("l").unwrap().unwrap();
-    assert_eq!(expected_v.len(), 2_000);
+    assert_eq!(expected_v.len(), n as usize);
     let started = Arc::new(AtomicBool::new(false));
     let reader = {
         let snap = snap.clone();
@@ -2256,7 +2333,7 @@ fn snapshot_is_send_and_readable_from_another_thread<F: Factory>(f: &F) -> Resul
     // Keep writing on this thread while the other one reads.
     let mut round = 0u64;
     while !started.load(Ordering::SeqCst) || round < 3 {
-        for k in 0..2_000u64 {
+        for k in 0..n {
             b.set_current_key(&k);
             b.value(&v).update(k + round + 1)?;
             if k % 3 == 0 {
@@ -2265,11 +2342,11 @@ fn snapshot_is_send_and_readable_from_another_thread<F: Factory>(f: &F) -> Resul
         }
         round += 1;
     }
-    assert_eq!(reader.join().expect("reader thread"), 4_000);
+    assert_eq!(reader.join().expect("reader thread"), 2 * n as usize);
     // A scoped reader borrows the expectation and reads while this thread clears everything.
     std::thread::scope(|s| -> Result<()> {
         let reader = s.spawn(|| snap.canonical_entries("l").unwrap().unwrap() == expected_l);
-        for k in 0..2_000u64 {
+        for k in 0..n {
             b.set_current_key(&k);
             b.value(&v).clear()?;
             b.list(&l).clear()?;
@@ -2356,7 +2433,8 @@ fn register_new_state_after_snapshot<F: Factory>(f: &F) -> Result<()> {
 fn large_state_snapshot_isolation<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
     let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
-    let n = 50_000u64;
+    let n = f.scaled(50_000);
+    let extra = n / 10;
     for k in 0..n {
         b.set_current_key(&k);
         b.value(&v).update(k)?;
@@ -2370,7 +2448,7 @@ fn large_state_snapshot_isolation<F: Factory>(f: &F) -> Result<()> {
             b.value(&v).update(k + 1)?;
         }
     }
-    for k in n..n + 5_000 {
+    for k in n..n + extra {
         b.set_current_key(&k);
         b.value(&v).update(k)?;
     }
@@ -2384,7 +2462,7 @@ fn large_state_snapshot_isolation<F: Factory>(f: &F) -> Result<()> {
         assert!(nsb.is_empty());
         assert_eq!(state, &enc_value(&k), "key {k}");
     }
-    assert_eq!(b.entry_count().unwrap(), (n - n / 10 + 5_000) as usize);
+    assert_eq!(b.entry_count().unwrap(), (n - n / 10 + extra) as usize);
     b.set_current_key(&7);
     assert_eq!(b.value(&v).get()?, Some(8));
     Ok(())
@@ -2678,3 +2756,6 @@ macro_rules! conformance_suite {
 
 conformance_suite!(heap, HeapFactory);
 conformance_suite!(backend_enum, BackendEnumFactory);
+conformance_suite!(lsm_memtable, LsmFactory);
+conformance_suite!(lsm_flushing, LsmFlushingFactory);
+conformance_suite!(lsm_backend_enum, LsmBackendEnumFactory);

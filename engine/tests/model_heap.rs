@@ -44,6 +44,50 @@ impl Factory for HeapFactory {
     }
 }
 
+/// [`LsmBackend`] on a [`MemStorage`] with default sizes: state in memtables, snapshots in
+/// frozen memtables flushed inline.
+pub struct LsmFactory;
+
+impl Factory for LsmFactory {
+    type B = LsmBackend<u64>;
+    fn open(&self, max_parallelism: u32, range: KeyGroupRange) -> LsmBackend<u64> {
+        LsmBackend::open(
+            BackendConfig::lsm_on(std::sync::Arc::new(MemStorage::new()), "lsm")
+                .lsm_background(lsm::LsmBackground::Inline)
+                .max_parallelism(max_parallelism)
+                .key_group_range(range),
+        )
+        .expect("open LSM backend")
+    }
+}
+
+/// [`LsmBackend`] that flushes every write into a table and compacts with tiny budgets, so
+/// that reads, merges and snapshots go through tables of several levels.
+pub struct LsmFlushingFactory;
+
+impl Factory for LsmFlushingFactory {
+    type B = LsmBackend<u64>;
+    fn open(&self, max_parallelism: u32, range: KeyGroupRange) -> LsmBackend<u64> {
+        let tree = lsm::TreeOptions {
+            memtable_bytes: 1,
+            l0_compaction_trigger: 2,
+            l0_stop_trigger: 4,
+            target_table_bytes: 1 << 10,
+            level1_max_bytes: 2 << 10,
+            ..lsm::TreeOptions::default()
+        };
+        LsmBackend::open(
+            BackendConfig::lsm_on(std::sync::Arc::new(MemStorage::new()), "lsm")
+                .lsm_tree_options(tree)
+                .lsm_block_cache_bytes(32 << 10)
+                .lsm_background(lsm::LsmBackground::Inline)
+                .max_parallelism(max_parallelism)
+                .key_group_range(range),
+        )
+        .expect("open LSM backend")
+    }
+}
+
 // ------------------------------------------------------------------------------------------
 // States, operations and the model
 // ------------------------------------------------------------------------------------------
@@ -716,6 +760,19 @@ proptest! {
     fn heap_matches_model(setup in setup_strategy(), ops in prop::collection::vec(op(), 1..200)) {
         run_model(&HeapFactory, &setup, &ops).unwrap();
     }
+
+    #[test]
+    fn lsm_matches_model(setup in setup_strategy(), ops in prop::collection::vec(op(), 1..200)) {
+        run_model(&LsmFactory, &setup, &ops).unwrap();
+    }
+
+    #[test]
+    fn lsm_flushing_matches_model(
+        setup in setup_strategy(),
+        ops in prop::collection::vec(op(), 1..200),
+    ) {
+        run_model(&LsmFlushingFactory, &setup, &ops).unwrap();
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -765,12 +822,15 @@ fn fixed_sequence_matches_model() {
     for (maxp, p, i, pool) in [(1, 1, 0, 4), (4, 2, 1, 4), (128, 3, 2, 40)] {
         let s = setup(maxp, p, i, pool);
         run_model(&HeapFactory, &s, &ops).unwrap();
+        run_model(&LsmFactory, &s, &ops).unwrap();
+        run_model(&LsmFlushingFactory, &s, &ops).unwrap();
         // Also with the foreign key as the current key.
         if s.outside.is_some() {
             let mut foreign = ops.clone();
             foreign.insert(1, SetKey(s.pool.len()));
             foreign.insert(2, MapPut(0, 1, 1));
             run_model(&HeapFactory, &s, &foreign).unwrap();
+            run_model(&LsmFlushingFactory, &s, &foreign).unwrap();
         }
     }
 }

@@ -6,7 +6,7 @@
 
 mod cow;
 mod exclusive;
-mod restore;
+pub(crate) mod restore;
 mod table;
 
 use std::any::TypeId;

@@ -47,8 +47,64 @@ pub(crate) fn read_sources<K: Key>(
     range: KeyGroupRange,
     sources: &[&dyn RestoreSource],
 ) -> Result<Vec<PendingState>> {
+    struct Sink {
+        range: KeyGroupRange,
+        states: Vec<(StateMeta, Vec<Vec<EncodedEntry>>)>,
+    }
+    impl RestoreSink for Sink {
+        fn new_state(&mut self, meta: &StateMeta) -> Result<()> {
+            self.states
+                .push((meta.clone(), vec![Vec::new(); self.range.len()]));
+            Ok(())
+        }
+        fn entry(&mut self, state: usize, key_group: u16, entry: EncodedEntry) -> Result<()> {
+            let slot = self
+                .range
+                .index_of(key_group)
+                .expect("visit_sources passes owned key groups only");
+            self.states[state].1[slot].push(entry);
+            Ok(())
+        }
+    }
+    let mut sink = Sink {
+        range,
+        states: Vec::new(),
+    };
+    visit_sources::<K>(max_parallelism, range, sources, &mut sink)?;
+    Ok(sink
+        .states
+        .into_iter()
+        .map(|(meta, key_groups)| PendingState {
+            meta: Arc::new(meta),
+            range,
+            key_groups: Arc::new(key_groups),
+        })
+        .collect())
+}
+
+/// Where [`visit_sources`] delivers what it reads.
+pub(crate) trait RestoreSink {
+    /// A state seen for the first time; the next one gets the next number.
+    fn new_state(&mut self, meta: &StateMeta) -> Result<()>;
+    /// An entry of state number `state` in owned key group `key_group`.
+    fn entry(&mut self, state: usize, key_group: u16, entry: EncodedEntry) -> Result<()>;
+}
+
+/// Walks the owned key groups of every source, in source order, after checking that the
+/// sources fit the backend: the same max parallelism and key codec, no key group covered twice,
+/// states of one name with one meta in every source, entries in the key group of their key.
+///
+/// `sink.new_state(meta)` is called once per distinct state name, in order of first
+/// appearance; states are then numbered from 0 in that order, and
+/// `sink.entry(state number, key group, entry)` is called for every entry of an owned key group.
+pub(crate) fn visit_sources<K: Key>(
+    max_parallelism: u32,
+    range: KeyGroupRange,
+    sources: &[&dyn RestoreSource],
+    sink: &mut dyn RestoreSink,
+) -> Result<()> {
     let key_codec = CodecInfo::of::<K>();
-    let mut states: Vec<(StateMeta, Vec<Vec<EncodedEntry>>)> = Vec::new();
+    let mut metas: Vec<StateMeta> = Vec::new();
     let mut by_name: HashMap<String, usize> = HashMap::new();
     // Which source each owned key group was read from: a key group covered twice is an error.
     let mut covered: Vec<Option<usize>> = vec![None; range.len()];
@@ -75,18 +131,19 @@ pub(crate) fn read_sources<K: Key>(
         for meta in source.state_metas() {
             let index = match by_name.get(&meta.name) {
                 Some(&i) => {
-                    if states[i].0 != meta {
+                    if metas[i] != meta {
                         return Err(Error::IncompatibleSnapshot(format!(
                             "state '{}' is {} in one source and {} in another",
-                            meta.name, states[i].0, meta
+                            meta.name, metas[i], meta
                         )));
                     }
                     i
                 }
                 None => {
-                    by_name.insert(meta.name.clone(), states.len());
-                    states.push((meta, vec![Vec::new(); range.len()]));
-                    states.len() - 1
+                    sink.new_state(&meta)?;
+                    by_name.insert(meta.name.clone(), metas.len());
+                    metas.push(meta);
+                    metas.len() - 1
                 }
             };
             local.push(index);
@@ -102,41 +159,36 @@ pub(crate) fn read_sources<K: Key>(
             }
             covered[slot] = Some(source_index);
             let mut failure = None;
-            source.read_key_group(kg, &mut |state_index, entry| {
+            source.read_key_group(kg, &mut |state_index, e| {
                 if failure.is_some() {
                     return;
                 }
                 let Some(&index) = local.get(state_index) else {
-                    failure = Some(format!(
-                        "an entry of key group {kg} names state {state_index}, which the source does not have"
-                    ));
+                    failure = Some(Error::IncompatibleSnapshot(format!(
+                        "source {source_index} is inconsistent: an entry of key group {kg} names \
+                         state {state_index}, which the source does not have"
+                    )));
                     return;
                 };
-                let actual = key_group_for(&entry.key, max_parallelism);
+                let actual = key_group_for(&e.key, max_parallelism);
                 if actual != kg {
-                    failure = Some(format!(
-                        "an entry of state '{}' stored in key group {kg} has a key of key group {actual}",
-                        states[index].0.name
-                    ));
+                    failure = Some(Error::IncompatibleSnapshot(format!(
+                        "source {source_index} is inconsistent: an entry of state '{}' stored in \
+                         key group {kg} has a key of key group {actual}",
+                        metas[index].name
+                    )));
                     return;
                 }
-                states[index].1[slot].push(entry);
+                if let Err(e) = sink.entry(index, kg, e) {
+                    failure = Some(e);
+                }
             })?;
-            if let Some(reason) = failure {
-                return Err(Error::IncompatibleSnapshot(format!(
-                    "source {source_index} is inconsistent: {reason}"
-                )));
+            if let Some(e) = failure {
+                return Err(e);
             }
         }
     }
-    Ok(states
-        .into_iter()
-        .map(|(meta, key_groups)| PendingState {
-            meta: Arc::new(meta),
-            range,
-            key_groups: Arc::new(key_groups),
-        })
-        .collect())
+    Ok(())
 }
 
 /// Decodes the parts of an encoded entry with the registered types.

@@ -54,16 +54,20 @@
 //! ```
 
 mod arena;
+pub mod backend;
 mod btree;
 pub mod cache;
 pub mod entry;
 pub mod key;
 pub mod mem_table;
 pub mod merge;
+pub mod pool;
 pub mod tree;
 
+pub use backend::{LsmBackend, LsmBackground, LsmConfig, LsmStats};
 pub use cache::{CacheStats, ShardedBlockCache};
 pub use entry::{Entry, EntryRef, Lookup};
 pub use mem_table::{ImmutableMemTable, MemTable};
 pub use merge::{resolve, MergeLevel, MergingIter};
-pub use tree::{Tree, TreeOptions, TreeStats, Version};
+pub use pool::LsmPool;
+pub use tree::{Tree, TreeOptions, TreeSnapshot, TreeStats, Version};

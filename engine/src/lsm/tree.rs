@@ -515,6 +515,8 @@ pub struct Tree {
     work: Mutex<()>,
     /// Called (outside the tree's locks) after a memtable is frozen.
     listener: OnceLock<Arc<dyn Fn() + Send + Sync>>,
+    /// Set by [`Tree::dispose`]: flushes and compactions do nothing any more.
+    disposed: AtomicBool,
 }
 
 /// Cache ids of tables: unique in the process, so that trees may share a block cache.
@@ -605,6 +607,7 @@ impl Tree {
             }),
             work: Mutex::new(()),
             listener: OnceLock::new(),
+            disposed: AtomicBool::new(false),
         };
         tree.recover()?;
         Ok(tree)
@@ -958,6 +961,9 @@ impl Tree {
     /// a table file written before the error is removed on the next open.
     pub fn flush_one(&self) -> Result<bool> {
         let _work = lock(&self.work);
+        if self.disposed.load(Ordering::Acquire) {
+            return Ok(false);
+        }
         let Some(imm) = lock(&self.state).imms.front().cloned() else {
             return Ok(false);
         };
@@ -1011,6 +1017,9 @@ impl Tree {
     /// holds them.
     pub fn compact_one(&self) -> Result<bool> {
         let _work = lock(&self.work);
+        if self.disposed.load(Ordering::Acquire) {
+            return Ok(false);
+        }
         let base = self.pin();
         let Some((level, upper)) = self.pick(&base) else {
             return Ok(false);
@@ -1093,6 +1102,26 @@ impl Tree {
         state.compact_pointer[level] = table.largest.clone();
         state.stats.compactions += 1;
         state.stats.trivial_moves += 1;
+        Ok(())
+    }
+
+    /// Gives the tree's files up: deletes the manifest and marks every table of the current
+    /// version obsolete, so that each table file is deleted when the last version holding it
+    /// (the tree's, a snapshot's) is dropped. Writes and reads keep working on what is in
+    /// memory and in open tables, but nothing the tree writes later is recorded. For a backend
+    /// being dropped: its state lives in checkpoints, not in its working directory.
+    pub fn dispose(&self) -> Result<()> {
+        // Wait for a running flush or compaction; none starts after this.
+        let _work = lock(&self.work);
+        self.disposed.store(true, Ordering::Release);
+        let version = self.pin();
+        for t in version.all_tables() {
+            t.obsolete.store(true, Ordering::Release);
+        }
+        let manifest = self.path(MANIFEST_NAME);
+        if self.storage.exists(&manifest)? {
+            self.storage.remove_file(&manifest)?;
+        }
         Ok(())
     }
 

@@ -1,0 +1,1075 @@
+//! [`LsmBackend`]: keyed state in an LSM tree, for state larger than memory.
+//!
+//! Every state of a task lives in one [`Tree`] under keys of the layout of [`key`]:
+//! `state id | key group | key | namespace [| map user key]`. Values are stored encoded with
+//! their codecs:
+//!
+//! - value, reducing and aggregating state: one entry per (key, namespace), the encoded value
+//!   or accumulator; reducing and aggregating `add` read, fold and write the entry;
+//! - list state: one entry whose value is the elements, each as `varint(len) | bytes`; `add`
+//!   writes a list-append merge operand and never reads ([`merge`](super::merge));
+//! - map state: one entry per user key, so that `put` and `remove` never read the map and
+//!   iteration is one prefix scan.
+//!
+//! A snapshot's synchronous phase freezes the memtable and pins the frozen memtables and the
+//! current version of tables ([`Tree::snapshot`]): its cost does not grow with the state. The
+//! views it returns read the pinned data per key group and give the same canonical entries as
+//! the heap backend, so checkpoints and savepoints of both backends are interchangeable.
+//!
+//! spec/lsm-tree.md describes the tree, spec/lsm-key-layout.md the keys.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::cache::{CacheStats, ShardedBlockCache};
+use super::key;
+use super::merge::{push_list_element, ListElements};
+use super::pool::{step, LsmPool, Worker};
+use super::tree::{Tree, TreeOptions, TreeSnapshot, TreeStats, MANIFEST_NAME};
+use crate::backend::{BackendConfig, KeyedStateBackend};
+use crate::clock::Clock;
+use crate::codec::{Codec, CodecError};
+use crate::error::{Error, Result};
+use crate::heap::restore::{visit_sources, RestoreSink};
+use crate::key_group::{key_group_for, KeyGroupRange};
+use crate::snapshot::{
+    EncodedEntry, EncodedState, RestoreSource, StateSnapshot, StateTableSnapshot,
+};
+use crate::state::{
+    AggregateFunction, AggregatingState, AggregatingStateDescriptor, CodecInfo, Key, ListState,
+    ListStateDescriptor, MapState, MapStateDescriptor, MergingState, Namespace, ReducingState,
+    ReducingStateDescriptor, StateHandle, StateId, StateKind, StateMeta, StateValue, ValueState,
+    ValueStateDescriptor,
+};
+use crate::storage::{is_temp_name, LocalStorage, Storage, ROOT};
+
+/// Where flushes and compactions of an LSM backend run.
+#[derive(Debug, Clone)]
+pub enum LsmBackground {
+    /// On a pool of the backend's own with this many threads (default: 1).
+    Threads(usize),
+    /// On a pool shared with other backends of the process.
+    Pool(Arc<LsmPool>),
+    /// On the task thread, inside the write that freezes a memtable: deterministic, for tests
+    /// and single-threaded embedders.
+    Inline,
+}
+
+/// How an LSM backend is configured: its directory, the tree's options and bounds, the block
+/// cache and where background work runs. Build it with [`BackendConfig::lsm`] and the
+/// `lsm_*` methods of [`BackendConfig`].
+#[derive(Debug, Clone)]
+pub struct LsmConfig {
+    pub(crate) storage: LsmStorage,
+    /// The tree's options: memtable size, frozen memtables allowed, table format, compaction.
+    pub tree: TreeOptions,
+    /// The bytes of data blocks the backend's own block cache may hold (default 64 MiB; 0: no
+    /// cache). Ignored when [`shared_cache`](Self::shared_cache) is set.
+    pub block_cache_bytes: usize,
+    /// A block cache shared with other backends of the process (default none).
+    pub shared_cache: Option<Arc<ShardedBlockCache>>,
+    /// Where flushes and compactions run (default: a pool of one thread of the backend's own).
+    pub background: LsmBackground,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum LsmStorage {
+    Path(PathBuf),
+    Storage(Arc<dyn Storage>, String),
+}
+
+impl LsmConfig {
+    pub(crate) fn new(storage: LsmStorage) -> Self {
+        LsmConfig {
+            storage,
+            tree: TreeOptions::default(),
+            block_cache_bytes: 64 << 20,
+            shared_cache: None,
+            background: LsmBackground::Threads(1),
+        }
+    }
+}
+
+/// The current key: its value, encoding and key group.
+struct CurrentKey<K> {
+    key: K,
+    encoded: Vec<u8>,
+    key_group: u16,
+    owned: bool,
+}
+
+/// A state of the backend: what it is and, once registered, the handle type and the extra
+/// data (reduce or aggregate function) of its registration.
+struct LsmState {
+    meta: StateMeta,
+    handle: Option<TypeId>,
+    extra: Option<Box<dyn Any + Send + Sync>>,
+}
+
+/// Counters of an LSM backend, from [`LsmBackend::stats`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LsmStats {
+    /// The tree's counters: memtable bytes, tables and bytes per level, bytes flushed and
+    /// compacted (write amplification).
+    pub tree: TreeStats,
+    /// The block cache's counters, if the backend has a cache.
+    pub cache: Option<CacheStats>,
+    /// Flush and compaction steps run on background threads for this backend.
+    pub background_steps: u64,
+}
+
+impl LsmStats {
+    /// Bytes written to tables per byte flushed ([`TreeStats::write_amplification`]).
+    pub fn write_amplification(&self) -> f64 {
+        self.tree.write_amplification()
+    }
+}
+
+/// Keyed state in an LSM tree on local disk (or any [`Storage`]); see [the module](self).
+///
+/// ```
+/// use flowstate::*;
+/// let dir = tempfile::tempdir().expect("a temporary directory");
+/// let mut backend = LsmBackend::<String>::open(BackendConfig::lsm(dir.path()))?;
+/// let visits = backend.register(MapStateDescriptor::<String, u32>::new("visits"))?;
+/// backend.set_current_key(&"alice".to_string());
+/// backend.map(&visits).put("home".into(), 3)?;
+/// backend.map(&visits).put("cart".into(), 1)?;
+/// let frozen = backend.snapshot_state()?; // microseconds: freezes the memtable
+/// backend.map(&visits).remove(&"home".into())?;
+/// assert_eq!(backend.map(&visits).entries()?.len(), 1);
+/// assert_eq!(frozen.state("visits").unwrap().entry_count()?, 1); // one (key, namespace)
+/// # Ok::<(), flowstate::Error>(())
+/// ```
+pub struct LsmBackend<K: Key> {
+    max_parallelism: u32,
+    range: KeyGroupRange,
+    current: Option<CurrentKey<K>>,
+    states: Vec<LsmState>,
+    by_name: HashMap<String, StateId>,
+    tree: Arc<Tree>,
+    cache: Option<Arc<ShardedBlockCache>>,
+    /// The pool and this tree's record in it; `None` when work runs inline.
+    worker: Option<(Arc<LsmPool>, Arc<Worker>)>,
+    clock: Arc<dyn Clock>,
+    /// Last field: dropped after the tree, so the tree's files are gone when it runs.
+    _created_dir: CreatedDir,
+}
+
+/// A local directory the backend created, removed (if empty) when the backend is dropped.
+struct CreatedDir(Option<PathBuf>);
+
+impl Drop for CreatedDir {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            // Fails, and leaves the directory, if a snapshot still holds a table file in it.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+impl<K: Key> Drop for LsmBackend<K> {
+    fn drop(&mut self) {
+        // The working files are useless without the backend (there is no write-ahead log):
+        // delete them once nothing reads them. An error leaves files the next open removes.
+        let _ = self.tree.dispose();
+    }
+}
+
+impl<K: Key> std::fmt::Debug for LsmBackend<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LsmBackend")
+            .field("max_parallelism", &self.max_parallelism)
+            .field("range", &self.range)
+            .field("states", &self.states.len())
+            .field("tree", &self.tree)
+            .finish_non_exhaustive()
+    }
+}
+
+fn codec_error(what: impl FnOnce() -> String) -> impl FnOnce(CodecError) -> Error {
+    move |source| Error::Codec {
+        what: what(),
+        source,
+    }
+}
+
+impl<K: Key> LsmBackend<K> {
+    /// Opens an empty LSM backend as `config` says (it must be of kind LSM).
+    ///
+    /// The directory is the backend's working directory: table files and a manifest left in it
+    /// by an earlier backend are deleted (state comes back from checkpoints, not from the
+    /// working directory). Other files are left alone. When the backend is dropped its table
+    /// files are deleted as soon as no snapshot reads them, and a directory it created is
+    /// removed if that leaves it empty.
+    pub fn open(config: BackendConfig) -> Result<Self> {
+        let (max_parallelism, range) = config.validate()?;
+        let Some(lsm) = config.lsm_config() else {
+            return Err(Error::InvalidConfig(
+                "LsmBackend::open needs a configuration of kind LSM (BackendConfig::lsm)".into(),
+            ));
+        };
+        let mut created_dir = CreatedDir(None);
+        let (storage, dir): (Arc<dyn Storage>, String) = match &lsm.storage {
+            LsmStorage::Path(path) => {
+                if !path.exists() {
+                    created_dir.0 = Some(path.clone());
+                }
+                (Arc::new(LocalStorage::new(path)?), ROOT.to_owned())
+            }
+            LsmStorage::Storage(storage, dir) => (Arc::clone(storage), dir.clone()),
+        };
+        clear_working_dir(&*storage, &dir)?;
+        let cache = match (&lsm.shared_cache, lsm.block_cache_bytes) {
+            (Some(shared), _) => Some(Arc::clone(shared)),
+            (None, 0) => None,
+            (None, bytes) => Some(Arc::new(ShardedBlockCache::new(bytes))),
+        };
+        let mut tree_options = lsm.tree.clone();
+        tree_options.block_cache = cache
+            .clone()
+            .map(|c| c as Arc<dyn flowstate_formats::table::BlockCache>);
+        let tree = Arc::new(Tree::open(storage, &dir, tree_options)?);
+        let worker = match &lsm.background {
+            LsmBackground::Inline => None,
+            LsmBackground::Pool(pool) => Some((Arc::clone(pool), pool.register(&tree))),
+            LsmBackground::Threads(n) => {
+                let pool = Arc::new(LsmPool::new(*n)?);
+                let worker = pool.register(&tree);
+                Some((pool, worker))
+            }
+        };
+        Ok(LsmBackend {
+            max_parallelism,
+            range,
+            current: None,
+            states: Vec::new(),
+            by_name: HashMap::new(),
+            tree,
+            cache,
+            worker,
+            clock: config.get_clock().clone(),
+            _created_dir: created_dir,
+        })
+    }
+
+    /// Opens an LSM backend as `config` says, with the state of `sources` in the key groups it
+    /// owns, by the rules of [`HeapBackend::restore`](crate::HeapBackend::restore): only owned
+    /// key groups are read, the sources must share the max parallelism and key codec, and a
+    /// restored state is checked against its descriptor when it is registered. The entries are
+    /// written into the tree (and flushed as the memtable fills).
+    pub fn restore(config: BackendConfig, sources: &[&dyn RestoreSource]) -> Result<Self> {
+        let mut backend = Self::open(config)?;
+        struct Sink<'a, K: Key> {
+            backend: &'a mut LsmBackend<K>,
+            ids: Vec<StateId>,
+            buf: Vec<u8>,
+            list: Vec<u8>,
+        }
+        impl<K: Key> RestoreSink for Sink<'_, K> {
+            fn new_state(&mut self, meta: &StateMeta) -> Result<()> {
+                let id = self.backend.next_id()?;
+                self.backend.states.push(LsmState {
+                    meta: meta.clone(),
+                    handle: None,
+                    extra: None,
+                });
+                self.backend.by_name.insert(meta.name.clone(), id);
+                self.ids.push(id);
+                Ok(())
+            }
+            fn entry(&mut self, state: usize, kg: u16, e: EncodedEntry) -> Result<()> {
+                let id = self.ids[state];
+                let buf = &mut self.buf;
+                buf.clear();
+                key::encode_state_key(buf, id, kg, &e.key, &e.namespace);
+                let tree = &self.backend.tree;
+                match e.state {
+                    EncodedState::Value(v) => tree.put(buf, &v),
+                    EncodedState::List(elements) => {
+                        if elements.is_empty() {
+                            return Ok(());
+                        }
+                        self.list.clear();
+                        for element in &elements {
+                            push_list_element(&mut self.list, element);
+                        }
+                        tree.put(buf, &self.list)
+                    }
+                    EncodedState::Map(entries) => {
+                        let prefix = buf.len();
+                        for (user_key, value) in &entries {
+                            buf.truncate(prefix);
+                            buf.extend_from_slice(user_key);
+                            tree.put(buf, value)?;
+                        }
+                        Ok(())
+                    }
+                }?;
+                self.backend.after_write()
+            }
+        }
+        let (max_parallelism, range) = (backend.max_parallelism, backend.range);
+        let mut sink = Sink {
+            backend: &mut backend,
+            ids: Vec::new(),
+            buf: Vec::new(),
+            list: Vec::new(),
+        };
+        visit_sources::<K>(max_parallelism, range, sources, &mut sink)?;
+        Ok(backend)
+    }
+
+    /// Counters of the tree, the block cache and the background work.
+    pub fn stats(&self) -> LsmStats {
+        LsmStats {
+            tree: self.tree.stats(),
+            cache: self.cache.as_ref().map(|c| c.stats()),
+            background_steps: self.worker.as_ref().map_or(0, |(_, w)| w.steps()),
+        }
+    }
+
+    /// The tree that holds the state (for tools and tests: reading it directly bypasses the
+    /// state types).
+    pub fn tree(&self) -> &Arc<Tree> {
+        &self.tree
+    }
+
+    /// The clock this backend was opened with.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The names of restored states that no descriptor has registered yet.
+    pub fn unregistered_states(&self) -> Vec<&str> {
+        self.states
+            .iter()
+            .filter(|s| s.handle.is_none())
+            .map(|s| s.meta.name.as_str())
+            .collect()
+    }
+
+    /// Flushes every memtable and runs compactions until none is due, on the calling thread.
+    pub fn flush_and_compact(&self) -> Result<()> {
+        self.tree.freeze();
+        while step(&self.tree)? {}
+        Ok(())
+    }
+
+    fn next_id(&self) -> Result<StateId> {
+        u32::try_from(self.states.len()).map(StateId).map_err(|_| {
+            Error::InvalidArgument("too many states registered (more than 2^32)".into())
+        })
+    }
+
+    /// After a write: report a failed background step; with inline work, flush and compact
+    /// what the write froze.
+    fn after_write(&self) -> Result<()> {
+        match &self.worker {
+            Some((_, worker)) => worker.check(),
+            None => {
+                if self.tree.immutable_memtables() > 0 {
+                    while step(&self.tree)? {}
+                }
+                Ok(())
+            }
+        }
+    }
+
+    #[inline]
+    fn current(&self) -> Result<&CurrentKey<K>> {
+        let cur = self.current.as_ref().ok_or(Error::NoCurrentKey)?;
+        if !cur.owned {
+            return Err(Error::KeyGroupOutOfRange {
+                key_group: cur.key_group,
+                range: self.range,
+            });
+        }
+        Ok(cur)
+    }
+
+    /// The state `handle` names, if this backend registered it with the handle's types.
+    fn state<H: StateHandle>(&self, handle: H) -> Result<&LsmState> {
+        self.states
+            .get(handle.id().0 as usize)
+            .filter(|s| s.handle == Some(TypeId::of::<H>()))
+            .ok_or(Error::UnknownState { id: handle.id().0 })
+    }
+
+    fn extra<H: StateHandle>(&self, handle: H) -> Result<&H::Extra> {
+        self.state(handle)?
+            .extra
+            .as_ref()
+            .and_then(|e| e.downcast_ref::<H::Extra>())
+            .ok_or(Error::UnknownState { id: handle.id().0 })
+    }
+
+    /// The tree key of the current key's entry of `handle` in `ns` (after the checks every
+    /// access makes: a current key in an owned key group, a state of this backend).
+    #[inline]
+    fn entry_key<H: StateHandle>(&self, handle: H, ns: &H::Namespace) -> Result<Vec<u8>> {
+        let cur = self.current()?;
+        self.state(handle)?;
+        let mut ns_bytes = Vec::new();
+        ns.encode(&mut ns_bytes);
+        let mut k = Vec::with_capacity(key::HEADER_LEN + 4 + cur.encoded.len() + ns_bytes.len());
+        key::encode_state_key(&mut k, handle.id(), cur.key_group, &cur.encoded, &ns_bytes);
+        Ok(k)
+    }
+
+    fn name(&self, id: StateId) -> String {
+        self.states
+            .get(id.0 as usize)
+            .map_or_else(|| format!("#{}", id.0), |s| s.meta.name.clone())
+    }
+
+    fn decode_value<T: Codec>(&self, id: StateId, bytes: &[u8], part: &str) -> Result<T> {
+        T::decode(bytes).map_err(codec_error(|| {
+            format!(
+                "the {part} of state '{}' read from the LSM tree",
+                self.name(id)
+            )
+        }))
+    }
+
+    fn decode_list<T: Codec>(&self, id: StateId, bytes: &[u8]) -> Result<Vec<T>> {
+        ListElements::new(bytes)
+            .map(|e| e.and_then(T::decode))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(codec_error(|| {
+                format!(
+                    "a list element of state '{}' read from the LSM tree",
+                    self.name(id)
+                )
+            }))
+    }
+
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.tree.put(key, value)?;
+        self.after_write()
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<()> {
+        self.tree.delete(key)?;
+        self.after_write()
+    }
+
+    fn register_state<H: StateHandle>(&mut self, name: &str, extra: H::Extra) -> Result<H> {
+        let requested = H::meta(name);
+        if let Some(&id) = self.by_name.get(name) {
+            let state = &mut self.states[id.0 as usize];
+            return match state.handle {
+                Some(t) if t == TypeId::of::<H>() => Ok(H::from_id(id)),
+                Some(_) => Err(Error::StateTypeMismatch {
+                    name: name.to_owned(),
+                    registered: state.meta.to_string(),
+                    requested: requested.to_string(),
+                }),
+                None if state.meta != requested => Err(Error::IncompatibleState {
+                    name: name.to_owned(),
+                    snapshot: state.meta.to_string(),
+                    requested: requested.to_string(),
+                }),
+                None => {
+                    state.handle = Some(TypeId::of::<H>());
+                    state.extra = Some(Box::new(extra));
+                    Ok(H::from_id(id))
+                }
+            };
+        }
+        if name.is_empty() {
+            return Err(Error::InvalidArgument(
+                "a state name must not be empty".into(),
+            ));
+        }
+        let id = self.next_id()?;
+        self.states.push(LsmState {
+            meta: requested,
+            handle: Some(TypeId::of::<H>()),
+            extra: Some(Box::new(extra)),
+        });
+        self.by_name.insert(name.to_owned(), id);
+        Ok(H::from_id(id))
+    }
+
+    /// Every entry of `id` in the live tree, over the owned key groups, grouped into
+    /// canonical entries; `visit` gets the key group too.
+    fn visit_live(&self, id: StateId, visit: &mut dyn FnMut(u16, EncodedEntry)) -> Result<()> {
+        let kind = self.states[id.0 as usize].meta.kind;
+        for kg in self.range.iter() {
+            let mut prefix = Vec::new();
+            key::key_group_prefix(&mut prefix, id, kg);
+            let entries = self.tree.scan_prefix(&prefix)?;
+            group_entries(kind, &self.name(id), entries, &mut |e| visit(kg, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Deletes the tree files (manifest, tables, temporary files) a backend left in `dir`.
+fn clear_working_dir(storage: &dyn Storage, dir: &str) -> Result<()> {
+    if !storage.exists(dir)? {
+        return Ok(());
+    }
+    for name in storage.list_dir(dir)? {
+        if name == MANIFEST_NAME || name.ends_with(super::tree::TABLE_SUFFIX) || is_temp_name(&name)
+        {
+            let path = if dir == ROOT {
+                name
+            } else {
+                format!("{dir}/{name}")
+            };
+            storage.remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Turns the `(tree key, value)` pairs of one state and key group, in key order, into
+/// canonical entries: one per (key, namespace), map entries gathered by user key.
+fn group_entries(
+    kind: StateKind,
+    state: &str,
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+    visit: &mut dyn FnMut(EncodedEntry),
+) -> Result<()> {
+    let bad_key = |source: CodecError| Error::Codec {
+        what: format!("a key of state '{state}' in the LSM tree"),
+        source,
+    };
+    let mut map: Option<EncodedEntry> = None;
+    for (k, v) in entries {
+        let decoded = key::decode(&k).map_err(bad_key)?;
+        match kind {
+            StateKind::Map => {
+                let user_key = decoded.map_user_key().to_vec();
+                if let Some(open) = &mut map {
+                    if open.key == decoded.key && open.namespace == decoded.namespace {
+                        if let EncodedState::Map(pairs) = &mut open.state {
+                            pairs.push((user_key, v));
+                        }
+                        continue;
+                    }
+                }
+                if let Some(done) = map.take() {
+                    visit(done);
+                }
+                map = Some(EncodedEntry {
+                    key: decoded.key.to_vec(),
+                    namespace: decoded.namespace.to_vec(),
+                    state: EncodedState::Map(vec![(user_key, v)]),
+                });
+            }
+            StateKind::List => {
+                let elements = ListElements::new(&v)
+                    .map(|e| e.map(<[u8]>::to_vec))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|source| Error::Codec {
+                        what: format!("a list of state '{state}' in the LSM tree"),
+                        source,
+                    })?;
+                if elements.is_empty() {
+                    continue;
+                }
+                visit(EncodedEntry {
+                    key: decoded.key.to_vec(),
+                    namespace: decoded.namespace.to_vec(),
+                    state: EncodedState::List(elements),
+                });
+            }
+            _ => visit(EncodedEntry {
+                key: decoded.key.to_vec(),
+                namespace: decoded.namespace.to_vec(),
+                state: EncodedState::Value(v),
+            }),
+        }
+    }
+    if let Some(done) = map.take() {
+        visit(done);
+    }
+    Ok(())
+}
+
+/// The view of one state in a tree snapshot.
+struct LsmStateView {
+    meta: StateMeta,
+    id: StateId,
+    range: KeyGroupRange,
+    view: Arc<TreeSnapshot>,
+}
+
+impl StateTableSnapshot for LsmStateView {
+    fn meta(&self) -> &StateMeta {
+        &self.meta
+    }
+
+    fn entry_count(&self) -> Result<usize> {
+        let mut n = 0;
+        for kg in self.range.iter() {
+            self.visit_key_group(kg, &mut |_| n += 1)?;
+        }
+        Ok(n)
+    }
+
+    fn visit_key_group(&self, key_group: u16, visit: &mut dyn FnMut(EncodedEntry)) -> Result<()> {
+        if !self.range.contains(key_group) {
+            return Ok(());
+        }
+        let mut prefix = Vec::new();
+        key::key_group_prefix(&mut prefix, self.id, key_group);
+        let entries = self.view.scan_prefix(&prefix)?;
+        group_entries(self.meta.kind, &self.meta.name, entries, visit)
+    }
+}
+
+impl<K: Key> KeyedStateBackend<K> for LsmBackend<K> {
+    fn max_parallelism(&self) -> u32 {
+        self.max_parallelism
+    }
+
+    fn key_group_range(&self) -> KeyGroupRange {
+        self.range
+    }
+
+    fn set_current_key(&mut self, key: &K) {
+        let cur = self.current.get_or_insert_with(|| CurrentKey {
+            key: key.clone(),
+            encoded: Vec::new(),
+            key_group: 0,
+            owned: false,
+        });
+        cur.key.clone_from(key);
+        cur.encoded.clear();
+        key.encode(&mut cur.encoded);
+        cur.key_group = key_group_for(&cur.encoded, self.max_parallelism);
+        cur.owned = self.range.contains(cur.key_group);
+    }
+
+    fn current_key(&self) -> Option<&K> {
+        self.current.as_ref().map(|c| &c.key)
+    }
+
+    fn current_key_group(&self) -> Option<u16> {
+        self.current.as_ref().map(|c| c.key_group)
+    }
+
+    fn state_meta(&self, id: StateId) -> Option<&StateMeta> {
+        self.states.get(id.0 as usize).map(|s| &s.meta)
+    }
+
+    /// Scans every state: O(entries), unlike the heap backend's count.
+    fn entry_count(&self) -> Result<usize> {
+        let mut n = 0;
+        for index in 0..self.states.len() {
+            self.visit_live(StateId(index as u32), &mut |_, _| n += 1)?;
+        }
+        Ok(n)
+    }
+
+    fn register_value<V: StateValue, N: Namespace>(
+        &mut self,
+        d: &ValueStateDescriptor<V, N>,
+    ) -> Result<ValueState<V, N>> {
+        self.register_state(crate::StateDescriptor::name(d), ())
+    }
+
+    fn register_list<T: StateValue, N: Namespace>(
+        &mut self,
+        d: &ListStateDescriptor<T, N>,
+    ) -> Result<ListState<T, N>> {
+        self.register_state(crate::StateDescriptor::name(d), ())
+    }
+
+    fn register_map<UK: Key, UV: StateValue, N: Namespace>(
+        &mut self,
+        d: &MapStateDescriptor<UK, UV, N>,
+    ) -> Result<MapState<UK, UV, N>> {
+        self.register_state(crate::StateDescriptor::name(d), ())
+    }
+
+    fn register_reducing<V: StateValue, N: Namespace>(
+        &mut self,
+        d: &ReducingStateDescriptor<V, N>,
+    ) -> Result<ReducingState<V, N>> {
+        self.register_state(crate::StateDescriptor::name(d), d.reducer().clone())
+    }
+
+    fn register_aggregating<F: AggregateFunction, N: Namespace>(
+        &mut self,
+        d: &AggregatingStateDescriptor<F, N>,
+    ) -> Result<AggregatingState<F, N>> {
+        self.register_state(crate::StateDescriptor::name(d), d.function().clone())
+    }
+
+    fn value_get<V: StateValue, N: Namespace>(
+        &self,
+        s: ValueState<V, N>,
+        ns: &N,
+    ) -> Result<Option<V>> {
+        let k = self.entry_key(s, ns)?;
+        match self.tree.get(&k)? {
+            Some(bytes) => self.decode_value(s.id(), &bytes, "value").map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn value_update<V: StateValue, N: Namespace>(
+        &mut self,
+        s: ValueState<V, N>,
+        ns: &N,
+        value: V,
+    ) -> Result<()> {
+        let k = self.entry_key(s, ns)?;
+        let mut v = Vec::new();
+        value.encode(&mut v);
+        self.put(&k, &v)
+    }
+
+    fn list_get<T: StateValue, N: Namespace>(&self, s: ListState<T, N>, ns: &N) -> Result<Vec<T>> {
+        let k = self.entry_key(s, ns)?;
+        match self.tree.get(&k)? {
+            Some(bytes) => self.decode_list(s.id(), &bytes),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn list_add<T: StateValue, N: Namespace>(
+        &mut self,
+        s: ListState<T, N>,
+        ns: &N,
+        element: T,
+    ) -> Result<()> {
+        self.list_add_all(s, ns, vec![element])
+    }
+
+    fn list_add_all<T: StateValue, N: Namespace>(
+        &mut self,
+        s: ListState<T, N>,
+        ns: &N,
+        elements: Vec<T>,
+    ) -> Result<()> {
+        let k = self.entry_key(s, ns)?;
+        if elements.is_empty() {
+            return Ok(());
+        }
+        let mut operand = Vec::new();
+        let mut element_bytes = Vec::new();
+        for element in &elements {
+            element_bytes.clear();
+            element.encode(&mut element_bytes);
+            push_list_element(&mut operand, &element_bytes);
+        }
+        self.tree.merge(&k, &operand)?;
+        self.after_write()
+    }
+
+    fn list_update<T: StateValue, N: Namespace>(
+        &mut self,
+        s: ListState<T, N>,
+        ns: &N,
+        elements: Vec<T>,
+    ) -> Result<()> {
+        let k = self.entry_key(s, ns)?;
+        if elements.is_empty() {
+            return self.delete(&k);
+        }
+        let mut list = Vec::new();
+        let mut element_bytes = Vec::new();
+        for element in &elements {
+            element_bytes.clear();
+            element.encode(&mut element_bytes);
+            push_list_element(&mut list, &element_bytes);
+        }
+        self.put(&k, &list)
+    }
+
+    fn map_get<UK: Key, UV: StateValue, N: Namespace>(
+        &self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+        user_key: &UK,
+    ) -> Result<Option<UV>> {
+        let mut k = self.entry_key(s, ns)?;
+        user_key.encode(&mut k);
+        match self.tree.get(&k)? {
+            Some(bytes) => self.decode_value(s.id(), &bytes, "map value").map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn map_contains<UK: Key, UV: StateValue, N: Namespace>(
+        &self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+        user_key: &UK,
+    ) -> Result<bool> {
+        let mut k = self.entry_key(s, ns)?;
+        user_key.encode(&mut k);
+        Ok(self.tree.get(&k)?.is_some())
+    }
+
+    fn map_put<UK: Key, UV: StateValue, N: Namespace>(
+        &mut self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+        user_key: UK,
+        value: UV,
+    ) -> Result<()> {
+        let mut k = self.entry_key(s, ns)?;
+        user_key.encode(&mut k);
+        let mut v = Vec::new();
+        value.encode(&mut v);
+        self.put(&k, &v)
+    }
+
+    fn map_put_all<UK: Key, UV: StateValue, N: Namespace>(
+        &mut self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+        entries: Vec<(UK, UV)>,
+    ) -> Result<()> {
+        let prefix = self.entry_key(s, ns)?;
+        let mut k = prefix.clone();
+        let mut v = Vec::new();
+        for (user_key, value) in entries {
+            k.truncate(prefix.len());
+            user_key.encode(&mut k);
+            v.clear();
+            value.encode(&mut v);
+            self.tree.put(&k, &v)?;
+        }
+        self.after_write()
+    }
+
+    fn map_remove<UK: Key, UV: StateValue, N: Namespace>(
+        &mut self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+        user_key: &UK,
+    ) -> Result<()> {
+        let mut k = self.entry_key(s, ns)?;
+        user_key.encode(&mut k);
+        self.delete(&k)
+    }
+
+    fn map_entries<UK: Key, UV: StateValue, N: Namespace>(
+        &self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+    ) -> Result<Vec<(UK, UV)>> {
+        let prefix = self.entry_key(s, ns)?;
+        self.tree
+            .scan_prefix(&prefix)?
+            .into_iter()
+            .map(|(k, v)| {
+                let user_key = self.decode_value(s.id(), &k[prefix.len()..], "map user key")?;
+                let value = self.decode_value(s.id(), &v, "map value")?;
+                Ok((user_key, value))
+            })
+            .collect()
+    }
+
+    fn map_is_empty<UK: Key, UV: StateValue, N: Namespace>(
+        &self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+    ) -> Result<bool> {
+        let prefix = self.entry_key(s, ns)?;
+        Ok(self.tree.scan_prefix(&prefix)?.is_empty())
+    }
+
+    fn reducing_get<V: StateValue, N: Namespace>(
+        &self,
+        s: ReducingState<V, N>,
+        ns: &N,
+    ) -> Result<Option<V>> {
+        let k = self.entry_key(s, ns)?;
+        match self.tree.get(&k)? {
+            Some(bytes) => self.decode_value(s.id(), &bytes, "value").map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn reducing_add<V: StateValue, N: Namespace>(
+        &mut self,
+        s: ReducingState<V, N>,
+        ns: &N,
+        value: V,
+    ) -> Result<()> {
+        let k = self.entry_key(s, ns)?;
+        let reduced = match self.tree.get(&k)? {
+            Some(bytes) => {
+                let current: V = self.decode_value(s.id(), &bytes, "value")?;
+                let reduce = self.extra(s)?;
+                reduce(&current, &value)
+            }
+            None => value,
+        };
+        let mut v = Vec::new();
+        reduced.encode(&mut v);
+        self.put(&k, &v)
+    }
+
+    fn aggregating_get<F: AggregateFunction, N: Namespace>(
+        &self,
+        s: AggregatingState<F, N>,
+        ns: &N,
+    ) -> Result<Option<F::Out>> {
+        let k = self.entry_key(s, ns)?;
+        match self.tree.get(&k)? {
+            Some(bytes) => {
+                let acc: F::Acc = self.decode_value(s.id(), &bytes, "accumulator")?;
+                Ok(Some(self.extra(s)?.get_result(&acc)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn aggregating_add<F: AggregateFunction, N: Namespace>(
+        &mut self,
+        s: AggregatingState<F, N>,
+        ns: &N,
+        value: F::In,
+    ) -> Result<()> {
+        let k = self.entry_key(s, ns)?;
+        let f = self.extra(s)?;
+        let mut acc = match self.tree.get(&k)? {
+            Some(bytes) => self.decode_value(s.id(), &bytes, "accumulator")?,
+            None => f.create_accumulator(),
+        };
+        f.add(&mut acc, value);
+        let mut v = Vec::new();
+        acc.encode(&mut v);
+        self.put(&k, &v)
+    }
+
+    fn clear<S: StateHandle>(&mut self, state: S, ns: &S::Namespace) -> Result<()> {
+        let k = self.entry_key(state, ns)?;
+        if S::KIND == StateKind::Map {
+            // One tombstone per user key (no range tombstones in memtables yet).
+            for (user_entry, _) in self.tree.scan_prefix(&k)? {
+                self.tree.delete(&user_entry)?;
+            }
+            return self.after_write();
+        }
+        self.delete(&k)
+    }
+
+    fn merge_namespaces<S: MergingState>(
+        &mut self,
+        state: S,
+        target: &S::Namespace,
+        sources: &[S::Namespace],
+    ) -> Result<()> {
+        let target_key = self.entry_key(state, target)?;
+        for source in sources {
+            if source == target {
+                continue;
+            }
+            let source_key = self.entry_key(state, source)?;
+            let Some(moved) = self.tree.get(&source_key)? else {
+                continue;
+            };
+            if S::KIND == StateKind::List {
+                // A list's encoding is a valid list-append operand: append it unread.
+                self.tree.merge(&target_key, &moved)?;
+            } else {
+                let bad = |source| Error::Codec {
+                    what: format!(
+                        "the state of '{}' merged from a namespace",
+                        self.name(state.id())
+                    ),
+                    source,
+                };
+                let moved = S::decode_stored(&EncodedState::Value(moved)).map_err(bad)?;
+                let merged = match self.tree.get(&target_key)? {
+                    Some(bytes) => {
+                        let mut current =
+                            S::decode_stored(&EncodedState::Value(bytes)).map_err(bad)?;
+                        S::merge_stored(self.extra(state)?, &mut current, moved);
+                        current
+                    }
+                    None => moved,
+                };
+                match S::encode_stored(&merged) {
+                    EncodedState::Value(bytes) => self.tree.put(&target_key, &bytes)?,
+                    _ => {
+                        return Err(Error::InvalidArgument(format!(
+                            "state '{}' does not encode as a single value",
+                            self.name(state.id())
+                        )))
+                    }
+                }
+            }
+            self.tree.delete(&source_key)?;
+            self.after_write()?;
+        }
+        Ok(())
+    }
+
+    fn keys<S: StateHandle>(&self, state: S, ns: &S::Namespace) -> Result<Vec<K>> {
+        self.state(state)?;
+        let ns_bytes = crate::codec::to_bytes(ns);
+        let mut keys = Vec::new();
+        let name = self.name(state.id());
+        let mut failure = None;
+        self.visit_live(state.id(), &mut |_, e| {
+            if failure.is_some() || e.namespace != ns_bytes {
+                return;
+            }
+            match K::decode(&e.key) {
+                Ok(k) => keys.push(k),
+                Err(source) => {
+                    failure = Some(Error::Codec {
+                        what: format!("a key of state '{name}' in the LSM tree"),
+                        source,
+                    })
+                }
+            }
+        })?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(keys),
+        }
+    }
+
+    fn snapshot_state(&mut self) -> Result<StateSnapshot> {
+        if let Some((_, worker)) = &self.worker {
+            worker.check()?;
+        }
+        let view = Arc::new(self.tree.snapshot());
+        let states: Vec<Arc<dyn StateTableSnapshot>> = self
+            .states
+            .iter()
+            .enumerate()
+            .map(|(index, s)| {
+                Arc::new(LsmStateView {
+                    meta: s.meta.clone(),
+                    id: StateId(index as u32),
+                    range: self.range,
+                    view: Arc::clone(&view),
+                }) as Arc<dyn StateTableSnapshot>
+            })
+            .collect();
+        self.after_write()?;
+        Ok(StateSnapshot::new(
+            self.max_parallelism,
+            self.range,
+            CodecInfo::of::<K>(),
+            states,
+        ))
+    }
+
+    /// Nothing to release yet: a snapshot's view holds its files until it is dropped
+    /// (incremental checkpoints, which keep files per checkpoint, come later).
+    fn notify_checkpoint_complete(&mut self, _id: crate::checkpoint::CheckpointId) -> Result<()> {
+        Ok(())
+    }
+
+    /// Nothing to drop: see `notify_checkpoint_complete`.
+    fn notify_checkpoint_aborted(&mut self, _id: crate::checkpoint::CheckpointId) -> Result<()> {
+        Ok(())
+    }
+}
