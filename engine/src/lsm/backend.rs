@@ -154,8 +154,9 @@ pub struct LsmBackend<K: Key> {
     /// The pool and this tree's record in it; `None` when work runs inline.
     worker: Option<(Arc<LsmPool>, Arc<Worker>)>,
     clock: Arc<dyn Clock>,
-    /// Last field: dropped after the tree, so the tree's files are gone when it runs.
-    _created_dir: CreatedDir,
+    /// Last field: dropped after the tree, so the tree's files are gone when it runs. Snapshot
+    /// views hold it too: the directory goes with the last of the backend and its views.
+    _created_dir: Arc<CreatedDir>,
 }
 
 /// A local directory the backend created, removed (if empty) when the backend is dropped.
@@ -251,7 +252,7 @@ impl<K: Key> LsmBackend<K> {
             cache,
             worker,
             clock: config.get_clock().clone(),
-            _created_dir: created_dir,
+            _created_dir: Arc::new(created_dir),
         })
     }
 
@@ -598,6 +599,8 @@ struct LsmStateView {
     id: StateId,
     range: KeyGroupRange,
     view: Arc<TreeSnapshot>,
+    /// After `view`: dropped once the view's tables are released.
+    _dir: Arc<CreatedDir>,
 }
 
 impl StateTableSnapshot for LsmStateView {
@@ -1050,6 +1053,7 @@ impl<K: Key> KeyedStateBackend<K> for LsmBackend<K> {
                     id: StateId(index as u32),
                     range: self.range,
                     view: Arc::clone(&view),
+                    _dir: Arc::clone(&self._created_dir),
                 }) as Arc<dyn StateTableSnapshot>
             })
             .collect();

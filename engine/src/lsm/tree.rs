@@ -738,12 +738,12 @@ impl Tree {
     }
 
     fn write(&self, op: impl FnOnce(&mut MemTable) -> Result<()>) -> Result<()> {
-        let (waiting, frozen, l0) = {
+        let (waiting, frozen) = {
             let mut state = lock(&self.state);
             op(&mut state.mem)?;
             let frozen = state.mem.approximate_memory_usage() >= self.options.memtable_bytes
                 && Self::freeze_locked(&mut state);
-            (state.imms.len(), frozen, state.version.tables(0).len())
+            (state.imms.len(), frozen)
         };
         if !frozen {
             return Ok(());
@@ -756,11 +756,10 @@ impl Tree {
                 }
             }
         }
-        if l0 >= self.options.l0_stop_trigger {
-            while self.pin().tables(0).len() >= self.options.l0_stop_trigger {
-                if !self.compact_one()? {
-                    break;
-                }
+        // After the flushes above: L0 may have grown by them.
+        while self.pin().tables(0).len() >= self.options.l0_stop_trigger {
+            if !self.compact_one()? {
+                break;
             }
         }
         Ok(())
