@@ -51,6 +51,43 @@ pub struct DemoArgs {
     /// No progress bar (for logs and CI).
     #[arg(long)]
     quiet: bool,
+    /// The keyed state backend: heap (in memory) or lsm (an LSM tree in `<dir>/lsm-work`).
+    #[arg(long, default_value = "heap", value_parser = ["heap", "lsm"])]
+    backend: String,
+}
+
+/// Makes the configuration of each task's backend: the same operator code runs on either kind.
+struct Backends {
+    lsm_dir: Option<PathBuf>,
+    /// Bumped per job, so that a restored job's LSM directories differ from the old job's.
+    generation: std::cell::Cell<u32>,
+}
+
+impl Backends {
+    fn new(args: &DemoArgs) -> Self {
+        Backends {
+            lsm_dir: (args.backend == "lsm").then(|| args.dir.join("lsm-work")),
+            generation: std::cell::Cell::new(0),
+        }
+    }
+
+    fn next_job(&self) {
+        self.generation.set(self.generation.get() + 1);
+    }
+
+    fn config(&self, max_parallelism: u32, range: KeyGroupRange, task: u32) -> BackendConfig {
+        let config = match &self.lsm_dir {
+            None => BackendConfig::heap(),
+            Some(dir) => {
+                BackendConfig::lsm(dir.join(format!("job{}-task{task}", self.generation.get())))
+                    .lsm_memtable_bytes(16 << 20)
+                    .lsm_block_cache_bytes(32 << 20)
+            }
+        };
+        config
+            .max_parallelism(max_parallelism)
+            .key_group_range(range)
+    }
 }
 
 /// One generated event: a user visits a page and spends an amount.
@@ -172,13 +209,12 @@ fn offset_descriptor() -> ListStateDescriptor<u64> {
 }
 
 impl Job {
-    fn fresh(parallelism: u32, max_parallelism: u32) -> Result<Job> {
+    fn fresh(backends: &Backends, parallelism: u32, max_parallelism: u32) -> Result<Job> {
+        backends.next_job();
         let mut tasks = Vec::new();
         for i in 0..parallelism {
             let range = KeyGroupRange::for_operator(max_parallelism, parallelism, i)?;
-            let config = BackendConfig::heap()
-                .max_parallelism(max_parallelism)
-                .key_group_range(range);
+            let config = backends.config(max_parallelism, range, i);
             let mut backend = Backend::<u64>::open(config)?;
             let states = register(&mut backend)?;
             tasks.push(Task { backend, states });
@@ -197,19 +233,19 @@ impl Job {
 
     /// Restores the job at `parallelism` from checkpoint `done`.
     fn restore(
+        backends: &Backends,
         storage: &Arc<dyn CheckpointStorage>,
         done: &CompletedCheckpoint,
         parallelism: u32,
         max_parallelism: u32,
     ) -> DemoResult<Job> {
+        backends.next_job();
         let mut tasks = Vec::new();
         for i in 0..parallelism {
             let range = KeyGroupRange::for_operator(max_parallelism, parallelism, i)?;
             let sources = FileRestoreSource::open_all(&**storage, &done.handles_for(range))?;
             let sources: Vec<&dyn RestoreSource> = sources.iter().map(|s| s as _).collect();
-            let config = BackendConfig::heap()
-                .max_parallelism(max_parallelism)
-                .key_group_range(range);
+            let config = backends.config(max_parallelism, range, i);
             let mut backend = Backend::<u64>::restore(config, &sources)?;
             let states = register(&mut backend)?;
             tasks.push(Task { backend, states });
@@ -370,10 +406,11 @@ pub fn run(args: &DemoArgs) -> DemoResult<()> {
         Arc::new(FsCheckpointStorage::open_local(&args.dir, options.clone())?);
 
     println!(
-        "flowstate demo: {} events over {} keys, heap backend, parallelism {} (then {}), \
+        "flowstate demo: {} events over {} keys, {} backend, parallelism {} (then {}), \
          checkpoints every {} events into {}, {} failures",
         args.events,
         args.keys,
+        args.backend,
         args.parallelism,
         args.rescale_to,
         args.checkpoint_every,
@@ -402,7 +439,8 @@ pub fn run(args: &DemoArgs) -> DemoResult<()> {
 
     let started = Instant::now();
     let mut figures = Figures::default();
-    let mut job = Job::fresh(args.parallelism, args.max_parallelism)?;
+    let backends = Backends::new(args);
+    let mut job = Job::fresh(&backends, args.parallelism, args.max_parallelism)?;
     let mut next_id = 1u64;
     let mut in_flight: Option<InFlight> = None;
     let mut failures_done = 0usize;
@@ -435,8 +473,14 @@ pub fn run(args: &DemoArgs) -> DemoResult<()> {
             // A new process opens the storage again: incomplete checkpoints are cleaned up.
             storage = Arc::new(FsCheckpointStorage::open_local(&args.dir, options.clone())?);
             job = match storage.latest_completed()? {
-                Some(done) => Job::restore(&storage, &done, parallelism, args.max_parallelism)?,
-                None => Job::fresh(parallelism, args.max_parallelism)?,
+                Some(done) => Job::restore(
+                    &backends,
+                    &storage,
+                    &done,
+                    parallelism,
+                    args.max_parallelism,
+                )?,
+                None => Job::fresh(&backends, parallelism, args.max_parallelism)?,
             };
             let took = t.elapsed();
             let mut entries = 0u64;

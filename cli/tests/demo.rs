@@ -43,6 +43,27 @@ fn demo_recovers_exactly_once_from_checkpoints() {
 }
 
 #[test]
+fn demo_on_the_lsm_backend_recovers_exactly_once() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let out = flowstate()
+        .args(["demo", "--quiet", "--backend", "lsm", "--events", "60000"])
+        .args(["--keys", "2000", "--checkpoint-every", "7000"])
+        .arg("--dir")
+        .arg(dir.path().join("checkpoints"))
+        .output()
+        .expect("the demo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("lsm backend"), "{stdout}");
+    assert!(stdout.contains("OK: exactly-once"), "{stdout}");
+    assert!(stdout.contains("failure 2"), "{stdout}");
+}
+
+#[test]
 fn demo_rejects_bad_arguments() {
     let out = flowstate()
         .args(["demo", "--quiet", "--keys", "0"])
