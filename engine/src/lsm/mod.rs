@@ -1,4 +1,4 @@
-//! Building blocks of the LSM backend, not yet wired into [`Backend`](crate::Backend).
+//! The LSM backend ([`LsmBackend`], [`Backend::Lsm`](crate::Backend::Lsm)) and its parts.
 //!
 //! The LSM backend keeps every state of a task in one log-structured merge tree (architecture:
 //! "LSM backend"). This module holds its in-memory parts, each in the file named after the
@@ -19,8 +19,13 @@
 //!   into L0 tables, versions of tables in levels recorded in a manifest, leveled compaction
 //!   and statistics (spec/lsm-tree.md).
 //!
-//! Still to come: the block cache, snapshots and incremental checkpoints of a tree, and the
-//! `LsmBackend` that puts them behind [`KeyedStateBackend`](crate::KeyedStateBackend).
+//! - [`cache`]: the [`ShardedBlockCache`] of data blocks shared by tables (and trees);
+//! - [`pool`]: the [`LsmPool`] of threads that flush and compact trees;
+//! - [`backend`]: the [`LsmBackend`] that puts the five state types on a tree behind
+//!   [`KeyedStateBackend`](crate::KeyedStateBackend).
+//!
+//! Still to come: incremental checkpoints that share a tree's table files, range tombstones in
+//! memtables and compactions.
 //!
 //! ```
 //! use flowstate::lsm::{key, merge, Entry, Lookup, MemTable, MergeLevel, MergingIter};
