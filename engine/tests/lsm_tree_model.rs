@@ -42,6 +42,12 @@ fn universe() -> Vec<Vec<u8>> {
 enum Op {
     Put(usize, Vec<u8>),
     Delete(usize),
+    /// Range tombstone from key a to key b (exclusive).
+    DeleteRange(usize, usize),
+    /// Range tombstone over every key starting with the first n bytes of a key.
+    DeletePrefix(usize, usize),
+    /// Takes a snapshot, checked against the model of that moment at the end.
+    Snapshot,
     Merge(usize, Vec<u8>),
     Get(usize),
     ScanPrefix(usize, usize),
@@ -58,6 +64,9 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (k.clone(), v.clone()).prop_map(|(k, v)| Op::Put(k, v)),
         3 => k.clone().prop_map(Op::Delete),
+        1 => (k.clone(), k.clone()).prop_map(|(a, b)| Op::DeleteRange(a, b)),
+        1 => (k.clone(), 1..12usize).prop_map(|(k, n)| Op::DeletePrefix(k, n)),
+        1 => Just(Op::Snapshot),
         4 => (k.clone(), v).prop_map(|(k, v)| Op::Merge(k, v)),
         3 => k.clone().prop_map(Op::Get),
         2 => (k.clone(), 0..8usize).prop_map(|(k, n)| Op::ScanPrefix(k, n)),
@@ -102,6 +111,7 @@ proptest! {
         let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
         let mut tree = Tree::open(Arc::clone(&storage), "lsm", options(memtable_bytes)).unwrap();
         let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let mut snapshots = Vec::new();
         for op in ops {
             match op {
                 Op::Put(k, v) => {
@@ -112,6 +122,18 @@ proptest! {
                     tree.delete(&keys[k]).unwrap();
                     model.remove(&keys[k]);
                 }
+                Op::DeleteRange(a, b) => {
+                    let (a, b) = (&keys[a], &keys[b]);
+                    tree.delete_range(a, b).unwrap();
+                    model.retain(|k, _| !(a <= k && k < b));
+                }
+                Op::DeletePrefix(k, n) => {
+                    let prefix = &keys[k][..n.min(keys[k].len())];
+                    let end = key::prefix_successor(prefix).expect("keys are not all 0xff");
+                    tree.delete_range(prefix, &end).unwrap();
+                    model.retain(|k, _| !k.starts_with(prefix));
+                }
+                Op::Snapshot => snapshots.push((tree.snapshot(), model.clone())),
                 Op::Merge(k, v) => {
                     tree.merge(&keys[k], &v).unwrap();
                     model.entry(keys[k].clone()).or_default().extend_from_slice(&v);
@@ -164,6 +186,15 @@ proptest! {
             }
         }
         check_all(&tree, &model, &keys);
+        for (snapshot, then) in &snapshots {
+            for k in &keys {
+                let got = snapshot.get(k).unwrap();
+                prop_assert_eq!(got.as_ref(), then.get(k), "snapshot get {:?}", k);
+            }
+            let all: Vec<_> = then.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            prop_assert_eq!(snapshot.scan_prefix(b"").unwrap(), all);
+        }
+        drop(snapshots);
         // Compacting everything down changes no answer.
         tree.freeze();
         while tree.flush_one().unwrap() {}

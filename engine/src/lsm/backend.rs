@@ -951,9 +951,16 @@ impl<K: Key> KeyedStateBackend<K> for LsmBackend<K> {
     fn clear<S: StateHandle>(&mut self, state: S, ns: &S::Namespace) -> Result<()> {
         let k = self.entry_key(state, ns)?;
         if S::KIND == StateKind::Map {
-            // One tombstone per user key (no range tombstones in memtables yet).
-            for (user_entry, _) in self.tree.scan_prefix(&k)? {
-                self.tree.delete(&user_entry)?;
+            // One range tombstone over the map's prefix: nothing is read.
+            match super::key::prefix_successor(&k) {
+                Some(end) => self.tree.delete_range(&k, &end)?,
+                // Unreachable with the key layout (a state id is below 0xff..): per-key
+                // tombstones.
+                None => {
+                    for (user_entry, _) in self.tree.scan_prefix(&k)? {
+                        self.tree.delete(&user_entry)?;
+                    }
+                }
             }
             return self.after_write();
         }

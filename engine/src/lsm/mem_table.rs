@@ -56,7 +56,9 @@ use hashbrown::HashTable;
 use super::arena::{Arena, Chunked, Slot};
 use super::btree::{BTree, Cursor, Keys};
 use super::entry::{Entry, EntryRef, Lookup};
+use super::ranges;
 use crate::error::{Error, Result};
+use flowstate_formats::table::RangeTombstone;
 
 /// The seed of the key hash. Fixed, so runs are reproducible; it never reaches disk.
 const HASH_SEED: u64 = 0x6d65_6d74_6162_6c65; // "memtable"
@@ -108,6 +110,10 @@ struct Table {
     hasher: FixedState,
     /// Bytes of arena slots given up when a value moved to a larger slot.
     abandoned: usize,
+    /// Range tombstones, normalized: they delete keys of older sources; every entry of this
+    /// table in a range was made a tombstone when the range was added, and later entries are
+    /// newer than it.
+    ranges: Vec<RangeTombstone>,
 }
 
 fn check_len(what: &str, len: usize) -> Result<u32> {
@@ -128,6 +134,7 @@ impl Table {
             tree: BTree::new(),
             hasher: FixedState::with_seed(HASH_SEED),
             abandoned: 0,
+            ranges: Vec::new(),
         }
     }
 
@@ -302,8 +309,29 @@ impl Table {
         Ok(())
     }
 
+    /// Adds the range tombstone `[start, end)`: every entry in it becomes a tombstone (so
+    /// that the table's own entries stay newer than its ranges), then the range is recorded.
+    fn delete_range(&mut self, start: &[u8], end: &[u8]) -> Result<()> {
+        check_len("key", start.len())?;
+        check_len("key", end.len())?;
+        if start >= end {
+            return Ok(());
+        }
+        let end_bound = Bound::Excluded(end.to_vec());
+        let mut cursor = self.seek(Bound::Included(start));
+        while let Some((id, next)) = self.step(cursor, &end_bound) {
+            let r = self.records.get_mut(id);
+            r.kind = Kind::Delete;
+            r.value_len = 0;
+            cursor = next;
+        }
+        ranges::insert(&mut self.ranges, start, end);
+        Ok(())
+    }
+
     fn memory(&self) -> usize {
         std::mem::size_of::<Table>()
+            + ranges::memory(&self.ranges)
             + self.arena.reserved()
             + self.records.reserved()
             + self.tree.reserved()
@@ -415,19 +443,40 @@ impl MemTable {
         self.table.write(key, EntryRef::Merge(operand))
     }
 
-    /// What the memtable holds for `key`. O(1): a hash lookup.
+    /// Deletes every key in `[start, end)` of older sources (a range tombstone), and makes
+    /// each entry of this memtable in the range a tombstone. Later writes in the range are
+    /// newer than the range. O(entries of the memtable in the range + log ranges); nothing
+    /// older is read. An empty range changes nothing.
+    ///
+    /// Fails as [`put`](Self::put) does for a bound of 4 GiB or more.
+    pub fn delete_range(&mut self, start: &[u8], end: &[u8]) -> Result<()> {
+        self.table.delete_range(start, end)
+    }
+
+    /// What the memtable holds for `key`. O(1): a hash lookup. The memtable's range
+    /// tombstones are not applied: see [`covers`](Self::covers).
     pub fn get(&self, key: &[u8]) -> Lookup<'_> {
         self.table.get(key).into()
     }
 
-    /// The number of keys (tombstones included).
+    /// Whether one of the memtable's range tombstones deletes `key` in older sources.
+    pub fn covers(&self, key: &[u8]) -> bool {
+        ranges::covers(&self.table.ranges, key)
+    }
+
+    /// The memtable's range tombstones, normalized.
+    pub fn range_tombstones(&self) -> &[RangeTombstone] {
+        &self.table.ranges
+    }
+
+    /// The number of keys (tombstones included; range tombstones not).
     pub fn len(&self) -> usize {
         self.table.len()
     }
 
-    /// Whether the memtable holds no key.
+    /// Whether the memtable holds no key and no range tombstone.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len() == 0 && self.table.ranges.is_empty()
     }
 
     /// The memory the memtable has allocated, in bytes: every arena chunk (keys, values, the
@@ -489,19 +538,30 @@ pub struct ImmutableMemTable {
 }
 
 impl ImmutableMemTable {
-    /// What the memtable holds for `key`. O(1): a hash lookup.
+    /// What the memtable holds for `key`. O(1): a hash lookup. The memtable's range
+    /// tombstones are not applied: see [`covers`](Self::covers).
     pub fn get(&self, key: &[u8]) -> Lookup<'_> {
         self.table.get(key).into()
     }
 
-    /// The number of keys (tombstones included).
+    /// Whether one of the memtable's range tombstones deletes `key` in older sources.
+    pub fn covers(&self, key: &[u8]) -> bool {
+        ranges::covers(&self.table.ranges, key)
+    }
+
+    /// The memtable's range tombstones, normalized.
+    pub fn range_tombstones(&self) -> &[RangeTombstone] {
+        &self.table.ranges
+    }
+
+    /// The number of keys (tombstones included; range tombstones not).
     pub fn len(&self) -> usize {
         self.table.len()
     }
 
-    /// Whether the memtable holds no key.
+    /// Whether the memtable holds no key and no range tombstone.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len() == 0 && self.table.ranges.is_empty()
     }
 
     /// The memory the memtable holds, as [`MemTable::approximate_memory_usage`] counts it.

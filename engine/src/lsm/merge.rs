@@ -29,11 +29,14 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::fmt;
+use std::sync::Arc;
 
 use flowstate_formats::codec::varint;
+use flowstate_formats::table::RangeTombstone;
 
 use super::entry::{Entry, Lookup};
 use super::key::Hex;
+use super::ranges;
 use crate::codec::CodecError;
 use crate::error::{Error, Result};
 
@@ -132,16 +135,45 @@ pub fn resolve<'a, I>(newest_first: I) -> Result<Option<Cow<'a, [u8]>>>
 where
     I: IntoIterator<Item = Result<Lookup<'a>>>,
 {
+    resolve_ranged(newest_first.into_iter().map(|l| l.map(|l| (l, false))))
+}
+
+/// [`resolve`] over sources that may hold range tombstones: each item is a source's point
+/// lookup and whether one of the source's own range tombstones covers the key. A covering
+/// range ends the walk after the source's point entry (which is newer than the range): older
+/// sources are not asked, and operands found so far are the whole value.
+///
+/// ```
+/// use flowstate::lsm::{merge, Lookup};
+/// let newest = (Lookup::MergeOperands(b"\x01b"[..].into()), true); // covered by its own range
+/// let older = (Lookup::Found(b"\x01a"[..].into()), false); // hidden by that range
+/// let value = merge::resolve_ranged([Ok(newest), Ok(older)])?;
+/// assert_eq!(value.as_deref(), Some(&b"\x01b"[..]));
+/// # Ok::<(), flowstate::Error>(())
+/// ```
+pub fn resolve_ranged<'a, I>(newest_first: I) -> Result<Option<Cow<'a, [u8]>>>
+where
+    I: IntoIterator<Item = Result<(Lookup<'a>, bool)>>,
+{
     let mut operands: Vec<Cow<'a, [u8]>> = Vec::new();
-    for lookup in newest_first {
-        match lookup? {
+    for item in newest_first {
+        let (lookup, covered) = item?;
+        match lookup {
             Lookup::NotFound => {}
             Lookup::MergeOperands(ops) => operands.push(ops),
             Lookup::Found(value) => return Ok(Some(concat(Some(value), operands))),
-            Lookup::Deleted => break,
+            Lookup::Deleted => return Ok(done(operands)),
+        }
+        if covered {
+            return Ok(done(operands));
         }
     }
-    Ok((!operands.is_empty()).then(|| concat(None, operands)))
+    Ok(done(operands))
+}
+
+/// The value that operands without a base make, if any.
+fn done(operands: Vec<Cow<'_, [u8]>>) -> Option<Cow<'_, [u8]>> {
+    (!operands.is_empty()).then(|| concat(None, operands))
 }
 
 /// Where the output of a merge goes: whether data older than every merged source may exist.
@@ -251,8 +283,12 @@ pub struct MergingIter<I> {
     sources: Vec<I>,
     heap: BinaryHeap<Head>,
     level: MergeLevel,
-    /// The entries of the current key, newest first (reused).
+    /// The entries of the current key, newest first, and their sources (reused).
     group: Vec<Entry>,
+    group_sources: Vec<usize>,
+    /// Per source, its range tombstones (normalized; empty for most sources): they hide the
+    /// entries of older sources.
+    ranges: Vec<Arc<[RangeTombstone]>>,
     started: bool,
     done: bool,
 }
@@ -264,11 +300,52 @@ where
     /// A merge of `sources`, given newest first, written to `level`. Sources are not read
     /// until the first call to `next`.
     pub fn new(sources: Vec<I>, level: MergeLevel) -> Self {
+        Self::with_ranges(sources, Vec::new(), level)
+    }
+
+    /// A merge of `sources`, given newest first, where `ranges[i]` holds the range tombstones
+    /// of source `i` (normalized; a missing entry is none). A source's ranges hide the entries
+    /// of older sources in them; its own entries are newer than its ranges. A key whose
+    /// entries are all hidden is left out (at the [`MergeLevel::Upper`] the caller writes the
+    /// ranges out with the result); operands above a covering range become a value, as over a
+    /// tombstone.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use flowstate::lsm::{Entry, MergeLevel, MergingIter, RangeTombstone};
+    /// let newer = vec![Ok((b"b".to_vec(), Entry::Put(b"new".to_vec())))];
+    /// let older = vec![
+    ///     Ok((b"a".to_vec(), Entry::Put(b"1".to_vec()))),
+    ///     Ok((b"b".to_vec(), Entry::Put(b"2".to_vec()))),
+    ///     Ok((b"c".to_vec(), Entry::Put(b"3".to_vec()))),
+    /// ];
+    /// // The newer source deleted [a, c) before it wrote b.
+    /// let ranges: Vec<Arc<[RangeTombstone]>> = vec![Arc::from(vec![RangeTombstone::new(*b"a", *b"c")])];
+    /// let merged: Vec<_> = MergingIter::with_ranges(vec![newer.into_iter(), older.into_iter()], ranges, MergeLevel::Bottom)
+    ///     .collect::<Result<_, _>>()?;
+    /// assert_eq!(merged, vec![
+    ///     (b"b".to_vec(), Entry::Put(b"new".to_vec())),
+    ///     (b"c".to_vec(), Entry::Put(b"3".to_vec())),
+    /// ]);
+    /// # Ok::<(), flowstate::Error>(())
+    /// ```
+    pub fn with_ranges(
+        sources: Vec<I>,
+        mut ranges: Vec<Arc<[RangeTombstone]>>,
+        level: MergeLevel,
+    ) -> Self {
+        if ranges.iter().all(|r| r.is_empty()) {
+            ranges.clear();
+        } else {
+            ranges.resize_with(sources.len(), || Arc::from(Vec::new()));
+        }
         MergingIter {
             heap: BinaryHeap::with_capacity(sources.len()),
             sources,
             level,
             group: Vec::new(),
+            group_sources: Vec::new(),
+            ranges,
             started: false,
             done: false,
         }
@@ -306,13 +383,39 @@ where
             };
             let key = first.key;
             self.group.clear();
+            self.group_sources.clear();
             self.group.push(first.entry);
+            self.group_sources.push(first.source);
             self.refill(first.source, Some(&key))?;
             // Equal keys pop in source order, newest first.
             while self.heap.peek().is_some_and(|h| h.key == key) {
                 let Some(head) = self.heap.pop() else { break };
                 self.group.push(head.entry);
+                self.group_sources.push(head.source);
                 self.refill(head.source, Some(&key))?;
+            }
+            // The newest source whose ranges cover the key hides every older entry of it.
+            let covering = if self.ranges.is_empty() {
+                None
+            } else {
+                self.ranges
+                    .iter()
+                    .enumerate()
+                    .find(|(_, r)| ranges::covers(r, &key))
+                    .map(|(i, _)| i)
+            };
+            if let Some(range_source) = covering {
+                let keep = self.group_sources.partition_point(|&s| s <= range_source);
+                self.group.truncate(keep);
+                if self.group.is_empty() {
+                    continue;
+                }
+                self.group.push(Entry::Delete);
+                match merge_entries(self.group.drain(..), self.level) {
+                    // The range says as much (an output at the upper level carries it).
+                    None | Some(Entry::Delete) => continue,
+                    Some(entry) => return Ok(Some((key, entry))),
+                }
             }
             if let Some(entry) = merge_entries(self.group.drain(..), self.level) {
                 return Ok(Some((key, entry)));

@@ -19,13 +19,13 @@
 //!   into L0 tables, versions of tables in levels recorded in a manifest, leveled compaction
 //!   and statistics (spec/lsm-tree.md).
 //!
+//! - [`ranges`]: normalized sets of range tombstones (deleted key ranges);
 //! - [`cache`]: the [`ShardedBlockCache`] of data blocks shared by tables (and trees);
 //! - [`pool`]: the [`LsmPool`] of threads that flush and compact trees;
 //! - [`backend`]: the [`LsmBackend`] that puts the five state types on a tree behind
 //!   [`KeyedStateBackend`](crate::KeyedStateBackend).
 //!
-//! Still to come: incremental checkpoints that share a tree's table files, range tombstones in
-//! memtables and compactions.
+//! Still to come: incremental checkpoints that share a tree's table files.
 //!
 //! ```
 //! use flowstate::lsm::{key, merge, Entry, Lookup, MemTable, MergeLevel, MergingIter};
@@ -67,11 +67,13 @@ pub mod key;
 pub mod mem_table;
 pub mod merge;
 pub mod pool;
+pub mod ranges;
 pub mod tree;
 
 pub use backend::{LsmBackend, LsmBackground, LsmConfig, LsmStats};
 pub use cache::{CacheStats, ShardedBlockCache};
 pub use entry::{Entry, EntryRef, Lookup};
+pub use flowstate_formats::table::RangeTombstone;
 pub use mem_table::{ImmutableMemTable, MemTable};
 pub use merge::{resolve, MergeLevel, MergingIter};
 pub use pool::LsmPool;

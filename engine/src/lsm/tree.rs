@@ -51,16 +51,18 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use flowstate_formats::manifest::{Manifest, ManifestTable};
 use flowstate_formats::table::{
-    EntryKind, PrefixExtractor, TableBuilder, TableOptions, TableReadOptions, TableReader,
+    EntryKind, PrefixExtractor, RangeTombstone, TableBuilder, TableOptions, TableReadOptions,
+    TableReader,
 };
 use flowstate_formats::{Compression, FormatError};
 
 use super::entry::{Entry, Lookup};
 use super::key;
 use super::mem_table::{ImmutableMemTable, MemTable};
-use super::merge::{resolve, MergeLevel, MergingIter};
+use super::merge::{resolve_ranged, MergeLevel, MergingIter};
+use super::ranges;
 use crate::error::{Error, Result};
-use crate::storage::{is_temp_name, ReadableFile, Storage, ROOT, TEMP_SUFFIX};
+use crate::storage::{is_temp_name, ReadableFile, Storage, WritableFile, ROOT, TEMP_SUFFIX};
 
 /// The manifest's file name in the tree's directory.
 pub const MANIFEST_NAME: &str = "MANIFEST";
@@ -182,6 +184,8 @@ pub struct TableHandle {
     smallest: Vec<u8>,
     largest: Vec<u8>,
     reader: TableReader<Arc<dyn ReadableFile>>,
+    /// The table's range tombstones (shared with merges that read it).
+    ranges: Arc<[RangeTombstone]>,
     storage: Arc<dyn Storage>,
     obsolete: AtomicBool,
 }
@@ -202,14 +206,20 @@ impl TableHandle {
         self.size
     }
 
-    /// The smallest key the table holds.
+    /// The smallest key the table holds or its range tombstones delete.
     pub fn smallest(&self) -> &[u8] {
         &self.smallest
     }
 
-    /// The largest key the table holds.
+    /// The largest key the table holds or its range tombstones delete (a range's exclusive
+    /// end when no smaller bound can be written: an upper bound).
     pub fn largest(&self) -> &[u8] {
         &self.largest
+    }
+
+    /// The table's range tombstones, normalized.
+    pub fn range_tombstones(&self) -> &[RangeTombstone] {
+        &self.ranges
     }
 
     /// The open table.
@@ -221,25 +231,31 @@ impl TableHandle {
         self.smallest.as_slice() <= hi && self.largest.as_slice() >= lo
     }
 
-    fn lookup(&self, key: &[u8]) -> Result<Lookup<'static>> {
+    /// The table's point entry for `key` and whether its range tombstones cover the key.
+    fn lookup(&self, key: &[u8]) -> Result<(Lookup<'static>, bool)> {
         if key < self.smallest.as_slice() || key > self.largest.as_slice() {
-            return Ok(Lookup::NotFound);
+            return Ok((Lookup::NotFound, false));
         }
-        Ok(match self.reader.get(key)? {
+        let lookup = match self.reader.get(key)? {
             Some((EntryKind::Put, v)) => Lookup::Found(v.into()),
             Some((EntryKind::Delete, _)) => Lookup::Deleted,
             Some((EntryKind::Merge, ops)) => Lookup::MergeOperands(ops.into()),
-            None if self.reader.covering_tombstone(key).is_some() => Lookup::Deleted,
             None => Lookup::NotFound,
-        })
+        };
+        let covered = !self.ranges.is_empty()
+            && matches!(lookup, Lookup::NotFound | Lookup::MergeOperands(_))
+            && ranges::covers(&self.ranges, key);
+        Ok((lookup, covered))
     }
 
-    /// The table's entries from `start` (on) as a merge source.
-    fn source(&self, start: &[u8], prefix: Option<&[u8]>) -> Source {
+    /// The table's entries from `start` (on) as a merge source; blocks read are offered to
+    /// the block cache if `fill_cache`.
+    fn source(&self, start: &[u8], prefix: Option<&[u8]>, fill_cache: bool) -> Source {
         let iter = match prefix {
             Some(p) => self.reader.iter_prefix(p),
             None => self.reader.iter_from(start),
-        };
+        }
+        .fill_cache(fill_cache);
         Box::new(iter.map(|e| {
             let e = e?;
             let entry = match e.kind {
@@ -321,7 +337,7 @@ impl Version {
     /// snapshot that pinned the version (after flushing the memtables) reads.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let lookups = self.candidates(key).map(|t| t.lookup(key));
-        Ok(resolve(lookups)?.map(|v| v.into_owned()))
+        Ok(resolve_ranged(lookups)?.map(|v| v.into_owned()))
     }
 
     /// The `(key, value)` pairs of this version's tables whose keys start with `prefix`, in
@@ -331,28 +347,32 @@ impl Version {
         self.scan_with(Vec::new(), prefix, end.as_deref(), Some(prefix))
     }
 
-    /// Merges `newer` (newest first) with this version's tables over `start .. end`.
+    /// Merges `newer` (newest first, each with its range tombstones) with this version's
+    /// tables over `start .. end`.
     fn scan_with(
         &self,
-        mut sources: Vec<Source>,
+        newer: Vec<(Source, Arc<[RangeTombstone]>)>,
         start: &[u8],
         end: Option<&[u8]>,
         prefix: Option<&[u8]>,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let (mut sources, mut ranges): (Vec<Source>, Vec<Arc<[RangeTombstone]>>) =
+            newer.into_iter().unzip();
         for t in self.all_tables() {
             if t.largest.as_slice() < start || end.is_some_and(|e| t.smallest.as_slice() >= e) {
                 continue;
             }
             let end = end.map(<[u8]>::to_vec);
-            sources.push(Box::new(t.source(start, prefix).take_while(
+            sources.push(Box::new(t.source(start, prefix, true).take_while(
                 move |r| match (r, &end) {
                     (Ok((k, _)), Some(e)) => k < e,
                     _ => true,
                 },
             )));
+            ranges.push(Arc::clone(&t.ranges));
         }
         let mut out = Vec::new();
-        for item in MergingIter::new(sources, MergeLevel::Bottom) {
+        for item in MergingIter::with_ranges(sources, ranges, MergeLevel::Bottom) {
             if let (k, Entry::Put(v)) = item? {
                 out.push((k, v));
             }
@@ -400,9 +420,9 @@ impl TreeSnapshot {
         let lookups = self
             .imms
             .iter()
-            .map(|m| Ok(m.get(key)))
+            .map(|m| Ok(memtable_lookup(m.get(key), || m.covers(key))))
             .chain(self.version.candidates(key).map(|t| t.lookup(key)));
-        Ok(resolve(lookups)?.map(|v| v.into_owned()))
+        Ok(resolve_ranged(lookups)?.map(|v| v.into_owned()))
     }
 
     /// The `(key, value)` pairs of the view whose keys start with `prefix`, in key order.
@@ -426,11 +446,15 @@ impl TreeSnapshot {
         prefix: Option<&[u8]>,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let end_bound = end.map_or(Bound::Unbounded, Bound::Excluded);
-        let sources: Vec<Source> = self
+        let sources = self
             .imms
             .iter()
             .map(|m| {
-                Box::new(Arc::clone(m).owned_entries(Bound::Included(start), end_bound)) as Source
+                (
+                    Box::new(Arc::clone(m).owned_entries(Bound::Included(start), end_bound))
+                        as Source,
+                    Arc::from(m.range_tombstones()),
+                )
             })
             .collect();
         self.version.scan_with(sources, start, end, prefix)
@@ -502,8 +526,9 @@ type Source = Box<dyn Iterator<Item = Result<(Vec<u8>, Entry)>> + Send>;
 /// An LSM tree in one directory of a [`Storage`]; see [the module](self).
 ///
 /// All methods take `&self`: a tree can be shared (in an `Arc`) between the task thread that
-/// writes and reads and the pool threads that flush and compact. Flushes and compactions run
-/// one at a time.
+/// writes and reads and the pool threads that flush and compact. Flushes run one at a time,
+/// and compactions one at a time, but a flush runs beside a compaction: a long L0 → L1
+/// compaction does not hold back the flushes that free memtable memory.
 pub struct Tree {
     storage: Arc<dyn Storage>,
     dir: String,
@@ -511,8 +536,13 @@ pub struct Tree {
     table_options: TableOptions,
     read_options: TableReadOptions,
     state: Mutex<State>,
-    /// Held by a flush or a compaction for its whole run.
-    work: Mutex<()>,
+    /// Held by a flush for its whole run.
+    flush_lock: Mutex<()>,
+    /// Held by a compaction (or a trivial move) for its whole run.
+    compact_lock: Mutex<()>,
+    /// Held while a new version is formed from the current one, its manifest written and
+    /// the version installed, so that a flush and a compaction finishing together both land.
+    install_lock: Mutex<()>,
     /// Called (outside the tree's locks) after a memtable is frozen.
     listener: OnceLock<Arc<dyn Fn() + Send + Sync>>,
     /// Set by [`Tree::dispose`]: flushes and compactions do nothing any more.
@@ -543,6 +573,51 @@ fn owned(lookup: Lookup<'_>) -> Lookup<'static> {
         Lookup::NotFound => Lookup::NotFound,
     }
 }
+
+/// A memtable's point lookup and whether its own range tombstones cover the key (asked only
+/// when the point lookup does not decide).
+fn memtable_lookup<'a>(lookup: Lookup<'a>, covers: impl FnOnce() -> bool) -> (Lookup<'a>, bool) {
+    let covered = matches!(lookup, Lookup::NotFound | Lookup::MergeOperands(_)) && covers();
+    (lookup, covered)
+}
+
+/// An `io::Write` over a storage file that keeps the storage error, for the table builder.
+struct FileWriter<'a> {
+    file: &'a mut dyn WritableFile,
+    error: Option<Error>,
+}
+
+impl std::io::Write for FileWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf).map(|()| buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(buf).map_err(|e| {
+            let io = std::io::Error::other(e.to_string());
+            self.error = Some(e);
+            io
+        })
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The inclusive upper bound of keys below the exclusive `end`: the key itself when `end` is
+/// a [`ranges::successor`] (`x` followed by a zero byte has `x` as its exact predecessor),
+/// else `end` (an upper bound one key too high, which only costs a needless table probe).
+fn inclusive_below(end: &[u8]) -> &[u8] {
+    match end.split_last() {
+        Some((0, rest)) => rest,
+        _ => end,
+    }
+}
+
+/// A written table's smallest and largest keys (ranges included) and where the next table's
+/// share of the range tombstones starts.
+type TableBounds = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
 
 fn table_name(id: u64) -> String {
     format!("{id:06}{TABLE_SUFFIX}")
@@ -605,7 +680,9 @@ impl Tree {
                 stats: TreeStats::default(),
                 compact_pointer: vec![Vec::new(); MAX_LEVELS],
             }),
-            work: Mutex::new(()),
+            flush_lock: Mutex::new(()),
+            compact_lock: Mutex::new(()),
+            install_lock: Mutex::new(()),
             listener: OnceLock::new(),
             disposed: AtomicBool::new(false),
         };
@@ -703,7 +780,9 @@ impl Tree {
                 format!("table id {} where {id} is expected", reader.table_id()),
             ));
         }
+        let ranges = Arc::from(reader.range_tombstones());
         Ok(TableHandle {
+            ranges,
             id,
             name: name.to_owned(),
             path,
@@ -729,6 +808,17 @@ impl Tree {
     /// Deletes `key`.
     pub fn delete(&self, key: &[u8]) -> Result<()> {
         self.write(|mem| mem.delete(key))
+    }
+
+    /// Deletes every key `k` with `start <= k < end` (a range tombstone): O(entries of the
+    /// active memtable in the range), whatever older memtables and tables hold; nothing is
+    /// read. Keys written after it are not deleted. An empty range (`start >= end`) does
+    /// nothing.
+    pub fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<()> {
+        if start >= end {
+            return Ok(());
+        }
+        self.write(|mem| mem.delete_range(start, end))
     }
 
     /// Appends the list-append `operand` (see [`merge::push_list_element`](super::merge::push_list_element))
@@ -828,18 +918,37 @@ impl Tree {
 
     /// The value of `key`, resolved newest first, or `None` if it is absent.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let (mem, imms, version) = {
+        // The memtables answer under the lock (hash lookups); the tables after it.
+        let (near, version) = {
             let state = lock(&self.state);
-            (
-                owned(state.mem.get(key)),
-                state.imms.clone(),
-                Arc::clone(&state.version),
-            )
+            let mut near: Vec<(Lookup<'static>, bool)> = Vec::new();
+            let mut decided = false;
+            let mem = std::iter::once(memtable_lookup(state.mem.get(key), || {
+                state.mem.covers(key)
+            }));
+            let imms = state
+                .imms
+                .iter()
+                .rev()
+                .map(|m| memtable_lookup(m.get(key), || m.covers(key)));
+            for (lookup, covered) in mem.chain(imms) {
+                let more = matches!(lookup, Lookup::NotFound | Lookup::MergeOperands(_));
+                if !matches!(lookup, Lookup::NotFound) || covered {
+                    near.push((owned(lookup), covered));
+                }
+                if !more || covered {
+                    decided = true;
+                    break;
+                }
+            }
+            (near, (!decided).then(|| Arc::clone(&state.version)))
         };
-        let lookups = std::iter::once(Ok(mem))
-            .chain(imms.iter().rev().map(|m| Ok(m.get(key))))
-            .chain(version.candidates(key).map(|t| t.lookup(key)));
-        Ok(resolve(lookups)?.map(|v| v.into_owned()))
+        let tables = version
+            .iter()
+            .flat_map(|v| v.candidates(key))
+            .map(|t| t.lookup(key));
+        let lookups = near.into_iter().map(Ok).chain(tables);
+        Ok(resolve_ranged(lookups)?.map(|v| v.into_owned()))
     }
 
     /// The `(key, value)` pairs whose keys start with `prefix`, in key order.
@@ -863,7 +972,7 @@ impl Tree {
         prefix: Option<&[u8]>,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let end_bound = end.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut sources: Vec<Source> = Vec::new();
+        let mut sources: Vec<(Source, Arc<[RangeTombstone]>)> = Vec::new();
         let version = {
             let state = lock(&self.state);
             let mem: Vec<_> = state
@@ -871,10 +980,14 @@ impl Tree {
                 .range(Bound::Included(start), end_bound)
                 .into_entries()
                 .collect();
-            sources.push(Box::new(mem.into_iter()));
+            sources.push((
+                Box::new(mem.into_iter()),
+                Arc::from(state.mem.range_tombstones()),
+            ));
             for m in state.imms.iter().rev() {
-                sources.push(Box::new(
-                    Arc::clone(m).owned_entries(Bound::Included(start), end_bound),
+                sources.push((
+                    Box::new(Arc::clone(m).owned_entries(Bound::Included(start), end_bound)),
+                    Arc::from(m.range_tombstones()),
                 ));
             }
             Arc::clone(&state.version)
@@ -882,16 +995,26 @@ impl Tree {
         version.scan_with(sources, start, end, prefix)
     }
 
-    /// Writes the entries of `entries` into new tables, each closed once it reaches `limit`
-    /// bytes: temporary name, sync, rename. The caller syncs the directory.
+    /// Writes the entries of `entries` and the range tombstones `ranges` (normalized) into new
+    /// tables, each closed once it reaches `limit` bytes, streamed to a temporary file, synced
+    /// and renamed. The caller syncs the directory.
+    ///
+    /// When the output is cut, table `t` takes the parts of the ranges up to its last key
+    /// (exclusive end: the key's [`ranges::successor`]) and table `t + 1` the parts after it,
+    /// so that the tables' key ranges, ranges included, do not overlap. Ranges with no entry
+    /// around them make a table of their own.
     fn write_tables(
         &self,
         entries: &mut dyn Iterator<Item = Result<(Vec<u8>, Entry)>>,
+        ranges: &[RangeTombstone],
         limit: u64,
     ) -> Result<Vec<Arc<TableHandle>>> {
         let mut out = Vec::new();
+        let mut lower: Option<Vec<u8>> = None;
         let mut pending = entries.next();
-        while let Some(first) = pending.take() {
+        let mut first = true;
+        while first || pending.is_some() {
+            first = false;
             let id = {
                 let mut state = lock(&self.state);
                 let id = state.next_id;
@@ -900,16 +1023,69 @@ impl Tree {
             };
             let name = table_name(id);
             let path = self.path(&name);
-            let mut buf = Vec::new();
+            let tmp = format!("{path}{TEMP_SUFFIX}");
+            let written = self.write_table(
+                id,
+                &path,
+                &tmp,
+                entries,
+                &mut pending,
+                ranges,
+                &lower,
+                limit,
+            );
+            match written {
+                Ok(Some((smallest, largest, upper))) => {
+                    let handle = Arc::new(self.open_table(id, &name, &smallest, &largest)?);
+                    out.push(handle);
+                    lower = upper;
+                }
+                Ok(None) => {
+                    let _ = self.storage.remove_file(&tmp);
+                }
+                Err(e) => {
+                    let _ = self.storage.remove_file(&tmp);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes one table of [`write_tables`](Self::write_tables) to `tmp` and renames it to
+    /// `path`: entries from `pending` on until the table reaches `limit` (leaving the next
+    /// entry in `pending`), and the parts of `ranges` from `lower` to the cut. Returns the
+    /// table's smallest and largest keys (ranges included) and where the next table's ranges
+    /// start, or `None` if there was nothing to write (the file is left for the caller to
+    /// remove).
+    #[allow(clippy::too_many_arguments)]
+    fn write_table(
+        &self,
+        id: u64,
+        path: &str,
+        tmp: &str,
+        entries: &mut dyn Iterator<Item = Result<(Vec<u8>, Entry)>>,
+        pending: &mut Option<Result<(Vec<u8>, Entry)>>,
+        ranges: &[RangeTombstone],
+        lower: &Option<Vec<u8>>,
+        limit: u64,
+    ) -> Result<Option<TableBounds>> {
+        let mut file = self.storage.create(tmp)?;
+        let mut writer = FileWriter {
+            file: &mut *file,
+            error: None,
+        };
+        let built = (|| -> Result<Option<TableBounds>> {
             let mut builder = TableBuilder::new(
-                &mut buf,
+                &mut writer,
                 TableOptions {
                     table_id: id,
                     ..self.table_options.clone()
                 },
-                &path,
+                path,
             )?;
-            let mut item = Some(first);
+            let mut last_key: Option<Vec<u8>> = None;
+            let mut item = pending.take();
             while let Some(next) = item.take() {
                 let (k, entry) = next?;
                 match &entry {
@@ -917,73 +1093,114 @@ impl Tree {
                     Entry::Delete => builder.add(&k, EntryKind::Delete, &[])?,
                     Entry::Merge(o) => builder.add(&k, EntryKind::Merge, o)?,
                 }
+                last_key = Some(k);
                 if builder.estimated_len() >= limit {
-                    pending = entries.next();
+                    *pending = entries.next();
                     break;
                 }
                 item = entries.next();
             }
-            let summary = builder.finish()?;
-            let (Some(smallest), Some(largest)) = (summary.smallest(), summary.largest()) else {
-                continue;
+            // Cut after the last key when more entries follow; the last table takes the rest.
+            let upper = match (&pending, &last_key) {
+                (Some(_), Some(k)) => Some(ranges::successor(k)),
+                _ => None,
             };
-            let (smallest, largest) = (smallest.to_vec(), largest.to_vec());
-            let tmp = format!("{path}{TEMP_SUFFIX}");
-            let written = (|| {
-                let mut file = self.storage.create(&tmp)?;
-                file.write_all(&buf)?;
-                file.sync()?;
-                drop(file);
-                self.storage.rename(&tmp, &path)
-            })();
-            if let Err(e) = written {
-                let _ = self.storage.remove_file(&tmp);
-                return Err(e);
+            let mine = ranges::clip(ranges, lower.as_deref(), upper.as_deref());
+            for r in &mine {
+                builder.add_range_tombstone(&r.start, &r.end)?;
             }
-            let handle = Arc::new(self.open_table(id, &name, &smallest, &largest)?);
-            out.push(handle);
-        }
-        Ok(out)
+            if builder.entries() == 0 && mine.is_empty() {
+                return Ok(None);
+            }
+            let summary = builder.finish()?;
+            let mut smallest = summary.smallest().map(<[u8]>::to_vec);
+            let mut largest = summary.largest().map(<[u8]>::to_vec);
+            if let (Some(first), Some(last)) = (mine.first(), mine.last()) {
+                let lo = first.start.as_slice();
+                let hi = inclusive_below(&last.end);
+                smallest = Some(smallest.map_or(lo.to_vec(), |s| s.min(lo.to_vec())));
+                largest = Some(largest.map_or(hi.to_vec(), |l| l.max(hi.to_vec())));
+            }
+            let (Some(smallest), Some(largest)) = (smallest, largest) else {
+                return Ok(None);
+            };
+            Ok(Some((smallest, largest, upper)))
+        })();
+        let error = writer.error.take();
+        let bounds = match (built, error) {
+            (Ok(b), _) => b,
+            // The builder saw an I/O error: report the storage's own.
+            (Err(_), Some(e)) => return Err(e),
+            (Err(e), None) => return Err(e),
+        };
+        let Some(bounds) = bounds else {
+            return Ok(None);
+        };
+        file.sync()?;
+        drop(file);
+        self.storage.rename(tmp, path)?;
+        Ok(Some(bounds))
     }
 
-    /// Writes `version` as the manifest, atomically.
-    fn write_manifest(&self, version: &Version) -> Result<()> {
+    /// Forms a new version from the current one with `edit`, writes its manifest atomically
+    /// and installs it, then runs `after` on the state (under its lock). Flushes and
+    /// compactions install one at a time; neither blocks readers or writers meanwhile except
+    /// for the two short moments it takes the state lock.
+    fn install(
+        &self,
+        edit: impl FnOnce(&mut Version),
+        after: impl FnOnce(&mut State),
+    ) -> Result<()> {
+        let _install = lock(&self.install_lock);
+        // Only installers change the version, so it stays current until installed below.
+        let mut version = (*self.pin()).clone();
+        edit(&mut version);
         let next_id = lock(&self.state).next_id;
         let bytes = version.manifest(next_id).encode();
-        self.storage.write_atomic(&self.path(MANIFEST_NAME), &bytes)
+        self.storage
+            .write_atomic(&self.path(MANIFEST_NAME), &bytes)?;
+        let mut state = lock(&self.state);
+        state.version = Arc::new(version);
+        after(&mut state);
+        Ok(())
     }
 
     /// Flushes the oldest frozen memtable into one L0 table, records it in the manifest and
-    /// installs the new version. Returns `false` if no memtable was waiting.
+    /// installs the new version. Returns `false` if no memtable was waiting. Runs beside a
+    /// compaction.
     ///
     /// On an error the memtable stays frozen (a later call retries) and the tree is unchanged;
     /// a table file written before the error is removed on the next open.
     pub fn flush_one(&self) -> Result<bool> {
-        let _work = lock(&self.work);
+        let _flush = lock(&self.flush_lock);
         if self.disposed.load(Ordering::Acquire) {
             return Ok(false);
         }
         let Some(imm) = lock(&self.state).imms.front().cloned() else {
             return Ok(false);
         };
-        let mut entries = imm.entries();
-        let tables = self.write_tables(&mut entries, u64::MAX)?;
-        let base = self.pin();
-        let mut version = (*base).clone();
-        let mut written = 0;
+        let own = imm.range_tombstones();
+        // A point tombstone under the memtable's own range says nothing the range does not.
+        let mut entries = imm
+            .entries()
+            .filter(|e| !matches!(e, Ok((k, Entry::Delete)) if ranges::covers(own, k)));
+        let tables = self.write_tables(&mut entries, own, u64::MAX)?;
         if !tables.is_empty() {
             self.storage.sync_dir(&self.dir)?;
-            for t in tables.iter().rev() {
-                written += t.size;
-                version.levels[0].insert(0, Arc::clone(t));
-            }
-            self.write_manifest(&version)?;
         }
-        let mut state = lock(&self.state);
-        state.version = Arc::new(version);
-        state.imms.pop_front();
-        state.stats.flushes += 1;
-        state.stats.flush_bytes_written += written;
+        let written: u64 = tables.iter().map(|t| t.size).sum();
+        self.install(
+            |version| {
+                for t in tables.iter().rev() {
+                    version.levels[0].insert(0, Arc::clone(t));
+                }
+            },
+            |state| {
+                state.imms.pop_front();
+                state.stats.flushes += 1;
+                state.stats.flush_bytes_written += written;
+            },
+        )?;
         Ok(true)
     }
 
@@ -1009,13 +1226,15 @@ impl Tree {
 
     /// Runs one compaction step if one is due: L0 into L1 once L0 holds
     /// [`TreeOptions::l0_compaction_trigger`] tables, else one table of the first level over its
-    /// size budget into the next level. Returns `false` if none was due.
+    /// size budget into the next level. Returns `false` if none was due. Flushes run beside
+    /// it: they add L0 tables newer than its inputs, which it leaves in place.
     ///
-    /// Tombstones are dropped only when no deeper level holds tables overlapping the output.
-    /// The replaced files are deleted once the new manifest is durable and no pinned version
-    /// holds them.
+    /// Tombstones and range tombstones are dropped only when no deeper level holds tables
+    /// overlapping the output; until then the output carries the inputs' range tombstones.
+    /// Compaction reads do not fill the block cache. The replaced files are deleted once the
+    /// new manifest is durable and no pinned version holds them.
     pub fn compact_one(&self) -> Result<bool> {
-        let _work = lock(&self.work);
+        let _compact = lock(&self.compact_lock);
         if self.disposed.load(Ordering::Acquire) {
             return Ok(false);
         }
@@ -1043,7 +1262,7 @@ impl Tree {
             .cloned()
             .collect();
         if level > 0 && lower.is_empty() {
-            return self.trivial_move(&base, level, &upper[0]).map(|()| true);
+            return self.trivial_move(level, &upper[0]).map(|()| true);
         }
         let lo = lower
             .first()
@@ -1059,49 +1278,59 @@ impl Tree {
             MergeLevel::Bottom
         };
         let inputs: Vec<Arc<TableHandle>> = upper.iter().chain(&lower).cloned().collect();
-        let sources: Vec<Source> = inputs.iter().map(|t| t.source(&[], None)).collect();
-        let mut merged = MergingIter::new(sources, merge_level);
-        let outputs = self.write_tables(&mut merged, self.options.target_table_bytes)?;
+        let sources: Vec<Source> = inputs.iter().map(|t| t.source(&[], None, false)).collect();
+        let input_ranges: Vec<Arc<[RangeTombstone]>> =
+            inputs.iter().map(|t| Arc::clone(&t.ranges)).collect();
+        let out_ranges = match merge_level {
+            MergeLevel::Upper => ranges::union(input_ranges.iter().map(|r| &r[..])),
+            MergeLevel::Bottom => Vec::new(),
+        };
+        let mut merged = MergingIter::with_ranges(sources, input_ranges, merge_level);
+        let outputs =
+            self.write_tables(&mut merged, &out_ranges, self.options.target_table_bytes)?;
         if !outputs.is_empty() {
             self.storage.sync_dir(&self.dir)?;
         }
-        let mut version = (*base).clone();
         let gone: HashSet<u64> = inputs.iter().map(|t| t.id).collect();
-        for tables in &mut version.levels {
-            tables.retain(|t| !gone.contains(&t.id));
-        }
-        let out = &mut version.levels[out_level];
-        out.extend(outputs.iter().cloned());
-        out.sort_by(|a, b| a.smallest.cmp(&b.smallest));
-        self.write_manifest(&version)?;
+        self.install(
+            |version| {
+                for tables in &mut version.levels {
+                    tables.retain(|t| !gone.contains(&t.id));
+                }
+                let out = &mut version.levels[out_level];
+                out.extend(outputs.iter().cloned());
+                out.sort_by(|a, b| a.smallest.cmp(&b.smallest));
+            },
+            |state| {
+                if let Some(last) = upper.last() {
+                    state.compact_pointer[level] = last.largest.clone();
+                }
+                state.stats.compactions += 1;
+                state.stats.compaction_bytes_read += inputs.iter().map(|t| t.size).sum::<u64>();
+                state.stats.compaction_bytes_written += outputs.iter().map(|t| t.size).sum::<u64>();
+            },
+        )?;
         for t in &inputs {
             t.obsolete.store(true, Ordering::Release);
         }
-        let mut state = lock(&self.state);
-        state.version = Arc::new(version);
-        if let Some(last) = upper.last() {
-            state.compact_pointer[level] = last.largest.clone();
-        }
-        state.stats.compactions += 1;
-        state.stats.compaction_bytes_read += inputs.iter().map(|t| t.size).sum::<u64>();
-        state.stats.compaction_bytes_written += outputs.iter().map(|t| t.size).sum::<u64>();
         Ok(true)
     }
 
     /// Moves `table` from `level` to the next level without rewriting it.
-    fn trivial_move(&self, base: &Version, level: usize, table: &Arc<TableHandle>) -> Result<()> {
-        let mut version = base.clone();
-        version.levels[level].retain(|t| t.id != table.id);
-        let out = &mut version.levels[level + 1];
-        out.push(Arc::clone(table));
-        out.sort_by(|a, b| a.smallest.cmp(&b.smallest));
-        self.write_manifest(&version)?;
-        let mut state = lock(&self.state);
-        state.version = Arc::new(version);
-        state.compact_pointer[level] = table.largest.clone();
-        state.stats.compactions += 1;
-        state.stats.trivial_moves += 1;
-        Ok(())
+    fn trivial_move(&self, level: usize, table: &Arc<TableHandle>) -> Result<()> {
+        self.install(
+            |version| {
+                version.levels[level].retain(|t| t.id != table.id);
+                let out = &mut version.levels[level + 1];
+                out.push(Arc::clone(table));
+                out.sort_by(|a, b| a.smallest.cmp(&b.smallest));
+            },
+            |state| {
+                state.compact_pointer[level] = table.largest.clone();
+                state.stats.compactions += 1;
+                state.stats.trivial_moves += 1;
+            },
+        )
     }
 
     /// Gives the tree's files up: deletes the manifest and marks every table of the current
@@ -1110,8 +1339,9 @@ impl Tree {
     /// memory and in open tables, but nothing the tree writes later is recorded. For a backend
     /// being dropped: its state lives in checkpoints, not in its working directory.
     pub fn dispose(&self) -> Result<()> {
-        // Wait for a running flush or compaction; none starts after this.
-        let _work = lock(&self.work);
+        // Wait for a running flush and compaction; none starts after this.
+        let _flush = lock(&self.flush_lock);
+        let _compact = lock(&self.compact_lock);
         self.disposed.store(true, Ordering::Release);
         let version = self.pin();
         for t in version.all_tables() {

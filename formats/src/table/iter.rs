@@ -61,6 +61,8 @@ pub struct TableIter<R> {
     found: Option<Found>,
     /// Counted on a full scan only.
     totals: Option<Totals>,
+    /// Whether blocks read from the file are offered to the block cache.
+    fill_cache: bool,
 }
 
 impl<R> fmt::Debug for TableIter<R> {
@@ -91,7 +93,16 @@ impl<R: RandomAccess> TableIter<R> {
             key: Vec::new(),
             found: None,
             totals: full.then(Totals::default),
+            fill_cache: true,
         }
+    }
+
+    /// Whether the blocks this iterator reads from the file are offered to the reader's block
+    /// cache (default `true`; blocks already cached are used either way). A compaction turns
+    /// it off so that one pass over whole tables does not evict the blocks reads use.
+    pub fn fill_cache(mut self, fill: bool) -> Self {
+        self.fill_cache = fill;
+        self
     }
 
     /// Ends the iteration.
@@ -150,7 +161,7 @@ impl<R: RandomAccess> TableIter<R> {
         if i >= self.table.index.len() {
             return Ok(false);
         }
-        self.block = Some(self.table.read_block(i)?);
+        self.block = Some(self.table.read_block(i, self.fill_cache)?);
         self.block_index = i;
         Ok(true)
     }

@@ -459,7 +459,7 @@ impl<R: RandomAccess> TableReader<R> {
         let Some(b) = i.index.find(key) else {
             return Ok(None);
         };
-        let block = i.read_block(b)?;
+        let block = i.read_block(b, true)?;
         let mut scratch = Vec::new();
         Ok(block
             .get(key, &mut scratch, &i.file)?
@@ -563,7 +563,8 @@ impl<R: RandomAccess> Inner<R> {
     }
 
     /// Data block `i`, from the cache or read and checked: the one place data blocks are read.
-    pub(crate) fn read_block(&self, i: usize) -> Result<Arc<Block>, FormatError> {
+    /// A block read from the file is offered to the cache if `fill_cache`.
+    pub(crate) fn read_block(&self, i: usize, fill_cache: bool) -> Result<Arc<Block>, FormatError> {
         let handle = self
             .index
             .handle(i)
@@ -603,7 +604,7 @@ impl<R: RandomAccess> Inner<R> {
             handle.offset,
             bounds,
         )?);
-        if let Some(c) = &self.cache {
+        if let Some(c) = self.cache.as_ref().filter(|_| fill_cache) {
             c.insert(key, Arc::clone(&block));
         }
         Ok(block)
