@@ -78,3 +78,62 @@ fn a_pool_thread_flushes_and_compacts_while_the_task_writes() {
     let tree = Tree::open(storage, "t", options()).unwrap();
     assert_eq!(tree.scan_prefix(b"k").unwrap(), want);
 }
+
+/// A flush thread and a compaction thread run side by side (flushes do not wait for a
+/// compaction), while the task writes, deletes ranges and reads back against a model.
+#[test]
+fn flushes_run_beside_compactions_and_lose_nothing() {
+    use std::collections::BTreeMap;
+
+    let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
+    let tree = Arc::new(Tree::open(Arc::clone(&storage), "t", options()).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let spawn = |flush: bool| {
+        let tree = Arc::clone(&tree);
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                let worked = if flush {
+                    tree.flush_one().unwrap()
+                } else {
+                    tree.compact_one().unwrap()
+                };
+                if !worked {
+                    thread::yield_now();
+                }
+            }
+        })
+    };
+    let flusher = spawn(true);
+    let compactor = spawn(false);
+    let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    for i in 0..15_000u32 {
+        let value = format!("value-{i}-{}", "y".repeat(40)).into_bytes();
+        tree.put(&key(i), &value).unwrap();
+        model.insert(key(i), value);
+        if i % 997 == 0 {
+            let (lo, hi) = (key(i), key(i + 150));
+            if lo < hi {
+                tree.delete_range(&lo, &hi).unwrap();
+                model.retain(|k, _| !(k >= &lo && k < &hi));
+            }
+        }
+        if i % 11 == 0 {
+            let k = key(i / 2);
+            assert_eq!(tree.get(&k).unwrap().as_ref(), model.get(&k), "key {i}");
+        }
+    }
+    stop.store(true, Ordering::Release);
+    flusher.join().unwrap();
+    compactor.join().unwrap();
+    let want: Vec<_> = model.into_iter().collect();
+    assert_eq!(tree.scan_prefix(b"k").unwrap(), want);
+    tree.freeze();
+    while tree.flush_one().unwrap() {}
+    while tree.compact_one().unwrap() {}
+    let stats = tree.stats();
+    assert!(stats.flushes > 0 && stats.compactions > 0, "{stats:?}");
+    drop(tree);
+    let tree = Tree::open(storage, "t", options()).unwrap();
+    assert_eq!(tree.scan_prefix(b"k").unwrap(), want);
+}
