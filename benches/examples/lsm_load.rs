@@ -186,12 +186,7 @@ fn main() -> Result<()> {
     let drain = drain_start.elapsed();
     let drained = backend.stats();
     let hwm_drain = proc_status_kib("VmHWM:");
-    let table_memory: usize = backend
-        .tree()
-        .pin()
-        .all_tables()
-        .map(|t| t.reader().memory())
-        .sum();
+    let table_memory = drained.tree.table_memory_bytes;
 
     // Random point reads of loaded keys, every value checked; then keys never written.
     let mut rng = SplitMix64::new(7);

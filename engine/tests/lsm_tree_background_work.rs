@@ -66,6 +66,8 @@ fn a_pool_thread_flushes_and_compacts_while_the_task_writes() {
     while tree.compact_one().unwrap() {}
     let stats = tree.stats();
     assert!(stats.flushes > 0 && stats.compactions > 0, "{stats:?}");
+    let open: usize = tree.pin().all_tables().map(|t| t.reader().memory()).sum();
+    assert!(open > 0 && stats.table_memory_bytes == open, "{stats:?}");
 
     tree.freeze();
     while tree.flush_one().unwrap() {}

@@ -41,7 +41,11 @@ fn check(tree: &Tree, model: &BTreeMap<Vec<u8>, Vec<u8>>, what: &str) {
         );
     }
     let all: Vec<_> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    assert_eq!(tree.scan_prefix(b"key").unwrap(), all, "{what}: prefix scan");
+    assert_eq!(
+        tree.scan_prefix(b"key").unwrap(),
+        all,
+        "{what}: prefix scan"
+    );
     let window: Vec<_> = model
         .range(key(100)..key(400))
         .map(|(k, v)| (k.clone(), v.clone()))
@@ -55,7 +59,10 @@ fn check(tree: &Tree, model: &BTreeMap<Vec<u8>, Vec<u8>>, what: &str) {
     let version = tree.pin();
     for level in 1..version.level_count() {
         for pair in version.tables(level).windows(2) {
-            assert!(pair[0].largest() < pair[1].smallest(), "{what}: level {level} overlaps");
+            assert!(
+                pair[0].largest() < pair[1].smallest(),
+                "{what}: level {level} overlaps"
+            );
         }
     }
 }
@@ -84,8 +91,18 @@ fn range_deletes_hide_older_data_through_flushes_and_compactions() {
         flush(&tree);
         while tree.compact_one().unwrap() {}
     }
-    let deep_levels = tree.stats().levels.iter().skip(1).filter(|l| l.tables > 0).count();
-    assert!(deep_levels >= 2, "the data spans levels: {:?}", tree.stats().levels);
+    let deep_levels = tree
+        .stats()
+        .levels
+        .iter()
+        .skip(1)
+        .filter(|l| l.tables > 0)
+        .count();
+    assert!(
+        deep_levels >= 2,
+        "the data spans levels: {:?}",
+        tree.stats().levels
+    );
     check(&tree, &model, "before");
 
     // A range deleted in the memtable, then rewritten in part: later writes survive.
@@ -172,7 +189,10 @@ fn a_range_over_many_rewritten_keys_is_cut_between_output_tables() {
         .all_tables()
         .filter(|t| !t.range_tombstones().is_empty())
         .count();
-    assert!(with_ranges >= 2, "the range is carried by several output tables");
+    assert!(
+        with_ranges >= 2,
+        "the range is carried by several output tables"
+    );
     drop(version);
     drop(tree);
     let tree = Tree::open(Arc::clone(&storage), "lsm", options()).unwrap();

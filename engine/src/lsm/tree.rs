@@ -481,6 +481,11 @@ pub struct TreeStats {
     pub immutable_memtable_bytes: usize,
     /// Tables and bytes per level, L0 first.
     pub levels: Vec<LevelStats>,
+    /// Memory the open tables of the current version hold outside the block cache: their
+    /// indexes, filters, properties and range tombstones (about 3 bytes an entry with the
+    /// default 10 filter bits per key and 4 KiB blocks). No setting bounds it: it grows with
+    /// the data.
+    pub table_memory_bytes: usize,
     /// Flushes completed since the tree was opened.
     pub flushes: u64,
     /// Bytes of table files written by flushes since the tree was opened.
@@ -1366,6 +1371,7 @@ impl Tree {
             .iter()
             .map(|m| m.approximate_memory_usage())
             .sum();
+        stats.table_memory_bytes = state.version.all_tables().map(|t| t.reader.memory()).sum();
         stats.levels = (0..state.version.level_count())
             .map(|l| LevelStats {
                 tables: state.version.tables(l).len(),
