@@ -3,12 +3,13 @@
 //! (`LocalStorage::open`) and through a read-only memory map (`LocalStorage::open_mapped`) in
 //! the same run: the benchmark that justifies the `unsafe` map (spec/unsafe.md).
 //!
-//! One table per compression: 69 MB uncompressed, 39 MB with LZ4, written with `TableBuilder`'s default
-//! options (4 KiB blocks) into a temporary directory through `LocalStorage`, so the file sits in
-//! the OS page cache: a block read is a copy from memory either way, and what differs is the
-//! system call (`pread`) against a page already mapped. Keys are laid out as the tree lays them
-//! out (state id, key group, 13-byte user key); values are 104 bytes, half random, half a
-//! repeated pattern, so that LZ4 has something to do without shrinking the file much.
+//! One table per compression (69 MB uncompressed, about 39 MB with LZ4), written with
+//! `TableBuilder`'s default options (4 KiB blocks) into a temporary directory through
+//! `LocalStorage`, so the file sits in the OS page cache: a block read is a copy from memory
+//! either way, and what differs is the system call (`pread`) against a page already mapped.
+//! Keys are laid out as the tree lays them out (state id, key group, 13-byte user key); values
+//! are 104 bytes, half random, half a repeated pattern, so that LZ4 has something to do without
+//! shrinking the file much.
 //!
 //! Variants, each over the same 10,000 random present keys per iteration:
 //!
