@@ -409,6 +409,12 @@ impl BackendConfig {
         self.map_lsm(|l| l.block_cache_bytes = bytes)
     }
 
+    /// LSM: whether tables are read through read-only memory maps where the storage can map
+    /// them (default true; [`TreeOptions::mmap_reads`]).
+    pub fn lsm_mmap_reads(self, enabled: bool) -> Self {
+        self.map_lsm(|l| l.tree.mmap_reads = enabled)
+    }
+
     /// LSM: a block cache shared with other backends of the process (bounds their total).
     pub fn lsm_shared_cache(self, cache: Arc<ShardedBlockCache>) -> Self {
         self.map_lsm(|l| l.shared_cache = Some(cache))

@@ -51,6 +51,7 @@ pub mod fuzzing;
 pub mod heap;
 pub mod key_group;
 pub mod lsm;
+mod mmap;
 pub mod operator;
 pub mod snapshot;
 pub mod state;

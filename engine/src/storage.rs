@@ -80,6 +80,19 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Opens the file at `path` for reading.
     fn open(&self, path: &str) -> Result<Box<dyn ReadableFile>>;
 
+    /// Opens the file at `path` for reading through a read-only memory map of the whole file,
+    /// or `None` when this storage does not map files (the caller then uses
+    /// [`open`](Storage::open)). Reads are checked as [`open`](Storage::open)'s are.
+    ///
+    /// Only for immutable files: the file must not be written, truncated or replaced in place
+    /// while the returned handle lives (removing its name or renaming another file over it
+    /// is fine). LSM table files are such files. The default maps nothing; a storage that
+    /// injects faults should keep it, so that its reads go through `open`.
+    fn open_mapped(&self, path: &str) -> Result<Option<Box<dyn ReadableFile>>> {
+        components(path, false)?;
+        Ok(None)
+    }
+
     /// Renames `from` to `to`, atomically replacing a file at `to`. Durable only after
     /// [`sync_dir`](Storage::sync_dir) of the directories of both names.
     fn rename(&self, from: &str, to: &str) -> Result<()>;
@@ -233,7 +246,7 @@ fn parent_dir(path: &str) -> &str {
     path.rsplit_once('/').map_or(ROOT, |(dir, _)| dir)
 }
 
-fn past_end(path: impl Into<PathBuf>, offset: u64, n: usize, len: u64) -> Error {
+pub(crate) fn past_end(path: impl Into<PathBuf>, offset: u64, n: usize, len: u64) -> Error {
     Error::io(
         path,
         io::Error::new(
@@ -286,6 +299,20 @@ impl LocalStorage {
         self.resolve(path, true)
     }
 
+    /// Opens the regular file at `path`: its full path, the file and its length.
+    fn open_regular(&self, path: &str) -> Result<(PathBuf, File, u64)> {
+        let full = self.resolve(path, false)?;
+        let file = File::open(&full).map_err(|e| Error::io(&full, e))?;
+        let meta = file.metadata().map_err(|e| Error::io(&full, e))?;
+        if !meta.is_file() {
+            return Err(Error::io(
+                &full,
+                io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+            ));
+        }
+        Ok((full, file, meta.len()))
+    }
+
     fn resolve(&self, path: &str, allow_root: bool) -> Result<PathBuf> {
         let mut full = self.root.clone();
         full.extend(components(path, allow_root)?);
@@ -310,16 +337,17 @@ impl Storage for LocalStorage {
     }
 
     fn open(&self, path: &str) -> Result<Box<dyn ReadableFile>> {
-        let full = self.resolve(path, false)?;
-        let file = File::open(&full).map_err(|e| Error::io(&full, e))?;
-        let meta = file.metadata().map_err(|e| Error::io(&full, e))?;
-        if !meta.is_file() {
-            return Err(Error::io(
-                &full,
-                io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
-            ));
-        }
-        Ok(Box::new(LocalReadable::new(full, file, meta.len())))
+        let (full, file, len) = self.open_regular(path)?;
+        Ok(Box::new(LocalReadable::new(full, file, len)))
+    }
+
+    /// Maps the whole file (an empty file is read without a map); see the invariant in
+    /// [`Storage::open_mapped`].
+    fn open_mapped(&self, path: &str) -> Result<Option<Box<dyn ReadableFile>>> {
+        let (full, file, len) = self.open_regular(path)?;
+        Ok(Some(Box::new(crate::mmap::MappedFile::map(
+            full, &file, len,
+        )?)))
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<()> {

@@ -107,6 +107,12 @@ pub struct TreeOptions {
     pub l0_stop_trigger: usize,
     /// The cache of data blocks shared by the tree's tables (default none).
     pub block_cache: Option<Arc<dyn flowstate_formats::table::BlockCache>>,
+    /// Whether tables are read through a read-only memory map where the storage can map
+    /// ([`Storage::open_mapped`]; [`LocalStorage`](crate::storage::LocalStorage) can), instead
+    /// of a system call per block read (default true: benches/README.md, "Table reads: mmap vs
+    /// pread"). Table files are never written after they are renamed into place, which a map
+    /// requires.
+    pub mmap_reads: bool,
 }
 
 impl Default for TreeOptions {
@@ -123,6 +129,7 @@ impl Default for TreeOptions {
             level1_max_bytes: 256 << 20,
             l0_stop_trigger: 12,
             block_cache: None,
+            mmap_reads: true,
         }
     }
 }
@@ -772,7 +779,15 @@ impl Tree {
         largest: &[u8],
     ) -> Result<TableHandle> {
         let path = self.path(name);
-        let file: Arc<dyn ReadableFile> = Arc::from(self.storage.open(&path)?);
+        let mapped = if self.options.mmap_reads {
+            self.storage.open_mapped(&path)?
+        } else {
+            None
+        };
+        let file: Arc<dyn ReadableFile> = match mapped {
+            Some(file) => Arc::from(file),
+            None => Arc::from(self.storage.open(&path)?),
+        };
         let size = file.len();
         let read_options = TableReadOptions {
             cache_id: NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed),
