@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use flowstate_benches::{table_key as key_of, xorshift};
 use flowstate_formats::table::{
     Block, BlockCache, BlockCacheKey, EntryKind, TableBuilder, TableOptions, TableReadOptions,
     TableReader,
@@ -22,21 +23,6 @@ use flowstate_formats::Compression;
 
 const ENTRIES: u64 = 1_000_000;
 const LOOKUPS: usize = 10_000;
-
-fn xorshift(x: &mut u64) -> u64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x
-}
-
-fn key_of(i: u64) -> Vec<u8> {
-    let kg = (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 57) as u16; // 0..128
-    let mut k = vec![1u8];
-    k.extend_from_slice(&kg.to_be_bytes());
-    k.extend_from_slice(format!("user-{i:08}").as_bytes());
-    k
-}
 
 const KEY_LEN: usize = 16;
 

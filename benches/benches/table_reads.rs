@@ -26,6 +26,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flowstate::lsm::ShardedBlockCache;
 use flowstate::storage::{LocalStorage, ReadableFile, Storage};
+use flowstate_benches::{table_key as key_of, xorshift};
 use flowstate_formats::table::{BlockCache, TableReader};
 use flowstate_formats::table::{EntryKind, TableBuilder, TableOptions, TableReadOptions};
 use flowstate_formats::{Compression, RandomAccess};
@@ -34,21 +35,6 @@ const ENTRIES: u64 = 600_000;
 const VALUE_LEN: usize = 104;
 const LOOKUPS: usize = 10_000;
 const CACHE_BYTES: usize = 4 << 20;
-
-fn xorshift(x: &mut u64) -> u64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x
-}
-
-fn key_of(i: u64) -> Vec<u8> {
-    let kg = (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 57) as u16; // 0..128
-    let mut k = vec![1u8];
-    k.extend_from_slice(&kg.to_be_bytes());
-    k.extend_from_slice(format!("user-{i:08}").as_bytes());
-    k
-}
 
 fn value_of(i: u64) -> [u8; VALUE_LEN] {
     let mut v = [0u8; VALUE_LEN];

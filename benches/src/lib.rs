@@ -94,6 +94,25 @@ pub fn baseline_key_work(key: u64, buf: &mut Vec<u8>, max_parallelism: u32) -> u
     flowstate::key_group_for(buf, max_parallelism)
 }
 
+/// One step of the xorshift64 generator the table benches use for lookup order: cheap enough
+/// not to show in a lookup's time. `x` must not be 0.
+pub fn xorshift(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+/// The table benches' key of entry `i`: a state id byte, a key group in 0..128 (big-endian, as
+/// the tree lays keys out) and `user-{i:08}`; ascending in `i` within a key group.
+pub fn table_key(i: u64) -> Vec<u8> {
+    let kg = (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 57) as u16; // 0..128
+    let mut k = vec![1u8];
+    k.extend_from_slice(&kg.to_be_bytes());
+    k.extend_from_slice(format!("user-{i:08}").as_bytes());
+    k
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@
 //! assert!(!ranges::covers(&set, b"f"));
 //! ```
 
-use flowstate_formats::table::RangeTombstone;
+use flowstate_formats::table::{normalize_range_tombstones, RangeTombstone};
 
 /// Adds `[start, end)` to the normalized set `set`, merging it with the ranges it overlaps or
 /// touches. An empty range (`start >= end`) changes nothing.
@@ -53,20 +53,7 @@ pub fn intersects(set: &[RangeTombstone], lo: &[u8], hi: &[u8]) -> bool {
 
 /// The union of normalized sets, normalized.
 pub fn union<'a>(sets: impl IntoIterator<Item = &'a [RangeTombstone]>) -> Vec<RangeTombstone> {
-    let mut all: Vec<RangeTombstone> = sets.into_iter().flatten().cloned().collect();
-    all.sort_by(|a, b| a.start.cmp(&b.start));
-    let mut out: Vec<RangeTombstone> = Vec::with_capacity(all.len());
-    for r in all {
-        match out.last_mut() {
-            Some(last) if r.start <= last.end => {
-                if r.end > last.end {
-                    last.end = r.end;
-                }
-            }
-            _ => out.push(r),
-        }
-    }
-    out
+    normalize_range_tombstones(sets.into_iter().flatten().cloned().collect())
 }
 
 /// The parts of the normalized set `set` within `[lo, hi)`; `None` bounds are open.

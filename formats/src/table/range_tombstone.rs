@@ -55,8 +55,9 @@ impl RangeTombstone {
     }
 }
 
-/// Sorts non-empty ranges and merges those that overlap or touch.
-pub(crate) fn normalize(mut ranges: Vec<RangeTombstone>) -> Vec<RangeTombstone> {
+/// Sorts non-empty ranges and merges those that overlap or touch: the form a table stores
+/// (empty or inverted ranges are dropped).
+pub fn normalize(mut ranges: Vec<RangeTombstone>) -> Vec<RangeTombstone> {
     ranges.retain(|r| r.start < r.end);
     ranges.sort_by(|a, b| a.start.cmp(&b.start));
     let mut out: Vec<RangeTombstone> = Vec::with_capacity(ranges.len());
