@@ -63,9 +63,10 @@ pub struct ManifestTable {
     pub name: String,
     /// The file's length in bytes.
     pub size: u64,
-    /// The smallest key of a point entry.
+    /// The smallest key of the table: of its point entries and its range tombstones.
     pub smallest: Vec<u8>,
-    /// The largest key of a point entry.
+    /// The largest key of the table: of its point entries and its range tombstones (an
+    /// upper bound when a range's exclusive end has no exact predecessor).
     pub largest: Vec<u8>,
 }
 
