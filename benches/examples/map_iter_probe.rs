@@ -24,7 +24,8 @@ fn fill<B: KeyedStateBackend<u64>>(b: &mut B, keys: &[u64]) -> Result<MapState<u
     for &k in keys {
         b.set_current_key(&k);
         for uk in 0..10u64 {
-            b.map(&h).put(k.wrapping_mul(31).wrapping_add(uk), uk as f64)?;
+            b.map(&h)
+                .put(k.wrapping_mul(31).wrapping_add(uk), uk as f64)?;
         }
     }
     Ok(h)

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod lsm_tool;
 mod tools;
 
 /// flowstate: a state-backend storage engine for stream processors.
@@ -25,6 +26,8 @@ enum Command {
     Verify(tools::Which),
     /// Print the keyed entries of a checkpoint or savepoint as hex.
     Dump(tools::DumpArgs),
+    /// Show an LSM tree's levels and tables (or one table file); --verify reads them whole.
+    Lsm(lsm_tool::LsmArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
         Command::Inspect(which) => tools::inspect(&which),
         Command::Verify(which) => tools::verify(&which),
         Command::Dump(args) => tools::dump(&args),
+        Command::Lsm(args) => lsm_tool::lsm(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

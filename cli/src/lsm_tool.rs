@@ -1,0 +1,149 @@
+//! `flowstate lsm`: inspect and verify an LSM tree's directory or one table file, read-only.
+
+use std::path::{Path, PathBuf};
+
+use flowstate::lsm::tree::{MANIFEST_NAME, MAX_MANIFEST_LEN};
+use flowstate::storage::{LocalStorage, ReadableFile, Storage};
+use flowstate_formats::manifest::Manifest;
+use flowstate_formats::table::TableReader;
+
+type ToolResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Options of `flowstate lsm`.
+#[derive(clap::Args, Debug)]
+pub struct LsmArgs {
+    /// An LSM tree's directory (holding `MANIFEST`) or one table file (`NNNNNN.sst`).
+    path: PathBuf,
+    /// Read every block of every table and check checksums, order, counts and filters.
+    #[arg(long)]
+    verify: bool,
+    /// Also print each table's range tombstones (at most this many per table).
+    #[arg(long, default_value_t = 0)]
+    ranges: usize,
+}
+
+/// Printable bytes as text, others as `\xNN`; long keys cut after 48 bytes.
+fn show(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for &b in bytes.iter().take(48) {
+        if b.is_ascii_graphic() && b != b'\\' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    if bytes.len() > 48 {
+        out.push_str(&format!("...({} bytes)", bytes.len()));
+    }
+    out
+}
+
+fn open_table(
+    storage: &LocalStorage,
+    name: &str,
+) -> ToolResult<TableReader<Box<dyn ReadableFile>>> {
+    let file = storage.open(name)?;
+    Ok(TableReader::open(file, name)?)
+}
+
+/// Prints one table's summary; with `verify`, reads it whole. Returns its entry count.
+fn table(storage: &LocalStorage, name: &str, args: &LsmArgs, indent: &str) -> ToolResult<u64> {
+    let reader = open_table(storage, name)?;
+    let p = reader.properties();
+    println!(
+        "{indent}{name}: table id {}, {} bytes, {} entries ({} puts, {} deletes, {} merges), \
+         {} range tombstones, {} data blocks, {:?}, bloom {} bits/key{}",
+        reader.table_id(),
+        reader.len(),
+        p.entries,
+        p.puts(),
+        p.deletes,
+        p.merges,
+        p.range_tombstones,
+        p.data_blocks,
+        p.compression,
+        p.bloom_bits_per_key,
+        p.prefix_extractor
+            .as_deref()
+            .map(|e| format!(", prefix filter {e}"))
+            .unwrap_or_default(),
+    );
+    if let (Some(lo), Some(hi)) = (&p.smallest_key, &p.largest_key) {
+        println!("{indent}  keys {} .. {}", show(lo), show(hi));
+    }
+    for r in reader.range_tombstones().iter().take(args.ranges) {
+        println!("{indent}  range [{}, {})", show(&r.start), show(&r.end));
+    }
+    if args.verify {
+        let n = reader.verify()?;
+        println!("{indent}  verified: {n} entries");
+    }
+    Ok(p.entries)
+}
+
+/// `flowstate lsm`: a tree's levels and tables, or one table.
+pub fn lsm(args: &LsmArgs) -> ToolResult<()> {
+    if args.path.is_file() {
+        let dir = args.path.parent().unwrap_or(Path::new("."));
+        let name = args
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| format!("{}: not a file name", args.path.display()))?;
+        let storage = LocalStorage::new(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        })?;
+        table(&storage, name, args, "")?;
+        if args.verify {
+            println!("OK: {} verified", args.path.display());
+        }
+        return Ok(());
+    }
+    let storage = LocalStorage::new(&args.path)?;
+    if !storage.exists(MANIFEST_NAME)? {
+        return Err(format!(
+            "{}: no {MANIFEST_NAME}: not an LSM tree directory (or one a backend disposed of)",
+            args.path.display()
+        )
+        .into());
+    }
+    let bytes = storage.read_all(MANIFEST_NAME, MAX_MANIFEST_LEN)?;
+    let manifest = Manifest::decode(&bytes, MANIFEST_NAME)?;
+    println!(
+        "{}: {} tables, next table id {}",
+        args.path.display(),
+        manifest.tables.len(),
+        manifest.next_table_id
+    );
+    let mut entries = 0u64;
+    let mut levels: Vec<u8> = manifest.tables.iter().map(|t| t.level).collect();
+    levels.dedup();
+    for level in levels {
+        let tables: Vec<_> = manifest
+            .tables
+            .iter()
+            .filter(|t| t.level == level)
+            .collect();
+        let bytes: u64 = tables.iter().map(|t| t.size).sum();
+        println!("L{level}: {} tables, {bytes} bytes", tables.len());
+        for t in tables {
+            println!(
+                "  {} ({} bytes) {} .. {}",
+                t.name,
+                t.size,
+                show(&t.smallest),
+                show(&t.largest)
+            );
+            entries += table(&storage, &t.name, args, "    ")?;
+        }
+    }
+    if args.verify {
+        println!(
+            "OK: {} tables, {entries} entries verified",
+            manifest.tables.len()
+        );
+    }
+    Ok(())
+}
