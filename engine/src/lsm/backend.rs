@@ -27,7 +27,7 @@ use super::cache::{CacheStats, ShardedBlockCache};
 use super::key;
 use super::merge::{push_list_element, ListElements};
 use super::pool::{step, LsmPool, Worker};
-use super::tree::{Tree, TreeOptions, TreeSnapshot, TreeStats, MANIFEST_NAME};
+use super::tree::{TableWriter, Tree, TreeOptions, TreeSnapshot, TreeStats, MANIFEST_NAME};
 use crate::backend::{BackendConfig, KeyedStateBackend};
 use crate::clock::Clock;
 use crate::codec::{Codec, CodecError};
@@ -259,67 +259,47 @@ impl<K: Key> LsmBackend<K> {
     /// Opens an LSM backend as `config` says, with the state of `sources` in the key groups it
     /// owns, by the rules of [`HeapBackend::restore`](crate::HeapBackend::restore): only owned
     /// key groups are read, the sources must share the max parallelism and key codec, and a
-    /// restored state is checked against its descriptor when it is registered. The entries are
-    /// written into the tree (and flushed as the memtable fills).
+    /// restored state is checked against its descriptor when it is registered.
+    ///
+    /// The entries do not go through the memtable, flushes or compactions: the entries of one
+    /// key group (in no particular order in a snapshot) are gathered, sorted, and written
+    /// straight into table files (a [`TableWriter`] per state), which are ingested into the
+    /// empty tree at the end: into its bottom level when they do not overlap, which they do
+    /// not when no key group holds more than the memtable size (else a key group is written
+    /// in several sorted runs and its tables go to L0). On an error the tables written so far
+    /// are deleted.
     pub fn restore(config: BackendConfig, sources: &[&dyn RestoreSource]) -> Result<Self> {
         let mut backend = Self::open(config)?;
-        struct Sink<'a, K: Key> {
-            backend: &'a mut LsmBackend<K>,
-            ids: Vec<StateId>,
-            buf: Vec<u8>,
-            list: Vec<u8>,
-        }
-        impl<K: Key> RestoreSink for Sink<'_, K> {
-            fn new_state(&mut self, meta: &StateMeta) -> Result<()> {
-                let id = self.backend.next_id()?;
-                self.backend.states.push(LsmState {
-                    meta: meta.clone(),
-                    handle: None,
-                    extra: None,
-                });
-                self.backend.by_name.insert(meta.name.clone(), id);
-                self.ids.push(id);
-                Ok(())
-            }
-            fn entry(&mut self, state: usize, kg: u16, e: EncodedEntry) -> Result<()> {
-                let id = self.ids[state];
-                let buf = &mut self.buf;
-                buf.clear();
-                key::encode_state_key(buf, id, kg, &e.key, &e.namespace);
-                let tree = &self.backend.tree;
-                match e.state {
-                    EncodedState::Value(v) => tree.put(buf, &v),
-                    EncodedState::List(elements) => {
-                        if elements.is_empty() {
-                            return Ok(());
-                        }
-                        self.list.clear();
-                        for element in &elements {
-                            push_list_element(&mut self.list, element);
-                        }
-                        tree.put(buf, &self.list)
-                    }
-                    EncodedState::Map(entries) => {
-                        let prefix = buf.len();
-                        for (user_key, value) in &entries {
-                            buf.truncate(prefix);
-                            buf.extend_from_slice(user_key);
-                            tree.put(buf, value)?;
-                        }
-                        Ok(())
-                    }
-                }?;
-                self.backend.after_write()
-            }
-        }
         let (max_parallelism, range) = (backend.max_parallelism, backend.range);
-        let mut sink = Sink {
-            backend: &mut backend,
-            ids: Vec::new(),
-            buf: Vec::new(),
+        let tree = Arc::clone(&backend.tree);
+        let first_id = backend.next_id()?.0;
+        let mut sink = RestoreRuns {
+            tree: &tree,
+            metas: Vec::new(),
+            first_id,
+            writers: Vec::new(),
+            key_group: None,
+            data: Vec::new(),
+            runs: Vec::new(),
+            budget: tree.options().memtable_bytes,
             list: Vec::new(),
         };
         visit_sources::<K>(max_parallelism, range, sources, &mut sink)?;
+        sink.write_run()?;
+        let mut tables = Vec::new();
+        for writer in std::mem::take(&mut sink.writers) {
+            tables.extend(writer.finish()?);
+        }
+        tree.ingest(tables)?;
+        for meta in std::mem::take(&mut sink.metas) {
+            let id = backend.next_id()?;
+            backend.by_name.insert(meta.name.clone(), id);
+            backend.states.push(LsmState {
+                meta,
+                handle: None,
+                extra: None,
+            });
+        }
         Ok(backend)
     }
 
@@ -624,6 +604,129 @@ impl StateTableSnapshot for LsmStateView {
         key::key_group_prefix(&mut prefix, self.id, key_group);
         let entries = self.view.scan_prefix(&prefix)?;
         group_entries(self.meta.kind, &self.meta.name, entries, visit)
+    }
+}
+
+/// The restore sink of [`LsmBackend::restore`]: gathers the tree entries of one key group in
+/// one buffer, then sorts them and hands each state's sorted run to its [`TableWriter`].
+struct RestoreRuns<'t> {
+    tree: &'t Tree,
+    metas: Vec<StateMeta>,
+    first_id: u32,
+    /// One per restored state, by index.
+    writers: Vec<TableWriter<'t>>,
+    /// The key group being gathered.
+    key_group: Option<u16>,
+    /// Keys and values of the gathered entries, back to back.
+    data: Vec<u8>,
+    /// Per gathered entry: state index, offset in `data`, key length, value length.
+    runs: Vec<(u32, usize, u32, u32)>,
+    /// `data` is written out once it holds this many bytes, even within a key group.
+    budget: usize,
+    list: Vec<u8>,
+}
+
+impl RestoreRuns<'_> {
+    fn key(&self, r: &(u32, usize, u32, u32)) -> &[u8] {
+        &self.data[r.1..r.1 + r.2 as usize]
+    }
+
+    /// Sorts the gathered entries and writes them to their states' writers.
+    fn write_run(&mut self) -> Result<()> {
+        let mut runs = std::mem::take(&mut self.runs);
+        runs.sort_unstable_by(|a, b| self.key(a).cmp(self.key(b)));
+        for r in &runs {
+            let key_end = r.1 + r.2 as usize;
+            let (key, value) = (
+                &self.data[r.1..key_end],
+                &self.data[key_end..key_end + r.3 as usize],
+            );
+            let writer = self
+                .writers
+                .get_mut(r.0 as usize)
+                .expect("entries are gathered only for announced states");
+            writer.add(key, value)?;
+        }
+        runs.clear();
+        self.runs = runs;
+        self.data.clear();
+        Ok(())
+    }
+
+    /// Gathers one tree entry of state `state`; `key` is in `self.data` from `key_start`.
+    fn gather(&mut self, state: u32, key_start: usize, value: &[u8]) -> Result<()> {
+        let key_len = self.data.len() - key_start;
+        let too_long = |what: &str, len: usize| {
+            Error::InvalidArgument(format!(
+                "a restored entry's {what} of {len} bytes is too long"
+            ))
+        };
+        let key_len = u32::try_from(key_len).map_err(|_| too_long("key", key_len))?;
+        let value_len = u32::try_from(value.len()).map_err(|_| too_long("value", value.len()))?;
+        self.data.extend_from_slice(value);
+        self.runs.push((state, key_start, key_len, value_len));
+        Ok(())
+    }
+}
+
+impl RestoreSink for RestoreRuns<'_> {
+    fn new_state(&mut self, meta: &StateMeta) -> Result<()> {
+        self.metas.push(meta.clone());
+        self.writers.push(self.tree.table_writer());
+        Ok(())
+    }
+
+    fn entry(&mut self, state: usize, kg: u16, e: EncodedEntry) -> Result<()> {
+        if self.key_group != Some(kg) || self.data.len() >= self.budget {
+            self.write_run()?;
+            self.key_group = Some(kg);
+        }
+        let index = u32::try_from(state)
+            .ok()
+            .filter(|&s| (s as usize) < self.writers.len())
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "a restored entry names state {state}, which was not announced"
+                ))
+            })?;
+        let id = self
+            .first_id
+            .checked_add(index)
+            .map(StateId)
+            .ok_or_else(|| {
+                Error::InvalidArgument("too many states restored (more than 2^32)".into())
+            })?;
+        match e.state {
+            EncodedState::Value(v) => {
+                let start = self.data.len();
+                key::encode_state_key(&mut self.data, id, kg, &e.key, &e.namespace);
+                self.gather(index, start, &v)
+            }
+            EncodedState::List(elements) => {
+                if elements.is_empty() {
+                    return Ok(());
+                }
+                let mut list = std::mem::take(&mut self.list);
+                list.clear();
+                for element in &elements {
+                    push_list_element(&mut list, element);
+                }
+                let start = self.data.len();
+                key::encode_state_key(&mut self.data, id, kg, &e.key, &e.namespace);
+                let gathered = self.gather(index, start, &list);
+                self.list = list;
+                gathered
+            }
+            EncodedState::Map(entries) => {
+                for (user_key, value) in &entries {
+                    let start = self.data.len();
+                    key::encode_state_key(&mut self.data, id, kg, &e.key, &e.namespace);
+                    self.data.extend_from_slice(user_key);
+                    self.gather(index, start, value)?;
+                }
+                Ok(())
+            }
+        }
     }
 }
 

@@ -521,7 +521,12 @@ impl<W: Write> TableBuilder<W> {
 
     /// Writes the last data block, the range tombstones, the filter, the properties, the index
     /// and the footer, flushes the output, and returns what the file holds.
-    pub fn finish(mut self) -> Result<TableSummary, FormatError> {
+    pub fn finish(self) -> Result<TableSummary, FormatError> {
+        self.finish_into_inner().map(|(summary, _)| summary)
+    }
+
+    /// [`finish`](Self::finish), and hands the output back (to sync the file it writes, say).
+    pub fn finish_into_inner(mut self) -> Result<(TableSummary, W), FormatError> {
         self.check_usable()?;
         self.flush_block()?;
         let mut footer = Footer {
@@ -564,11 +569,12 @@ impl<W: Write> TableBuilder<W> {
                 source,
             });
         }
-        Ok(TableSummary {
+        let summary = TableSummary {
             len: self.pos,
             properties: self.props,
             range_tombstones: tombstones,
-        })
+        };
+        Ok((summary, self.out))
     }
 }
 
