@@ -155,6 +155,47 @@ fn restore(c: &mut Criterion) {
             },
         );
     }
+    // The LSM backend restores the same file by writing tables and ingesting them; beside it,
+    // the same entries written through an LSM backend's memtable, flushed and compacted (what
+    // its restore did before ingestion).
+    let lsm_dir = dir.path().join("lsm-restore");
+    for (label, parallelism) in [("restore_full", 1u32), ("restore_rescale_1_of_3", 3)] {
+        let range = KeyGroupRange::for_operator(MAXP, parallelism, 0).expect("a valid split");
+        g.bench_function(BenchmarkId::new(format!("{label}/lsm"), ENTRIES), |b| {
+            b.iter(|| {
+                let sources = FileRestoreSource::open_all(&*storage, &done.handles_for(range))
+                    .expect("the files open");
+                let sources: Vec<&dyn RestoreSource> = sources.iter().map(|s| s as _).collect();
+                let config = BackendConfig::lsm(&lsm_dir)
+                    .max_parallelism(MAXP)
+                    .key_group_range(range);
+                let mut restored =
+                    Backend::<u64>::restore(config, &sources).expect("restore succeeds");
+                restored
+                    .register(ValueStateDescriptor::<u64>::new("value"))
+                    .expect("the state types match");
+                restored
+            })
+        });
+    }
+    g.bench_function(
+        BenchmarkId::new("restore_full/lsm_through_the_memtable", ENTRIES),
+        |b| {
+            b.iter(|| {
+                let config = BackendConfig::lsm(&lsm_dir).max_parallelism(MAXP);
+                let mut lsm = LsmBackend::<u64>::open(config).expect("a valid configuration");
+                let state = lsm
+                    .register(ValueStateDescriptor::<u64>::new("value"))
+                    .expect("a new state");
+                for k in 0..ENTRIES as u64 {
+                    lsm.set_current_key(&k);
+                    lsm.value(&state).update(k).expect("the key group is owned");
+                }
+                lsm.flush_and_compact().expect("flushes succeed");
+                lsm
+            })
+        },
+    );
     g.throughput(Throughput::Bytes(bytes));
     g.bench_function(
         BenchmarkId::new("restore/sequential_read_of_the_file", ENTRIES),
