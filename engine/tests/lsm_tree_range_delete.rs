@@ -226,3 +226,94 @@ fn a_range_delete_reads_nothing() {
     tree.delete_range(&key(9), &key(1)).unwrap();
     assert_eq!(tree.get(&key(5)).unwrap().as_deref(), Some(&b"x"[..]));
 }
+
+/// The start of the `i`-th of many map-clear-like ranges, in a scattered order.
+fn scattered(i: u64) -> Vec<u8> {
+    format!("{:016x}-map-prefix", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).into_bytes()
+}
+
+/// Far more range tombstones than one table's block may hold (a memtable of map clears):
+/// the flush writes several L0 tables, a compaction that must keep the ranges (older data
+/// below) cuts its output by range bytes too, every key under a range stays deleted and the
+/// keys between ranges stay, and the tree reopens.
+#[test]
+fn more_ranges_than_a_table_holds_are_split_across_tables() {
+    let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
+    let opts = TreeOptions {
+        memtable_bytes: 24 << 20,
+        max_immutable_memtables: 4,
+        l0_compaction_trigger: 2,
+        level1_max_bytes: 1,
+        ..TreeOptions::default()
+    };
+    let tree = Tree::open(Arc::clone(&storage), "lsm", opts.clone()).unwrap();
+    // Older data under and between the ranges, pushed below L1 so that L0 -> L1 keeps ranges.
+    let probes: Vec<u64> = (0..2000).map(|i| i * 97).collect();
+    for &i in &probes {
+        let mut under = scattered(i);
+        under.extend_from_slice(b"-entry");
+        tree.put(&under, b"old").unwrap();
+        let mut between = scattered(i);
+        between.push(0xff);
+        between.push(0x01);
+        tree.put(&between, b"kept").unwrap();
+    }
+    tree.freeze();
+    while tree.flush_one().unwrap() {}
+    while tree.compact_one().unwrap() {}
+    tree.put(b"~", b"x").unwrap();
+    tree.freeze();
+    while tree.flush_one().unwrap() {}
+    while tree.compact_one().unwrap() {}
+    // Map clears until two memtables froze: each holds several tables' worth of ranges.
+    let mut i = 0u64;
+    while tree.stats().levels[0].tables < 2 {
+        let start = scattered(i);
+        let mut end = start.clone();
+        end.push(0xff);
+        tree.delete_range(&start, &end).unwrap();
+        i += 1;
+        if tree.immutable_memtables() > 0 {
+            assert!(tree.flush_one().unwrap());
+        }
+    }
+    let l0 = tree.pin();
+    let l0_ranges: usize = l0
+        .tables(0)
+        .iter()
+        .map(|t| t.range_tombstones().len())
+        .sum();
+    assert!(l0_ranges > 100_000, "{l0_ranges} ranges flushed");
+    assert!(
+        l0.tables(0).len() > 2,
+        "a flush of many ranges makes several tables"
+    );
+    drop(l0);
+    assert!(
+        tree.compact_one().unwrap(),
+        "L0 -> L1 with older data below"
+    );
+    let version = tree.pin();
+    let carried = version
+        .all_tables()
+        .filter(|t| !t.range_tombstones().is_empty())
+        .count();
+    assert!(carried > 2, "the compaction output is cut by range bytes");
+    drop(version);
+    let check = |tree: &Tree| {
+        for &p in &probes {
+            let mut under = scattered(p);
+            under.extend_from_slice(b"-entry");
+            let mut between = scattered(p);
+            between.push(0xff);
+            between.push(0x01);
+            let want = (p >= i).then(|| b"old".to_vec());
+            assert_eq!(tree.get(&under).unwrap(), want, "under range {p}");
+            assert_eq!(tree.get(&between).unwrap().as_deref(), Some(&b"kept"[..]));
+        }
+    };
+    check(&tree);
+    drop(tree);
+    let tree = Tree::open(storage, "lsm", opts).unwrap();
+    check(&tree);
+}

@@ -56,7 +56,7 @@ use hashbrown::HashTable;
 use super::arena::{Arena, Chunked, Slot};
 use super::btree::{BTree, Cursor, Keys};
 use super::entry::{Entry, EntryRef, Lookup};
-use super::ranges;
+use super::ranges::{self, RangeSet};
 use crate::error::{Error, Result};
 use flowstate_formats::table::RangeTombstone;
 
@@ -113,7 +113,7 @@ struct Table {
     /// Range tombstones, normalized: they delete keys of older sources; every entry of this
     /// table in a range was made a tombstone when the range was added, and later entries are
     /// newer than it.
-    ranges: Vec<RangeTombstone>,
+    ranges: RangeSet,
 }
 
 fn check_len(what: &str, len: usize) -> Result<u32> {
@@ -134,7 +134,7 @@ impl Table {
             tree: BTree::new(),
             hasher: FixedState::with_seed(HASH_SEED),
             abandoned: 0,
-            ranges: Vec::new(),
+            ranges: RangeSet::default(),
         }
     }
 
@@ -325,13 +325,13 @@ impl Table {
             r.value_len = 0;
             cursor = next;
         }
-        ranges::insert(&mut self.ranges, start, end);
+        self.ranges.insert(start, end);
         Ok(())
     }
 
     fn memory(&self) -> usize {
         std::mem::size_of::<Table>()
-            + ranges::memory(&self.ranges)
+            + self.ranges.memory()
             + self.arena.reserved()
             + self.records.reserved()
             + self.tree.reserved()
@@ -445,7 +445,7 @@ impl MemTable {
 
     /// Deletes every key in `[start, end)` of older sources (a range tombstone), and makes
     /// each entry of this memtable in the range a tombstone. Later writes in the range are
-    /// newer than the range. O(entries of the memtable in the range + log ranges); nothing
+    /// newer than the range. O(entries of the memtable in the range + log ranges), amortized; nothing
     /// older is read. An empty range changes nothing.
     ///
     /// Fails as [`put`](Self::put) does for a bound of 4 GiB or more.
@@ -460,13 +460,15 @@ impl MemTable {
     }
 
     /// Whether one of the memtable's range tombstones deletes `key` in older sources.
+    /// O(log ranges).
     pub fn covers(&self, key: &[u8]) -> bool {
-        ranges::covers(&self.table.ranges, key)
+        self.table.ranges.covers(key)
     }
 
-    /// The memtable's range tombstones, normalized.
-    pub fn range_tombstones(&self) -> &[RangeTombstone] {
-        &self.table.ranges
+    /// The parts of the memtable's range tombstones within `[lo, hi)` (`None`: no upper
+    /// bound), normalized: what a scan of that window applies.
+    pub fn range_tombstones_within(&self, lo: &[u8], hi: Option<&[u8]>) -> Vec<RangeTombstone> {
+        self.table.ranges.within(lo, hi)
     }
 
     /// The number of keys (tombstones included; range tombstones not).
@@ -517,7 +519,11 @@ impl MemTable {
 
     /// Ends writing: the memtable becomes immutable and shareable between threads. O(1).
     pub fn freeze(self) -> Arc<ImmutableMemTable> {
-        Arc::new(ImmutableMemTable { table: self.table })
+        let ranges = Arc::from(self.table.ranges.to_vec());
+        Arc::new(ImmutableMemTable {
+            table: self.table,
+            ranges,
+        })
     }
 }
 
@@ -535,6 +541,8 @@ impl fmt::Debug for MemTable {
 /// the flush that turns it into an L0 table. `Send + Sync`.
 pub struct ImmutableMemTable {
     table: Table,
+    /// The range tombstones, normalized, shared with the merges that read them.
+    ranges: Arc<[RangeTombstone]>,
 }
 
 impl ImmutableMemTable {
@@ -546,12 +554,12 @@ impl ImmutableMemTable {
 
     /// Whether one of the memtable's range tombstones deletes `key` in older sources.
     pub fn covers(&self, key: &[u8]) -> bool {
-        ranges::covers(&self.table.ranges, key)
+        ranges::covers(&self.ranges, key)
     }
 
-    /// The memtable's range tombstones, normalized.
-    pub fn range_tombstones(&self) -> &[RangeTombstone] {
-        &self.table.ranges
+    /// The memtable's range tombstones, normalized (made once, when it was frozen).
+    pub fn range_tombstones(&self) -> &Arc<[RangeTombstone]> {
+        &self.ranges
     }
 
     /// The number of keys (tombstones included; range tombstones not).

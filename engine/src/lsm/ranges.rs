@@ -8,35 +8,142 @@
 //! use flowstate::lsm::ranges;
 //! use flowstate::lsm::RangeTombstone;
 //!
-//! let mut set = Vec::new();
-//! ranges::insert(&mut set, b"b", b"d");
-//! ranges::insert(&mut set, b"c", b"f"); // overlaps: merged
-//! ranges::insert(&mut set, b"x", b"z");
+//! let set = ranges::union([
+//!     &[RangeTombstone::new(*b"b", *b"d")][..],
+//!     &[RangeTombstone::new(*b"c", *b"f"), RangeTombstone::new(*b"x", *b"z")][..],
+//! ]);
 //! assert_eq!(set, [RangeTombstone::new(*b"b", *b"f"), RangeTombstone::new(*b"x", *b"z")]);
 //! assert!(ranges::covers(&set, b"e"));
 //! assert!(!ranges::covers(&set, b"f"));
 //! ```
 
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
 use flowstate_formats::table::{normalize_range_tombstones, RangeTombstone};
 
-/// Adds `[start, end)` to the normalized set `set`, merging it with the ranges it overlaps or
-/// touches. An empty range (`start >= end`) changes nothing.
-pub fn insert(set: &mut Vec<RangeTombstone>, start: &[u8], end: &[u8]) {
-    if start >= end {
-        return;
+/// A normalized set of ranges that takes ranges in any order: what a memtable keeps. Insert
+/// and lookup are O(log n) (amortized: a range merged away is removed once); the memory
+/// estimate is kept as ranges come and go, so reading it is O(1).
+///
+/// ```
+/// use flowstate::lsm::ranges::RangeSet;
+///
+/// let mut set = RangeSet::default();
+/// set.insert(b"x", b"z");
+/// set.insert(b"b", b"d");
+/// set.insert(b"c", b"f"); // overlaps [b, d): merged
+/// assert_eq!(set.len(), 2);
+/// assert!(set.covers(b"e") && !set.covers(b"f") && set.covers(b"y"));
+/// let window = set.within(b"c", Some(b"y"));
+/// assert_eq!(window.len(), 2); // [c, f) and [x, y)
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct RangeSet {
+    /// Start → end, normalized.
+    map: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// [`memory`](RangeSet::memory), kept up to date.
+    bytes: usize,
+}
+
+/// The memory estimate of one range in a [`RangeSet`].
+fn range_memory(start: &[u8], end: &[u8]) -> usize {
+    // Two vectors and a B-tree slot, about.
+    64 + start.len() + end.len()
+}
+
+impl RangeSet {
+    /// Adds `[start, end)`, merging it with the ranges it overlaps or touches. An empty range
+    /// (`start >= end`) changes nothing.
+    pub fn insert(&mut self, start: &[u8], end: &[u8]) {
+        if start >= end {
+            return;
+        }
+        let mut new_start = start.to_vec();
+        let mut new_end = end.to_vec();
+        // A range starting at or before `start` that reaches it.
+        let before = self
+            .map
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(start)))
+            .next_back()
+            .filter(|(_, e)| e.as_slice() >= start)
+            .map(|(s, _)| s.clone());
+        let mut gone: Vec<Vec<u8>> = before.into_iter().collect();
+        // Ranges starting within `(start, end]`.
+        gone.extend(
+            self.map
+                .range::<[u8], _>((Bound::Excluded(start), Bound::Included(end)))
+                .map(|(s, _)| s.clone()),
+        );
+        for s in gone {
+            if let Some(e) = self.map.remove(&s) {
+                self.bytes -= range_memory(&s, &e);
+                if s < new_start {
+                    new_start = s;
+                }
+                if e > new_end {
+                    new_end = e;
+                }
+            }
+        }
+        self.bytes += range_memory(&new_start, &new_end);
+        self.map.insert(new_start, new_end);
     }
-    // The ranges that overlap or touch `[start, end]`: those with `r.end >= start` and
-    // `r.start <= end`, a run in the sorted set.
-    let first = set.partition_point(|r| r.end.as_slice() < start);
-    let last = set.partition_point(|r| r.start.as_slice() <= end);
-    if first >= last {
-        set.insert(first, RangeTombstone::new(start, end));
-        return;
+
+    /// Whether a range deletes `key`. O(log n).
+    pub fn covers(&self, key: &[u8]) -> bool {
+        self.map
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+            .next_back()
+            .is_some_and(|(_, e)| key < e.as_slice())
     }
-    let new_start = set[first].start.as_slice().min(start).to_vec();
-    let new_end = set[last - 1].end.as_slice().max(end).to_vec();
-    set.drain(first + 1..last);
-    set[first] = RangeTombstone::new(new_start, new_end);
+
+    /// The number of ranges.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the set holds no range.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The memory the set holds, about (64 bytes a range plus its bounds). O(1).
+    pub fn memory(&self) -> usize {
+        self.bytes
+    }
+
+    /// The parts of the ranges within `[lo, hi)` (`None`: no upper bound), sorted: what a
+    /// scan of that window needs. O(log n + ranges in the window).
+    pub fn within(&self, lo: &[u8], hi: Option<&[u8]>) -> Vec<RangeTombstone> {
+        if hi.is_some_and(|h| h <= lo) {
+            return Vec::new();
+        }
+        let first = self
+            .map
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(lo)))
+            .next_back()
+            .map(|(s, _)| s.as_slice());
+        let from = first.unwrap_or(lo);
+        let upper = match hi {
+            Some(h) => Bound::Excluded(h),
+            None => Bound::Unbounded,
+        };
+        let found: Vec<RangeTombstone> = self
+            .map
+            .range::<[u8], _>((Bound::Included(from), upper))
+            .map(|(s, e)| RangeTombstone::new(s.clone(), e.clone()))
+            .collect();
+        clip(&found, Some(lo), hi)
+    }
+
+    /// Every range, sorted.
+    pub fn to_vec(&self) -> Vec<RangeTombstone> {
+        self.map
+            .iter()
+            .map(|(s, e)| RangeTombstone::new(s.clone(), e.clone()))
+            .collect()
+    }
 }
 
 /// Whether a range of the normalized set `set` deletes `key`. O(log n).
@@ -81,13 +188,6 @@ pub fn successor(key: &[u8]) -> Vec<u8> {
     s
 }
 
-/// The bytes a set of ranges holds in memory, about.
-pub fn memory(set: &[RangeTombstone]) -> usize {
-    set.iter()
-        .map(|r| std::mem::size_of::<RangeTombstone>() + r.start.len() + r.end.len())
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,23 +215,31 @@ mod tests {
             lo in proptest::option::of(key()),
             hi in proptest::option::of(key()),
         ) {
-            let mut set = Vec::new();
+            let mut rs = RangeSet::default();
             for (s, e) in &ranges {
-                insert(&mut set, s, e);
-                prop_assert!(normalized(&set));
+                rs.insert(s, e);
+                prop_assert!(normalized(&rs.to_vec()));
             }
+            let set = rs.to_vec();
+            let fresh: usize = set.iter().map(|r| range_memory(&r.start, &r.end)).sum();
+            prop_assert_eq!(rs.memory(), fresh);
+            prop_assert_eq!(rs.len(), set.len());
             let halves = ranges.len() / 2;
-            let mut a = Vec::new();
-            let mut b = Vec::new();
-            for (s, e) in &ranges[..halves] { insert(&mut a, s, e); }
-            for (s, e) in &ranges[halves..] { insert(&mut b, s, e); }
-            let u = union([a.as_slice(), b.as_slice()]);
+            let mut a = RangeSet::default();
+            let mut b = RangeSet::default();
+            for (s, e) in &ranges[..halves] { a.insert(s, e); }
+            for (s, e) in &ranges[halves..] { b.insert(s, e); }
+            let u = union([a.to_vec().as_slice(), b.to_vec().as_slice()]);
             prop_assert_eq!(&u, &set);
             let clipped = clip(&set, lo.as_deref(), hi.as_deref());
             prop_assert!(normalized(&clipped));
+            if let Some(lo) = &lo {
+                prop_assert_eq!(rs.within(lo, hi.as_deref()), clip(&set, Some(lo), hi.as_deref()));
+            }
             for p in &probes {
                 let expect = model_covers(&ranges, p);
                 prop_assert_eq!(covers(&set, p), expect);
+                prop_assert_eq!(rs.covers(p), expect);
                 let in_window = lo.as_deref().is_none_or(|l| p.as_slice() >= l)
                     && hi.as_deref().is_none_or(|h| p.as_slice() < h);
                 prop_assert_eq!(covers(&clipped, p), expect && in_window);

@@ -460,7 +460,7 @@ impl TreeSnapshot {
                 (
                     Box::new(Arc::clone(m).owned_entries(Bound::Included(start), end_bound))
                         as Source,
-                    Arc::from(m.range_tombstones()),
+                    Arc::clone(m.range_tombstones()),
                 )
             })
             .collect();
@@ -725,6 +725,28 @@ impl Drop for TableWriter<'_> {
             t.obsolete.store(true, Ordering::Release);
         }
     }
+}
+
+/// The most bytes of range tombstones the tree writes into one table (their encoded size,
+/// about): well within the table format's bound on the block (`MAX_META_LEN`, 16 MiB).
+pub const RANGE_BYTES_PER_TABLE: usize = 4 << 20;
+
+/// Where to cut a table so that no table holds more than `budget` bytes of `ranges`
+/// (normalized): the starts of the ranges that would pass it, in order. Cutting at a range's
+/// start splits no range, and the ranges before it end before it (normalized ranges are
+/// separated), so the tables on both sides do not overlap.
+fn range_cuts(ranges: &[RangeTombstone], budget: usize) -> Vec<Vec<u8>> {
+    let mut cuts = Vec::new();
+    let mut bytes = 0usize;
+    for r in ranges {
+        let len = r.start.len() + r.end.len() + 10;
+        if bytes > 0 && bytes + len > budget {
+            cuts.push(r.start.clone());
+            bytes = 0;
+        }
+        bytes += len;
+    }
+    cuts
 }
 
 /// The inclusive upper bound of keys below the exclusive `end`: the key itself when `end` is
@@ -1108,12 +1130,12 @@ impl Tree {
                 .collect();
             sources.push((
                 Box::new(mem.into_iter()),
-                Arc::from(state.mem.range_tombstones()),
+                Arc::from(state.mem.range_tombstones_within(start, end)),
             ));
             for m in state.imms.iter().rev() {
                 sources.push((
                     Box::new(Arc::clone(m).owned_entries(Bound::Included(start), end_bound)),
-                    Arc::from(m.range_tombstones()),
+                    Arc::clone(m.range_tombstones()),
                 ));
             }
             Arc::clone(&state.version)
@@ -1223,36 +1245,56 @@ impl Tree {
     /// tables, each closed once it reaches `limit` bytes, streamed to a temporary file, synced
     /// and renamed. The caller syncs the directory.
     ///
-    /// When the output is cut, table `t` takes the parts of the ranges up to its last key
-    /// (exclusive end: the key's [`ranges::successor`]) and table `t + 1` the parts after it,
-    /// so that the tables' key ranges, ranges included, do not overlap. Ranges with no entry
-    /// around them make a table of their own.
+    /// When the output is cut after a key, table `t` takes the parts of the ranges up to that
+    /// key (exclusive end: its [`ranges::successor`]) and table `t + 1` the parts after it, so
+    /// that the tables' key ranges, ranges included, do not overlap. A table is also cut before
+    /// the start of the range that would take its range tombstones past
+    /// [`RANGE_BYTES_PER_TABLE`] (the table format bounds the block), so a memtable or a merge
+    /// full of ranges makes several tables. Ranges with no entry around them make tables of
+    /// their own.
     fn write_tables(
         &self,
         entries: &mut dyn Iterator<Item = Result<(Vec<u8>, Entry)>>,
         ranges: &[RangeTombstone],
         limit: u64,
     ) -> Result<Vec<Arc<TableHandle>>> {
+        let cuts = range_cuts(ranges, RANGE_BYTES_PER_TABLE);
+        let mut next_cut = 0;
         let mut out = Vec::new();
         let mut lower: Option<Vec<u8>> = None;
         let mut pending = entries.next();
-        let mut first = true;
-        while first || pending.is_some() {
-            first = false;
-            let mut table = self.start_table()?;
-            let filled = Self::fill_table(&mut table, entries, &mut pending, limit);
-            if let Err(e) = filled {
-                let _ = self.storage.remove_file(&table.tmp);
-                return Err(table.error(e));
+        loop {
+            while next_cut < cuts.len()
+                && lower
+                    .as_deref()
+                    .is_some_and(|l| cuts[next_cut].as_slice() <= l)
+            {
+                next_cut += 1;
             }
-            // Cut after the last key when more entries follow; the last table takes the rest.
+            let cut = cuts.get(next_cut).map(Vec::as_slice);
+            let mut table = self.start_table()?;
+            let filled = Self::fill_table(&mut table, entries, &mut pending, limit, cut);
+            let stopped_at_cut = match filled {
+                Ok(stopped) => stopped,
+                Err(e) => {
+                    let _ = self.storage.remove_file(&table.tmp);
+                    return Err(table.error(e));
+                }
+            };
+            // Where this table's share of the ranges ends: at a range cut, after the last key
+            // when more entries follow, at the next range cut when only ranges are left, or
+            // nowhere (the last table).
             let upper = match (&pending, &table.last_key) {
+                _ if stopped_at_cut => cut.map(<[u8]>::to_vec),
                 (Some(_), Some(k)) => Some(ranges::successor(k)),
-                _ => None,
+                _ => cut.map(<[u8]>::to_vec),
             };
             let mine = ranges::clip(ranges, lower.as_deref(), upper.as_deref());
             if let Some(handle) = self.finish_table(table, &mine)? {
                 out.push(handle);
+            }
+            if upper.is_none() {
+                break;
             }
             lower = upper;
         }
@@ -1260,29 +1302,33 @@ impl Tree {
     }
 
     /// Adds entries from `pending` on to `table` until it reaches `limit` bytes, leaving the
-    /// next entry in `pending`.
+    /// next entry in `pending`; stops before an entry at or after `cut`. Returns whether it
+    /// stopped at `cut`.
     fn fill_table(
         table: &mut OpenTable,
         entries: &mut dyn Iterator<Item = Result<(Vec<u8>, Entry)>>,
         pending: &mut Option<Result<(Vec<u8>, Entry)>>,
         limit: u64,
-    ) -> Result<()> {
-        let mut item = pending.take();
-        while let Some(next) = item.take() {
+        cut: Option<&[u8]>,
+    ) -> Result<bool> {
+        while let Some(next) = pending.take() {
             let (k, entry) = next?;
+            if cut.is_some_and(|c| k.as_slice() >= c) {
+                *pending = Some(Ok((k, entry)));
+                return Ok(true);
+            }
             match &entry {
                 Entry::Put(v) => table.builder.add(&k, EntryKind::Put, v)?,
                 Entry::Delete => table.builder.add(&k, EntryKind::Delete, &[])?,
                 Entry::Merge(o) => table.builder.add(&k, EntryKind::Merge, o)?,
             }
             table.last_key = Some(k);
+            *pending = entries.next();
             if table.builder.estimated_len() >= limit {
-                *pending = entries.next();
                 break;
             }
-            item = entries.next();
         }
-        Ok(())
+        Ok(false)
     }
 
     /// A writer of tables from sorted values, for [`ingest`](Self::ingest): bulk loading
