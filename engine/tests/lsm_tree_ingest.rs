@@ -48,8 +48,9 @@ fn ingested_tables_land_in_the_bottom_level_of_an_empty_tree_and_stay_readable()
         "cut at the target size: {}",
         tables.len()
     );
-    let level = tree.ingest(tables).unwrap();
-    assert_eq!(level, MAX_LEVELS - 1);
+    let ingested = tree.ingest(tables).unwrap();
+    assert_eq!(ingested.level, MAX_LEVELS - 1);
+    assert_eq!(ingested.l0_tables, 0);
     let stats = tree.stats();
     assert!(stats.ingested_tables >= 2 && stats.ingested_bytes > 0);
     assert_eq!(stats.flushes, 0);
@@ -106,7 +107,7 @@ fn overlapping_runs_go_to_l0_and_an_ingest_goes_above_overlapping_data() {
     for i in 5000..5100 {
         writer.add(&key(i), b"far").unwrap();
     }
-    let level = tree.ingest(writer.finish().unwrap()).unwrap();
+    let level = tree.ingest(writer.finish().unwrap()).unwrap().level;
     assert_eq!(level, MAX_LEVELS - 1, "nothing overlaps keys 5000..5100");
     // Overlapping the old keys: above the first level that holds them.
     let first_holding = (1..MAX_LEVELS)
@@ -116,12 +117,16 @@ fn overlapping_runs_go_to_l0_and_an_ingest_goes_above_overlapping_data() {
     for i in 500..600 {
         writer.add(&key(i), b"newer").unwrap();
     }
-    let level = tree.ingest(writer.finish().unwrap()).unwrap();
+    let level = tree.ingest(writer.finish().unwrap()).unwrap().level;
     assert!(level < first_holding, "{level} above {first_holding}");
     assert_eq!(tree.get(&key(550)).unwrap().as_deref(), Some(&b"newer"[..]));
     assert_eq!(tree.get(&key(450)).unwrap().as_deref(), Some(&b"old"[..]));
-    // Two runs through one writer overlap each other: L0.
+    // A run disjoint from everything, then two runs that overlap each other, through one
+    // writer: the two go to L0, the first still goes deep.
     let mut writer = tree.table_writer();
+    for i in 900_000..900_050 {
+        writer.add(&key(i), b"apart").unwrap();
+    }
     for i in (2000..2100).step_by(2) {
         writer.add(&key(i), b"even").unwrap();
     }
@@ -129,8 +134,14 @@ fn overlapping_runs_go_to_l0_and_an_ingest_goes_above_overlapping_data() {
         writer.add(&key(i), b"odd").unwrap();
     }
     let tables = writer.finish().unwrap();
-    assert_eq!(tables.len(), 2);
-    assert_eq!(tree.ingest(tables).unwrap(), 0);
+    assert_eq!(tables.len(), 3);
+    let ingested = tree.ingest(tables).unwrap();
+    assert_eq!(ingested.l0_tables, 2, "{ingested:?}");
+    assert_eq!(ingested.level, MAX_LEVELS - 1, "{ingested:?}");
+    assert_eq!(
+        tree.get(&key(900_001)).unwrap().as_deref(),
+        Some(&b"apart"[..])
+    );
     assert_eq!(tree.get(&key(2050)).unwrap().as_deref(), Some(&b"even"[..]));
     assert_eq!(tree.get(&key(2051)).unwrap().as_deref(), Some(&b"odd"[..]));
     while tree.compact_one().unwrap() {}
@@ -269,5 +280,57 @@ fn an_lsm_restore_writes_tables_without_flushing() -> Result<()> {
         lsm.snapshot_state()?.canonical_entries("map")?,
         snap.canonical_entries("map")?
     );
+    Ok(())
+}
+
+/// A key group larger than the restore buffer is written in several sorted runs whose tables
+/// overlap: those go to L0, and every other table still goes to the bottom level.
+#[test]
+fn one_oversized_key_group_sends_only_its_own_runs_to_l0() -> Result<()> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut heap = HeapBackend::<u64>::open(BackendConfig::heap().max_parallelism(128))?;
+    let value = heap.register(ValueStateDescriptor::<u64>::new("value"))?;
+    let big = heap.register(ValueStateDescriptor::<String>::new("big"))?;
+    for k in 0..20_000u64 {
+        heap.set_current_key(&k);
+        heap.value(&value).update(k)?;
+    }
+    // Nine keys of one key group with 1 MiB values: 9 MiB in one key group.
+    let group_of = |k: u64| {
+        let mut e = Vec::new();
+        Codec::encode(&k, &mut e);
+        key_group_for(&e, 128)
+    };
+    let same: Vec<u64> = (0..1_000_000u64)
+        .filter(|&k| group_of(k) == group_of(7))
+        .take(9)
+        .collect();
+    for &k in &same {
+        heap.set_current_key(&k);
+        heap.value(&big).update("y".repeat(1 << 20))?;
+    }
+    let snap = heap.snapshot_state()?;
+    let mut lsm = LsmBackend::<u64>::restore(
+        BackendConfig::lsm(dir.path().join("lsm"))
+            .max_parallelism(128)
+            .lsm_memtable_bytes(4 << 20),
+        &[&snap],
+    )?;
+    let stats = lsm.stats();
+    let l0 = stats.tree.levels[0].tables;
+    let bottom = stats.tree.levels[MAX_LEVELS - 1].tables;
+    assert!(l0 >= 2, "the big key group's runs overlap: {stats:?}");
+    assert!(bottom >= 1, "the other tables go to the bottom level: {stats:?}");
+    assert_eq!(l0 + bottom, stats.tree.ingested_tables as usize);
+    let value = lsm.register(ValueStateDescriptor::<u64>::new("value"))?;
+    let big = lsm.register(ValueStateDescriptor::<String>::new("big"))?;
+    for k in (0..20_000u64).step_by(101) {
+        lsm.set_current_key(&k);
+        assert_eq!(lsm.value(&value).get()?, Some(k));
+    }
+    for &k in &same {
+        lsm.set_current_key(&k);
+        assert_eq!(lsm.value(&big).get()?.map(|v| v.len()), Some(1 << 20));
+    }
     Ok(())
 }

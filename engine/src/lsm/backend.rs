@@ -288,7 +288,16 @@ impl<K: Key> LsmBackend<K> {
         sink.write_run()?;
         let mut tables = Vec::new();
         for writer in std::mem::take(&mut sink.writers) {
-            tables.extend(writer.finish()?);
+            match writer.finish() {
+                Ok(written) => tables.extend(written),
+                Err(e) => {
+                    // The tables of the writers before are in no version: delete them.
+                    for t in &tables {
+                        t.discard();
+                    }
+                    return Err(e);
+                }
+            }
         }
         tree.ingest(tables)?;
         for meta in std::mem::take(&mut sink.metas) {
@@ -621,7 +630,8 @@ struct RestoreRuns<'t> {
     data: Vec<u8>,
     /// Per gathered entry: state index, offset in `data`, key length, value length.
     runs: Vec<(u32, usize, u32, u32)>,
-    /// `data` is written out once it holds this many bytes, even within a key group.
+    /// `data` and `runs` are written out once they hold this many bytes, even within a key
+    /// group (the key group is then written in several sorted runs, whose tables overlap).
     budget: usize,
     list: Vec<u8>,
 }
@@ -677,7 +687,9 @@ impl RestoreSink for RestoreRuns<'_> {
     }
 
     fn entry(&mut self, state: usize, kg: u16, e: EncodedEntry) -> Result<()> {
-        if self.key_group != Some(kg) || self.data.len() >= self.budget {
+        let gathered =
+            self.data.len() + self.runs.len() * std::mem::size_of::<(u32, usize, u32, u32)>();
+        if self.key_group != Some(kg) || gathered >= self.budget {
             self.write_run()?;
             self.key_group = Some(kg);
         }

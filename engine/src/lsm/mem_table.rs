@@ -518,11 +518,14 @@ impl MemTable {
     }
 
     /// Ends writing: the memtable becomes immutable and shareable between threads. O(1).
-    pub fn freeze(self) -> Arc<ImmutableMemTable> {
-        let ranges = Arc::from(self.table.ranges.to_vec());
+    pub fn freeze(mut self) -> Arc<ImmutableMemTable> {
+        // The set moves into a sorted slice: held once, counted once.
+        let set = std::mem::take(&mut self.table.ranges);
+        let ranges_memory = set.memory();
         Arc::new(ImmutableMemTable {
             table: self.table,
-            ranges,
+            ranges: Arc::from(set.to_vec()),
+            ranges_memory,
         })
     }
 }
@@ -543,6 +546,8 @@ pub struct ImmutableMemTable {
     table: Table,
     /// The range tombstones, normalized, shared with the merges that read them.
     ranges: Arc<[RangeTombstone]>,
+    /// Their memory, as the live memtable counted it.
+    ranges_memory: usize,
 }
 
 impl ImmutableMemTable {
@@ -569,12 +574,12 @@ impl ImmutableMemTable {
 
     /// Whether the memtable holds no key and no range tombstone.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0 && self.table.ranges.is_empty()
+        self.len() == 0 && self.ranges.is_empty()
     }
 
     /// The memory the memtable holds, as [`MemTable::approximate_memory_usage`] counts it.
     pub fn approximate_memory_usage(&self) -> usize {
-        self.table.memory()
+        self.table.memory() + self.ranges_memory
     }
 
     /// The entries in key order.

@@ -164,8 +164,16 @@ pub fn union<'a>(sets: impl IntoIterator<Item = &'a [RangeTombstone]>) -> Vec<Ra
 }
 
 /// The parts of the normalized set `set` within `[lo, hi)`; `None` bounds are open.
+/// O(log n + ranges in the window).
 pub fn clip(set: &[RangeTombstone], lo: Option<&[u8]>, hi: Option<&[u8]>) -> Vec<RangeTombstone> {
-    set.iter()
+    // Normalized ranges are sorted by start and by end alike: find the window by bisection,
+    // so that cutting a long set into many pieces costs O(log n + piece) each.
+    let from = lo.map_or(0, |lo| set.partition_point(|r| r.end.as_slice() <= lo));
+    let to = hi.map_or(set.len(), |hi| {
+        set.partition_point(|r| r.start.as_slice() < hi)
+    });
+    set[from..to.max(from)]
+        .iter()
         .filter_map(|r| {
             let start = match lo {
                 Some(lo) if lo > r.start.as_slice() => lo,

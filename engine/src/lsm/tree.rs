@@ -43,7 +43,7 @@
 //! # Ok::<(), flowstate::Error>(())
 //! ```
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -227,6 +227,12 @@ impl TableHandle {
     /// The table's range tombstones, normalized.
     pub fn range_tombstones(&self) -> &[RangeTombstone] {
         &self.ranges
+    }
+
+    /// Marks a table that no version holds, nor any manifest lists, for deletion: its file
+    /// goes when the last holder drops it.
+    pub(crate) fn discard(&self) {
+        self.obsolete.store(true, Ordering::Release);
     }
 
     /// The open table.
@@ -716,6 +722,17 @@ impl TableWriter<'_> {
         self.cut()?;
         Ok(std::mem::take(&mut self.tables))
     }
+}
+
+/// Where [`Tree::ingest`] put the tables.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ingested {
+    /// Tables that went to L0 (they overlap another ingested table or an L0 table).
+    pub l0_tables: usize,
+    /// The level the other tables went to (0 when all went to L0).
+    pub level: usize,
+    /// The number of tables that went there.
+    pub level_tables: usize,
 }
 
 impl Drop for TableWriter<'_> {
@@ -1341,17 +1358,17 @@ impl Tree {
         }
     }
 
-    /// Adds `tables` (from [`TableWriter::finish`]) to the tree as its newest data: into the
-    /// deepest level that holds no table overlapping them, above every level that does, when
-    /// they do not overlap one another (an ingest into an empty tree lands in the bottom
-    /// level, where nothing compacts it again until newer data comes down); else into L0.
-    /// Returns the level. The tables must not hold a key twice.
+    /// Adds `tables` (from [`TableWriter::finish`]) to the tree as its newest data. Tables
+    /// that overlap another of them, or an L0 table, go to L0 (later ones newer); the others
+    /// go together into the deepest level that holds no table overlapping them, in it or in a
+    /// level above (an ingest into an empty tree lands in the bottom level, where nothing
+    /// compacts it again until newer data comes down). The tables must not hold a key twice.
     ///
     /// Fails with [`Error::InvalidArgument`] if a memtable holds data (it would be older than
     /// the tables, but read first): freeze and flush first. A refused ingest deletes the
     /// tables. When writing the manifest fails, the tree is unchanged in memory, but (as for a
     /// flush) the manifest on disk may already list the tables: the next open then has them.
-    pub fn ingest(&self, tables: Vec<Arc<TableHandle>>) -> Result<usize> {
+    pub fn ingest(&self, tables: Vec<Arc<TableHandle>>) -> Result<Ingested> {
         let _flush = lock(&self.flush_lock);
         let _compact = lock(&self.compact_lock);
         let fail = |e: Error| {
@@ -1375,43 +1392,88 @@ impl Tree {
             }
         }
         if tables.is_empty() {
-            return Ok(0);
+            return Ok(Ingested::default());
         }
+        // Clusters of new tables that overlap one another (a sweep by smallest key) go to
+        // L0, as do tables overlapping an L0 table; the others, disjoint from everything new,
+        // go together into the deepest level with nothing overlapping them in it or above.
         let mut sorted = tables.clone();
         sorted.sort_by(|a, b| a.smallest.cmp(&b.smallest));
-        let disjoint = sorted.windows(2).all(|w| w[0].largest < w[1].smallest);
         let base = self.pin();
-        let overlaps = |level: usize| {
-            base.tables(level)
-                .iter()
-                .any(|t| sorted.iter().any(|n| t.overlaps(&n.smallest, &n.largest)))
+        let mut to_l0: Vec<Arc<TableHandle>> = Vec::new();
+        let mut deep: Vec<Arc<TableHandle>> = Vec::new();
+        let mut cluster: Vec<Arc<TableHandle>> = Vec::new();
+        let mut reach: Option<Vec<u8>> = None;
+        let mut close = |cluster: &mut Vec<Arc<TableHandle>>| {
+            if cluster.len() == 1 {
+                let t = cluster.remove(0);
+                if base
+                    .tables(0)
+                    .iter()
+                    .any(|o| o.overlaps(&t.smallest, &t.largest))
+                {
+                    to_l0.push(t);
+                } else {
+                    deep.push(t);
+                }
+            } else {
+                to_l0.append(cluster);
+            }
         };
-        let level = if !disjoint || overlaps(0) {
-            0
-        } else {
-            // The deepest level with no overlapping table in it or above it.
-            let mut level = 0;
+        for t in sorted {
+            if reach.as_ref().is_some_and(|r| t.smallest > *r) {
+                close(&mut cluster);
+                reach = None;
+            }
+            if reach.as_ref().is_none_or(|r| t.largest > *r) {
+                reach = Some(t.largest.clone());
+            }
+            cluster.push(t);
+        }
+        if !cluster.is_empty() {
+            close(&mut cluster);
+        }
+        let level_overlaps = |level: usize| {
+            let tables = base.tables(level);
+            deep.iter().any(|n| {
+                let i = tables.partition_point(|t| t.largest < n.smallest);
+                tables.get(i).is_some_and(|t| t.smallest <= n.largest)
+            })
+        };
+        let mut level = 0;
+        if !deep.is_empty() {
             for l in 1..MAX_LEVELS {
-                if overlaps(l) {
+                if level_overlaps(l) {
                     break;
                 }
                 level = l;
             }
-            level
-        };
+        }
+        // Keep the caller's order among the tables that go to L0 (later ones newer).
+        let order: HashMap<u64, usize> =
+            tables.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
+        to_l0.sort_by_key(|t| order.get(&t.id).copied().unwrap_or(0));
+        if level == 0 {
+            to_l0.append(&mut deep);
+            to_l0.sort_by_key(|t| order.get(&t.id).copied().unwrap_or(0));
+        }
         if let Err(e) = self.storage.sync_dir(&self.dir) {
             return fail(e);
         }
         let bytes: u64 = tables.iter().map(|t| t.size).sum();
+        let outcome = Ingested {
+            l0_tables: to_l0.len(),
+            level,
+            level_tables: deep.len(),
+        };
         let installed = self.install(
             |version| {
-                if level == 0 {
-                    for t in tables.iter() {
-                        version.levels[0].insert(0, Arc::clone(t));
-                    }
-                } else {
+                for t in &to_l0 {
+                    version.levels[0].insert(0, Arc::clone(t));
+                }
+                if level > 0 {
                     let out = &mut version.levels[level];
-                    out.extend(sorted.iter().cloned());
+                    out.extend(deep.iter().cloned());
                     out.sort_by(|a, b| a.smallest.cmp(&b.smallest));
                 }
             },
@@ -1423,7 +1485,7 @@ impl Tree {
         // After an error here the manifest on disk may list the tables (a rename that landed
         // before a failed directory sync): their files stay, as a failed flush's do, and the
         // next open keeps them if listed and deletes them if not.
-        installed.map(|()| level)
+        installed.map(|()| outcome)
     }
 
     /// Forms a new version from the current one with `edit`, writes its manifest atomically
