@@ -320,7 +320,10 @@ fn one_oversized_key_group_sends_only_its_own_runs_to_l0() -> Result<()> {
     let l0 = stats.tree.levels[0].tables;
     let bottom = stats.tree.levels[MAX_LEVELS - 1].tables;
     assert!(l0 >= 2, "the big key group's runs overlap: {stats:?}");
-    assert!(bottom >= 1, "the other tables go to the bottom level: {stats:?}");
+    assert!(
+        bottom >= 1,
+        "the other tables go to the bottom level: {stats:?}"
+    );
     assert_eq!(l0 + bottom, stats.tree.ingested_tables as usize);
     let value = lsm.register(ValueStateDescriptor::<u64>::new("value"))?;
     let big = lsm.register(ValueStateDescriptor::<String>::new("big"))?;
