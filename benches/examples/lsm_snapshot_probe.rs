@@ -35,8 +35,36 @@ fn main() -> Result<()> {
     if let Backend::Lsm(l) = &mut lsm {
         l.flush_and_compact()?;
     }
-    for id in 1..=rounds {
-        let pending = lsm.snapshot(CheckpointId(id), &storage, "task")?;
+    run(
+        &mut lsm,
+        &storage,
+        entries,
+        rounds,
+        0,
+        "as loaded (flushed, due compactions run)",
+    )?;
+    if let Backend::Lsm(l) = &mut lsm {
+        l.compact_all()?;
+        let levels: Vec<usize> = l.stats().tree.levels.iter().map(|l| l.tables).collect();
+        println!("tables per level after compacting everything: {levels:?}");
+    }
+    run(&mut lsm, &storage, entries, rounds, 1000, "compacted")
+}
+
+fn run(
+    lsm: &mut Backend<u64>,
+    storage: &Arc<dyn CheckpointStorage>,
+    entries: u64,
+    rounds: u64,
+    first: u64,
+    what: &str,
+) -> Result<()> {
+    if let Backend::Lsm(l) = lsm {
+        let levels: Vec<usize> = l.stats().tree.levels.iter().map(|l| l.tables).collect();
+        println!("{what}: tables per level {levels:?}");
+    }
+    for id in first + 1..=first + rounds {
+        let pending = lsm.snapshot(CheckpointId(id), storage, "task")?;
         let t = Instant::now();
         let done = pending.run()?;
         let took = t.elapsed();

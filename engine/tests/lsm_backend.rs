@@ -380,3 +380,48 @@ fn the_working_directory_is_cleared_at_open_and_removed_after_the_last_reader() 
     );
     Ok(())
 }
+
+/// The bytes of the one keyed state file of checkpoint `done`.
+fn keyed_file(dir: &std::path::Path, done: &CompletedCheckpoint) -> Vec<u8> {
+    let file = done.files().next().expect("one keyed state file");
+    std::fs::read(dir.join(file.path())).expect("the state file reads")
+}
+
+/// An LSM checkpoint's keyed state file equals the heap's byte for byte: with the state in
+/// memtables and several levels (the merging scan) and after a full compaction (value-like
+/// states read straight out of the bottom level's tables).
+#[test]
+fn lsm_checkpoint_files_equal_the_heap_files_in_every_tree_shape() -> Result<()> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let root = dir.path().join("checkpoints");
+    let storage: Arc<dyn CheckpointStorage> = Arc::new(FsCheckpointStorage::open_local(
+        &root,
+        FsCheckpointOptions::default(),
+    )?);
+    let mut heap = vec![Backend::<u64>::open(heap_config(1, 0)?)?];
+    let s = register(&mut heap[0])?;
+    fill(&mut heap[0], &s, 5)?;
+    let want = keyed_file(&root, &checkpoint(&storage, 1, &mut heap)?);
+
+    let mut lsm = vec![Backend::<u64>::open(lsm_config(dir.path(), 1, 0)?)?];
+    let s = register(&mut lsm[0])?;
+    fill(&mut lsm[0], &s, 5)?;
+    let spread = keyed_file(&root, &checkpoint(&storage, 2, &mut lsm)?);
+    assert!(spread == want, "state spread over memtables and levels");
+
+    if let Backend::Lsm(b) = &mut lsm[0] {
+        b.compact_all()?;
+        let levels = b.stats().tree.levels;
+        let used: Vec<usize> = (0..levels.len())
+            .filter(|&l| levels[l].tables > 0)
+            .collect();
+        assert_eq!(
+            used,
+            vec![levels.len() - 1],
+            "the bottom level holds every table"
+        );
+    }
+    let compacted = keyed_file(&root, &checkpoint(&storage, 3, &mut lsm)?);
+    assert!(compacted == want, "state in one level");
+    Ok(())
+}

@@ -55,6 +55,8 @@ enum Op {
     Freeze,
     Flush,
     Compact,
+    /// A manual full compaction into the bottom level.
+    CompactAll,
     Reopen,
 }
 
@@ -74,6 +76,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Freeze),
         2 => Just(Op::Flush),
         2 => Just(Op::Compact),
+        1 => Just(Op::CompactAll),
         1 => Just(Op::Reopen),
     ]
 }
@@ -176,6 +179,14 @@ proptest! {
                 }
                 Op::Compact => {
                     tree.compact_one().unwrap();
+                }
+                Op::CompactAll => {
+                    tree.compact_all().unwrap();
+                    let stats = tree.stats();
+                    let used: Vec<usize> = (0..stats.levels.len())
+                        .filter(|&l| stats.levels[l].tables > 0)
+                        .collect();
+                    prop_assert!(used.is_empty() || used == vec![stats.levels.len() - 1], "{:?}", stats.levels);
                 }
                 Op::Reopen => {
                     tree.freeze();

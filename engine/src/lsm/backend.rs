@@ -35,7 +35,8 @@ use crate::error::{Error, Result};
 use crate::heap::restore::{visit_sources, RestoreSink};
 use crate::key_group::{key_group_for, KeyGroupRange};
 use crate::snapshot::{
-    EncodedEntry, EncodedState, RestoreSource, StateSnapshot, StateTableSnapshot,
+    EncodedEntry, EncodedRun, EncodedState, RestoreSource, RunValueSource, StateSnapshot,
+    StateTableSnapshot,
 };
 use crate::state::{
     AggregateFunction, AggregatingState, AggregatingStateDescriptor, CodecInfo, Key, ListState,
@@ -348,6 +349,13 @@ impl<K: Key> LsmBackend<K> {
         Ok(())
     }
 
+    /// A manual full compaction on the calling thread ([`Tree::compact_all`]): every memtable
+    /// flushed and every table merged into the bottom level. Rewrites the whole state.
+    pub fn compact_all(&self) -> Result<()> {
+        self.tree.compact_all()?;
+        Ok(())
+    }
+
     fn next_id(&self) -> Result<StateId> {
         u32::try_from(self.states.len()).map(StateId).map_err(|_| {
             Error::InvalidArgument("too many states registered (more than 2^32)".into())
@@ -613,6 +621,32 @@ impl StateTableSnapshot for LsmStateView {
         key::key_group_prefix(&mut prefix, self.id, key_group);
         let entries = self.view.scan_prefix(&prefix)?;
         group_entries(self.meta.kind, &self.meta.name, entries, visit)
+    }
+
+    /// Value-like states go straight from the tree into the run (no owned entry per key);
+    /// lists and maps, which the run holds as owned parts, through `visit_key_group`.
+    fn encode_key_group(&self, key_group: u16, run: &mut EncodedRun) -> Result<()> {
+        if matches!(self.meta.kind, StateKind::List | StateKind::Map) {
+            return self.visit_key_group(key_group, &mut |e| run.push_entry(e));
+        }
+        if !self.range.contains(key_group) {
+            return Ok(());
+        }
+        let mut prefix = Vec::new();
+        key::key_group_prefix(&mut prefix, self.id, key_group);
+        let name = &self.meta.name;
+        self.view.visit_prefix(&prefix, &mut |k, v| {
+            let decoded = key::decode(k).map_err(|source| Error::Codec {
+                what: format!("a key of state '{name}' in the LSM tree"),
+                source,
+            })?;
+            run.push_with(
+                |b| b.extend_from_slice(decoded.key),
+                |b| b.extend_from_slice(decoded.namespace),
+                RunValueSource::Encode(&mut |b| b.extend_from_slice(v)),
+            );
+            Ok(())
+        })
     }
 }
 

@@ -414,6 +414,10 @@ impl Version {
     }
 }
 
+/// What [`TreeSnapshot::visit_prefix`] calls with each `(key, value)` pair; an error stops
+/// the visit.
+pub type EntryVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
+
 /// A frozen view of a [`Tree`] ([`Tree::snapshot`]): frozen memtables, newest first, over a
 /// version of tables. `Send + Sync`; cheap to clone.
 #[derive(Debug, Clone)]
@@ -450,6 +454,68 @@ impl TreeSnapshot {
             return Ok(Vec::new());
         }
         self.scan(start, Some(end), None)
+    }
+
+    /// Calls `visit` with each `(key, value)` pair of the view whose key starts with
+    /// `prefix`, in key order: what [`scan_prefix`](Self::scan_prefix) returns. When the
+    /// frozen memtables hold nothing there and one level alone holds tables over the prefix,
+    /// without range tombstones there (the state after a full compaction), the pairs are read
+    /// straight out of those tables' blocks, without a merge and without a copy per entry;
+    /// otherwise they come from `scan_prefix`. Stops at the first error `visit` returns.
+    pub fn visit_prefix(
+        &self,
+        prefix: &[u8],
+        visit: &mut EntryVisitor<'_>,
+    ) -> Result<()> {
+        let end = key::prefix_successor(prefix);
+        if let Some(tables) = self.single_level(prefix, end.as_deref()) {
+            for t in tables {
+                let mut it = t.reader.iter_prefix(prefix);
+                while it.advance()? {
+                    match it.kind() {
+                        EntryKind::Delete => {}
+                        // One source: operands have no base below them and are the value.
+                        EntryKind::Put | EntryKind::Merge => visit(it.key(), it.value())?,
+                    }
+                }
+            }
+            return Ok(());
+        }
+        for (k, v) in self.scan_prefix(prefix)? {
+            visit(&k, &v)?;
+        }
+        Ok(())
+    }
+
+    /// The tables over `[prefix, end)` if they alone hold keys there: no frozen memtable has an
+    /// entry or a range there, they all sit in one level (one table, in L0), and none has a
+    /// range tombstone there. In key order.
+    fn single_level(&self, prefix: &[u8], end: Option<&[u8]>) -> Option<Vec<&Arc<TableHandle>>> {
+        let window = |set: &[RangeTombstone]| !ranges::clip(set, Some(prefix), end).is_empty();
+        for m in &self.imms {
+            if m.prefix(prefix).next().is_some() || window(m.range_tombstones()) {
+                return None;
+            }
+        }
+        let mut found: Vec<&Arc<TableHandle>> = Vec::new();
+        let mut found_level = None;
+        for level in 0..self.version.level_count() {
+            for t in self.version.tables(level) {
+                if t.largest.as_slice() < prefix || end.is_some_and(|e| t.smallest.as_slice() >= e)
+                {
+                    continue;
+                }
+                if window(&t.ranges)
+                    || found_level.is_some_and(|l| l != level)
+                    || (level == 0 && !found.is_empty())
+                {
+                    return None;
+                }
+                found_level = Some(level);
+                found.push(t);
+            }
+        }
+        Some(found)
     }
 
     fn scan(
@@ -1651,6 +1717,61 @@ impl Tree {
                 if let Some(last) = upper.last() {
                     state.compact_pointer[level] = last.largest.clone();
                 }
+                state.stats.compactions += 1;
+                state.stats.compaction_bytes_read += inputs.iter().map(|t| t.size).sum::<u64>();
+                state.stats.compaction_bytes_written += outputs.iter().map(|t| t.size).sum::<u64>();
+            },
+        )?;
+        for t in &inputs {
+            t.obsolete.store(true, Ordering::Release);
+        }
+        Ok(true)
+    }
+
+    /// A manual full compaction: flushes every memtable, then merges every table of the
+    /// current version into new tables in the bottom level (tombstones, range tombstones and
+    /// overwritten values dropped, list operands resolved). Returns `false` if there was
+    /// nothing to do (no table, or one table already in the bottom level without tombstones to
+    /// drop). Rewrites the whole tree: for after a restore or before a savepoint, not for
+    /// routine use. Flushes may run meanwhile; their L0 tables are newer and stay.
+    pub fn compact_all(&self) -> Result<bool> {
+        self.freeze();
+        while self.flush_one()? {}
+        let _compact = lock(&self.compact_lock);
+        if self.disposed.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let base = self.pin();
+        let bottom = MAX_LEVELS - 1;
+        let inputs: Vec<Arc<TableHandle>> = base.all_tables().cloned().collect();
+        let settled = inputs.len() == 1
+            && base.tables(bottom).len() == 1
+            && inputs[0].ranges.is_empty()
+            && inputs[0].reader.properties().deletes == 0
+            && inputs[0].reader.properties().merges == 0;
+        if inputs.is_empty() || settled {
+            return Ok(false);
+        }
+        // L0 newest first, then each level: newest first overall, as a merge wants.
+        let sources: Vec<Source> = inputs.iter().map(|t| t.source(&[], None, false)).collect();
+        let input_ranges: Vec<Arc<[RangeTombstone]>> =
+            inputs.iter().map(|t| Arc::clone(&t.ranges)).collect();
+        let mut merged = MergingIter::with_ranges(sources, input_ranges, MergeLevel::Bottom);
+        let outputs = self.write_tables(&mut merged, &[], self.options.target_table_bytes)?;
+        if !outputs.is_empty() {
+            self.storage.sync_dir(&self.dir)?;
+        }
+        let gone: HashSet<u64> = inputs.iter().map(|t| t.id).collect();
+        self.install(
+            |version| {
+                for tables in &mut version.levels {
+                    tables.retain(|t| !gone.contains(&t.id));
+                }
+                let out = &mut version.levels[bottom];
+                out.extend(outputs.iter().cloned());
+                out.sort_by(|a, b| a.smallest.cmp(&b.smallest));
+            },
+            |state| {
                 state.stats.compactions += 1;
                 state.stats.compaction_bytes_read += inputs.iter().map(|t| t.size).sum::<u64>();
                 state.stats.compaction_bytes_written += outputs.iter().map(|t| t.size).sum::<u64>();
