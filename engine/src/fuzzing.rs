@@ -70,7 +70,11 @@ struct Model {
 /// model, and every restore (at a parallelism the input picks) recreates exactly the model's state
 /// at the moment of the snapshot, each key in exactly one task.
 ///
-/// Each operation takes four bytes: opcode, key, namespace or user key, value.
+/// Each operation takes four bytes: opcode, key, namespace or user key, value. Opcodes (modulo
+/// 13): value update and clear, list add, update and namespace merge, map put and remove,
+/// reducing add and clear, snapshot of every task, restore of the held snapshot into heap
+/// backends (10) or into LSM backends on in-memory storage that flush and compact on every
+/// write (11), map clear (12, a range tombstone on the LSM backend).
 pub fn check_state_ops(data: &[u8]) {
     use crate::{
         Backend, BackendConfig, KeyGroupRange, KeyedStateBackend, ListStateDescriptor,
@@ -149,7 +153,7 @@ pub fn check_state_ops(data: &[u8]) {
     let mut held: Option<(Vec<StateSnapshot>, Model)> = None;
 
     for op in data.chunks_exact(4) {
-        let (code, k, x, v) = (op[0] % 12, u64::from(op[1]) % KEYS, op[2], op[3]);
+        let (code, k, x, v) = (op[0] % 13, u64::from(op[1]) % KEYS, op[2], op[3]);
         let ns = x % 4;
         let (b, h) = {
             let owner = tasks
@@ -230,18 +234,26 @@ pub fn check_state_ops(data: &[u8]) {
             9 => {
                 let views = tasks
                     .iter_mut()
-                    .map(|(b, _)| b.snapshot_state().expect("heap snapshots succeed"))
+                    .map(|(b, _)| {
+                        b.snapshot_state()
+                            .expect("snapshots of backends in memory succeed")
+                    })
                     .collect();
                 held = Some((views, model.clone()));
             }
             10 | 11 => {
-                // Restore the held round at a parallelism of 1..=4 and continue from it.
+                // Restore the held round at a parallelism of 1..=4 and continue from it, on
+                // heap backends (10) or on LSM backends (11) that flush every write.
                 let Some((views, expected)) = held.take() else {
                     continue;
                 };
-                tasks = restore_round(&views, u32::from(v % 4) + 1);
+                tasks = restore_round(&views, u32::from(v % 4) + 1, code == 11);
                 check(&mut tasks, &expected);
                 model = expected;
+            }
+            12 => {
+                b.map(&h.map).clear().expect("owned key");
+                model.map.remove(&k);
             }
             _ => {}
         }
@@ -249,12 +261,12 @@ pub fn check_state_ops(data: &[u8]) {
     check(&mut tasks, &model);
     // A held snapshot still shows its moment, whatever happened since.
     if let Some((views, expected)) = held {
-        check(&mut restore_round(&views, 1), &expected);
+        check(&mut restore_round(&views, 1, false), &expected);
     }
 
     /// Writes the views as canonical snapshot files (in memory checkpoint storage) and
     /// restores `p` tasks from the files, so that the file format is on the fuzzed path.
-    fn restore_round(views: &[StateSnapshot], p: u32) -> Vec<(Backend<u64>, Handles)> {
+    fn restore_round(views: &[StateSnapshot], p: u32, lsm: bool) -> Vec<(Backend<u64>, Handles)> {
         use std::sync::Arc;
         let storage: Arc<dyn crate::CheckpointStorage> =
             Arc::new(crate::MemoryCheckpointStorage::new());
@@ -284,9 +296,24 @@ pub fn check_state_ops(data: &[u8]) {
             .map(|i| {
                 let range = KeyGroupRange::for_operator(MAXP, p, i)
                     .expect("1..=4 tasks of 16 key groups is a valid split");
-                let config = BackendConfig::heap()
-                    .max_parallelism(MAXP)
-                    .key_group_range(range);
+                let config = if lsm {
+                    // Tiny memtables and levels, flushed and compacted inline: every write
+                    // reaches a table, and compactions run all the time.
+                    let tree = crate::lsm::TreeOptions {
+                        memtable_bytes: 48 << 10,
+                        l0_compaction_trigger: 2,
+                        target_table_bytes: 1 << 10,
+                        level1_max_bytes: 2 << 10,
+                        block_size: 128,
+                        ..crate::lsm::TreeOptions::default()
+                    };
+                    BackendConfig::lsm_on(Arc::new(crate::MemStorage::new()), "lsm")
+                        .lsm_tree_options(tree)
+                        .lsm_background(crate::lsm::LsmBackground::Inline)
+                } else {
+                    BackendConfig::heap()
+                };
+                let config = config.max_parallelism(MAXP).key_group_range(range);
                 let mut backend = Backend::<u64>::restore(config, &sources)
                     .expect("a snapshot round restores at any parallelism");
                 let handles = register(&mut backend);

@@ -462,11 +462,7 @@ impl TreeSnapshot {
     /// without range tombstones there (the state after a full compaction), the pairs are read
     /// straight out of those tables' blocks, without a merge and without a copy per entry;
     /// otherwise they come from `scan_prefix`. Stops at the first error `visit` returns.
-    pub fn visit_prefix(
-        &self,
-        prefix: &[u8],
-        visit: &mut EntryVisitor<'_>,
-    ) -> Result<()> {
+    pub fn visit_prefix(&self, prefix: &[u8], visit: &mut EntryVisitor<'_>) -> Result<()> {
         let end = key::prefix_successor(prefix);
         if let Some(tables) = self.single_level(prefix, end.as_deref()) {
             for t in tables {
