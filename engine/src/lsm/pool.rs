@@ -209,8 +209,21 @@ fn run(shared: &Shared) {
     }
 }
 
-/// One step of background work: a flush if a frozen memtable waits, else a compaction.
+/// One step of background work: a flush if a frozen memtable waits, else a compaction; but a
+/// compaction first when L0 has gone halfway from its compaction trigger to its stop trigger
+/// and no more memtables wait than the writer tolerates. A writer past
+/// `max_immutable_memtables` flushes by itself (beside the compaction), so the flushes still
+/// happen, in short pauses, where letting L0 reach the stop trigger would make the writer run
+/// a whole L0 -> L1 compaction itself (a pause of seconds with large memtables).
 pub(crate) fn step(tree: &Tree) -> Result<bool> {
+    let options = tree.options();
+    let urgent = (options.l0_compaction_trigger + options.l0_stop_trigger) / 2;
+    if tree.pin().tables(0).len() >= urgent
+        && tree.immutable_memtables() <= options.max_immutable_memtables
+        && tree.compact_one()?
+    {
+        return Ok(true);
+    }
     if tree.flush_one()? {
         return Ok(true);
     }
@@ -222,6 +235,40 @@ mod tests {
     use super::*;
     use crate::lsm::tree::TreeOptions;
     use crate::storage::MemStorage;
+
+    #[test]
+    fn a_step_compacts_first_when_l0_is_halfway_to_the_stop_trigger() {
+        let storage = Arc::new(MemStorage::new());
+        let options = TreeOptions {
+            l0_compaction_trigger: 2,
+            l0_stop_trigger: 6,
+            max_immutable_memtables: 2,
+            ..TreeOptions::default()
+        };
+        let tree = Tree::open(storage, "t", options).unwrap();
+        // Four L0 tables (halfway from 2 to 6) without letting a compaction run.
+        for i in 0..4u8 {
+            tree.put(&[i], b"v").unwrap();
+            tree.freeze();
+            assert!(tree.flush_one().unwrap());
+        }
+        tree.put(b"x", b"v").unwrap();
+        tree.freeze();
+        assert_eq!(tree.stats().levels[0].tables, 4);
+        assert_eq!(tree.immutable_memtables(), 1);
+        assert!(step(&tree).unwrap());
+        // The compaction ran, the frozen memtable still waits.
+        assert_eq!(tree.stats().levels[0].tables, 0);
+        assert_eq!(tree.immutable_memtables(), 1);
+        assert!(step(&tree).unwrap());
+        assert_eq!(tree.immutable_memtables(), 0);
+        // Below halfway, a waiting memtable goes first.
+        tree.put(b"y", b"v").unwrap();
+        tree.freeze();
+        assert!(step(&tree).unwrap());
+        assert_eq!(tree.immutable_memtables(), 0);
+        assert_eq!(tree.get(b"x").unwrap().as_deref(), Some(&b"v"[..]));
+    }
 
     #[test]
     fn the_pool_flushes_and_compacts_what_writers_freeze() {
