@@ -16,10 +16,12 @@
 //!   merge operator ([`merge::push_list_element`], [`merge::ListElements`]).
 //!
 //! - [`tree`]: the [`Tree`] over a [`Storage`](crate::Storage) directory: memtables, flushes
-//!   into L0 tables, versions of tables in levels recorded in a manifest, leveled compaction
-//!   and statistics (spec/lsm-tree.md).
+//!   into L0 tables (running beside compactions), versions of tables in levels recorded in a
+//!   manifest, leveled compaction, range deletion, bulk ingestion of tables written by a
+//!   [`TableWriter`], tables read through memory maps, and statistics (spec/lsm-tree.md).
 //!
-//! - [`ranges`]: normalized sets of range tombstones (deleted key ranges);
+//! - [`ranges`]: normalized sets of range tombstones (deleted key ranges) and the memtable's
+//!   [`ranges::RangeSet`];
 //! - [`cache`]: the [`ShardedBlockCache`] of data blocks shared by tables (and trees);
 //! - [`pool`]: the [`LsmPool`] of threads that flush and compact trees;
 //! - [`backend`]: the [`LsmBackend`] that puts the five state types on a tree behind
