@@ -56,6 +56,32 @@ fn raw_write(dir: &std::path::Path, len: u64, chunk: &[u8]) {
         .expect("directory fsync succeeds");
 }
 
+/// The time of `iters` asynchronous phases of `backend`'s checkpoints (ids from `id` on,
+/// each aborted after), the synchronous phases left out.
+fn timed_async_phases(
+    backend: &mut Backend<u64>,
+    storage: &Arc<dyn CheckpointStorage>,
+    id: &mut u64,
+    iters: u64,
+    compression: Compression,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        *id += 1;
+        let pending = backend
+            .snapshot(CheckpointId(*id), storage, "task")
+            .expect("the synchronous phase succeeds")
+            .with_compression(compression);
+        let t = Instant::now();
+        pending.run().expect("the asynchronous phase succeeds");
+        total += t.elapsed();
+        storage
+            .abort_checkpoint(CheckpointId(*id))
+            .expect("abort succeeds");
+    }
+    total
+}
+
 fn async_phase(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let storage = storage(dir.path());
@@ -83,21 +109,7 @@ fn async_phase(c: &mut Criterion) {
             BenchmarkId::new(format!("async_phase_{name}/flowstate"), ENTRIES),
             |b| {
                 b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        id += 1;
-                        let pending = backend
-                            .snapshot(CheckpointId(id), &storage, "task")
-                            .expect("the synchronous phase succeeds")
-                            .with_compression(compression);
-                        let t = Instant::now();
-                        pending.run().expect("the asynchronous phase succeeds");
-                        total += t.elapsed();
-                        storage
-                            .abort_checkpoint(CheckpointId(id))
-                            .expect("abort succeeds");
-                    }
-                    total
+                    timed_async_phases(&mut backend, &storage, &mut id, iters, compression)
                 })
             },
         );
@@ -119,20 +131,7 @@ fn async_phase(c: &mut Criterion) {
     }
     g.bench_function(BenchmarkId::new("async_phase_none/lsm", ENTRIES), |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                id += 1;
-                let pending = lsm
-                    .snapshot(CheckpointId(id), &storage, "task")
-                    .expect("the synchronous phase succeeds");
-                let t = Instant::now();
-                pending.run().expect("the asynchronous phase succeeds");
-                total += t.elapsed();
-                storage
-                    .abort_checkpoint(CheckpointId(id))
-                    .expect("abort succeeds");
-            }
-            total
+            timed_async_phases(&mut lsm, &storage, &mut id, iters, Compression::None)
         })
     });
     drop(lsm);
@@ -167,50 +166,37 @@ fn restore(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(5))
         .sample_size(10)
         .throughput(Throughput::Elements(ENTRIES as u64));
-    for (label, parallelism) in [("restore_full", 1u32), ("restore_rescale_1_of_3", 3)] {
-        let range = KeyGroupRange::for_operator(MAXP, parallelism, 0).expect("a valid split");
-        g.bench_function(
-            BenchmarkId::new(format!("{label}/flowstate"), ENTRIES),
-            |b| {
-                b.iter(|| {
-                    let sources = FileRestoreSource::open_all(&*storage, &done.handles_for(range))
-                        .expect("the files open");
-                    let sources: Vec<&dyn RestoreSource> = sources.iter().map(|s| s as _).collect();
-                    let config = BackendConfig::heap()
-                        .max_parallelism(MAXP)
-                        .key_group_range(range);
-                    let mut restored =
-                        Backend::<u64>::restore(config, &sources).expect("restore succeeds");
-                    restored
-                        .register(ValueStateDescriptor::<u64>::new("value"))
-                        .expect("the state types match");
-                    restored
-                })
-            },
-        );
-    }
-    // The LSM backend restores the same file by writing tables and ingesting them; beside it,
-    // the same entries written through an LSM backend's memtable, flushed and compacted (what
-    // its restore did before ingestion).
+    // The LSM backend restores the same file by writing tables and ingesting them; beside it
+    // (below), the same entries written through an LSM backend's memtable, flushed and
+    // compacted (what its restore did before ingestion).
     let lsm_dir = dir.path().join("lsm-restore");
     for (label, parallelism) in [("restore_full", 1u32), ("restore_rescale_1_of_3", 3)] {
         let range = KeyGroupRange::for_operator(MAXP, parallelism, 0).expect("a valid split");
-        g.bench_function(BenchmarkId::new(format!("{label}/lsm"), ENTRIES), |b| {
-            b.iter(|| {
-                let sources = FileRestoreSource::open_all(&*storage, &done.handles_for(range))
-                    .expect("the files open");
-                let sources: Vec<&dyn RestoreSource> = sources.iter().map(|s| s as _).collect();
-                let config = BackendConfig::lsm(&lsm_dir)
-                    .max_parallelism(MAXP)
-                    .key_group_range(range);
-                let mut restored =
-                    Backend::<u64>::restore(config, &sources).expect("restore succeeds");
-                restored
-                    .register(ValueStateDescriptor::<u64>::new("value"))
-                    .expect("the state types match");
-                restored
-            })
-        });
+        for backend in ["flowstate", "lsm"] {
+            g.bench_function(
+                BenchmarkId::new(format!("{label}/{backend}"), ENTRIES),
+                |b| {
+                    b.iter(|| {
+                        let sources =
+                            FileRestoreSource::open_all(&*storage, &done.handles_for(range))
+                                .expect("the files open");
+                        let sources: Vec<&dyn RestoreSource> =
+                            sources.iter().map(|s| s as _).collect();
+                        let config = match backend {
+                            "lsm" => BackendConfig::lsm(&lsm_dir),
+                            _ => BackendConfig::heap(),
+                        };
+                        let config = config.max_parallelism(MAXP).key_group_range(range);
+                        let mut restored =
+                            Backend::<u64>::restore(config, &sources).expect("restore succeeds");
+                        restored
+                            .register(ValueStateDescriptor::<u64>::new("value"))
+                            .expect("the state types match");
+                        restored
+                    })
+                },
+            );
+        }
     }
     g.bench_function(
         BenchmarkId::new("restore_full/lsm_through_the_memtable", ENTRIES),

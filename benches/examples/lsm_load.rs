@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use flowstate::lsm::{LsmBackground, LsmStats};
 use flowstate::*;
-use flowstate_benches::SplitMix64;
+use flowstate_benches::{arg, SplitMix64};
 
 const MEMTABLE_BYTES: usize = 64 << 20;
 const MAX_IMMUTABLE: usize = 2;
@@ -31,14 +31,6 @@ const BATCH: u64 = 1_000;
 const PROGRESS_EVERY: u64 = 1_000_000;
 
 type Value = (u64, u64, u64, u64);
-
-fn arg(n: usize, default: u64) -> u64 {
-    std::env::args()
-        .nth(n)
-        .map(|s| s.replace('_', ""))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The `i`-th key: a bijection of `u64` (multiplication by an odd constant), so keys are
 /// distinct and arrive in a scattered order, as a stream's keys do.

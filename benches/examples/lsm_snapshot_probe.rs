@@ -9,13 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use flowstate::*;
-
-fn arg(n: usize, default: u64) -> u64 {
-    std::env::args()
-        .nth(n)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
+use flowstate_benches::arg;
 
 fn main() -> Result<()> {
     let entries = arg(1, 1_000_000);

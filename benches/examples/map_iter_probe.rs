@@ -12,13 +12,6 @@ use std::time::Instant;
 use flowstate::*;
 use flowstate_benches::*;
 
-fn arg(n: usize, default: u64) -> u64 {
-    std::env::args()
-        .nth(n)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
 fn fill<B: KeyedStateBackend<u64>>(b: &mut B, keys: &[u64]) -> Result<MapState<u64, f64>> {
     let h = b.register(MapStateDescriptor::<u64, f64>::new("map"))?;
     for &k in keys {

@@ -10,13 +10,6 @@ use std::time::Instant;
 use flowstate::*;
 use flowstate_benches::*;
 
-fn arg(n: usize, default: u64) -> u64 {
-    std::env::args()
-        .nth(n)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() -> Result<()> {
     let n = arg(1, 500_000) as usize;
     let rounds = arg(2, 3);

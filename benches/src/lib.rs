@@ -113,6 +113,16 @@ pub fn table_key(i: u64) -> Vec<u8> {
     k
 }
 
+/// The `n`-th command-line argument of an example as a number (`_` separators allowed), or
+/// `default` when it is absent or not a number.
+pub fn arg(n: usize, default: u64) -> u64 {
+    std::env::args()
+        .nth(n)
+        .map(|s| s.replace('_', ""))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

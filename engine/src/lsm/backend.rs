@@ -662,32 +662,41 @@ struct RestoreRuns<'t> {
     key_group: Option<u16>,
     /// Keys and values of the gathered entries, back to back.
     data: Vec<u8>,
-    /// Per gathered entry: state index, offset in `data`, key length, value length.
-    runs: Vec<(u32, usize, u32, u32)>,
+    /// The gathered entries, in arrival order.
+    runs: Vec<Gathered>,
     /// `data` and `runs` are written out once they hold this many bytes, even within a key
     /// group (the key group is then written in several sorted runs, whose tables overlap).
     budget: usize,
     list: Vec<u8>,
 }
 
+/// One entry gathered by [`RestoreRuns`]: its key and value sit back to back in `data`.
+#[derive(Clone, Copy)]
+struct Gathered {
+    state: u32,
+    at: usize,
+    key_len: u32,
+    value_len: u32,
+}
+
 impl RestoreRuns<'_> {
-    fn key(&self, r: &(u32, usize, u32, u32)) -> &[u8] {
-        &self.data[r.1..r.1 + r.2 as usize]
+    fn key(&self, g: &Gathered) -> &[u8] {
+        &self.data[g.at..g.at + g.key_len as usize]
     }
 
     /// Sorts the gathered entries and writes them to their states' writers.
     fn write_run(&mut self) -> Result<()> {
         let mut runs = std::mem::take(&mut self.runs);
         runs.sort_unstable_by(|a, b| self.key(a).cmp(self.key(b)));
-        for r in &runs {
-            let key_end = r.1 + r.2 as usize;
+        for g in &runs {
+            let key_end = g.at + g.key_len as usize;
             let (key, value) = (
-                &self.data[r.1..key_end],
-                &self.data[key_end..key_end + r.3 as usize],
+                &self.data[g.at..key_end],
+                &self.data[key_end..key_end + g.value_len as usize],
             );
             let writer = self
                 .writers
-                .get_mut(r.0 as usize)
+                .get_mut(g.state as usize)
                 .expect("entries are gathered only for announced states");
             writer.add(key, value)?;
         }
@@ -708,7 +717,12 @@ impl RestoreRuns<'_> {
         let key_len = u32::try_from(key_len).map_err(|_| too_long("key", key_len))?;
         let value_len = u32::try_from(value.len()).map_err(|_| too_long("value", value.len()))?;
         self.data.extend_from_slice(value);
-        self.runs.push((state, key_start, key_len, value_len));
+        self.runs.push(Gathered {
+            state,
+            at: key_start,
+            key_len,
+            value_len,
+        });
         Ok(())
     }
 }
@@ -721,8 +735,7 @@ impl RestoreSink for RestoreRuns<'_> {
     }
 
     fn entry(&mut self, state: usize, kg: u16, e: EncodedEntry) -> Result<()> {
-        let gathered =
-            self.data.len() + self.runs.len() * std::mem::size_of::<(u32, usize, u32, u32)>();
+        let gathered = self.data.len() + self.runs.len() * std::mem::size_of::<Gathered>();
         if self.key_group != Some(kg) || gathered >= self.budget {
             self.write_run()?;
             self.key_group = Some(kg);
@@ -1101,16 +1114,11 @@ impl<K: Key> KeyedStateBackend<K> for LsmBackend<K> {
         let k = self.entry_key(state, ns)?;
         if S::KIND == StateKind::Map {
             // One range tombstone over the map's prefix: nothing is read.
-            match super::key::prefix_successor(&k) {
-                Some(end) => self.tree.delete_range(&k, &end)?,
-                // Unreachable with the key layout (a state id is below 0xff..): per-key
-                // tombstones.
-                None => {
-                    for (user_entry, _) in self.tree.scan_prefix(&k)? {
-                        self.tree.delete(&user_entry)?;
-                    }
-                }
-            }
+            let end = key::prefix_successor(&k).expect(
+                "an entry key holds a big-endian key group below 2^15, a byte below 0xff, \
+                 so its prefix has a successor",
+            );
+            self.tree.delete_range(&k, &end)?;
             return self.after_write();
         }
         self.delete(&k)

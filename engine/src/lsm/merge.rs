@@ -337,7 +337,7 @@ where
         if ranges.iter().all(|r| r.is_empty()) {
             ranges.clear();
         } else {
-            ranges.resize_with(sources.len(), || Arc::from(Vec::new()));
+            ranges.resize_with(sources.len(), ranges::none);
         }
         MergingIter {
             heap: BinaryHeap::with_capacity(sources.len()),

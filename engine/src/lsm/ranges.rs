@@ -20,7 +20,12 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use flowstate_formats::table::{normalize_range_tombstones, RangeTombstone};
+use std::ops::Range;
+use std::sync::{Arc, OnceLock};
+
+use flowstate_formats::table::{
+    covering_range_tombstone, normalize_range_tombstones, RangeTombstone,
+};
 
 /// A normalized set of ranges that takes ranges in any order: what a memtable keeps. Insert
 /// and lookup are O(log n) (amortized: a range merged away is removed once); the memory
@@ -148,14 +153,35 @@ impl RangeSet {
 
 /// Whether a range of the normalized set `set` deletes `key`. O(log n).
 pub fn covers(set: &[RangeTombstone], key: &[u8]) -> bool {
-    let i = set.partition_point(|r| r.start.as_slice() <= key);
-    i > 0 && set[i - 1].contains(key)
+    covering_range_tombstone(set, key).is_some()
 }
 
-/// Whether a range of `set` intersects `[lo, hi]` (both inclusive).
-pub fn intersects(set: &[RangeTombstone], lo: &[u8], hi: &[u8]) -> bool {
-    let i = set.partition_point(|r| r.end.as_slice() <= lo);
-    set.get(i).is_some_and(|r| r.start.as_slice() <= hi)
+/// The positions in the normalized set `set` of the ranges that reach into `[lo, hi)` (`None`
+/// bounds are open): normalized ranges are sorted by start and by end alike, so two bisections
+/// find them. Empty when `lo >= hi`.
+fn window(set: &[RangeTombstone], lo: Option<&[u8]>, hi: Option<&[u8]>) -> Range<usize> {
+    if let (Some(lo), Some(hi)) = (lo, hi) {
+        if lo >= hi {
+            return 0..0;
+        }
+    }
+    let from = lo.map_or(0, |lo| set.partition_point(|r| r.end.as_slice() <= lo));
+    let to = hi.map_or(set.len(), |hi| {
+        set.partition_point(|r| r.start.as_slice() < hi)
+    });
+    from..to.max(from)
+}
+
+/// Whether a range of the normalized set `set` deletes a key in `[lo, hi)`. O(log n).
+pub fn overlaps(set: &[RangeTombstone], lo: Option<&[u8]>, hi: Option<&[u8]>) -> bool {
+    !window(set, lo, hi).is_empty()
+}
+
+/// An empty set, shared: what a source without range tombstones passes to a merge, without
+/// an allocation per scan.
+pub fn none() -> Arc<[RangeTombstone]> {
+    static NONE: OnceLock<Arc<[RangeTombstone]>> = OnceLock::new();
+    Arc::clone(NONE.get_or_init(|| Arc::from(Vec::new())))
 }
 
 /// The union of normalized sets, normalized.
@@ -166,13 +192,7 @@ pub fn union<'a>(sets: impl IntoIterator<Item = &'a [RangeTombstone]>) -> Vec<Ra
 /// The parts of the normalized set `set` within `[lo, hi)`; `None` bounds are open.
 /// O(log n + ranges in the window).
 pub fn clip(set: &[RangeTombstone], lo: Option<&[u8]>, hi: Option<&[u8]>) -> Vec<RangeTombstone> {
-    // Normalized ranges are sorted by start and by end alike: find the window by bisection,
-    // so that cutting a long set into many pieces costs O(log n + piece) each.
-    let from = lo.map_or(0, |lo| set.partition_point(|r| r.end.as_slice() <= lo));
-    let to = hi.map_or(set.len(), |hi| {
-        set.partition_point(|r| r.start.as_slice() < hi)
-    });
-    set[from..to.max(from)]
+    set[window(set, lo, hi)]
         .iter()
         .filter_map(|r| {
             let start = match lo {
@@ -253,9 +273,11 @@ mod tests {
                 prop_assert_eq!(covers(&clipped, p), expect && in_window);
             }
             for (x, y) in probes.iter().zip(probes.iter().skip(1)) {
-                let (lo, hi) = if x <= y { (x, y) } else { (y, x) };
-                let expect = set.iter().any(|r| r.start.as_slice() <= hi.as_slice() && r.end.as_slice() > lo.as_slice());
-                prop_assert_eq!(intersects(&set, lo, hi), expect);
+                let expect = set.iter().any(|r| {
+                    r.start.as_slice().max(x.as_slice()) < r.end.as_slice().min(y.as_slice())
+                });
+                prop_assert_eq!(overlaps(&set, Some(x), Some(y)), expect);
+                prop_assert_eq!(overlaps(&set, Some(x), Some(y)), !clip(&set, Some(x), Some(y)).is_empty());
             }
         }
     }

@@ -43,7 +43,7 @@
 //! # Ok::<(), flowstate::Error>(())
 //! ```
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -487,7 +487,7 @@ impl TreeSnapshot {
     /// entry or a range there, they all sit in one level (one table, in L0), and none has a
     /// range tombstone there. In key order.
     fn single_level(&self, prefix: &[u8], end: Option<&[u8]>) -> Option<Vec<&Arc<TableHandle>>> {
-        let window = |set: &[RangeTombstone]| !ranges::clip(set, Some(prefix), end).is_empty();
+        let window = |set: &[RangeTombstone]| ranges::overlaps(set, Some(prefix), end);
         for m in &self.imms {
             if m.prefix(prefix).next().is_some() || window(m.range_tombstones()) {
                 return None;
@@ -789,7 +789,7 @@ impl TableWriter<'_> {
 /// Where [`Tree::ingest`] put the tables.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Ingested {
-    /// Tables that went to L0 (they overlap another ingested table or an L0 table).
+    /// Tables that went to L0 (they overlap an ingested table kept out of L0, or an L0 table).
     pub l0_tables: usize,
     /// The level the other tables went to (0 when all went to L0).
     pub level: usize,
@@ -1207,10 +1207,13 @@ impl Tree {
                 .range(Bound::Included(start), end_bound)
                 .into_entries()
                 .collect();
-            sources.push((
-                Box::new(mem.into_iter()),
-                Arc::from(state.mem.range_tombstones_within(start, end)),
-            ));
+            let mem_ranges = state.mem.range_tombstones_within(start, end);
+            let mem_ranges = if mem_ranges.is_empty() {
+                ranges::none()
+            } else {
+                Arc::from(mem_ranges)
+            };
+            sources.push((Box::new(mem.into_iter()), mem_ranges));
             for m in state.imms.iter().rev() {
                 sources.push((
                     Box::new(Arc::clone(m).owned_entries(Bound::Included(start), end_bound)),
@@ -1420,10 +1423,10 @@ impl Tree {
         }
     }
 
-    /// Adds `tables` (from [`TableWriter::finish`]) to the tree as its newest data. Tables
-    /// that overlap another of them, or an L0 table, go to L0 (later ones newer); the others
-    /// go together into the deepest level that holds no table overlapping them, in it or in a
-    /// level above (an ingest into an empty tree lands in the bottom level, where nothing
+    /// Adds `tables` (from [`TableWriter::finish`]) to the tree as its newest data. In key
+    /// order, a table that overlaps the previous table kept out of L0, or an L0 table, goes to
+    /// L0 (later ones newer); the others, disjoint, go together into the deepest level that
+    /// holds no table overlapping them, in it or in a level above (an ingest into an empty tree lands in the bottom level, where nothing
     /// compacts it again until newer data comes down). The tables must not hold a key twice.
     ///
     /// Fails with [`Error::InvalidArgument`] if a memtable holds data (it would be older than
@@ -1456,45 +1459,26 @@ impl Tree {
         if tables.is_empty() {
             return Ok(Ingested::default());
         }
-        // Clusters of new tables that overlap one another (a sweep by smallest key) go to
-        // L0, as do tables overlapping an L0 table; the others, disjoint from everything new,
-        // go together into the deepest level with nothing overlapping them in it or above.
+        // In key order, a table goes deep unless it overlaps the last table that did or an L0
+        // table: the deep ones are then disjoint, and the others go to L0.
         let mut sorted = tables.clone();
         sorted.sort_by(|a, b| a.smallest.cmp(&b.smallest));
         let base = self.pin();
-        let mut to_l0: Vec<Arc<TableHandle>> = Vec::new();
         let mut deep: Vec<Arc<TableHandle>> = Vec::new();
-        let mut cluster: Vec<Arc<TableHandle>> = Vec::new();
-        let mut reach: Option<Vec<u8>> = None;
-        let mut close = |cluster: &mut Vec<Arc<TableHandle>>| {
-            if cluster.len() == 1 {
-                let t = cluster.remove(0);
-                if base
-                    .tables(0)
-                    .iter()
-                    .any(|o| o.overlaps(&t.smallest, &t.largest))
-                {
-                    to_l0.push(t);
-                } else {
-                    deep.push(t);
-                }
-            } else {
-                to_l0.append(cluster);
-            }
-        };
+        let mut l0_ids: HashSet<u64> = HashSet::new();
         for t in sorted {
-            if reach.as_ref().is_some_and(|r| t.smallest > *r) {
-                close(&mut cluster);
-                reach = None;
+            let after_deep = deep.last().is_none_or(|d| t.smallest > d.largest);
+            let over_l0 = base
+                .tables(0)
+                .iter()
+                .any(|o| o.overlaps(&t.smallest, &t.largest));
+            if after_deep && !over_l0 {
+                deep.push(t);
+            } else {
+                l0_ids.insert(t.id);
             }
-            if reach.as_ref().is_none_or(|r| t.largest > *r) {
-                reach = Some(t.largest.clone());
-            }
-            cluster.push(t);
         }
-        if !cluster.is_empty() {
-            close(&mut cluster);
-        }
+        // The deepest level with no table overlapping the deep ones in it or above.
         let level_overlaps = |level: usize| {
             let tables = base.tables(level);
             deep.iter().any(|n| {
@@ -1511,14 +1495,15 @@ impl Tree {
                 level = l;
             }
         }
-        // Keep the caller's order among the tables that go to L0 (later ones newer).
-        let order: HashMap<u64, usize> =
-            tables.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
-        to_l0.sort_by_key(|t| order.get(&t.id).copied().unwrap_or(0));
         if level == 0 {
-            to_l0.append(&mut deep);
-            to_l0.sort_by_key(|t| order.get(&t.id).copied().unwrap_or(0));
+            l0_ids.extend(deep.drain(..).map(|t| t.id));
         }
+        // L0 takes them in the caller's order (later ones newer).
+        let to_l0: Vec<Arc<TableHandle>> = tables
+            .iter()
+            .filter(|t| l0_ids.contains(&t.id))
+            .cloned()
+            .collect();
         if let Err(e) = self.storage.sync_dir(&self.dir) {
             return fail(e);
         }
@@ -1686,6 +1671,26 @@ impl Tree {
             MergeLevel::Bottom
         };
         let inputs: Vec<Arc<TableHandle>> = upper.iter().chain(&lower).cloned().collect();
+        self.merge_tables(&inputs, out_level, merge_level, |state| {
+            if let Some(last) = upper.last() {
+                state.compact_pointer[level] = last.largest.clone();
+            }
+        })?;
+        Ok(true)
+    }
+
+    /// Merges `inputs` (newest first) at `merge_level` into new tables of `out_level`, then
+    /// installs the version without the inputs and with the outputs (running `after` on the
+    /// state) and marks the inputs obsolete. At [`MergeLevel::Upper`] the outputs carry the
+    /// inputs' range tombstones; at the bottom they are dropped. Inputs are read without
+    /// filling the block cache. The caller holds the compaction lock.
+    fn merge_tables(
+        &self,
+        inputs: &[Arc<TableHandle>],
+        out_level: usize,
+        merge_level: MergeLevel,
+        after: impl FnOnce(&mut State),
+    ) -> Result<()> {
         let sources: Vec<Source> = inputs.iter().map(|t| t.source(&[], None, false)).collect();
         let input_ranges: Vec<Arc<[RangeTombstone]>> =
             inputs.iter().map(|t| Arc::clone(&t.ranges)).collect();
@@ -1710,18 +1715,16 @@ impl Tree {
                 out.sort_by(|a, b| a.smallest.cmp(&b.smallest));
             },
             |state| {
-                if let Some(last) = upper.last() {
-                    state.compact_pointer[level] = last.largest.clone();
-                }
+                after(state);
                 state.stats.compactions += 1;
                 state.stats.compaction_bytes_read += inputs.iter().map(|t| t.size).sum::<u64>();
                 state.stats.compaction_bytes_written += outputs.iter().map(|t| t.size).sum::<u64>();
             },
         )?;
-        for t in &inputs {
+        for t in inputs {
             t.obsolete.store(true, Ordering::Release);
         }
-        Ok(true)
+        Ok(())
     }
 
     /// A manual full compaction: flushes every memtable, then merges every table of the
@@ -1749,33 +1752,7 @@ impl Tree {
             return Ok(false);
         }
         // L0 newest first, then each level: newest first overall, as a merge wants.
-        let sources: Vec<Source> = inputs.iter().map(|t| t.source(&[], None, false)).collect();
-        let input_ranges: Vec<Arc<[RangeTombstone]>> =
-            inputs.iter().map(|t| Arc::clone(&t.ranges)).collect();
-        let mut merged = MergingIter::with_ranges(sources, input_ranges, MergeLevel::Bottom);
-        let outputs = self.write_tables(&mut merged, &[], self.options.target_table_bytes)?;
-        if !outputs.is_empty() {
-            self.storage.sync_dir(&self.dir)?;
-        }
-        let gone: HashSet<u64> = inputs.iter().map(|t| t.id).collect();
-        self.install(
-            |version| {
-                for tables in &mut version.levels {
-                    tables.retain(|t| !gone.contains(&t.id));
-                }
-                let out = &mut version.levels[bottom];
-                out.extend(outputs.iter().cloned());
-                out.sort_by(|a, b| a.smallest.cmp(&b.smallest));
-            },
-            |state| {
-                state.stats.compactions += 1;
-                state.stats.compaction_bytes_read += inputs.iter().map(|t| t.size).sum::<u64>();
-                state.stats.compaction_bytes_written += outputs.iter().map(|t| t.size).sum::<u64>();
-            },
-        )?;
-        for t in &inputs {
-            t.obsolete.store(true, Ordering::Release);
-        }
+        self.merge_tables(&inputs, bottom, MergeLevel::Bottom, |_| {})?;
         Ok(true)
     }
 

@@ -81,7 +81,9 @@ pub use cache::{BlockCache, BlockCacheKey};
 pub use filter::{FixedPrefix, PrefixExtractor};
 pub use iter::TableIter;
 pub use properties::TableProperties;
-pub use range_tombstone::{normalize as normalize_range_tombstones, RangeTombstone};
+pub use range_tombstone::{
+    covering as covering_range_tombstone, normalize as normalize_range_tombstones, RangeTombstone,
+};
 pub use reader::{TableReadOptions, TableReader};
 
 pub use crate::limits::{ReadLimits, MAX_BLOCK_LEN, MAX_META_LEN};

@@ -75,7 +75,7 @@ pub fn normalize(mut ranges: Vec<RangeTombstone>) -> Vec<RangeTombstone> {
 }
 
 /// The range of `ranges` (normalized) that deletes `key`.
-pub(crate) fn covering<'a>(ranges: &'a [RangeTombstone], key: &[u8]) -> Option<&'a RangeTombstone> {
+pub fn covering<'a>(ranges: &'a [RangeTombstone], key: &[u8]) -> Option<&'a RangeTombstone> {
     // The last range starting at or before the key is the only candidate.
     let i = ranges.partition_point(|r| r.start.as_slice() <= key);
     ranges[..i].last().filter(|r| r.contains(key))
