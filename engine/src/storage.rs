@@ -97,6 +97,26 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// [`sync_dir`](Storage::sync_dir) of the directories of both names.
     fn rename(&self, from: &str, to: &str) -> Result<()>;
 
+    /// The path on the local file system of the file at `path`, where this storage keeps its
+    /// files in a local directory (the path is checked first). `None` otherwise (the default):
+    /// callers then copy through [`open`](Storage::open) instead of linking.
+    fn local_path(&self, path: &str) -> Result<Option<PathBuf>> {
+        components(path, false)?;
+        Ok(None)
+    }
+
+    /// Makes `to` a hard link to the local file `source` (from another storage's
+    /// [`local_path`](Storage::local_path)), failing if `to` exists. Returns `Ok(false)`, and
+    /// creates nothing, when this storage cannot link to it (the default; also a local
+    /// storage on another file system, or a file system without hard links): the caller then
+    /// copies. The new name is durable only after [`sync_dir`](Storage::sync_dir); the
+    /// content is whatever `source` holds, made durable by whoever wrote it.
+    fn link_from(&self, source: &Path, to: &str) -> Result<bool> {
+        let _ = source;
+        components(to, false)?;
+        Ok(false)
+    }
+
     /// Removes the file at `path`; durable only after [`sync_dir`](Storage::sync_dir) of its
     /// directory.
     fn remove_file(&self, path: &str) -> Result<()>;
@@ -357,6 +377,30 @@ impl Storage for LocalStorage {
             let context = format!("rename to {}: {e}", to_full.display());
             Error::io(&from_full, io::Error::new(e.kind(), context))
         })
+    }
+
+    fn local_path(&self, path: &str) -> Result<Option<PathBuf>> {
+        self.resolve(path, false).map(Some)
+    }
+
+    fn link_from(&self, source: &Path, to: &str) -> Result<bool> {
+        let full = self.resolve(to, false)?;
+        match fs::hard_link(source, &full) {
+            Ok(()) => Ok(true),
+            // Another file system (EXDEV, 18 on Linux and macOS), or one without hard links
+            // (EPERM, ENOTSUP): the caller copies.
+            Err(e)
+                if e.raw_os_error() == Some(18)
+                    || e.kind() == io::ErrorKind::Unsupported
+                    || e.kind() == io::ErrorKind::PermissionDenied =>
+            {
+                Ok(false)
+            }
+            Err(e) => {
+                let context = format!("hard link to {}: {e}", full.display());
+                Err(Error::io(source, io::Error::new(e.kind(), context)))
+            }
+        }
     }
 
     fn remove_file(&self, path: &str) -> Result<()> {

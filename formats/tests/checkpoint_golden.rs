@@ -11,7 +11,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use flowstate_formats::checkpoint::{
-    CheckpointMetadataRecord, KeyedStateHandleRecord, OperatorStateHandleRecord,
+    CheckpointMetadataRecord, KeyedHandleKind, KeyedStateHandleRecord, OperatorStateHandleRecord,
     SnapshotKindRecord, StateFileRecord, TaskStateRecord,
 };
 use flowstate_formats::FormatError;
@@ -25,6 +25,8 @@ fn file(path: &str, size: u64) -> StateFileRecord {
 
 fn keyed_handle() -> KeyedStateHandleRecord {
     KeyedStateHandleRecord {
+        kind: KeyedHandleKind::KeyGroupFiles,
+        shared: vec![],
         key_group_range: (43, 85),
         files: vec![
             file("chk-42/keyed-agg-1", 65_537),
@@ -58,6 +60,8 @@ fn metadata() -> CheckpointMetadataRecord {
             keyed_task(
                 0,
                 vec![KeyedStateHandleRecord {
+                    kind: KeyedHandleKind::KeyGroupFiles,
+                    shared: vec![],
                     key_group_range: (0, 42),
                     files: vec![file("chk-42/keyed-agg-0", 1_000)],
                 }],

@@ -139,9 +139,16 @@ impl CompletedCheckpoint {
             .collect()
     }
 
-    /// Every state file the checkpoint's handles list (a file listed twice appears twice).
+    /// Every state file of the checkpoint's own directory its handles list (a file listed
+    /// twice appears twice); not the shared files.
     pub fn files(&self) -> impl Iterator<Item = &StateFile> {
         self.tasks.iter().flat_map(SubtaskState::files)
+    }
+
+    /// Every shared file (under `shared/`) the checkpoint's handles reference (a file
+    /// referenced twice appears twice).
+    pub fn shared_files(&self) -> impl Iterator<Item = &StateFile> {
+        self.tasks.iter().flat_map(SubtaskState::shared_files)
     }
 
     /// The `_metadata` record, with every path made relative by `relativize`.

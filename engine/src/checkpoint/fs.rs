@@ -2,7 +2,7 @@
 //! implementation of the storage interface.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use flowstate_formats::checkpoint::metadata::MAX_METADATA_LEN;
@@ -99,6 +99,10 @@ pub struct FsCheckpointStorage {
 struct Inner {
     /// Snapshot directories this instance created and made durable in their parents.
     durable_dirs: BTreeSet<String>,
+    /// The shared-file registry's in-progress part: shared files (paths) that checkpoints in
+    /// progress created or are about to reference, by checkpoint. The retained part is in the
+    /// retained checkpoints' `_metadata`, read again at every collection.
+    reserved: BTreeMap<CheckpointId, BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for FsCheckpointStorage {
@@ -322,7 +326,65 @@ impl FsCheckpointStorage {
         if removed {
             self.storage.sync_dir(ROOT)?;
         }
+        self.collect_shared_locked(inner, at_start)
+    }
+
+    /// The shared-file registry's collection: deletes every file of `shared/` that no
+    /// complete checkpoint references and no checkpoint in progress reserved (temporary files
+    /// of writers still running are kept, except `at_start`). Runs after retention, so the
+    /// `_metadata` that stopped referencing a file is gone, durably, before the file is
+    /// deleted. If a complete checkpoint's `_metadata` cannot be read, nothing is deleted.
+    fn collect_shared_locked(&self, inner: &mut Inner, at_start: bool) -> Result<()> {
+        let complete = self.scan()?.0;
+        // A checkpoint not newer than the newest complete one can no longer complete.
+        match (at_start, complete.last()) {
+            (true, _) => inner.reserved.clear(),
+            (false, Some(&newest)) => inner.reserved.retain(|&id, _| id > newest),
+            (false, None) => {}
+        }
+        let mut live: BTreeSet<String> = inner.reserved.values().flatten().cloned().collect();
+        for id in complete {
+            match self.load_checkpoint(id) {
+                Ok(checkpoint) => live.extend(checkpoint.shared_files().map(|f| f.path().into())),
+                Err(_) => return Ok(()),
+            }
+        }
+        let mut removed = false;
+        for name in self.storage.list_dir(SHARED_DIR)? {
+            let path = format!("{SHARED_DIR}/{name}");
+            if live.contains(&path) || (is_temp_name(&name) && !at_start) {
+                continue;
+            }
+            if self.storage.list_dir(&path).is_ok() {
+                // A directory: nothing of ours creates one in shared/.
+                continue;
+            }
+            self.storage.remove_file(&path)?;
+            removed = true;
+        }
+        if removed {
+            self.storage.sync_dir(SHARED_DIR)?;
+        }
         Ok(())
+    }
+
+    /// Checks that `target` may take shared files (an open checkpoint) and that `name` may
+    /// name one; returns its path.
+    pub(super) fn shared_path(&self, target: &SnapshotTarget, name: &str) -> Result<String> {
+        self.writable()?;
+        if target.kind() != SnapshotKind::Checkpoint {
+            return Err(Error::InvalidArgument(format!(
+                "{target} cannot have shared files: a savepoint is self-contained"
+            )));
+        }
+        if !is_state_file_name(name) || name.contains('/') || check_relative_path(name).is_err() {
+            return Err(Error::InvalidArgument(format!(
+                "{name:?} is not a shared file name: one path component, not {METADATA_FILE} \
+                 nor ending in {TEMP_SUFFIX}"
+            )));
+        }
+        self.check_open_target(target, &target.id().dir_name())?;
+        Ok(format!("{SHARED_DIR}/{name}"))
     }
 
     /// The directory of a snapshot target, checked.
@@ -407,7 +469,39 @@ impl FsCheckpointStorage {
                 }
             }
         }
-        for (path, size) in sizes {
+        let mut shared: BTreeMap<&str, u64> = BTreeMap::new();
+        for task in tasks {
+            for file in task.shared_files() {
+                if !dir.starts_with("chk-") || CheckpointId::from_dir_name(dir).is_none() {
+                    return Err(Error::InvalidArgument(format!(
+                        "the savepoint in {dir}/ references shared file {}: a savepoint is \
+                         self-contained",
+                        file.path()
+                    )));
+                }
+                let name = file
+                    .path()
+                    .strip_prefix(SHARED_DIR)
+                    .and_then(|rest| rest.strip_prefix('/'))
+                    .filter(|name| !name.contains('/') && is_state_file_name(name));
+                if name.is_none() {
+                    return Err(Error::InvalidArgument(format!(
+                        "shared file {} is not in {SHARED_DIR}/",
+                        file.path()
+                    )));
+                }
+                if let Some(size) = shared.insert(file.path(), file.size()) {
+                    if size != file.size() {
+                        return Err(Error::InvalidArgument(format!(
+                            "shared file {} is listed with sizes {size} and {}",
+                            file.path(),
+                            file.size()
+                        )));
+                    }
+                }
+            }
+        }
+        for (path, size) in sizes.into_iter().chain(shared) {
             check_size(path, self.storage.open(path)?.len(), size)?;
         }
         Ok(())
@@ -452,6 +546,107 @@ impl CheckpointStorage for FsCheckpointStorage {
         }))
     }
 
+    fn create_shared_file(
+        &self,
+        target: &SnapshotTarget,
+        name: &str,
+    ) -> Result<Box<dyn StateFileWriter>> {
+        let path = self.shared_path(target, name)?;
+        // Checkpoints in flight may publish the same file: each writes its own temporary.
+        let temp = format!("{path}.{}{TEMP_SUFFIX}", target.id());
+        {
+            let mut inner = self.lock();
+            self.check_open_target(target, &target.id().dir_name())?;
+            inner
+                .reserved
+                .entry(target.id())
+                .or_default()
+                .insert(path.clone());
+        }
+        let file = self.storage.create(&temp)?;
+        Ok(Box::new(FsStateFileWriter {
+            storage: Arc::clone(&self.storage),
+            file,
+            path,
+            temp,
+            dir: SHARED_DIR.to_string(),
+            max_size: self.max_state_size,
+            failed: false,
+        }))
+    }
+
+    fn link_shared_file(
+        &self,
+        target: &SnapshotTarget,
+        name: &str,
+        source: &Path,
+    ) -> Result<Option<StateFile>> {
+        let path = self.shared_path(target, name)?;
+        let size = std::fs::metadata(source)
+            .map_err(|e| Error::io(source, e))?
+            .len();
+        if self.max_state_size.is_some_and(|limit| size > limit) {
+            return Ok(None);
+        }
+        let mut inner = self.lock();
+        self.check_open_target(target, &target.id().dir_name())?;
+        let file = StateFile::new(path.clone(), size)?;
+        let exists = self.storage.exists(&path)?;
+        if exists {
+            check_size(&path, self.storage.open(&path)?.len(), size)?;
+        } else if !self.storage.link_from(source, &path)? {
+            return Ok(None);
+        }
+        inner
+            .reserved
+            .entry(target.id())
+            .or_default()
+            .insert(path.clone());
+        if !exists {
+            self.storage.sync_dir(SHARED_DIR)?;
+        }
+        Ok(Some(file))
+    }
+
+    fn reserve_shared_file(&self, target: &SnapshotTarget, file: &StateFile) -> Result<bool> {
+        self.shared_path(target, file.path().rsplit('/').next().unwrap_or_default())?;
+        let mut inner = self.lock();
+        self.check_open_target(target, &target.id().dir_name())?;
+        if !file.path().starts_with(&format!("{SHARED_DIR}/"))
+            || !self.storage.exists(file.path())?
+            || self.storage.open(file.path())?.len() != file.size()
+        {
+            return Ok(false);
+        }
+        inner
+            .reserved
+            .entry(target.id())
+            .or_default()
+            .insert(file.path().to_string());
+        Ok(true)
+    }
+
+    fn shared_file_references(&self) -> Result<BTreeMap<String, usize>> {
+        let mut refs: BTreeMap<String, usize> = BTreeMap::new();
+        for name in self.storage.list_dir(SHARED_DIR)? {
+            if !is_temp_name(&name) {
+                refs.insert(format!("{SHARED_DIR}/{name}"), 0);
+            }
+        }
+        for id in self.scan()?.0 {
+            let checkpoint = self.load_checkpoint(id)?;
+            let distinct: BTreeSet<&str> = checkpoint.shared_files().map(StateFile::path).collect();
+            for path in distinct {
+                *refs.entry(path.to_string()).or_default() += 1;
+            }
+        }
+        Ok(refs)
+    }
+
+    fn local_path(&self, file: &StateFile) -> Result<Option<PathBuf>> {
+        self.storage.local_path(file.path())
+    }
+
     fn open_state_file(&self, file: &StateFile) -> Result<Box<dyn ReadableFile>> {
         let readable = self.storage.open(file.path())?;
         check_size(file.path(), readable.len(), file.size())?;
@@ -489,6 +684,9 @@ impl CheckpointStorage for FsCheckpointStorage {
         let path = metadata_path(&dir);
         let bytes = record.encode(&path)?;
         self.storage.write_atomic(&path, &bytes)?;
+        // Its `_metadata` now holds what it references; reservations of tasks it does not
+        // list are released.
+        inner.reserved.remove(&target.id());
         if target.kind() == SnapshotKind::Checkpoint {
             // The checkpoint is complete and durable: a failed deletion only leaves garbage
             // for the next completion, `collect_garbage` or start-up.
@@ -501,6 +699,14 @@ impl CheckpointStorage for FsCheckpointStorage {
         self.writable()?;
         let dir = self.target_dir(target)?;
         let mut inner = self.lock();
+        if target.kind() == SnapshotKind::Checkpoint
+            && inner.reserved.remove(&target.id()).is_some()
+            && !self.storage.exists(&metadata_path(&dir))?
+        {
+            // What only the aborted checkpoint held is garbage now; a failure leaves it for
+            // the next collection.
+            let _ = self.collect_shared_locked(&mut inner, false);
+        }
         if !self.storage.exists(&dir)? {
             return Ok(());
         }

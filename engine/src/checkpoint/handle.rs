@@ -1,7 +1,8 @@
 //! State handles: which published files hold a task's state.
 
 use flowstate_formats::checkpoint::{
-    check_relative_path, KeyedStateHandleRecord, OperatorStateHandleRecord, StateFileRecord,
+    check_relative_path, KeyedHandleKind, KeyedStateHandleRecord, OperatorStateHandleRecord,
+    StateFileRecord,
 };
 
 use crate::error::{Error, Result};
@@ -62,18 +63,53 @@ impl StateFile {
 
 /// The keyed state of a key-group range, held in one or more state files.
 ///
-/// Every file holds the state of the whole range in the canonical snapshot format, with an
-/// index by key group, so a restore of a sub-range reads only its key groups (spec/formats.md).
+/// A handle of kind [`KeyedHandleKind::KeyGroupFiles`] lists canonical snapshot files: each
+/// holds the state of the whole range, with an index by key group, so a restore of a sub-range
+/// reads only its key groups (spec/formats.md). A handle of kind [`KeyedHandleKind::LsmNative`]
+/// lists a native LSM snapshot: its first file describes the tables, its other files are
+/// tables private to the snapshot (a native savepoint), and its [shared
+/// files](Self::shared_files) are tables under `shared/` (an incremental checkpoint).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KeyedStateHandle {
+    kind: KeyedHandleKind,
     key_group_range: KeyGroupRange,
     files: Vec<StateFile>,
+    shared: Vec<StateFile>,
 }
 
 impl KeyedStateHandle {
-    /// A handle for the key groups of `key_group_range` (not empty) held in `files` (at least
-    /// one).
+    /// A handle for the key groups of `key_group_range` (not empty) held in canonical snapshot
+    /// `files` (at least one).
     pub fn new(key_group_range: KeyGroupRange, files: Vec<StateFile>) -> Result<Self> {
+        Self::with_kind(
+            KeyedHandleKind::KeyGroupFiles,
+            key_group_range,
+            files,
+            Vec::new(),
+        )
+    }
+
+    /// A handle of a native LSM snapshot: `files` starts with the native snapshot file
+    /// (then private table files), `shared` lists the shared tables it references.
+    pub fn native(
+        key_group_range: KeyGroupRange,
+        files: Vec<StateFile>,
+        shared: Vec<StateFile>,
+    ) -> Result<Self> {
+        Self::with_kind(KeyedHandleKind::LsmNative, key_group_range, files, shared)
+    }
+
+    fn with_kind(
+        kind: KeyedHandleKind,
+        key_group_range: KeyGroupRange,
+        files: Vec<StateFile>,
+        shared: Vec<StateFile>,
+    ) -> Result<Self> {
+        if kind == KeyedHandleKind::KeyGroupFiles && !shared.is_empty() {
+            return Err(Error::InvalidArgument(
+                "a handle of canonical files lists no shared file".into(),
+            ));
+        }
         if key_group_range.is_empty() {
             return Err(Error::InvalidArgument(
                 "a keyed state handle covers at least one key group".into(),
@@ -85,9 +121,22 @@ impl KeyedStateHandle {
             ));
         }
         Ok(KeyedStateHandle {
+            kind,
             key_group_range,
             files,
+            shared,
         })
+    }
+
+    /// What the handle's files are.
+    pub fn kind(&self) -> KeyedHandleKind {
+        self.kind
+    }
+
+    /// The shared files the handle references (tables under `shared/` of an incremental
+    /// checkpoint); empty for other kinds.
+    pub fn shared_files(&self) -> &[StateFile] {
+        &self.shared
     }
 
     /// The key groups whose state the handle holds.
@@ -95,7 +144,7 @@ impl KeyedStateHandle {
         self.key_group_range
     }
 
-    /// The files.
+    /// The files of the snapshot itself (not the shared files).
     pub fn files(&self) -> &[StateFile] {
         &self.files
     }
@@ -108,6 +157,8 @@ impl KeyedStateHandle {
     /// The record of this handle (paths as they are).
     pub fn to_record(&self) -> KeyedStateHandleRecord {
         KeyedStateHandleRecord {
+            kind: self.kind,
+            shared: self.shared.iter().map(StateFile::to_record).collect(),
             key_group_range: (self.key_group_range.start(), self.key_group_range.end()),
             files: self.files.iter().map(StateFile::to_record).collect(),
         }
@@ -121,7 +172,17 @@ impl KeyedStateHandle {
             .into_iter()
             .map(StateFile::from_record)
             .collect::<Result<_>>()?;
-        KeyedStateHandle::new(KeyGroupRange::new(first, last)?, files)
+        let shared = record
+            .shared
+            .into_iter()
+            .map(StateFile::from_record)
+            .collect::<Result<_>>()?;
+        KeyedStateHandle::with_kind(
+            record.kind,
+            KeyGroupRange::new(first, last)?,
+            files,
+            shared,
+        )
     }
 
     /// The handle encoded standing alone (spec/formats.md section 4), to send it from a task
@@ -138,14 +199,18 @@ impl KeyedStateHandle {
         KeyedStateHandle::from_record(KeyedStateHandleRecord::decode(bytes, what)?)
     }
 
+    /// This handle with `f` applied to the paths of its own files (shared files are always
+    /// relative to the storage root).
     pub(crate) fn map_paths(&self, f: &dyn Fn(&str) -> Result<String>) -> Result<Self> {
         Ok(KeyedStateHandle {
+            kind: self.kind,
             key_group_range: self.key_group_range,
             files: self
                 .files
                 .iter()
                 .map(|file| file.map_path(f))
                 .collect::<Result<_>>()?,
+            shared: self.shared.clone(),
         })
     }
 }
@@ -252,12 +317,17 @@ impl SubtaskState {
         self
     }
 
-    /// Every state file the subtask's handles list.
+    /// Every state file of the snapshot the subtask's handles list (not the shared files).
     pub fn files(&self) -> impl Iterator<Item = &StateFile> {
         self.keyed
             .iter()
             .flat_map(|h| h.files.iter())
             .chain(self.operator.iter().map(|h| &h.file))
+    }
+
+    /// Every shared file the subtask's handles reference.
+    pub fn shared_files(&self) -> impl Iterator<Item = &StateFile> {
+        self.keyed.iter().flat_map(|h| h.shared.iter())
     }
 
     /// This state with `f` applied to every file's path.

@@ -94,6 +94,38 @@ impl CheckpointStorage for MemoryCheckpointStorage {
         self.inner.create_state_file(target, name)
     }
 
+    fn create_shared_file(
+        &self,
+        target: &SnapshotTarget,
+        name: &str,
+    ) -> Result<Box<dyn StateFileWriter>> {
+        self.inner.create_shared_file(target, name)
+    }
+
+    /// Memory cannot link to a local file: always `None` (the caller copies).
+    fn link_shared_file(
+        &self,
+        target: &SnapshotTarget,
+        name: &str,
+        _source: &std::path::Path,
+    ) -> Result<Option<StateFile>> {
+        self.inner.shared_path(target, name)?;
+        Ok(None)
+    }
+
+    fn reserve_shared_file(&self, target: &SnapshotTarget, file: &StateFile) -> Result<bool> {
+        self.inner.reserve_shared_file(target, file)
+    }
+
+    fn shared_file_references(&self) -> Result<std::collections::BTreeMap<String, usize>> {
+        self.inner.shared_file_references()
+    }
+
+    /// Memory has no local path: `None`.
+    fn local_path(&self, _file: &StateFile) -> Result<Option<std::path::PathBuf>> {
+        Ok(None)
+    }
+
     fn open_state_file(&self, file: &StateFile) -> Result<Box<dyn ReadableFile>> {
         self.inner.open_state_file(file)
     }

@@ -1,6 +1,8 @@
 //! The interface of checkpoint storage: where state files are written and read, and how
 //! checkpoints complete, abort and are found again.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::{fmt, io};
 
 use super::completed::CompletedCheckpoint;
@@ -124,6 +126,49 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
         target: &SnapshotTarget,
         name: &str,
     ) -> Result<Box<dyn StateFileWriter>>;
+
+    /// Opens shared file `name` (one path component: it goes to `shared/<name>`) for
+    /// checkpoint `target`, to be referenced by this and later checkpoints (an incremental
+    /// LSM checkpoint's new table). The name must identify the content for good: a file of
+    /// that name that exists already holds the same bytes, and finishing the writer replaces
+    /// it atomically. The file is reserved for `target` from now on: garbage collection does
+    /// not delete it while `target` is in progress, nor later while a retained checkpoint
+    /// references it. Refused for a savepoint (a savepoint never references a shared file),
+    /// a complete target, or a checkpoint not newer than the latest completed one.
+    fn create_shared_file(
+        &self,
+        target: &SnapshotTarget,
+        name: &str,
+    ) -> Result<Box<dyn StateFileWriter>>;
+
+    /// Publishes the local file `source` as shared file `name` of checkpoint `target` by a
+    /// hard link, where this storage keeps its files on the same local file system; returns
+    /// `None` (and creates nothing) where it cannot: the caller then copies through
+    /// [`create_shared_file`](Self::create_shared_file). The rules of `create_shared_file`
+    /// apply; a file of that name that exists already (the same content, by the naming
+    /// rule) is kept and returned if its size is `source`'s.
+    fn link_shared_file(
+        &self,
+        target: &SnapshotTarget,
+        name: &str,
+        source: &Path,
+    ) -> Result<Option<StateFile>>;
+
+    /// Reserves the existing shared file `file` for checkpoint `target`, which is about to
+    /// reference it: returns `true` if it exists with the recorded size (it is then kept at
+    /// least until `target` completes or aborts), `false` if it is gone or differs (the
+    /// caller publishes it again). The same refusals as
+    /// [`create_shared_file`](Self::create_shared_file).
+    fn reserve_shared_file(&self, target: &SnapshotTarget, file: &StateFile) -> Result<bool>;
+
+    /// The shared files under `shared/` and, for each, how many complete checkpoints
+    /// reference it (0: garbage that the next collection deletes, or a file an in-progress
+    /// checkpoint reserved). Errors if a complete checkpoint's `_metadata` cannot be read.
+    fn shared_file_references(&self) -> Result<BTreeMap<String, usize>>;
+
+    /// The local file-system path of a state or shared file, where this storage keeps its
+    /// files in a local directory (a restore links it instead of copying); `None` otherwise.
+    fn local_path(&self, file: &StateFile) -> Result<Option<PathBuf>>;
 
     /// Opens a state file of a handle for random-access reads, checking that its length is
     /// the size the handle records ([`Error::StateFileSize`](crate::Error::StateFileSize)

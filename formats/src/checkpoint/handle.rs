@@ -13,6 +13,8 @@
 //! state file      u16 path length | path (UTF-8) | u64 size
 //! keyed handle    u8 kind = 1 (key-group files) | u16 first key group | u16 last key group
 //!                 | u32 file count (>= 1) | state file ...
+//!              or u8 kind = 2 (LSM native) | u16 first | u16 last
+//!                 | u32 file count (>= 1) | state file ... | u32 shared count | state file ...
 //! operator handle u8 kind = 1 (one file) | state file
 //! ```
 //!
@@ -20,8 +22,11 @@
 //! handle is framed: magic (`FSKH` keyed, `FSOH` operator), u16 version 1, the bare record,
 //! and a u32 CRC-32 over every byte before it.
 //!
-//! The kind byte leaves room for other handle kinds (the incremental handles of the LSM
-//! backend); a decoder rejects kinds it does not know.
+//! Kind 1 lists canonical key-group snapshot files. Kind 2 is a native snapshot of the LSM
+//! backend: its first file is the native snapshot file (formats.md section 8), the other files
+//! are table files private to the snapshot (a native savepoint), and the shared files are
+//! tables under `shared/` that several checkpoints may reference (an incremental checkpoint).
+//! A decoder rejects kinds it does not know.
 
 use super::{Frame, Reader, Result, Writer};
 
@@ -34,6 +39,40 @@ pub const MAX_KEY_GROUPS: u32 = 1 << 15;
 
 /// The kind byte of a keyed handle made of files holding whole key groups.
 pub const KEYED_KIND_KEY_GROUP_FILES: u8 = 1;
+
+/// The kind byte of a keyed handle holding a native LSM snapshot: a native snapshot file,
+/// private table files and shared table files.
+pub const KEYED_KIND_LSM_NATIVE: u8 = 2;
+
+/// What a keyed state handle's files are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KeyedHandleKind {
+    /// Canonical key-group snapshot files, each holding the whole range (kind byte 1).
+    #[default]
+    KeyGroupFiles,
+    /// A native LSM snapshot (kind byte 2): the first file is the native snapshot file, the
+    /// others private table files; shared files are tables under `shared/`.
+    LsmNative,
+}
+
+impl KeyedHandleKind {
+    /// The kind's byte in the file.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            KeyedHandleKind::KeyGroupFiles => KEYED_KIND_KEY_GROUP_FILES,
+            KeyedHandleKind::LsmNative => KEYED_KIND_LSM_NATIVE,
+        }
+    }
+
+    /// The kind of a byte, if it names one.
+    pub fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            KEYED_KIND_KEY_GROUP_FILES => Some(KeyedHandleKind::KeyGroupFiles),
+            KEYED_KIND_LSM_NATIVE => Some(KeyedHandleKind::LsmNative),
+            _ => None,
+        }
+    }
+}
 
 /// The kind byte of an operator handle made of one file.
 pub const OPERATOR_KIND_FILE: u8 = 1;
@@ -118,10 +157,14 @@ impl StateFileRecord {
 /// The keyed state of a key-group range, held in files.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KeyedStateHandleRecord {
+    /// What the files are.
+    pub kind: KeyedHandleKind,
     /// The first and the last key group (inclusive); `first <= last < 32768`.
     pub key_group_range: (u16, u16),
     /// The files, at least one.
     pub files: Vec<StateFileRecord>,
+    /// The shared files (kind [`KeyedHandleKind::LsmNative`] only; empty otherwise).
+    pub shared: Vec<StateFileRecord>,
 }
 
 impl KeyedStateHandleRecord {
@@ -144,10 +187,10 @@ impl KeyedStateHandleRecord {
 
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
         let at = r.pos();
-        let kind = r.u8()?;
-        if kind != KEYED_KIND_KEY_GROUP_FILES {
-            return Err(r.invalid(at, format!("unknown keyed state handle kind {kind}")));
-        }
+        let byte = r.u8()?;
+        let Some(kind) = KeyedHandleKind::from_byte(byte) else {
+            return Err(r.invalid(at, format!("unknown keyed state handle kind {byte}")));
+        };
         let at = r.pos();
         let first = r.u16()?;
         let last = r.u16()?;
@@ -163,14 +206,27 @@ impl KeyedStateHandleRecord {
         for _ in 0..count {
             files.push(StateFileRecord::read(r)?);
         }
+        let mut shared = Vec::new();
+        if kind == KeyedHandleKind::LsmNative {
+            let count = r.count(MIN_FILE_LEN)?;
+            shared.reserve(count);
+            for _ in 0..count {
+                shared.push(StateFileRecord::read(r)?);
+            }
+        }
         Ok(KeyedStateHandleRecord {
+            kind,
             key_group_range: (first, last),
             files,
+            shared,
         })
     }
 
     pub(crate) fn write(&self, w: &mut Writer<'_>) -> Result<()> {
-        w.u8(KEYED_KIND_KEY_GROUP_FILES);
+        if self.kind == KeyedHandleKind::KeyGroupFiles && !self.shared.is_empty() {
+            return Err(w.invalid("a key-group-files handle lists no shared file"));
+        }
+        w.u8(self.kind.to_byte());
         let (first, last) = self.key_group_range;
         check_range(first, last).map_err(|reason| w.invalid(reason))?;
         w.u16(first);
@@ -181,6 +237,12 @@ impl KeyedStateHandleRecord {
         w.count(self.files.len())?;
         for file in &self.files {
             file.write(w)?;
+        }
+        if self.kind == KeyedHandleKind::LsmNative {
+            w.count(self.shared.len())?;
+            for file in &self.shared {
+                file.write(w)?;
+            }
         }
         Ok(())
     }
@@ -245,6 +307,8 @@ mod tests {
 
     fn keyed() -> KeyedStateHandleRecord {
         KeyedStateHandleRecord {
+            kind: KeyedHandleKind::KeyGroupFiles,
+            shared: vec![],
             key_group_range: (3, 9),
             files: vec![
                 StateFileRecord {
@@ -280,6 +344,50 @@ mod tests {
             OperatorStateHandleRecord::decode(&keyed().encode("h").unwrap(), "h"),
             Err(FormatError::BadMagic { .. })
         ));
+    }
+
+    fn native() -> KeyedStateHandleRecord {
+        KeyedStateHandleRecord {
+            kind: KeyedHandleKind::LsmNative,
+            key_group_range: (0, 63),
+            files: vec![StateFileRecord {
+                path: "chk-4/op-0-keyed".into(),
+                size: 310,
+            }],
+            shared: vec![
+                StateFileRecord {
+                    path: "shared/0123-000001.sst".into(),
+                    size: 4096,
+                },
+                StateFileRecord {
+                    path: "shared/0123-000002.sst".into(),
+                    size: 8192,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn native_handles_round_trip_with_their_shared_files() {
+        let bytes = native().encode("h").unwrap();
+        assert_eq!(bytes[6], KEYED_KIND_LSM_NATIVE);
+        assert_eq!(KeyedStateHandleRecord::decode(&bytes, "h").unwrap(), native());
+        let mut empty = native();
+        empty.shared.clear();
+        let bytes = empty.encode("h").unwrap();
+        assert_eq!(KeyedStateHandleRecord::decode(&bytes, "h").unwrap(), empty);
+        // A key-group-files handle cannot carry shared files.
+        let mut wrong = native();
+        wrong.kind = KeyedHandleKind::KeyGroupFiles;
+        assert!(wrong.encode("h").is_err());
+        // Every flip and truncation of a native handle is an error too.
+        let bytes = native().encode("h").unwrap();
+        for i in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= 0x10;
+            assert!(KeyedStateHandleRecord::decode(&damaged, "h").is_err(), "{i}");
+            assert!(KeyedStateHandleRecord::decode(&bytes[..i], "h").is_err(), "{i}");
+        }
     }
 
     #[test]

@@ -263,7 +263,7 @@ fn duplicate(task: &TaskStateRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::StateFileRecord;
+    use crate::checkpoint::{KeyedHandleKind, StateFileRecord};
     use crate::FormatError;
 
     fn task(op: &str, index: u32) -> TaskStateRecord {
@@ -273,6 +273,8 @@ mod tests {
             parallelism: 2,
             max_parallelism: 128,
             keyed: vec![KeyedStateHandleRecord {
+                kind: KeyedHandleKind::KeyGroupFiles,
+                shared: vec![],
                 key_group_range: (0, 63),
                 files: vec![StateFileRecord {
                     path: format!("chk-1/{op}-{index}"),

@@ -12,8 +12,8 @@
 //!
 //! ```
 //! use flowstate_formats::checkpoint::{
-//!     CheckpointMetadataRecord, KeyedStateHandleRecord, SnapshotKindRecord, StateFileRecord,
-//!     TaskStateRecord,
+//!     CheckpointMetadataRecord, KeyedHandleKind, KeyedStateHandleRecord, SnapshotKindRecord,
+//!     StateFileRecord, TaskStateRecord,
 //! };
 //!
 //! let metadata = CheckpointMetadataRecord {
@@ -26,8 +26,10 @@
 //!         parallelism: 1,
 //!         max_parallelism: 128,
 //!         keyed: vec![KeyedStateHandleRecord {
+//!             kind: KeyedHandleKind::KeyGroupFiles,
 //!             key_group_range: (0, 127),
 //!             files: vec![StateFileRecord { path: "chk-7/window-agg-0".into(), size: 4096 }],
+//!             shared: vec![],
 //!         }],
 //!         operator: vec![],
 //!     }],
@@ -48,11 +50,14 @@ use crate::FormatError;
 
 pub mod handle;
 pub mod metadata;
+pub mod native_snapshot;
 
 pub use handle::{
-    check_relative_path, KeyedStateHandleRecord, OperatorStateHandleRecord, StateFileRecord,
+    check_relative_path, KeyedHandleKind, KeyedStateHandleRecord, OperatorStateHandleRecord,
+    StateFileRecord,
 };
 pub use metadata::{CheckpointMetadataRecord, SnapshotKindRecord, TaskStateRecord};
+pub use native_snapshot::{NativeSnapshotRecord, NativeTableRecord, TableLocation};
 
 /// The result type of this module: errors are [`FormatError`]s naming the file, and the
 /// byte offset where there is one.
