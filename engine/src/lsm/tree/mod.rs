@@ -43,7 +43,7 @@
 //! # Ok::<(), flowstate::Error>(())
 //! ```
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -62,6 +62,9 @@ use super::mem_table::{ImmutableMemTable, MemTable};
 use super::merge::{resolve_ranged, MergeLevel, MergingIter};
 use super::ranges;
 use crate::error::{Error, Result};
+
+mod checkpoint;
+pub use checkpoint::CheckpointTables;
 use crate::storage::{is_temp_name, ReadableFile, Storage, WritableFile, ROOT, TEMP_SUFFIX};
 
 /// The manifest's file name in the tree's directory.
@@ -113,6 +116,11 @@ pub struct TreeOptions {
     /// pread"). Table files are never written after they are renamed into place, which a map
     /// requires.
     pub mmap_reads: bool,
+    /// The id of the first table a new tree writes (default 1); later tables count up from
+    /// it. The LSM backend starts every tree at a random multiple of 2^24, so that tables of
+    /// different backends (linked side by side by a restore at another parallelism, or named
+    /// in shared checkpoint storage) seldom share an id.
+    pub first_table_id: u64,
 }
 
 impl Default for TreeOptions {
@@ -130,6 +138,7 @@ impl Default for TreeOptions {
             l0_stop_trigger: 12,
             block_cache: None,
             mmap_reads: true,
+            first_table_id: 1,
         }
     }
 }
@@ -193,7 +202,9 @@ pub struct TableHandle {
     reader: TableReader<Arc<dyn ReadableFile>>,
     /// The table's range tombstones (shared with merges that read it).
     ranges: Arc<[RangeTombstone]>,
-    storage: Arc<dyn Storage>,
+    /// The storage the file is deleted from once obsolete; `None` for a table read in place
+    /// (a checkpoint's file), which is never deleted.
+    storage: Option<Arc<dyn Storage>>,
     obsolete: AtomicBool,
 }
 
@@ -206,6 +217,11 @@ impl TableHandle {
     /// The file name in the tree's directory.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The file's path in the tree's storage.
+    pub fn path(&self) -> &str {
+        &self.path
     }
 
     /// The file's length in bytes.
@@ -285,7 +301,9 @@ impl Drop for TableHandle {
     fn drop(&mut self) {
         if self.obsolete.load(Ordering::Acquire) {
             // A file left behind is garbage that the next open removes.
-            let _ = self.storage.remove_file(&self.path);
+            if let Some(storage) = &self.storage {
+                let _ = storage.remove_file(&self.path);
+            }
         }
     }
 }
@@ -314,6 +332,31 @@ impl Version {
         Version {
             levels: vec![Vec::new(); MAX_LEVELS],
         }
+    }
+
+    /// A version of `levels` (at most [`MAX_LEVELS`]; L0 newest first, deeper levels sorted
+    /// by key without overlap, which is checked).
+    pub fn from_levels(levels: Vec<Vec<Arc<TableHandle>>>) -> Result<Self> {
+        if levels.len() > MAX_LEVELS {
+            return Err(Error::InvalidArgument(format!(
+                "{} levels, more than {MAX_LEVELS}",
+                levels.len()
+            )));
+        }
+        let mut version = Version::empty();
+        for (level, mut tables) in levels.into_iter().enumerate() {
+            if level > 0 {
+                tables.sort_by(|a, b| a.smallest.cmp(&b.smallest));
+                if let Some(w) = tables.windows(2).find(|w| w[0].largest >= w[1].smallest) {
+                    return Err(corrupt(
+                        &w[1].path,
+                        format!("tables {} and {} of level {level} overlap", w[0].name, w[1].name),
+                    ));
+                }
+            }
+            version.levels[level] = tables;
+        }
+        Ok(version)
     }
 
     /// The tables of `level` (empty past the last level).
@@ -407,8 +450,10 @@ impl Version {
                 });
             }
         }
+        // Adopted tables keep their own ids, which may lie above the tree's counter.
+        let above = tables.iter().map(|t| t.id.saturating_add(1)).max().unwrap_or(0);
         Manifest {
-            next_table_id,
+            next_table_id: next_table_id.max(above),
             tables,
         }
     }
@@ -603,6 +648,11 @@ struct State {
     /// Per level, the largest key of the last table compacted out of it: the next compaction
     /// of the level starts after it (round robin over the key space).
     compact_pointer: Vec<Vec<u8>>,
+    /// Frozen memtables that checkpoint views wait for (by address), with how many views
+    /// wait and, once flushed, the tables the flush wrote.
+    flush_outputs: HashMap<usize, FlushOutput>,
+    /// Ids of adopted tables (written by other trees), which new tables skip.
+    adopted_ids: HashSet<u64>,
 }
 
 type Source = Box<dyn Iterator<Item = Result<(Vec<u8>, Entry)>> + Send>;
@@ -838,6 +888,20 @@ fn inclusive_below(end: &[u8]) -> &[u8] {
     }
 }
 
+/// What a flush of a frozen memtable that checkpoint views wait for wrote.
+struct FlushOutput {
+    /// The views waiting.
+    waiting: usize,
+    /// The tables, once flushed.
+    tables: Option<Vec<Arc<TableHandle>>>,
+}
+
+/// The key of a frozen memtable in [`State::flush_outputs`]: its address, stable while a
+/// view holds it.
+fn memtable_key(imm: &Arc<ImmutableMemTable>) -> usize {
+    Arc::as_ptr(imm) as usize
+}
+
 fn table_name(id: u64) -> String {
     format!("{id:06}{TABLE_SUFFIX}")
 }
@@ -898,6 +962,8 @@ impl Tree {
                 next_id: 1,
                 stats: TreeStats::default(),
                 compact_pointer: vec![Vec::new(); MAX_LEVELS],
+                flush_outputs: HashMap::new(),
+                adopted_ids: HashSet::new(),
             }),
             flush_lock: Mutex::new(()),
             compact_lock: Mutex::new(()),
@@ -923,7 +989,10 @@ impl Tree {
             let bytes = self.storage.read_all(&manifest_path, MAX_MANIFEST_LEN)?;
             Manifest::decode(&bytes, &manifest_path)?
         } else {
-            Manifest::default()
+            Manifest {
+                next_table_id: self.options.first_table_id,
+                tables: Vec::new(),
+            }
         };
         let mut version = Version::empty();
         let mut listed = HashSet::new();
@@ -1017,7 +1086,7 @@ impl Tree {
             smallest: smallest.to_vec(),
             largest: largest.to_vec(),
             reader,
-            storage: Arc::clone(&self.storage),
+            storage: Some(Arc::clone(&self.storage)),
             obsolete: AtomicBool::new(false),
         })
     }
@@ -1229,8 +1298,11 @@ impl Tree {
     fn start_table(&self) -> Result<OpenTable> {
         let id = {
             let mut state = lock(&self.state);
-            let id = state.next_id;
-            state.next_id += 1;
+            let mut id = state.next_id;
+            while state.adopted_ids.contains(&id) {
+                id += 1;
+            }
+            state.next_id = id + 1;
             id
         };
         let name = table_name(id);
@@ -1589,6 +1661,9 @@ impl Tree {
                 }
             },
             |state| {
+                if let Some(out) = state.flush_outputs.get_mut(&memtable_key(&imm)) {
+                    out.tables = Some(tables.clone());
+                }
                 state.imms.pop_front();
                 state.stats.flushes += 1;
                 state.stats.flush_bytes_written += written;
