@@ -430,6 +430,15 @@ impl BackendConfig {
         self.map_lsm(|l| l.background = background)
     }
 
+    /// LSM: whether checkpoints are incremental (default true): a checkpoint publishes only
+    /// the table files no earlier checkpoint of the backend published, under `shared/`, and
+    /// writes a small native snapshot file that lists every table it needs. `false`: every
+    /// checkpoint writes the whole state as a canonical file (portable across backends, as
+    /// savepoints always are). spec/checkpoint-protocol.md section 8.
+    pub fn lsm_incremental_checkpoints(self, enabled: bool) -> Self {
+        self.map_lsm(|l| l.incremental_checkpoints = enabled)
+    }
+
     /// LSM: every option of the tree at once (table format, compaction triggers and sizes).
     /// Its `block_cache` is replaced by the backend's cache.
     pub fn lsm_tree_options(self, options: TreeOptions) -> Self {
@@ -751,6 +760,14 @@ impl<K: Key> KeyedStateBackend<K> for Backend<K> {
     }
     fn snapshot_state(&mut self) -> Result<StateSnapshot> {
         delegate!(self, b => b.snapshot_state())
+    }
+    fn snapshot(
+        &mut self,
+        target: impl Into<crate::checkpoint::SnapshotTarget>,
+        storage: &std::sync::Arc<dyn crate::checkpoint::CheckpointStorage>,
+        name: &str,
+    ) -> Result<crate::checkpoint::PendingSnapshot> {
+        delegate!(self, b => b.snapshot(target, storage, name))
     }
     fn notify_checkpoint_complete(&mut self, id: crate::checkpoint::CheckpointId) -> Result<()> {
         delegate!(self, b => b.notify_checkpoint_complete(id))

@@ -142,6 +142,17 @@ pub enum Error {
         /// The limit.
         limit: u64,
     },
+    /// A shared file an incremental checkpoint refers to is missing, damaged or of the wrong
+    /// size: the checkpoint cannot be restored (there is no silent fallback to other data).
+    #[error("shared file {path} of checkpoint {checkpoint}: {reason}")]
+    SharedFile {
+        /// The shared file's path in the checkpoint storage.
+        path: String,
+        /// The checkpoint (or savepoint) whose snapshot refers to it.
+        checkpoint: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A flush or compaction of the LSM backend failed on a background thread; the backend
     /// keeps what it holds in memory but refuses further writes.
     #[error("LSM background work failed: {reason}")]
@@ -171,7 +182,7 @@ impl Error {
                 flowstate_formats::FormatError::InvalidInput { .. } => ErrorKind::Usage,
                 _ => ErrorKind::Corruption,
             },
-            Error::StateFileSize { .. } => ErrorKind::Corruption,
+            Error::StateFileSize { .. } | Error::SharedFile { .. } => ErrorKind::Corruption,
             Error::StateSizeLimit { .. } => ErrorKind::Limit,
             Error::IncompatibleState { .. } | Error::IncompatibleSnapshot(_) => ErrorKind::Usage,
         }

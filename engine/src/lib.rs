@@ -52,6 +52,7 @@ pub mod heap;
 pub mod key_group;
 pub mod lsm;
 mod mmap;
+pub(crate) mod restore;
 pub mod operator;
 pub mod snapshot;
 pub mod state;

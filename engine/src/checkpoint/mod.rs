@@ -57,6 +57,7 @@ pub use fs::{FsCheckpointOptions, FsCheckpointStorage};
 pub use handle::{KeyedStateHandle, OperatorStateHandle, StateFile, SubtaskState};
 pub use memory::{MemoryCheckpointStorage, DEFAULT_MAX_STATE_SIZE};
 pub use storage::{CheckpointStorage, SnapshotTarget, StateFileWriter};
+pub(crate) use write::NativeSnapshot;
 pub use write::{
     read_operator_state, snapshot_meta, write_canonical, write_operator_state, FileRestoreSource,
     PendingSnapshot, SnapshotResult, SnapshotStats,
@@ -65,8 +66,8 @@ pub use write::{
 /// The name of the file that completes a checkpoint or savepoint, in its directory.
 pub const METADATA_FILE: &str = "_metadata";
 
-/// The directory, under the checkpoint storage's root, reserved for files shared between
-/// incremental checkpoints (not used yet).
+/// The directory, under the checkpoint storage's root, of files shared between incremental
+/// checkpoints (the LSM backend's tables).
 pub const SHARED_DIR: &str = "shared";
 
 /// The directory, under the checkpoint storage's root, reserved for files the tasks own

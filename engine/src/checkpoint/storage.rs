@@ -21,6 +21,7 @@ use crate::storage::ReadableFile;
 pub struct SnapshotTarget {
     id: CheckpointId,
     savepoint_dir: Option<String>,
+    native: bool,
 }
 
 impl SnapshotTarget {
@@ -29,6 +30,7 @@ impl SnapshotTarget {
         SnapshotTarget {
             id,
             savepoint_dir: None,
+            native: false,
         }
     }
 
@@ -38,7 +40,25 @@ impl SnapshotTarget {
         SnapshotTarget {
             id,
             savepoint_dir: Some(dir.into()),
+            native: false,
         }
+    }
+
+    /// A native savepoint numbered `id` in directory `dir`: a backend that has a native format
+    /// (the LSM backend: its table files, copied into `dir`) writes it instead of the
+    /// canonical file. It restores faster into the same kind of backend, but only into it;
+    /// like every savepoint it is self-contained (no file under `shared/`). A backend without
+    /// a native format writes the canonical file.
+    pub fn native_savepoint(id: CheckpointId, dir: impl Into<String>) -> Self {
+        SnapshotTarget {
+            native: true,
+            ..SnapshotTarget::savepoint(id, dir)
+        }
+    }
+
+    /// Whether this is a native savepoint ([`native_savepoint`](Self::native_savepoint)).
+    pub fn is_native_savepoint(&self) -> bool {
+        self.native
     }
 
     /// The checkpoint id.

@@ -94,16 +94,35 @@ pub fn snapshot_meta(view: &StateSnapshot) -> SnapshotMeta {
 }
 
 /// What writing a snapshot file did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SnapshotStats {
-    /// Bytes of the file.
+    /// Bytes of the snapshot's own files (the canonical file; the native snapshot file and,
+    /// for a native savepoint, its table files).
     pub bytes: u64,
-    /// (key, namespace) entries written.
+    /// (key, namespace) entries written (0 for a native snapshot, which writes no entry).
     pub entries: u64,
-    /// Key groups with at least one entry.
+    /// Key groups with at least one entry (0 for a native snapshot).
     pub key_groups: u64,
     /// How long writing took.
     pub duration: Duration,
+    /// Shared files the snapshot references (an incremental checkpoint), new ones included.
+    pub shared_files: u64,
+    /// Their bytes.
+    pub shared_bytes: u64,
+    /// Shared files this snapshot published (the others were published by earlier ones).
+    pub new_shared_files: u64,
+    /// Their bytes: with [`bytes`](Self::bytes), what this snapshot added to the storage.
+    pub new_shared_bytes: u64,
+    /// Of the new shared files, those published by a hard link rather than a copy.
+    pub linked_files: u64,
+}
+
+impl SnapshotStats {
+    /// Bytes this snapshot added to the checkpoint storage: its own files plus the shared
+    /// files it published.
+    pub fn new_bytes(&self) -> u64 {
+        self.bytes + self.new_shared_bytes
+    }
 }
 
 /// Writes `view` as a canonical key-group snapshot to `out` (pass `&mut writer` to keep it).
@@ -163,6 +182,7 @@ pub fn write_canonical<W: Write>(
         entries: summary.entry_count,
         key_groups,
         duration: started.elapsed(),
+        ..SnapshotStats::default()
     })
 }
 
@@ -191,6 +211,21 @@ pub struct PendingSnapshot {
     storage: Arc<dyn CheckpointStorage>,
     name: String,
     compression: Compression,
+    /// The backend's own asynchronous phase, if it writes a native snapshot.
+    native: Option<Box<dyn NativeSnapshot>>,
+}
+
+/// A backend's asynchronous phase that writes a native snapshot instead of the canonical
+/// file (the LSM backend's incremental checkpoints and native savepoints).
+pub(crate) trait NativeSnapshot: Send {
+    /// Writes the snapshot as state file `name` of `target` (and the shared files it needs)
+    /// and returns its handle.
+    fn run(
+        self: Box<Self>,
+        target: &SnapshotTarget,
+        storage: &Arc<dyn CheckpointStorage>,
+        name: &str,
+    ) -> Result<SnapshotResult>;
 }
 
 impl std::fmt::Debug for PendingSnapshot {
@@ -227,7 +262,29 @@ impl PendingSnapshot {
             storage,
             name: name.into(),
             compression: Compression::None,
+            native: None,
         }
+    }
+
+    /// A pending snapshot written by a backend's own asynchronous phase; `view` is the frozen
+    /// view of the same instant (for [`view`](Self::view)).
+    pub(crate) fn native(
+        view: StateSnapshot,
+        target: SnapshotTarget,
+        storage: Arc<dyn CheckpointStorage>,
+        name: impl Into<String>,
+        native: Box<dyn NativeSnapshot>,
+    ) -> Self {
+        PendingSnapshot {
+            native: Some(native),
+            ..PendingSnapshot::new(view, target, storage, name)
+        }
+    }
+
+    /// Whether the asynchronous phase writes a native snapshot (an LSM backend's incremental
+    /// checkpoint or native savepoint) rather than the canonical file.
+    pub fn is_native(&self) -> bool {
+        self.native.is_some()
     }
 
     /// Compresses the file's blocks with `compression` (default: none).
@@ -244,6 +301,9 @@ impl PendingSnapshot {
     /// Writes the file, publishes it (sync, atomic rename) and returns its handle. On an error
     /// nothing is published; the embedder aborts the checkpoint.
     pub fn run(self) -> Result<SnapshotResult> {
+        if let Some(native) = self.native {
+            return native.run(&self.target, &self.storage, &self.name);
+        }
         let writer = self.storage.create_state_file(&self.target, &self.name)?;
         let path = writer.path().to_owned();
         let mut sink = BufWriter::with_capacity(1 << 20, FileSink(writer));

@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::cache::{CacheStats, ShardedBlockCache};
+use super::checkpoint::{random_table_id_base, NativeJob, SharedTables};
 use super::key;
 use super::merge::{push_list_element, ListElements};
 use super::pool::{step, LsmPool, Worker};
@@ -32,7 +33,7 @@ use crate::backend::{BackendConfig, KeyedStateBackend};
 use crate::clock::Clock;
 use crate::codec::{Codec, CodecError};
 use crate::error::{Error, Result};
-use crate::heap::restore::{visit_sources, RestoreSink};
+use crate::restore::{visit_sources, RestoreSink};
 use crate::key_group::{key_group_for, KeyGroupRange};
 use crate::snapshot::{
     EncodedEntry, EncodedRun, EncodedState, RestoreSource, RunValueSource, StateSnapshot,
@@ -73,6 +74,8 @@ pub struct LsmConfig {
     pub shared_cache: Option<Arc<ShardedBlockCache>>,
     /// Where flushes and compactions run (default: a pool of one thread of the backend's own).
     pub background: LsmBackground,
+    /// Whether checkpoints are incremental native snapshots (default true) or canonical files.
+    pub incremental_checkpoints: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +92,7 @@ impl LsmConfig {
             block_cache_bytes: 64 << 20,
             shared_cache: None,
             background: LsmBackground::Threads(1),
+            incremental_checkpoints: true,
         }
     }
 }
@@ -155,6 +159,12 @@ pub struct LsmBackend<K: Key> {
     /// The pool and this tree's record in it; `None` when work runs inline.
     worker: Option<(Arc<LsmPool>, Arc<Worker>)>,
     clock: Arc<dyn Clock>,
+    /// Whether checkpoints are incremental native snapshots.
+    incremental: bool,
+    /// The tables published under `shared/` (the backend's side of the registry).
+    shared: Arc<parking_lot::Mutex<SharedTables>>,
+    /// The storage of the working directory (where the table files are).
+    storage: Arc<dyn Storage>,
     /// Last field: dropped after the tree, so the tree's files are gone when it runs. Snapshot
     /// views hold it too: the directory goes with the last of the backend and its views.
     _created_dir: Arc<CreatedDir>,
@@ -230,10 +240,13 @@ impl<K: Key> LsmBackend<K> {
             (None, bytes) => Some(Arc::new(ShardedBlockCache::new(bytes))),
         };
         let mut tree_options = lsm.tree.clone();
+        if tree_options.first_table_id == TreeOptions::default().first_table_id {
+            tree_options.first_table_id = random_table_id_base();
+        }
         tree_options.block_cache = cache
             .clone()
             .map(|c| c as Arc<dyn flowstate_formats::table::BlockCache>);
-        let tree = Arc::new(Tree::open(storage, &dir, tree_options)?);
+        let tree = Arc::new(Tree::open(Arc::clone(&storage), &dir, tree_options)?);
         let worker = match &lsm.background {
             LsmBackground::Inline => None,
             LsmBackground::Pool(pool) => Some((Arc::clone(pool), pool.register(&tree))),
@@ -253,6 +266,9 @@ impl<K: Key> LsmBackend<K> {
             cache,
             worker,
             clock: config.get_clock().clone(),
+            incremental: lsm.incremental_checkpoints,
+            shared: Arc::new(parking_lot::Mutex::new(SharedTables::new())),
+            storage,
             _created_dir: Arc::new(created_dir),
         })
     }
@@ -285,7 +301,7 @@ impl<K: Key> LsmBackend<K> {
             budget: tree.options().memtable_bytes,
             list: Vec::new(),
         };
-        visit_sources::<K>(max_parallelism, range, sources, &mut sink)?;
+        visit_sources::<K>(max_parallelism, range, &[], &[], sources, &mut sink)?;
         sink.write_run()?;
         let mut tables = Vec::new();
         for writer in std::mem::take(&mut sink.writers) {
@@ -1230,14 +1246,65 @@ impl<K: Key> KeyedStateBackend<K> for LsmBackend<K> {
         ))
     }
 
-    /// Nothing to release yet: a snapshot's view holds its files until it is dropped
-    /// (incremental checkpoints, which keep files per checkpoint, come later).
-    fn notify_checkpoint_complete(&mut self, _id: crate::checkpoint::CheckpointId) -> Result<()> {
+    /// The tables checkpoint `id` and earlier ones published are confirmed (the next
+    /// checkpoints reference them), and the records of tables the tree no longer holds are
+    /// dropped. A snapshot's view holds its own files until its asynchronous phase ends.
+    fn notify_checkpoint_complete(&mut self, id: crate::checkpoint::CheckpointId) -> Result<()> {
+        let live: std::collections::HashSet<u64> =
+            self.tree.pin().all_tables().map(|t| t.id()).collect();
+        self.shared.lock().complete(id, &live);
         Ok(())
     }
 
-    /// Nothing to drop: see `notify_checkpoint_complete`.
-    fn notify_checkpoint_aborted(&mut self, _id: crate::checkpoint::CheckpointId) -> Result<()> {
+    /// The tables checkpoint `id` published are not assumed published any more: the next
+    /// checkpoint publishes them again unless the storage still holds them for another.
+    fn notify_checkpoint_aborted(&mut self, id: crate::checkpoint::CheckpointId) -> Result<()> {
+        self.shared.lock().abort(id);
         Ok(())
+    }
+
+    /// The synchronous phase of a checkpoint or savepoint. A checkpoint of a backend with
+    /// incremental checkpoints (the default) and a native savepoint take the tree's tables
+    /// (memtable frozen, version held: independent of the state's size) and return a native
+    /// asynchronous phase; otherwise the canonical file is written, as by every backend.
+    fn snapshot(
+        &mut self,
+        target: impl Into<crate::checkpoint::SnapshotTarget>,
+        storage: &Arc<dyn crate::checkpoint::CheckpointStorage>,
+        name: &str,
+    ) -> Result<crate::checkpoint::PendingSnapshot> {
+        let target = target.into();
+        let native = match target.kind() {
+            crate::checkpoint::SnapshotKind::Checkpoint => self.incremental,
+            crate::checkpoint::SnapshotKind::Savepoint => target.is_native_savepoint(),
+        };
+        if !native {
+            let view = self.snapshot_state()?;
+            return Ok(crate::checkpoint::PendingSnapshot::new(
+                view,
+                target,
+                storage.clone(),
+                name,
+            ));
+        }
+        if let Some((_, worker)) = &self.worker {
+            worker.check()?;
+        }
+        let tables = self.tree.checkpoint_tables();
+        let view = self.snapshot_state()?;
+        let job = NativeJob {
+            tables,
+            shared: Arc::clone(&self.shared),
+            tree_storage: Arc::clone(&self.storage),
+            meta: crate::checkpoint::snapshot_meta(&view),
+            range: self.range,
+        };
+        Ok(crate::checkpoint::PendingSnapshot::native(
+            view,
+            target,
+            storage.clone(),
+            name,
+            Box::new(job),
+        ))
     }
 }

@@ -64,6 +64,7 @@ mod arena;
 pub mod backend;
 mod btree;
 pub mod cache;
+mod checkpoint;
 pub mod entry;
 pub mod key;
 pub mod mem_table;
