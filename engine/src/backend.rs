@@ -544,6 +544,62 @@ impl<K: Key> Backend<K> {
         }
     }
 
+    /// Opens a backend as `config` says with the state of `handles` (of any kind: canonical
+    /// files, native LSM snapshots of incremental checkpoints or native savepoints) in the key
+    /// groups it owns, read through `storage`; handles that do not intersect its range are
+    /// ignored. The LSM backend links the tables of native snapshots
+    /// ([`LsmBackend::restore_from`]); the heap backend reads every handle entry by entry.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use flowstate::*;
+    /// let dir = tempfile::tempdir().expect("a temporary directory");
+    /// let storage: Arc<dyn CheckpointStorage> =
+    ///     Arc::new(FsCheckpointStorage::new(dir.path().join("checkpoints"))?);
+    /// let mut backend = Backend::<u64>::open(BackendConfig::lsm(dir.path().join("work")))?;
+    /// let count = backend.register(ValueStateDescriptor::<u64>::new("count"))?;
+    /// backend.set_current_key(&7);
+    /// backend.value(&count).update(1)?;
+    /// // An incremental checkpoint: tables under shared/, a small native snapshot file.
+    /// let written = backend.snapshot(CheckpointId(1), &storage, "task-0")?.run()?;
+    /// let task = SubtaskState::new("counter", 0, 1, 128).with_keyed(written.handle);
+    /// let done = storage.complete_checkpoint(CheckpointId(1), vec![task])?;
+    /// backend.notify_checkpoint_complete(CheckpointId(1))?;
+    ///
+    /// // Into either backend, at any parallelism.
+    /// let handles = done.handles_for(KeyGroupRange::new(0, 127)?);
+    /// for config in [BackendConfig::heap(), BackendConfig::lsm(dir.path().join("work-2"))] {
+    ///     let mut restored = Backend::<u64>::restore_from(config, &*storage, &handles)?;
+    ///     let count = restored.register(ValueStateDescriptor::<u64>::new("count"))?;
+    ///     restored.set_current_key(&7);
+    ///     assert_eq!(restored.value(&count).get()?, Some(1));
+    /// }
+    /// # Ok::<(), flowstate::Error>(())
+    /// ```
+    pub fn restore_from(
+        config: BackendConfig,
+        storage: &dyn crate::checkpoint::CheckpointStorage,
+        handles: &[crate::checkpoint::KeyedStateHandle],
+    ) -> Result<Self> {
+        match config.kind {
+            BackendKind::Heap => {
+                let (_, range) = config.validate()?;
+                let handles: Vec<_> = handles
+                    .iter()
+                    .filter(|h| h.intersects(range))
+                    .cloned()
+                    .collect();
+                let sources = crate::lsm::native_restore::open_restore_sources(storage, &handles)?;
+                let sources: Vec<&dyn crate::snapshot::RestoreSource> =
+                    sources.iter().map(|s| &**s as _).collect();
+                Ok(Backend::Heap(HeapBackend::restore(config, &sources)?))
+            }
+            BackendKind::Lsm => Ok(Backend::Lsm(
+                LsmBackend::restore_from(config, storage, handles)?.0,
+            )),
+        }
+    }
+
     /// The kind of this backend.
     pub fn kind(&self) -> BackendKind {
         match self {

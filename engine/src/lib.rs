@@ -71,6 +71,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use flowstate_formats::Compression;
 pub use heap::HeapBackend;
 pub use key_group::{key_group_for, KeyGroupRange};
+pub use lsm::native_restore::{open_restore_sources, NativeRestoreSource, RestoreStats};
 pub use lsm::{LsmBackend, LsmPool};
 pub use snapshot::{
     EncodedEntry, EncodedRun, EncodedState, RestoreSource, StateSnapshot, StateTableSnapshot,

@@ -93,6 +93,22 @@ pub fn snapshot_meta(view: &StateSnapshot) -> SnapshotMeta {
     }
 }
 
+/// The states (by index) and the key codec a snapshot's meta block records.
+pub(crate) fn state_metas(meta: &SnapshotMeta) -> (Vec<StateMeta>, CodecInfo) {
+    let metas = meta
+        .states
+        .iter()
+        .map(|s| StateMeta {
+            name: s.name.clone(),
+            kind: kind_of(s.kind),
+            namespace: codec_info(&s.namespace),
+            value: codec_info(&s.value),
+            user_key: s.user_key.as_ref().map(codec_info),
+        })
+        .collect();
+    (metas, codec_info(&meta.key_codec))
+}
+
 /// What writing a snapshot file did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SnapshotStats {
@@ -341,18 +357,7 @@ impl FileRestoreSource {
         let reader = SnapshotReader::open(source, file.path())?;
         let meta = reader.meta();
         let range = KeyGroupRange::new(meta.key_group_start, meta.key_group_end)?;
-        let metas = meta
-            .states
-            .iter()
-            .map(|s| StateMeta {
-                name: s.name.clone(),
-                kind: kind_of(s.kind),
-                namespace: codec_info(&s.namespace),
-                value: codec_info(&s.value),
-                user_key: s.user_key.as_ref().map(codec_info),
-            })
-            .collect();
-        let key_codec = codec_info(&meta.key_codec);
+        let (metas, key_codec) = state_metas(meta);
         Ok(FileRestoreSource {
             reader,
             metas,

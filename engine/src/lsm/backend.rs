@@ -149,8 +149,8 @@ impl LsmStats {
 /// # Ok::<(), flowstate::Error>(())
 /// ```
 pub struct LsmBackend<K: Key> {
-    max_parallelism: u32,
-    range: KeyGroupRange,
+    pub(super) max_parallelism: u32,
+    pub(super) range: KeyGroupRange,
     current: Option<CurrentKey<K>>,
     states: Vec<LsmState>,
     by_name: HashMap<String, StateId>,
@@ -162,9 +162,9 @@ pub struct LsmBackend<K: Key> {
     /// Whether checkpoints are incremental native snapshots.
     incremental: bool,
     /// The tables published under `shared/` (the backend's side of the registry).
-    shared: Arc<parking_lot::Mutex<SharedTables>>,
+    pub(super) shared: Arc<parking_lot::Mutex<SharedTables>>,
     /// The storage of the working directory (where the table files are).
-    storage: Arc<dyn Storage>,
+    pub(super) storage: Arc<dyn Storage>,
     /// Last field: dropped after the tree, so the tree's files are gone when it runs. Snapshot
     /// views hold it too: the directory goes with the last of the backend and its views.
     _created_dir: Arc<CreatedDir>,
@@ -287,21 +287,35 @@ impl<K: Key> LsmBackend<K> {
     /// are deleted.
     pub fn restore(config: BackendConfig, sources: &[&dyn RestoreSource]) -> Result<Self> {
         let mut backend = Self::open(config)?;
+        backend.ingest_sources(&[], &[], sources)?;
+        Ok(backend)
+    }
+
+    /// Restores `sources` into this backend, which has no state yet but may hold adopted
+    /// tables: `preset` are the states of those tables (ids from 0), `restored` the key
+    /// groups they cover. The entries are gathered per key group, sorted, written into tables
+    /// and ingested; the backend's states become `preset` and then the sources' other states.
+    pub(super) fn ingest_sources(
+        &mut self,
+        preset: &[StateMeta],
+        restored: &[KeyGroupRange],
+        sources: &[&dyn RestoreSource],
+    ) -> Result<()> {
+        let backend = self;
         let (max_parallelism, range) = (backend.max_parallelism, backend.range);
         let tree = Arc::clone(&backend.tree);
-        let first_id = backend.next_id()?.0;
         let mut sink = RestoreRuns {
             tree: &tree,
-            metas: Vec::new(),
-            first_id,
-            writers: Vec::new(),
+            metas: preset.to_vec(),
+            first_id: 0,
+            writers: preset.iter().map(|_| tree.table_writer()).collect(),
             key_group: None,
             data: Vec::new(),
             runs: Vec::new(),
             budget: tree.options().memtable_bytes,
             list: Vec::new(),
         };
-        visit_sources::<K>(max_parallelism, range, &[], &[], sources, &mut sink)?;
+        visit_sources::<K>(max_parallelism, range, preset, restored, sources, &mut sink)?;
         sink.write_run()?;
         let mut tables = Vec::new();
         for writer in std::mem::take(&mut sink.writers) {
@@ -326,7 +340,7 @@ impl<K: Key> LsmBackend<K> {
                 extra: None,
             });
         }
-        Ok(backend)
+        Ok(())
     }
 
     /// Counters of the tree, the block cache and the background work.
@@ -543,7 +557,7 @@ fn clear_working_dir(storage: &dyn Storage, dir: &str) -> Result<()> {
 
 /// Turns the `(tree key, value)` pairs of one state and key group, in key order, into
 /// canonical entries: one per (key, namespace), map entries gathered by user key.
-fn group_entries(
+pub(crate) fn group_entries(
     kind: StateKind,
     state: &str,
     entries: Vec<(Vec<u8>, Vec<u8>)>,

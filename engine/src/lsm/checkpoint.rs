@@ -109,6 +109,7 @@ impl SharedTables {
     }
 
     /// The number of tables recorded as published.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.tables.len()
     }

@@ -69,6 +69,7 @@ pub mod entry;
 pub mod key;
 pub mod mem_table;
 pub mod merge;
+pub mod native_restore;
 pub mod pool;
 pub mod ranges;
 pub mod tree;

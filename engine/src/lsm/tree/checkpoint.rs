@@ -213,6 +213,61 @@ impl Tree {
     }
 }
 
+impl TableHandle {
+    /// Opens a table file read in place (a checkpoint's file, through the checkpoint
+    /// storage): no block cache, no prefix filter, never deleted. `id` must be the id written
+    /// in the file; `smallest` and `largest` are the key range its snapshot records.
+    pub fn open_in_place(
+        file: Arc<dyn crate::storage::ReadableFile>,
+        path: &str,
+        id: u64,
+        smallest: &[u8],
+        largest: &[u8],
+    ) -> Result<TableHandle> {
+        let size = file.len();
+        let reader = flowstate_formats::table::TableReader::open_with(
+            file,
+            path,
+            flowstate_formats::table::TableReadOptions::default(),
+        )?;
+        if reader.table_id() != id {
+            return Err(corrupt(
+                path,
+                format!("table id {} where {id} is expected", reader.table_id()),
+            ));
+        }
+        if smallest > largest {
+            return Err(corrupt(
+                path,
+                "the smallest key recorded is above the largest".into(),
+            ));
+        }
+        Ok(TableHandle {
+            ranges: Arc::from(reader.range_tombstones()),
+            id,
+            name: path.rsplit('/').next().unwrap_or(path).to_owned(),
+            path: path.to_owned(),
+            size,
+            smallest: smallest.to_vec(),
+            largest: largest.to_vec(),
+            reader,
+            storage: None,
+            obsolete: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+}
+
+impl super::TreeSnapshot {
+    /// A view of `version` alone (no memtable): tables read in place, for a restore that
+    /// reads a native snapshot entry by entry.
+    pub fn of_version(version: Arc<Version>) -> Self {
+        super::TreeSnapshot {
+            imms: Vec::new(),
+            version,
+        }
+    }
+}
+
 impl CheckpointTables {
     /// The version held, under the frozen memtables.
     pub fn version(&self) -> &Arc<Version> {
