@@ -270,22 +270,41 @@ enum Placement {
     Skip,
 }
 
-fn placement(t: &NativeTableRecord, keep: &[KeyRange]) -> Placement {
-    let inside = |r: &KeyRange| {
-        t.smallest.as_slice() >= r.start.as_slice()
-            && r.end.as_deref().is_none_or(|end| t.largest.as_slice() < end)
-    };
+/// Where a table of a snapshot goes: its keys all lie in the snapshot's key groups, so it is
+/// linked whole when its key range touches none of the snapshot's key groups the backend does
+/// not own (`foreign`), skipped when it touches none it owns (`keep`), clipped otherwise.
+fn placement(t: &NativeTableRecord, keep: &[KeyRange], foreign: &[KeyRange]) -> Placement {
     let touches = |r: &KeyRange| {
         t.largest.as_slice() >= r.start.as_slice()
             && r.end.as_deref().is_none_or(|end| t.smallest.as_slice() < end)
     };
-    if keep.iter().any(inside) {
+    if !foreign.iter().any(touches) {
         Placement::Link
     } else if keep.iter().any(touches) {
         Placement::Clip
     } else {
         Placement::Skip
     }
+}
+
+/// The key groups of `source` outside `own` (a sub-range of it): at most two ranges.
+fn outside(source: KeyGroupRange, own: KeyGroupRange) -> Vec<KeyGroupRange> {
+    let mut out = Vec::new();
+    if own.is_empty() {
+        out.push(source);
+        return out;
+    }
+    if own.start() > source.start() {
+        if let Ok(r) = KeyGroupRange::new(source.start(), own.start() - 1) {
+            out.push(r);
+        }
+    }
+    if own.end() < source.end() {
+        if let Ok(r) = KeyGroupRange::new(own.end() + 1, source.end()) {
+            out.push(r);
+        }
+    }
+    out
 }
 
 impl<K: Key> LsmBackend<K> {
@@ -337,8 +356,19 @@ impl<K: Key> LsmBackend<K> {
             let keep: Vec<KeyRange> = (0..native.metas.len())
                 .filter_map(|i| KeyRange::key_groups(StateId(i as u32), own))
                 .collect();
-            let placements: Vec<Placement> =
-                native.record.tables.iter().map(|t| placement(t, &keep)).collect();
+            let foreign: Vec<KeyRange> = outside(native.range, own)
+                .into_iter()
+                .flat_map(|r| {
+                    (0..native.metas.len())
+                        .filter_map(move |i| KeyRange::key_groups(StateId(i as u32), r))
+                })
+                .collect();
+            let placements: Vec<Placement> = native
+                .record
+                .tables
+                .iter()
+                .map(|t| placement(t, &keep, &foreign))
+                .collect();
             // Linked tables keep their ids and levels: they must neither clash nor overlap
             // what other snapshots put in the same level.
             let linked_ids: Vec<u64> = native

@@ -1,0 +1,753 @@
+//! Incremental checkpoints of the LSM backend: what they ship, what the shared-file registry
+//! keeps, and restores from them (same range by linking, rescaled, mixed with canonical
+//! files, into the heap backend), all checked against a model of every state kind.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use flowstate::checkpoint::{
+    CheckpointStorage, FsCheckpointOptions, FsCheckpointStorage, KeyedStateHandle, SnapshotTarget,
+    SubtaskState, SHARED_DIR,
+};
+use flowstate::lsm::LsmBackground;
+use flowstate::*;
+
+const MAXP: u32 = 128;
+
+struct Sum;
+impl AggregateFunction for Sum {
+    type In = i64;
+    type Acc = (i64, u32);
+    type Out = (i64, u32);
+    fn create_accumulator(&self) -> (i64, u32) {
+        (0, 0)
+    }
+    fn add(&self, acc: &mut (i64, u32), v: i64) {
+        acc.0 += v;
+        acc.1 += 1;
+    }
+    fn get_result(&self, acc: &(i64, u32)) -> (i64, u32) {
+        *acc
+    }
+    fn merge(&self, acc: &mut (i64, u32), o: (i64, u32)) {
+        acc.0 += o.0;
+        acc.1 += o.1;
+    }
+}
+
+struct Handles {
+    value: ValueState<u64>,
+    list: ListState<String>,
+    map: MapState<u32, f64>,
+    reducing: ReducingState<i64>,
+    aggregating: AggregatingState<Sum>,
+    windowed: ValueState<u64, TimeWindow>,
+}
+
+fn register(b: &mut Backend<u64>) -> Handles {
+    Handles {
+        value: b.register(ValueStateDescriptor::<u64>::new("value")).unwrap(),
+        list: b.register(ListStateDescriptor::<String>::new("list")).unwrap(),
+        map: b.register(MapStateDescriptor::<u32, f64>::new("map")).unwrap(),
+        reducing: b
+            .register(ReducingStateDescriptor::<i64>::new("reducing", |a, b| a + b))
+            .unwrap(),
+        aggregating: b
+            .register(AggregatingStateDescriptor::new("aggregating", Sum))
+            .unwrap(),
+        windowed: b
+            .register(ValueStateDescriptor::<u64>::new("windowed").with_namespace::<TimeWindow>())
+            .unwrap(),
+    }
+}
+
+fn window(k: u64) -> TimeWindow {
+    TimeWindow::new((k % 3) as i64 * 10, (k % 3) as i64 * 10 + 10)
+}
+
+/// The expected state of every key.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Model {
+    value: BTreeMap<u64, u64>,
+    list: BTreeMap<u64, Vec<String>>,
+    map: BTreeMap<u64, BTreeMap<u32, f64>>,
+    reducing: BTreeMap<u64, i64>,
+    aggregating: BTreeMap<u64, (i64, u32)>,
+    windowed: BTreeMap<u64, u64>,
+}
+
+/// The `t`-th touch of key `k`: changes every state kind, on the backend and in the model.
+fn touch(b: &mut Backend<u64>, h: &Handles, m: &mut Model, k: u64, t: u64) {
+    b.set_current_key(&k);
+    b.value(&h.value).update(k * 10 + t).unwrap();
+    m.value.insert(k, k * 10 + t);
+    if (k + t) % 2 == 0 {
+        b.list(&h.list).add(format!("e{k}-{t}")).unwrap();
+        m.list.entry(k).or_default().push(format!("e{k}-{t}"));
+    }
+    if t % 5 == 4 {
+        b.map(&h.map).clear().unwrap();
+        m.map.remove(&k);
+    } else {
+        b.map(&h.map).put((t % 4) as u32, k as f64 + t as f64).unwrap();
+        m.map
+            .entry(k)
+            .or_default()
+            .insert((t % 4) as u32, k as f64 + t as f64);
+    }
+    b.reducing(&h.reducing).add(k as i64 + 1).unwrap();
+    *m.reducing.entry(k).or_default() += k as i64 + 1;
+    b.aggregating(&h.aggregating).add(t as i64).unwrap();
+    let acc = m.aggregating.entry(k).or_default();
+    acc.0 += t as i64;
+    acc.1 += 1;
+    if t % 3 == 2 {
+        b.value(&h.windowed).namespace(&window(k)).clear().unwrap();
+        m.windowed.remove(&k);
+    } else {
+        b.value(&h.windowed).namespace(&window(k)).update(t).unwrap();
+        m.windowed.insert(k, t);
+    }
+}
+
+/// Checks that `b` holds exactly the model's state of the keys it owns; returns how many
+/// keys of `keys` it owns.
+fn check(b: &mut Backend<u64>, h: &Handles, m: &Model, keys: u64) -> u64 {
+    let mut owned = 0;
+    for k in 0..keys {
+        b.set_current_key(&k);
+        if !b
+            .current_key_group()
+            .is_some_and(|kg| b.key_group_range().contains(kg))
+        {
+            continue;
+        }
+        owned += 1;
+        assert_eq!(b.value(&h.value).get().unwrap(), m.value.get(&k).copied(), "value of {k}");
+        assert_eq!(
+            b.list(&h.list).get().unwrap(),
+            m.list.get(&k).cloned().unwrap_or_default(),
+            "list of {k}"
+        );
+        let map: BTreeMap<u32, f64> = b.map(&h.map).entries().unwrap().into_iter().collect();
+        assert_eq!(map, m.map.get(&k).cloned().unwrap_or_default(), "map of {k}");
+        assert_eq!(b.reducing(&h.reducing).get().unwrap(), m.reducing.get(&k).copied(), "reducing of {k}");
+        assert_eq!(
+            b.aggregating(&h.aggregating).get().unwrap(),
+            m.aggregating.get(&k).copied(),
+            "aggregating of {k}"
+        );
+        assert_eq!(
+            b.value(&h.windowed).namespace(&window(k)).get().unwrap(),
+            m.windowed.get(&k).copied(),
+            "windowed of {k}"
+        );
+    }
+    owned
+}
+
+/// An LSM configuration that makes many small tables, with flushes and compactions inline.
+fn lsm(dir: &std::path::Path, range: KeyGroupRange) -> BackendConfig {
+    BackendConfig::lsm(dir)
+        .max_parallelism(MAXP)
+        .key_group_range(range)
+        .lsm_memtable_bytes(192 << 10)
+        .lsm_background(LsmBackground::Inline)
+}
+
+fn fs_storage(dir: &std::path::Path, retained: usize) -> Arc<dyn CheckpointStorage> {
+    Arc::new(
+        FsCheckpointStorage::open_local(dir, FsCheckpointOptions::default().with_retained(retained))
+            .unwrap(),
+    )
+}
+
+/// One task: its backend, handles and the key groups it owns.
+struct Task {
+    backend: Backend<u64>,
+    handles: Handles,
+}
+
+/// Tasks `0..p` of an operator, each filled with `keys` keys' state (touch 0), in
+/// directories under `root`.
+fn tasks(root: &std::path::Path, p: u32, keys: u64, m: &mut Model) -> Vec<Task> {
+    (0..p)
+        .map(|i| {
+            let range = KeyGroupRange::for_operator(MAXP, p, i).unwrap();
+            let mut backend = Backend::open(lsm(&root.join(format!("task-{p}-{i}")), range)).unwrap();
+            let handles = register(&mut backend);
+            for k in 0..keys {
+                let kg = key_group_for(&flowstate::codec::to_bytes(&k), MAXP);
+                if range.contains(kg) {
+                    touch(&mut backend, &handles, m, k, 0);
+                }
+            }
+            Task { backend, handles }
+        })
+        .collect()
+}
+
+/// The index of the task that owns key `k`.
+fn owner(tasks: &[Task], k: u64) -> usize {
+    let kg = key_group_for(&flowstate::codec::to_bytes(&k), MAXP);
+    tasks
+        .iter()
+        .position(|t| t.backend.key_group_range().contains(kg))
+        .expect("the tasks cover every key group")
+}
+
+/// Checkpoints every task into checkpoint `id` and completes it; returns the handles.
+fn checkpoint(
+    tasks: &mut [Task],
+    storage: &Arc<dyn CheckpointStorage>,
+    id: u64,
+) -> (Vec<KeyedStateHandle>, Vec<flowstate::checkpoint::SnapshotStats>) {
+    let p = tasks.len() as u32;
+    let mut states = Vec::new();
+    let mut handles = Vec::new();
+    let mut stats = Vec::new();
+    for (i, t) in tasks.iter_mut().enumerate() {
+        let pending = t
+            .backend
+            .snapshot(CheckpointId(id), storage, &format!("op-{i}"))
+            .unwrap();
+        assert!(pending.is_native());
+        let done = pending.run().unwrap();
+        handles.push(done.handle.clone());
+        stats.push(done.stats);
+        states.push(SubtaskState::new("op", i as u32, p, MAXP).with_keyed(done.handle));
+    }
+    storage.complete_checkpoint(CheckpointId(id), states).unwrap();
+    for t in tasks.iter_mut() {
+        t.backend.notify_checkpoint_complete(CheckpointId(id)).unwrap();
+    }
+    (handles, stats)
+}
+
+/// The files of `shared/` and those the complete checkpoints reference.
+fn shared_state(storage: &Arc<dyn CheckpointStorage>) -> (BTreeSet<String>, BTreeSet<String>) {
+    let refs = storage.shared_file_references().unwrap();
+    let present: BTreeSet<String> = refs.keys().cloned().collect();
+    let referenced: BTreeSet<String> = refs
+        .iter()
+        .filter(|(_, &n)| n > 0)
+        .map(|(p, _)| p.clone())
+        .collect();
+    (present, referenced)
+}
+
+#[test]
+fn incremental_checkpoints_ship_only_new_tables_and_restore_by_linking() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = fs_storage(&dir.path().join("checkpoints"), 1);
+    let keys = 6_000;
+    let mut model = Model::default();
+    let mut ts = tasks(dir.path(), 1, keys, &mut model);
+    let (_, first) = checkpoint(&mut ts, &storage, 1);
+    let first = &first[0];
+    assert!(first.shared_files >= 2, "{first:?}");
+    assert_eq!(first.new_shared_files, first.shared_files);
+    assert_eq!(first.linked_files, first.new_shared_files, "same file system: hard links");
+    // Change 1% of the keys: the next checkpoint references the old tables.
+    for k in (0..keys).step_by(100) {
+        let Task { backend, handles } = &mut ts[0];
+        touch(backend, handles, &mut model, k, 1);
+    }
+    let (handles, second) = checkpoint(&mut ts, &storage, 2);
+    let second = &second[0];
+    assert!(second.new_shared_files >= 1);
+    assert!(second.new_shared_files < second.shared_files, "{second:?}");
+    assert!(
+        second.new_shared_bytes * 5 < second.shared_bytes,
+        "a 1% change ships a fraction of the state: {second:?}"
+    );
+    // Retention 1: checkpoint 1 is gone, and so are the files only it referenced.
+    let (present, referenced) = shared_state(&storage);
+    assert_eq!(present, referenced);
+    assert_eq!(
+        referenced,
+        handles[0]
+            .shared_files()
+            .iter()
+            .map(|f| f.path().to_string())
+            .collect()
+    );
+    // Same range: every table linked, nothing rewritten.
+    let (restored, stats) = LsmBackend::<u64>::restore_from(
+        lsm(&dir.path().join("restored"), KeyGroupRange::new(0, 127).unwrap()),
+        &*storage,
+        &handles,
+    )
+    .unwrap();
+    assert_eq!(stats.linked_tables, second.shared_files, "{stats:?}");
+    assert_eq!((stats.copied_tables, stats.clipped_tables, stats.ingested_sources), (0, 0, 0));
+    let mut restored = Backend::Lsm(restored);
+    let h = register(&mut restored);
+    assert_eq!(check(&mut restored, &h, &model, keys), keys);
+    // The restored backend's next checkpoint references the linked tables: nothing new but
+    // what changed since.
+    touch(&mut restored, &h, &mut model, 7, 2);
+    let mut ts = vec![Task {
+        backend: restored,
+        handles: h,
+    }];
+    let (_, third) = checkpoint(&mut ts, &storage, 3);
+    assert!(third[0].new_shared_files <= 2, "{:?}", third[0]);
+    assert!(third[0].new_shared_bytes * 20 < third[0].shared_bytes, "{:?}", third[0]);
+}
+
+#[test]
+fn incremental_checkpoints_restore_into_the_heap_backend_and_copy_without_a_local_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let mem = Arc::new(MemStorage::new());
+    let storage: Arc<dyn CheckpointStorage> =
+        Arc::new(FsCheckpointStorage::open(mem, FsCheckpointOptions::default()).unwrap());
+    let keys = 3_000;
+    let mut model = Model::default();
+    let mut ts = tasks(dir.path(), 1, keys, &mut model);
+    let (handles, stats) = checkpoint(&mut ts, &storage, 1);
+    assert_eq!(stats[0].linked_files, 0, "no local path: copies");
+    assert!(stats[0].new_shared_files > 0);
+    let mut heap = Backend::<u64>::restore_from(
+        BackendConfig::heap().max_parallelism(MAXP),
+        &*storage,
+        &handles,
+    )
+    .unwrap();
+    let h = register(&mut heap);
+    assert_eq!(check(&mut heap, &h, &model, keys), keys);
+    let (lsm_backend, stats) = LsmBackend::<u64>::restore_from(
+        lsm(&dir.path().join("r"), KeyGroupRange::new(0, 127).unwrap()),
+        &*storage,
+        &handles,
+    )
+    .unwrap();
+    assert_eq!(stats.linked_tables, 0);
+    assert!(stats.copied_tables > 0);
+    let mut b = Backend::Lsm(lsm_backend);
+    let h = register(&mut b);
+    assert_eq!(check(&mut b, &h, &model, keys), keys);
+}
+
+/// Ranges of `q` tasks shifted by `shift` key groups from Flink's assignment.
+fn ranges(q: u32, shift: u16) -> Vec<KeyGroupRange> {
+    let mut out: Vec<KeyGroupRange> = (0..q)
+        .map(|i| KeyGroupRange::for_operator(MAXP, q, i).unwrap())
+        .collect();
+    if shift > 0 {
+        for i in 0..out.len() {
+            let start = if i == 0 { 0 } else { out[i].start() + shift };
+            let end = if i + 1 == out.len() { 127 } else { out[i].end() + shift };
+            out[i] = KeyGroupRange::new(start, end).unwrap();
+        }
+    }
+    out
+}
+
+#[test]
+fn rescaled_restores_from_incremental_checkpoints_match_the_model() {
+    let keys = 2_000;
+    for (p, q, shift) in [(1, 3, 0), (3, 2, 0), (4, 4, 5), (2, 7, 0), (128, 1, 0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = fs_storage(&dir.path().join("checkpoints"), 1);
+        let mut model = Model::default();
+        let mut ts = tasks(dir.path(), p, keys, &mut model);
+        checkpoint(&mut ts, &storage, 1);
+        for k in (0..keys).step_by(7) {
+            let index = owner(&ts, k);
+            let t = &mut ts[index];
+            touch(&mut t.backend, &t.handles, &mut model, k, 1);
+        }
+        checkpoint(&mut ts, &storage, 2);
+        drop(ts);
+        let latest = storage.latest_completed().unwrap().unwrap();
+        let mut total = 0;
+        let mut clipped = 0;
+        for (j, range) in ranges(q, shift).into_iter().enumerate() {
+            let handles = latest.handles_for(range);
+            let (b, stats) = LsmBackend::<u64>::restore_from(
+                lsm(&dir.path().join(format!("r-{j}")), range),
+                &*storage,
+                &handles,
+            )
+            .unwrap();
+            clipped += stats.clipped_tables + stats.skipped_tables;
+            let mut b = Backend::Lsm(b);
+            let h = register(&mut b);
+            total += check(&mut b, &h, &model, keys);
+            let mut heap = Backend::<u64>::restore_from(
+                BackendConfig::heap().max_parallelism(MAXP).key_group_range(range),
+                &*storage,
+                &handles,
+            )
+            .unwrap();
+            let h = register(&mut heap);
+            check(&mut heap, &h, &model, keys);
+        }
+        assert_eq!(total, keys, "{p} -> {q}: every key in exactly one task");
+        if p < q || shift > 0 {
+            assert!(clipped > 0, "{p} -> {q}: tables clipped or skipped");
+        }
+    }
+}
+
+#[test]
+fn mixed_sources_restore_together() {
+    // Task 0 takes incremental checkpoints, task 1 writes canonical files.
+    let dir = tempfile::tempdir().unwrap();
+    let storage = fs_storage(&dir.path().join("checkpoints"), 1);
+    let keys = 2_000;
+    let mut model = Model::default();
+    let mut ts = tasks(dir.path(), 2, keys, &mut model);
+    let canonical = lsm(
+        &dir.path().join("canonical"),
+        KeyGroupRange::for_operator(MAXP, 2, 1).unwrap(),
+    )
+    .lsm_incremental_checkpoints(false);
+    let mut b1 = Backend::open(canonical).unwrap();
+    let h1 = register(&mut b1);
+    for k in 0..keys {
+        b1.set_current_key(&k);
+        if b1.current_key_group().is_some_and(|kg| b1.key_group_range().contains(kg)) {
+            // The same state the first fill gave this key.
+            touch(&mut b1, &h1, &mut Model::default(), k, 0);
+        }
+    }
+    ts[1] = Task {
+        backend: b1,
+        handles: h1,
+    };
+    let mut states = Vec::new();
+    for (i, t) in ts.iter_mut().enumerate() {
+        let pending = t
+            .backend
+            .snapshot(CheckpointId(1), &storage, &format!("op-{i}"))
+            .unwrap();
+        assert_eq!(pending.is_native(), i == 0);
+        let done = pending.run().unwrap();
+        states.push(SubtaskState::new("op", i as u32, 2, MAXP).with_keyed(done.handle));
+    }
+    let done = storage.complete_checkpoint(CheckpointId(1), states).unwrap();
+    let all = KeyGroupRange::new(0, 127).unwrap();
+    let (b, stats) = LsmBackend::<u64>::restore_from(
+        lsm(&dir.path().join("r"), all),
+        &*storage,
+        &done.handles_for(all),
+    )
+    .unwrap();
+    assert!(stats.linked_tables > 0);
+    assert_eq!(stats.ingested_sources, 1);
+    let mut b = Backend::Lsm(b);
+    let h = register(&mut b);
+    assert_eq!(check(&mut b, &h, &model, keys), keys);
+}
+
+#[test]
+fn a_missing_damaged_or_resized_shared_file_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("checkpoints");
+    let storage = fs_storage(&root, 1);
+    let mut model = Model::default();
+    let mut ts = tasks(dir.path(), 1, 2_000, &mut model);
+    let (handles, _) = checkpoint(&mut ts, &storage, 1);
+    let victim = handles[0].shared_files()[0].path().to_string();
+    let full = root.join(&victim);
+    let original = std::fs::read(&full).unwrap();
+    let restore = |name: &str| {
+        LsmBackend::<u64>::restore_from(
+            lsm(&dir.path().join(name), KeyGroupRange::new(0, 127).unwrap()),
+            &*storage,
+            &handles,
+        )
+        .map(|_| ())
+    };
+    let expect = |err: Error, what: &str| {
+        let text = err.to_string();
+        assert!(matches!(err, Error::SharedFile { checkpoint: 1, .. }), "{what}: {text}");
+        assert!(text.contains(&victim), "{what}: {text}");
+    };
+    // A byte flipped, same size: the checksum.
+    let mut damaged = original.clone();
+    damaged[original.len() / 2] ^= 0x20;
+    std::fs::write(&full, &damaged).unwrap();
+    expect(restore("a").unwrap_err(), "flipped");
+    // Truncated.
+    std::fs::write(&full, &original[..original.len() - 1]).unwrap();
+    expect(restore("b").unwrap_err(), "truncated");
+    // Missing.
+    std::fs::remove_file(&full).unwrap();
+    expect(restore("c").unwrap_err(), "missing");
+    let heap = Backend::<u64>::restore_from(BackendConfig::heap(), &*storage, &handles);
+    expect(heap.map(|_| ()).unwrap_err(), "missing, heap");
+    // Back in place, the restore works.
+    std::fs::write(&full, &original).unwrap();
+    restore("d").unwrap();
+}
+
+#[test]
+fn native_savepoints_are_self_contained() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("checkpoints");
+    let storage = fs_storage(&root, 1);
+    let keys = 2_000;
+    let mut model = Model::default();
+    let mut ts = tasks(dir.path(), 1, keys, &mut model);
+    checkpoint(&mut ts, &storage, 1);
+    let target = SnapshotTarget::native_savepoint(CheckpointId(2), "savepoints/sp-2");
+    let done = ts[0].backend.snapshot(target.clone(), &storage, "op-0").unwrap().run().unwrap();
+    assert!(done.handle.shared_files().is_empty());
+    assert!(done.handle.files().len() > 1, "the snapshot file and its tables");
+    let task = SubtaskState::new("op", 0, 1, MAXP).with_keyed(done.handle);
+    storage.complete(&target, vec![task]).unwrap();
+    // Every checkpoint and shared file gone: the savepoint still restores.
+    drop(ts);
+    std::fs::remove_dir_all(root.join("chk-1")).unwrap();
+    std::fs::remove_dir_all(root.join(SHARED_DIR)).unwrap();
+    std::fs::create_dir(root.join(SHARED_DIR)).unwrap();
+    let savepoint = storage.load_savepoint("savepoints/sp-2").unwrap();
+    let all = KeyGroupRange::new(0, 127).unwrap();
+    let (b, stats) = LsmBackend::<u64>::restore_from(
+        lsm(&dir.path().join("r"), all),
+        &*storage,
+        &savepoint.handles_for(all),
+    )
+    .unwrap();
+    assert!(stats.linked_tables > 0);
+    let mut b = Backend::Lsm(b);
+    let h = register(&mut b);
+    assert_eq!(check(&mut b, &h, &model, keys), keys);
+    // A savepoint may not reference shared files.
+    let shared_target = SnapshotTarget::savepoint(CheckpointId(3), "savepoints/sp-3");
+    assert!(storage.create_shared_file(&shared_target, "x.sst").is_err());
+}
+
+/// SplitMix64, for seeded runs.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn the_registry_keeps_exactly_what_retained_checkpoints_reference_over_a_long_seeded_run() {
+    for (retained, seed) in [(1usize, 11u64), (3, 12), (1, 13), (3, 14)] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("checkpoints");
+        let mut storage = fs_storage(&root, retained);
+        let keys = 1_500;
+        let mut rng = Rng(seed);
+        let mut model = Model::default();
+        let mut ts = tasks(dir.path(), 2, keys, &mut model);
+        let mut touches = BTreeMap::<u64, u64>::new();
+        let mut id = 0u64;
+        let mut restarts = 0;
+        for round in 0..40 {
+            for _ in 0..rng.below(120) {
+                let k = rng.below(keys);
+                let t = touches.entry(k).or_insert(0);
+                *t += 1;
+                let index = owner(&ts, k);
+                let task = &mut ts[index];
+                touch(&mut task.backend, &task.handles, &mut model, k, *t);
+            }
+            id += 1;
+            let p = ts.len() as u32;
+            let mut states = Vec::new();
+            for (i, t) in ts.iter_mut().enumerate() {
+                let done = t
+                    .backend
+                    .snapshot(CheckpointId(id), &storage, &format!("op-{i}"))
+                    .unwrap()
+                    .run()
+                    .unwrap();
+                states.push(SubtaskState::new("op", i as u32, p, MAXP).with_keyed(done.handle));
+            }
+            match rng.below(5) {
+                0 => {
+                    storage.abort_checkpoint(CheckpointId(id)).unwrap();
+                    for t in ts.iter_mut() {
+                        t.backend.notify_checkpoint_aborted(CheckpointId(id)).unwrap();
+                    }
+                }
+                1 => {
+                    // Completed, but the tasks never hear of it (a lost notification).
+                    storage.complete_checkpoint(CheckpointId(id), states).unwrap();
+                }
+                _ => {
+                    storage.complete_checkpoint(CheckpointId(id), states).unwrap();
+                    for t in ts.iter_mut() {
+                        t.backend.notify_checkpoint_complete(CheckpointId(id)).unwrap();
+                    }
+                }
+            }
+            let (present, referenced) = shared_state(&storage);
+            assert_eq!(present, referenced, "retained {retained}, round {round}");
+            if rng.below(8) == 0 {
+                // A restart: the storage reopens, the tasks restore from the latest checkpoint
+                // at another parallelism.
+                restarts += 1;
+                drop(ts);
+                storage = fs_storage(&root, retained);
+                let latest = storage.latest_completed().unwrap().unwrap();
+                let q = 1 + rng.below(3) as u32;
+                // The model of the latest checkpoint: replay is not kept, so continue from
+                // what the checkpoint holds, checked against the model when it is the newest
+                // state (no abort since).
+                ts = (0..q)
+                    .map(|i| {
+                        let range = KeyGroupRange::for_operator(MAXP, q, i).unwrap();
+                        let (b, _) = LsmBackend::<u64>::restore_from(
+                            lsm(&dir.path().join(format!("restart-{restarts}-{i}")), range),
+                            &*storage,
+                            &latest.handles_for(range),
+                        )
+                        .unwrap();
+                        let mut backend = Backend::Lsm(b);
+                        let handles = register(&mut backend);
+                        Task { backend, handles }
+                    })
+                    .collect();
+                if latest.id() == CheckpointId(id) {
+                    let total: u64 = ts
+                        .iter_mut()
+                        .map(|t| check(&mut t.backend, &t.handles, &model, keys))
+                        .sum();
+                    assert_eq!(total, keys);
+                } else {
+                    // The aborted checkpoint's changes are lost with the tasks: rebuild the
+                    // model from the restored state.
+                    model = Model::default();
+                    for t in ts.iter_mut() {
+                        read_model(&mut t.backend, &t.handles, &mut model, keys);
+                    }
+                }
+            }
+        }
+        let (present, referenced) = shared_state(&storage);
+        assert_eq!(present, referenced, "retained {retained}");
+        assert!(!present.is_empty());
+        assert_eq!(storage.completed().unwrap().len(), retained.min(storage.completed().unwrap().len()));
+    }
+}
+
+/// Reads the state of the keys `b` owns into `m`.
+fn read_model(b: &mut Backend<u64>, h: &Handles, m: &mut Model, keys: u64) {
+    for k in 0..keys {
+        b.set_current_key(&k);
+        if !b
+            .current_key_group()
+            .is_some_and(|kg| b.key_group_range().contains(kg))
+        {
+            continue;
+        }
+        if let Some(v) = b.value(&h.value).get().unwrap() {
+            m.value.insert(k, v);
+        }
+        let list = b.list(&h.list).get().unwrap();
+        if !list.is_empty() {
+            m.list.insert(k, list);
+        }
+        let map: BTreeMap<u32, f64> = b.map(&h.map).entries().unwrap().into_iter().collect();
+        if !map.is_empty() {
+            m.map.insert(k, map);
+        }
+        if let Some(v) = b.reducing(&h.reducing).get().unwrap() {
+            m.reducing.insert(k, v);
+        }
+        if let Some(v) = b.aggregating(&h.aggregating).get().unwrap() {
+            m.aggregating.insert(k, v);
+        }
+        if let Some(v) = b.value(&h.windowed).namespace(&window(k)).get().unwrap() {
+            m.windowed.insert(k, v);
+        }
+    }
+}
+
+#[test]
+fn a_crash_at_every_step_of_publishing_and_deleting_shared_files_loses_nothing() {
+    // The tree works on its own storage; the checkpoint storage's MemStorage fails from its
+    // n-th operation on, crashes, heals and reopens.
+    let keys = 800;
+    let mut n = 1;
+    let mut outcomes = BTreeSet::new();
+    loop {
+        let work = Arc::new(MemStorage::new());
+        let mem = Arc::new(MemStorage::with_seed(n));
+        let open = |mem: &Arc<MemStorage>| -> Arc<dyn CheckpointStorage> {
+            Arc::new(FsCheckpointStorage::open(mem.clone(), FsCheckpointOptions::default()).unwrap())
+        };
+        let storage = open(&mem);
+        let config = BackendConfig::lsm_on(work.clone(), "task")
+            .max_parallelism(MAXP)
+            .lsm_memtable_bytes(128 << 10)
+            .lsm_background(LsmBackground::Inline);
+        let mut backend = Backend::<u64>::open(config.clone()).unwrap();
+        let h = register(&mut backend);
+        let mut model = Model::default();
+        for k in 0..keys {
+            touch(&mut backend, &h, &mut model, k, 0);
+        }
+        let first = model.clone();
+        let mut ts = vec![Task { backend, handles: h }];
+        checkpoint(&mut ts, &storage, 1);
+        for k in (0..keys).step_by(13) {
+            let Task { backend, handles } = &mut ts[0];
+        touch(backend, handles, &mut model, k, 1);
+        }
+        // Checkpoint 2 (publication, completion, deletion of what only checkpoint 1
+        // referenced), failing from operation n on.
+        let start = mem.op_count();
+        mem.fail_after(n);
+        let result = ts[0]
+            .backend
+            .snapshot(CheckpointId(2), &storage, "op-0")
+            .and_then(|p| p.run())
+            .and_then(|done| {
+                storage.complete_checkpoint(
+                    CheckpointId(2),
+                    vec![SubtaskState::new("op", 0, 1, MAXP).with_keyed(done.handle)],
+                )
+            });
+        let acknowledged = result.is_ok();
+        // Whether the n-th operation came: if not, the whole run went through.
+        let reached = mem.op_count() - start >= n;
+        mem.crash();
+        mem.heal();
+        let storage = open(&mem);
+        let latest = storage.latest_completed().unwrap().unwrap();
+        if acknowledged {
+            assert_eq!(latest.id(), CheckpointId(2), "n = {n}: an acknowledged checkpoint");
+        }
+        outcomes.insert(latest.id().0);
+        let expected = if latest.id() == CheckpointId(2) { &model } else { &first };
+        let all = KeyGroupRange::new(0, 127).unwrap();
+        let restored = Backend::<u64>::restore_from(
+            BackendConfig::lsm_on(work.clone(), &format!("restored-{n}"))
+                .max_parallelism(MAXP)
+                .lsm_background(LsmBackground::Inline),
+            &*storage,
+            &latest.handles_for(all),
+        );
+        let mut restored = restored.unwrap_or_else(|e| panic!("n = {n}: {e}"));
+        let h = register(&mut restored);
+        assert_eq!(check(&mut restored, &h, expected, keys), keys, "n = {n}");
+        // Nothing leaked: shared/ holds exactly what the complete checkpoint references.
+        let (present, referenced) = shared_state(&storage);
+        assert_eq!(present, referenced, "n = {n}");
+        if !reached {
+            assert!(acknowledged);
+            break;
+        }
+        n += 1;
+    }
+    assert!(outcomes.contains(&1) && outcomes.contains(&2), "{outcomes:?}");
+    assert!(n > 5, "the sweep covered the publication steps: {n}");
+}
