@@ -11,10 +11,12 @@ use std::fs;
 use std::path::PathBuf;
 
 use flowstate_formats::checkpoint::{
-    CheckpointMetadataRecord, KeyedHandleKind, KeyedStateHandleRecord, OperatorStateHandleRecord,
-    SnapshotKindRecord, StateFileRecord, TaskStateRecord,
+    CheckpointMetadataRecord, KeyedHandleKind, KeyedStateHandleRecord, NativeSnapshotRecord,
+    NativeTableRecord, OperatorStateHandleRecord, SnapshotKindRecord, StateFileRecord,
+    TableLocation, TaskStateRecord,
 };
-use flowstate_formats::FormatError;
+use flowstate_formats::snapshot::{SnapshotMeta, StateKind, StateMetaRecord};
+use flowstate_formats::{CodecRecord, FormatError};
 
 fn file(path: &str, size: u64) -> StateFileRecord {
     StateFileRecord {
@@ -186,4 +188,89 @@ fn metadata_header_bytes_are_as_specified() {
     assert_eq!(&golden[27..38], b"\x09\x00keyed-agg");
     let crc = flowstate_formats::codec::checksum::crc32(&golden[..golden.len() - 4]);
     assert_eq!(golden[golden.len() - 4..], crc.to_le_bytes());
+}
+
+fn native_handle() -> KeyedStateHandleRecord {
+    KeyedStateHandleRecord {
+        kind: KeyedHandleKind::LsmNative,
+        key_group_range: (0, 63),
+        files: vec![file("chk-42/keyed-agg-0", 312)],
+        shared: vec![
+            file("shared/00112233445566778899aabbccddeeff-0000000001000001.sst", 4_096),
+            file("shared/00112233445566778899aabbccddeeff-0000000001000002.sst", 70_000),
+        ],
+    }
+}
+
+fn native_snapshot() -> NativeSnapshotRecord {
+    let table = |level: u8, id: u64, name: &str, smallest: &[u8], largest: &[u8]| NativeTableRecord {
+        level,
+        location: TableLocation::Shared,
+        table_id: id,
+        name: name.into(),
+        size: 4_096 * id % 100_000,
+        crc32: (id as u32).wrapping_mul(0x9e37_79b9),
+        smallest: smallest.to_vec(),
+        largest: largest.to_vec(),
+    };
+    NativeSnapshotRecord {
+        checkpoint_id: 42,
+        meta: SnapshotMeta {
+            max_parallelism: 128,
+            key_group_start: 0,
+            key_group_end: 63,
+            key_codec: CodecRecord::new("u64", 1),
+            states: vec![
+                StateMetaRecord {
+                    name: "count".into(),
+                    kind: StateKind::Value,
+                    namespace: CodecRecord::new("unit", 1),
+                    value: CodecRecord::new("u64", 1),
+                    user_key: None,
+                    ttl_millis: None,
+                },
+                StateMetaRecord {
+                    name: "visits".into(),
+                    kind: StateKind::Map,
+                    namespace: CodecRecord::new("unit", 1),
+                    value: CodecRecord::new("u32", 1),
+                    user_key: Some(CodecRecord::new("string", 1)),
+                    ttl_millis: None,
+                },
+            ],
+        },
+        tables: vec![
+            table(0, 17, "00112233445566778899aabbccddeeff-0000000000000011.sst", b"\0\0\0\0\0\x05a", b"\0\0\0\x01\0\x3fz"),
+            table(6, 3, "00112233445566778899aabbccddeeff-0000000000000003.sst", b"\0\0\0\0\0\0", b"\0\0\0\0\0\x20"),
+            NativeTableRecord {
+                location: TableLocation::Private,
+                ..table(6, 4, "000004.sst", b"\0\0\0\0\0\x21", b"\0\0\0\x01\0\x3f\xff")
+            },
+        ],
+    }
+}
+
+#[test]
+fn native_handle_matches_its_golden_file_and_damage_is_detected() {
+    let encoded = native_handle().encode("handle").unwrap();
+    let golden = check_golden("keyed_state_handle_native_v1.bin", &encoded);
+    assert_eq!(golden[6], 2, "kind byte 2: LSM native");
+    assert_eq!(
+        KeyedStateHandleRecord::decode(&golden, "handle").unwrap(),
+        native_handle()
+    );
+    check_damage_is_detected(&golden, KeyedStateHandleRecord::decode);
+}
+
+#[test]
+fn native_snapshot_matches_its_golden_file_and_damage_is_detected() {
+    let encoded = native_snapshot().encode("chk-42/keyed-agg-0").unwrap();
+    let golden = check_golden("lsm_native_snapshot_v1.bin", &encoded);
+    assert_eq!(&golden[..6], b"FSLN\x01\x00");
+    assert_eq!(golden[6..14], 42u64.to_le_bytes());
+    assert_eq!(
+        NativeSnapshotRecord::decode(&golden, "chk-42/keyed-agg-0").unwrap(),
+        native_snapshot()
+    );
+    check_damage_is_detected(&golden, NativeSnapshotRecord::decode);
 }
