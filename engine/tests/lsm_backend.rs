@@ -135,9 +135,9 @@ fn restore_all(
     for i in 0..p {
         let range = KeyGroupRange::for_operator(MAXP, p, i)?;
         let handles = done.handles_for(range);
-        let sources = FileRestoreSource::open_all(&**storage, &handles)?;
-        let sources: Vec<&dyn RestoreSource> = sources.iter().map(|s| s as _).collect();
-        backends.push(Backend::<u64>::restore(config(i)?, &sources)?);
+        // Canonical files (heap checkpoints) and native snapshots (LSM incremental
+        // checkpoints) alike.
+        backends.push(Backend::<u64>::restore_from(config(i)?, &**storage, &handles)?);
     }
     Ok(backends)
 }
@@ -403,7 +403,9 @@ fn lsm_checkpoint_files_equal_the_heap_files_in_every_tree_shape() -> Result<()>
     fill(&mut heap[0], &s, 5)?;
     let want = keyed_file(&root, &checkpoint(&storage, 1, &mut heap)?);
 
-    let mut lsm = vec![Backend::<u64>::open(lsm_config(dir.path(), 1, 0)?)?];
+    let mut lsm = vec![Backend::<u64>::open(
+        lsm_config(dir.path(), 1, 0)?.lsm_incremental_checkpoints(false),
+    )?];
     let s = register(&mut lsm[0])?;
     fill(&mut lsm[0], &s, 5)?;
     let spread = keyed_file(&root, &checkpoint(&storage, 2, &mut lsm)?);

@@ -366,13 +366,22 @@ impl FileRestoreSource {
         })
     }
 
-    /// Opens every file of `handles`.
+    /// Opens every file of `handles`, which must be handles of canonical files (an LSM
+    /// backend's native snapshot is refused: [`open_restore_sources`](crate::open_restore_sources)
+    /// opens handles of every kind).
     pub fn open_all(
         storage: &dyn CheckpointStorage,
         handles: &[KeyedStateHandle],
     ) -> Result<Vec<FileRestoreSource>> {
         let mut sources = Vec::new();
         for handle in handles {
+            if handle.kind() != flowstate_formats::checkpoint::KeyedHandleKind::KeyGroupFiles {
+                return Err(Error::InvalidArgument(format!(
+                    "the handle of {} is a native LSM snapshot, not canonical files: open it \
+                     with open_restore_sources or restore with Backend::restore_from",
+                    handle.files()[0].path()
+                )));
+            }
             for file in handle.files() {
                 sources.push(Self::open(storage, file)?);
             }

@@ -1,0 +1,246 @@
+//! Incremental checkpoints of the LSM backend beside full ones, in one run (benches/README.md,
+//! "Incremental checkpoints").
+//!
+//! Usage: `cargo run --release -p flowstate-benches --example incremental_checkpoint -- [keys]
+//! [rounds] [sync-entries]` (defaults: 2,000,000 `u64 -> u64` value keys; 20 rounds; synchronous
+//! phase measured at 1,000,000 and 10,000,000 entries, `0` to skip the 10 M load).
+//!
+//! Prints, for the same state in the same run:
+//!
+//! 1. the synchronous phase of an incremental checkpoint at 1 M and 10 M entries (median of 50);
+//! 2. after changing 0.1%, 1% and 10% of the keys: the new bytes (the native snapshot file plus
+//!    the tables published to `shared/`) and the asynchronous time of an incremental checkpoint,
+//!    beside a full canonical checkpoint of the same state and the total bytes the incremental
+//!    checkpoint references;
+//! 3. 20 rounds of changing 1% of the keys, each followed by an incremental checkpoint, with
+//!    flushes and compactions running as they do (background thread): the mean new bytes per
+//!    checkpoint as a share of a full checkpoint (the target is at most 3%);
+//! 4. restore of the same state from the incremental checkpoint (tables linked) and from the
+//!    canonical file (entries sorted into new tables), into the same range and rescaled 1 -> 2.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowstate::checkpoint::SnapshotStats;
+use flowstate::*;
+use flowstate_benches::{arg, SplitMix64};
+
+const MAXP: u32 = 128;
+
+fn open(dir: &Path, incremental: bool) -> Result<Backend<u64>> {
+    Backend::open(
+        BackendConfig::lsm(dir)
+            .max_parallelism(MAXP)
+            .lsm_incremental_checkpoints(incremental),
+    )
+}
+
+fn load(b: &mut Backend<u64>, state: ValueState<u64>, keys: u64) -> Result<()> {
+    for k in 0..keys {
+        b.set_current_key(&k);
+        b.value(&state).update(k)?;
+    }
+    Ok(())
+}
+
+/// Changes `share` of `keys` keys (random keys, new values).
+fn change(
+    b: &mut Backend<u64>,
+    state: ValueState<u64>,
+    keys: u64,
+    share: f64,
+    rng: &mut SplitMix64,
+) -> Result<()> {
+    for _ in 0..(keys as f64 * share) as u64 {
+        let k = rng.below(keys);
+        b.set_current_key(&k);
+        b.value(&state).update(rng.next_u64())?;
+    }
+    Ok(())
+}
+
+/// Takes checkpoint `id`, completes it and notifies the backend; returns its figures.
+fn checkpoint(
+    b: &mut Backend<u64>,
+    storage: &Arc<dyn CheckpointStorage>,
+    id: u64,
+) -> Result<(SnapshotStats, Duration, KeyedStateHandle)> {
+    let pending = b.snapshot(CheckpointId(id), storage, "task-0")?;
+    let t = Instant::now();
+    let done = pending.run()?;
+    let took = t.elapsed();
+    let task = SubtaskState::new("op", 0, 1, MAXP).with_keyed(done.handle.clone());
+    storage.complete_checkpoint(CheckpointId(id), vec![task])?;
+    b.notify_checkpoint_complete(CheckpointId(id))?;
+    Ok((done.stats, took, done.handle))
+}
+
+fn storage(dir: &Path) -> Result<Arc<dyn CheckpointStorage>> {
+    Ok(Arc::new(FsCheckpointStorage::open_local(
+        dir,
+        FsCheckpointOptions::default().with_retained(1),
+    )?))
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+fn sync_phase(dir: &Path, entries: u64) -> Result<()> {
+    let mut b = open(&dir.join(format!("sync-{entries}")), true)?;
+    let state = b.register(ValueStateDescriptor::<u64>::new("value"))?;
+    load(&mut b, state, entries)?;
+    let storage = storage(&dir.join(format!("sync-chk-{entries}")))?;
+    let mut times = Vec::new();
+    for id in 1..=50 {
+        b.set_current_key(&id);
+        b.value(&state).update(id)?;
+        let t = Instant::now();
+        let pending = b.snapshot(CheckpointId(id), &storage, "task-0")?;
+        times.push(t.elapsed());
+        drop(pending);
+        storage.abort_checkpoint(CheckpointId(id))?;
+    }
+    times.sort();
+    println!(
+        "sync phase at {entries} entries: median {:.1} us, max {:.1} us (50 checkpoints)",
+        times[25].as_secs_f64() * 1e6,
+        times[49].as_secs_f64() * 1e6
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let keys = arg(1, 2_000_000);
+    let rounds = arg(2, 20);
+    let big = arg(3, 10_000_000);
+    let dir = tempfile::tempdir().map_err(|e| Error::InvalidConfig(e.to_string()))?;
+    let dir = dir.path();
+
+    // 1. The synchronous phase.
+    sync_phase(dir, 1_000_000)?;
+    if big > 0 {
+        sync_phase(dir, big)?;
+    }
+
+    // 2. New bytes after changing 0.1%, 1% and 10%, beside a full checkpoint of the same state.
+    let mut rng = SplitMix64::new(7);
+    let mut inc = open(&dir.join("inc"), true)?;
+    let state = inc.register(ValueStateDescriptor::<u64>::new("value"))?;
+    load(&mut inc, state, keys)?;
+    let inc_storage = storage(&dir.join("inc-chk"))?;
+    let full_storage = storage(&dir.join("full-chk"))?;
+    let (first, took, _) = checkpoint(&mut inc, &inc_storage, 1)?;
+    println!(
+        "first incremental checkpoint of {keys} keys: {:.1} MB new in {} tables ({} linked), {:.0} ms",
+        mb(first.new_bytes()),
+        first.new_shared_files,
+        first.linked_files,
+        took.as_secs_f64() * 1e3
+    );
+    let mut id = 1;
+    println!("| change | incremental: new bytes | async | full canonical: bytes | async | new / full | referenced |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for share in [0.001, 0.01, 0.1] {
+        change(&mut inc, state, keys, share, &mut rng)?;
+        id += 1;
+        // The full checkpoint of the same state: the canonical file of the same view.
+        let view = inc.snapshot_state()?;
+        let full_pending =
+            PendingSnapshot::new(view, CheckpointId(id).into(), full_storage.clone(), "task-0");
+        let t = Instant::now();
+        let full = full_pending.run()?;
+        let full_took = t.elapsed();
+        full_storage.abort_checkpoint(CheckpointId(id))?;
+        let (stats, took, _) = checkpoint(&mut inc, &inc_storage, id)?;
+        println!(
+            "| {:.1}% | {:.2} MB | {:.1} ms | {:.1} MB | {:.1} ms | {:.1}% | {:.1} MB |",
+            share * 100.0,
+            mb(stats.new_bytes()),
+            took.as_secs_f64() * 1e3,
+            mb(full.stats.bytes),
+            full_took.as_secs_f64() * 1e3,
+            100.0 * stats.new_bytes() as f64 / full.stats.bytes as f64,
+            mb(stats.shared_bytes),
+        );
+    }
+
+    // 3. Rounds of 1% changes, compactions included.
+    let full_bytes = {
+        let view = inc.snapshot_state()?;
+        let pending =
+            PendingSnapshot::new(view, CheckpointId(id + 1).into(), full_storage.clone(), "t");
+        let bytes = pending.run()?.stats.bytes;
+        full_storage.abort_checkpoint(CheckpointId(id + 1))?;
+        bytes
+    };
+    let mut new_total = 0u64;
+    let mut worst = 0u64;
+    let mut compactions_before = match &inc {
+        Backend::Lsm(l) => l.stats().tree.compactions,
+        _ => 0,
+    };
+    for _ in 0..rounds {
+        change(&mut inc, state, keys, 0.01, &mut rng)?;
+        id += 1;
+        let (stats, _, _) = checkpoint(&mut inc, &inc_storage, id)?;
+        new_total += stats.new_bytes();
+        worst = worst.max(stats.new_bytes());
+    }
+    let compactions = match &inc {
+        Backend::Lsm(l) => l.stats().tree.compactions - compactions_before,
+        _ => 0,
+    };
+    compactions_before = 0;
+    let _ = compactions_before;
+    println!(
+        "{rounds} rounds of 1% changes: mean new bytes per checkpoint {:.2} MB = {:.1}% of a full \
+         checkpoint ({:.1} MB); worst round {:.1}%; {compactions} compactions ran",
+        mb(new_total / rounds.max(1)),
+        100.0 * (new_total as f64 / rounds.max(1) as f64) / full_bytes as f64,
+        mb(full_bytes),
+        100.0 * worst as f64 / full_bytes as f64,
+    );
+
+    // 4. Restore: linked tables vs the canonical file, same range and rescaled.
+    let (_, _, handle) = checkpoint(&mut inc, &inc_storage, id + 1)?;
+    let view = inc.snapshot_state()?;
+    let canonical = PendingSnapshot::new(view, CheckpointId(id + 2).into(), full_storage.clone(), "task-0")
+        .run()?;
+    full_storage.complete_checkpoint(
+        CheckpointId(id + 2),
+        vec![SubtaskState::new("op", 0, 1, MAXP).with_keyed(canonical.handle.clone())],
+    )?;
+    drop(inc);
+    for (what, ranges) in [
+        ("same range", vec![KeyGroupRange::new(0, 127)?]),
+        (
+            "rescaled 1 -> 2",
+            vec![KeyGroupRange::for_operator(MAXP, 2, 0)?, KeyGroupRange::for_operator(MAXP, 2, 1)?],
+        ),
+    ] {
+        let mut times = [Duration::ZERO; 2];
+        for (i, (storage, handle)) in [(&inc_storage, &handle), (&full_storage, &canonical.handle)]
+            .into_iter()
+            .enumerate()
+        {
+            let t = Instant::now();
+            for (j, range) in ranges.iter().enumerate() {
+                let config = BackendConfig::lsm(dir.join(format!("restore-{what}-{i}-{j}")))
+                    .max_parallelism(MAXP)
+                    .key_group_range(*range);
+                let b = Backend::<u64>::restore_from(config, &**storage, std::slice::from_ref(handle))?;
+                drop(b);
+            }
+            times[i] = t.elapsed();
+        }
+        println!(
+            "restore {what}: from the incremental checkpoint {:.0} ms, from the canonical file {:.0} ms ({:.2}x)",
+            times[0].as_secs_f64() * 1e3,
+            times[1].as_secs_f64() * 1e3,
+            times[1].as_secs_f64() / times[0].as_secs_f64()
+        );
+    }
+    Ok(())
+}
