@@ -243,10 +243,11 @@ impl Job {
         let mut tasks = Vec::new();
         for i in 0..parallelism {
             let range = KeyGroupRange::for_operator(max_parallelism, parallelism, i)?;
-            let sources = FileRestoreSource::open_all(&**storage, &done.handles_for(range))?;
-            let sources: Vec<&dyn RestoreSource> = sources.iter().map(|s| s as _).collect();
             let config = backends.config(max_parallelism, range, i);
-            let mut backend = Backend::<u64>::restore(config, &sources)?;
+            // Canonical files (heap) and native snapshots (LSM, incremental) alike: the LSM
+            // backend links the tables of its own checkpoints.
+            let mut backend =
+                Backend::<u64>::restore_from(config, &**storage, &done.handles_for(range))?;
             let states = register(&mut backend)?;
             tasks.push(Task { backend, states });
         }
@@ -298,6 +299,22 @@ struct Figures {
     asynchronous: Vec<Duration>,
     bytes: u64,
     restores: Vec<(u32, u32, Duration, u64)>,
+    /// Per completed checkpoint: what it added and referenced, and `shared/` after it.
+    per_checkpoint: Vec<CheckpointFigures>,
+}
+
+/// What one checkpoint wrote and referenced.
+#[derive(Debug, Default)]
+struct CheckpointFigures {
+    id: u64,
+    /// Bytes the checkpoint added: its own files and the shared files it published.
+    new_bytes: u64,
+    /// Shared files (and their bytes) it references, new ones included.
+    shared_files: u64,
+    shared_bytes: u64,
+    /// Files and bytes in `shared/` once it completed (and older checkpoints were subsumed).
+    shared_dir_files: u64,
+    shared_dir_bytes: u64,
 }
 
 fn compression(name: &str) -> DemoResult<Compression> {
@@ -361,11 +378,18 @@ fn finish_checkpoint(
     let mut tasks =
         vec![SubtaskState::new("source", 0, 1, max_parallelism).with_operator(flight.source)];
     let mut slowest = Duration::ZERO;
+    let mut this = CheckpointFigures {
+        id: flight.id.0,
+        ..CheckpointFigures::default()
+    };
     for (i, writer) in flight.writers.into_iter().enumerate() {
         let result = writer
             .join()
             .map_err(|_| "an asynchronous phase panicked")??;
-        figures.bytes += result.stats.bytes;
+        figures.bytes += result.stats.new_bytes();
+        this.new_bytes += result.stats.new_bytes();
+        this.shared_files += result.stats.shared_files;
+        this.shared_bytes += result.stats.shared_bytes;
         slowest = slowest.max(result.stats.duration);
         tasks.push(
             SubtaskState::new(OPERATOR, i as u32, flight.parallelism, max_parallelism)
@@ -376,6 +400,17 @@ fn finish_checkpoint(
     for task in &mut job.tasks {
         task.backend.notify_checkpoint_complete(flight.id)?;
     }
+    let references = storage.shared_file_references()?;
+    this.shared_dir_files = references.len() as u64;
+    for path in references.keys() {
+        let file = StateFile::new(path.clone(), 0)?;
+        if let Some(local) = storage.local_path(&file)? {
+            this.shared_dir_bytes += std::fs::metadata(&local)
+                .map_err(|e| format!("cannot read {}: {e}", local.display()))?
+                .len();
+        }
+    }
+    figures.per_checkpoint.push(this);
     figures.checkpoints += 1;
     figures.sync.push(flight.sync);
     figures.asynchronous.push(slowest);
@@ -648,6 +683,28 @@ fn print_summary(args: &DemoArgs, job: &Job, f: &Figures, elapsed: Duration, che
         "checkpoint bytes written (MiB)",
         f.bytes as f64 / (1024.0 * 1024.0)
     );
+    if f.per_checkpoint.iter().any(|c| c.shared_files > 0) {
+        println!();
+        println!(
+            "{:>10} {:>14} {:>16} {:>14} {:>18}",
+            "checkpoint", "new (KiB)", "referenced (KiB)", "shared files", "shared/ (KiB)"
+        );
+        for c in &f.per_checkpoint {
+            println!(
+                "{:>10} {:>14.1} {:>16.1} {:>14} {:>18}",
+                c.id,
+                c.new_bytes as f64 / 1024.0,
+                c.shared_bytes as f64 / 1024.0,
+                c.shared_files,
+                format!(
+                    "{:.1} in {}",
+                    c.shared_dir_bytes as f64 / 1024.0,
+                    c.shared_dir_files
+                )
+            );
+        }
+        println!();
+    }
     for (parallelism, n, took, entries) in &f.restores {
         println!(
             "{:<44} {:>16}",

@@ -751,3 +751,54 @@ fn a_crash_at_every_step_of_publishing_and_deleting_shared_files_loses_nothing()
     assert!(outcomes.contains(&1) && outcomes.contains(&2), "{outcomes:?}");
     assert!(n > 5, "the sweep covered the publication steps: {n}");
 }
+
+#[test]
+fn checkpoints_race_background_flushes_and_compactions() {
+    // A pool thread flushes and compacts while checkpoints run on other threads and the task
+    // keeps writing: each checkpoint holds exactly the state of its synchronous phase.
+    let dir = tempfile::tempdir().unwrap();
+    let storage = fs_storage(&dir.path().join("checkpoints"), 2);
+    let all = KeyGroupRange::new(0, 127).unwrap();
+    let config = BackendConfig::lsm(dir.path().join("work"))
+        .max_parallelism(MAXP)
+        .lsm_memtable_bytes(128 << 10)
+        .lsm_background(LsmBackground::Threads(1));
+    let mut backend = Backend::<u64>::open(config).unwrap();
+    let h = register(&mut backend);
+    let keys = 1_500;
+    let mut model = Model::default();
+    let mut rng = Rng(5);
+    let mut at_checkpoint = Vec::new();
+    for id in 1..=8u64 {
+        for _ in 0..600 {
+            let k = rng.below(keys);
+            touch(&mut backend, &h, &mut model, k, id);
+        }
+        let pending = backend.snapshot(CheckpointId(id), &storage, "op-0").unwrap();
+        at_checkpoint.push(model.clone());
+        // The asynchronous phase runs while the task writes on.
+        let writer = std::thread::spawn(move || pending.run());
+        for _ in 0..300 {
+            let k = rng.below(keys);
+            touch(&mut backend, &h, &mut model, k, id + 100);
+        }
+        let done = writer.join().unwrap().unwrap();
+        storage
+            .complete_checkpoint(
+                CheckpointId(id),
+                vec![SubtaskState::new("op", 0, 1, MAXP).with_keyed(done.handle)],
+            )
+            .unwrap();
+        backend.notify_checkpoint_complete(CheckpointId(id)).unwrap();
+        let latest = storage.latest_completed().unwrap().unwrap();
+        let (restored, _) = LsmBackend::<u64>::restore_from(
+            lsm(&dir.path().join(format!("r-{id}")), all),
+            &*storage,
+            &latest.handles_for(all),
+        )
+        .unwrap();
+        let mut restored = Backend::Lsm(restored);
+        let rh = register(&mut restored);
+        assert_eq!(check(&mut restored, &rh, &at_checkpoint[id as usize - 1], keys), keys, "checkpoint {id}");
+    }
+}

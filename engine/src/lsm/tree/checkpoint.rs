@@ -301,10 +301,27 @@ impl CheckpointTables {
                         "the tree was disposed before a checkpoint's memtables were flushed".into(),
                     ));
                 }
+                // Flushes the oldest frozen memtable: ours, or one older that a flush on
+                // another thread is about to finish (then ours is next).
                 if !self.tree.flush_one()? {
-                    return Err(Error::InvalidArgument(
-                        "a checkpoint's frozen memtable is neither waiting nor flushed".into(),
-                    ));
+                    // Nothing waits: a flush on another thread took ours and recorded it
+                    // before it let go of the flush lock.
+                    let done = lock(&self.tree.state)
+                        .flush_outputs
+                        .get(&key)
+                        .and_then(|o| o.tables.clone());
+                    match done {
+                        Some(tables) => {
+                            flushed.push(tables);
+                            break;
+                        }
+                        None => {
+                            return Err(Error::InvalidArgument(
+                                "a checkpoint's frozen memtable is neither waiting nor flushed"
+                                    .into(),
+                            ))
+                        }
+                    }
                 }
             }
         }
