@@ -117,10 +117,12 @@ fn async_phase(c: &mut Criterion) {
     // The same state in an LSM backend, flushed and compacted into tables: the asynchronous
     // phase scans the frozen tree key group by key group into the same canonical file.
     let lsm_dir = dir.path().join("lsm-async");
-    let mut lsm = Backend::<u64>::open(BackendConfig::lsm(&lsm_dir)
+    let mut lsm = Backend::<u64>::open(
+        BackendConfig::lsm(&lsm_dir)
             .max_parallelism(MAXP)
-            .lsm_incremental_checkpoints(false))
-        .expect("a valid configuration");
+            .lsm_incremental_checkpoints(false),
+    )
+    .expect("a valid configuration");
     let state = lsm
         .register(ValueStateDescriptor::<u64>::new("value"))
         .expect("a new state");

@@ -147,8 +147,12 @@ fn main() -> Result<()> {
         id += 1;
         // The full checkpoint of the same state: the canonical file of the same view.
         let view = inc.snapshot_state()?;
-        let full_pending =
-            PendingSnapshot::new(view, CheckpointId(id).into(), full_storage.clone(), "task-0");
+        let full_pending = PendingSnapshot::new(
+            view,
+            CheckpointId(id).into(),
+            full_storage.clone(),
+            "task-0",
+        );
         let t = Instant::now();
         let full = full_pending.run()?;
         let full_took = t.elapsed();
@@ -206,8 +210,13 @@ fn main() -> Result<()> {
     // 4. Restore: linked tables vs the canonical file, same range and rescaled.
     let (_, _, handle) = checkpoint(&mut inc, &inc_storage, id + 1)?;
     let view = inc.snapshot_state()?;
-    let canonical = PendingSnapshot::new(view, CheckpointId(id + 2).into(), full_storage.clone(), "task-0")
-        .run()?;
+    let canonical = PendingSnapshot::new(
+        view,
+        CheckpointId(id + 2).into(),
+        full_storage.clone(),
+        "task-0",
+    )
+    .run()?;
     full_storage.complete_checkpoint(
         CheckpointId(id + 2),
         vec![SubtaskState::new("op", 0, 1, MAXP).with_keyed(canonical.handle.clone())],
@@ -217,7 +226,10 @@ fn main() -> Result<()> {
         ("same range", vec![KeyGroupRange::new(0, 127)?]),
         (
             "rescaled 1 -> 2",
-            vec![KeyGroupRange::for_operator(MAXP, 2, 0)?, KeyGroupRange::for_operator(MAXP, 2, 1)?],
+            vec![
+                KeyGroupRange::for_operator(MAXP, 2, 0)?,
+                KeyGroupRange::for_operator(MAXP, 2, 1)?,
+            ],
         ),
     ] {
         let mut times = [Duration::ZERO; 2];
@@ -230,7 +242,8 @@ fn main() -> Result<()> {
                 let config = BackendConfig::lsm(dir.join(format!("restore-{what}-{i}-{j}")))
                     .max_parallelism(MAXP)
                     .key_group_range(*range);
-                let b = Backend::<u64>::restore_from(config, &**storage, std::slice::from_ref(handle))?;
+                let b =
+                    Backend::<u64>::restore_from(config, &**storage, std::slice::from_ref(handle))?;
                 drop(b);
             }
             times[i] = t.elapsed();

@@ -19,12 +19,11 @@ fn main() -> Result<()> {
         dir.path().join("chk"),
         FsCheckpointOptions::default().with_retained(1),
     )?);
-    let mut lsm =
-        Backend::<u64>::open(
-            BackendConfig::lsm(dir.path().join("lsm"))
-                .max_parallelism(128)
-                .lsm_incremental_checkpoints(false),
-        )?;
+    let mut lsm = Backend::<u64>::open(
+        BackendConfig::lsm(dir.path().join("lsm"))
+            .max_parallelism(128)
+            .lsm_incremental_checkpoints(false),
+    )?;
     let state = lsm.register(ValueStateDescriptor::<u64>::new("value"))?;
     for k in 0..entries {
         lsm.set_current_key(&k);

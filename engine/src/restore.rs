@@ -142,4 +142,3 @@ pub(crate) fn visit_sources<K: Key>(
     }
     Ok(())
 }
-

@@ -137,7 +137,11 @@ fn restore_all(
         let handles = done.handles_for(range);
         // Canonical files (heap checkpoints) and native snapshots (LSM incremental
         // checkpoints) alike.
-        backends.push(Backend::<u64>::restore_from(config(i)?, &**storage, &handles)?);
+        backends.push(Backend::<u64>::restore_from(
+            config(i)?,
+            &**storage,
+            &handles,
+        )?);
     }
     Ok(backends)
 }

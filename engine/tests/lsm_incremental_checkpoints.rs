@@ -46,11 +46,19 @@ struct Handles {
 
 fn register(b: &mut Backend<u64>) -> Handles {
     Handles {
-        value: b.register(ValueStateDescriptor::<u64>::new("value")).unwrap(),
-        list: b.register(ListStateDescriptor::<String>::new("list")).unwrap(),
-        map: b.register(MapStateDescriptor::<u32, f64>::new("map")).unwrap(),
+        value: b
+            .register(ValueStateDescriptor::<u64>::new("value"))
+            .unwrap(),
+        list: b
+            .register(ListStateDescriptor::<String>::new("list"))
+            .unwrap(),
+        map: b
+            .register(MapStateDescriptor::<u32, f64>::new("map"))
+            .unwrap(),
         reducing: b
-            .register(ReducingStateDescriptor::<i64>::new("reducing", |a, b| a + b))
+            .register(ReducingStateDescriptor::<i64>::new("reducing", |a, b| {
+                a + b
+            }))
             .unwrap(),
         aggregating: b
             .register(AggregatingStateDescriptor::new("aggregating", Sum))
@@ -89,7 +97,9 @@ fn touch(b: &mut Backend<u64>, h: &Handles, m: &mut Model, k: u64, t: u64) {
         b.map(&h.map).clear().unwrap();
         m.map.remove(&k);
     } else {
-        b.map(&h.map).put((t % 4) as u32, k as f64 + t as f64).unwrap();
+        b.map(&h.map)
+            .put((t % 4) as u32, k as f64 + t as f64)
+            .unwrap();
         m.map
             .entry(k)
             .or_default()
@@ -105,7 +115,10 @@ fn touch(b: &mut Backend<u64>, h: &Handles, m: &mut Model, k: u64, t: u64) {
         b.value(&h.windowed).namespace(&window(k)).clear().unwrap();
         m.windowed.remove(&k);
     } else {
-        b.value(&h.windowed).namespace(&window(k)).update(t).unwrap();
+        b.value(&h.windowed)
+            .namespace(&window(k))
+            .update(t)
+            .unwrap();
         m.windowed.insert(k, t);
     }
 }
@@ -123,15 +136,27 @@ fn check(b: &mut Backend<u64>, h: &Handles, m: &Model, keys: u64) -> u64 {
             continue;
         }
         owned += 1;
-        assert_eq!(b.value(&h.value).get().unwrap(), m.value.get(&k).copied(), "value of {k}");
+        assert_eq!(
+            b.value(&h.value).get().unwrap(),
+            m.value.get(&k).copied(),
+            "value of {k}"
+        );
         assert_eq!(
             b.list(&h.list).get().unwrap(),
             m.list.get(&k).cloned().unwrap_or_default(),
             "list of {k}"
         );
         let map: BTreeMap<u32, f64> = b.map(&h.map).entries().unwrap().into_iter().collect();
-        assert_eq!(map, m.map.get(&k).cloned().unwrap_or_default(), "map of {k}");
-        assert_eq!(b.reducing(&h.reducing).get().unwrap(), m.reducing.get(&k).copied(), "reducing of {k}");
+        assert_eq!(
+            map,
+            m.map.get(&k).cloned().unwrap_or_default(),
+            "map of {k}"
+        );
+        assert_eq!(
+            b.reducing(&h.reducing).get().unwrap(),
+            m.reducing.get(&k).copied(),
+            "reducing of {k}"
+        );
         assert_eq!(
             b.aggregating(&h.aggregating).get().unwrap(),
             m.aggregating.get(&k).copied(),
@@ -157,8 +182,11 @@ fn lsm(dir: &std::path::Path, range: KeyGroupRange) -> BackendConfig {
 
 fn fs_storage(dir: &std::path::Path, retained: usize) -> Arc<dyn CheckpointStorage> {
     Arc::new(
-        FsCheckpointStorage::open_local(dir, FsCheckpointOptions::default().with_retained(retained))
-            .unwrap(),
+        FsCheckpointStorage::open_local(
+            dir,
+            FsCheckpointOptions::default().with_retained(retained),
+        )
+        .unwrap(),
     )
 }
 
@@ -174,7 +202,8 @@ fn tasks(root: &std::path::Path, p: u32, keys: u64, m: &mut Model) -> Vec<Task> 
     (0..p)
         .map(|i| {
             let range = KeyGroupRange::for_operator(MAXP, p, i).unwrap();
-            let mut backend = Backend::open(lsm(&root.join(format!("task-{p}-{i}")), range)).unwrap();
+            let mut backend =
+                Backend::open(lsm(&root.join(format!("task-{p}-{i}")), range)).unwrap();
             let handles = register(&mut backend);
             for k in 0..keys {
                 let kg = key_group_for(&flowstate::codec::to_bytes(&k), MAXP);
@@ -201,7 +230,10 @@ fn checkpoint(
     tasks: &mut [Task],
     storage: &Arc<dyn CheckpointStorage>,
     id: u64,
-) -> (Vec<KeyedStateHandle>, Vec<flowstate::checkpoint::SnapshotStats>) {
+) -> (
+    Vec<KeyedStateHandle>,
+    Vec<flowstate::checkpoint::SnapshotStats>,
+) {
     let p = tasks.len() as u32;
     let mut states = Vec::new();
     let mut handles = Vec::new();
@@ -217,9 +249,13 @@ fn checkpoint(
         stats.push(done.stats);
         states.push(SubtaskState::new("op", i as u32, p, MAXP).with_keyed(done.handle));
     }
-    storage.complete_checkpoint(CheckpointId(id), states).unwrap();
+    storage
+        .complete_checkpoint(CheckpointId(id), states)
+        .unwrap();
     for t in tasks.iter_mut() {
-        t.backend.notify_checkpoint_complete(CheckpointId(id)).unwrap();
+        t.backend
+            .notify_checkpoint_complete(CheckpointId(id))
+            .unwrap();
     }
     (handles, stats)
 }
@@ -247,7 +283,10 @@ fn incremental_checkpoints_ship_only_new_tables_and_restore_by_linking() {
     let first = &first[0];
     assert!(first.shared_files >= 2, "{first:?}");
     assert_eq!(first.new_shared_files, first.shared_files);
-    assert_eq!(first.linked_files, first.new_shared_files, "same file system: hard links");
+    assert_eq!(
+        first.linked_files, first.new_shared_files,
+        "same file system: hard links"
+    );
     // Change 1% of the keys: the next checkpoint references the old tables.
     for k in (0..keys).step_by(100) {
         let Task { backend, handles } = &mut ts[0];
@@ -274,13 +313,23 @@ fn incremental_checkpoints_ship_only_new_tables_and_restore_by_linking() {
     );
     // Same range: every table linked, nothing rewritten.
     let (restored, stats) = LsmBackend::<u64>::restore_from(
-        lsm(&dir.path().join("restored"), KeyGroupRange::new(0, 127).unwrap()),
+        lsm(
+            &dir.path().join("restored"),
+            KeyGroupRange::new(0, 127).unwrap(),
+        ),
         &*storage,
         &handles,
     )
     .unwrap();
     assert_eq!(stats.linked_tables, second.shared_files, "{stats:?}");
-    assert_eq!((stats.copied_tables, stats.clipped_tables, stats.ingested_sources), (0, 0, 0));
+    assert_eq!(
+        (
+            stats.copied_tables,
+            stats.clipped_tables,
+            stats.ingested_sources
+        ),
+        (0, 0, 0)
+    );
     let mut restored = Backend::Lsm(restored);
     let h = register(&mut restored);
     assert_eq!(check(&mut restored, &h, &model, keys), keys);
@@ -293,7 +342,11 @@ fn incremental_checkpoints_ship_only_new_tables_and_restore_by_linking() {
     }];
     let (_, third) = checkpoint(&mut ts, &storage, 3);
     assert!(third[0].new_shared_files <= 2, "{:?}", third[0]);
-    assert!(third[0].new_shared_bytes * 20 < third[0].shared_bytes, "{:?}", third[0]);
+    assert!(
+        third[0].new_shared_bytes * 20 < third[0].shared_bytes,
+        "{:?}",
+        third[0]
+    );
 }
 
 #[test]
@@ -337,7 +390,11 @@ fn ranges(q: u32, shift: u16) -> Vec<KeyGroupRange> {
     if shift > 0 {
         for i in 0..out.len() {
             let start = if i == 0 { 0 } else { out[i].start() + shift };
-            let end = if i + 1 == out.len() { 127 } else { out[i].end() + shift };
+            let end = if i + 1 == out.len() {
+                127
+            } else {
+                out[i].end() + shift
+            };
             out[i] = KeyGroupRange::new(start, end).unwrap();
         }
     }
@@ -376,7 +433,9 @@ fn rescaled_restores_from_incremental_checkpoints_match_the_model() {
             let h = register(&mut b);
             total += check(&mut b, &h, &model, keys);
             let mut heap = Backend::<u64>::restore_from(
-                BackendConfig::heap().max_parallelism(MAXP).key_group_range(range),
+                BackendConfig::heap()
+                    .max_parallelism(MAXP)
+                    .key_group_range(range),
                 &*storage,
                 &handles,
             )
@@ -408,7 +467,10 @@ fn mixed_sources_restore_together() {
     let h1 = register(&mut b1);
     for k in 0..keys {
         b1.set_current_key(&k);
-        if b1.current_key_group().is_some_and(|kg| b1.key_group_range().contains(kg)) {
+        if b1
+            .current_key_group()
+            .is_some_and(|kg| b1.key_group_range().contains(kg))
+        {
             // The same state the first fill gave this key.
             touch(&mut b1, &h1, &mut Model::default(), k, 0);
         }
@@ -427,7 +489,9 @@ fn mixed_sources_restore_together() {
         let done = pending.run().unwrap();
         states.push(SubtaskState::new("op", i as u32, 2, MAXP).with_keyed(done.handle));
     }
-    let done = storage.complete_checkpoint(CheckpointId(1), states).unwrap();
+    let done = storage
+        .complete_checkpoint(CheckpointId(1), states)
+        .unwrap();
     let all = KeyGroupRange::new(0, 127).unwrap();
     let (b, stats) = LsmBackend::<u64>::restore_from(
         lsm(&dir.path().join("r"), all),
@@ -463,7 +527,10 @@ fn a_missing_damaged_or_resized_shared_file_is_an_error_naming_it() {
     };
     let expect = |err: Error, what: &str| {
         let text = err.to_string();
-        assert!(matches!(err, Error::SharedFile { checkpoint: 1, .. }), "{what}: {text}");
+        assert!(
+            matches!(err, Error::SharedFile { checkpoint: 1, .. }),
+            "{what}: {text}"
+        );
         assert!(text.contains(&victim), "{what}: {text}");
     };
     // A byte flipped, same size: the checksum.
@@ -494,9 +561,17 @@ fn native_savepoints_are_self_contained() {
     let mut ts = tasks(dir.path(), 1, keys, &mut model);
     checkpoint(&mut ts, &storage, 1);
     let target = SnapshotTarget::native_savepoint(CheckpointId(2), "savepoints/sp-2");
-    let done = ts[0].backend.snapshot(target.clone(), &storage, "op-0").unwrap().run().unwrap();
+    let done = ts[0]
+        .backend
+        .snapshot(target.clone(), &storage, "op-0")
+        .unwrap()
+        .run()
+        .unwrap();
     assert!(done.handle.shared_files().is_empty());
-    assert!(done.handle.files().len() > 1, "the snapshot file and its tables");
+    assert!(
+        done.handle.files().len() > 1,
+        "the snapshot file and its tables"
+    );
     let task = SubtaskState::new("op", 0, 1, MAXP).with_keyed(done.handle);
     storage.complete(&target, vec![task]).unwrap();
     // Every checkpoint and shared file gone: the savepoint still restores.
@@ -574,17 +649,25 @@ fn the_registry_keeps_exactly_what_retained_checkpoints_reference_over_a_long_se
                 0 => {
                     storage.abort_checkpoint(CheckpointId(id)).unwrap();
                     for t in ts.iter_mut() {
-                        t.backend.notify_checkpoint_aborted(CheckpointId(id)).unwrap();
+                        t.backend
+                            .notify_checkpoint_aborted(CheckpointId(id))
+                            .unwrap();
                     }
                 }
                 1 => {
                     // Completed, but the tasks never hear of it (a lost notification).
-                    storage.complete_checkpoint(CheckpointId(id), states).unwrap();
+                    storage
+                        .complete_checkpoint(CheckpointId(id), states)
+                        .unwrap();
                 }
                 _ => {
-                    storage.complete_checkpoint(CheckpointId(id), states).unwrap();
+                    storage
+                        .complete_checkpoint(CheckpointId(id), states)
+                        .unwrap();
                     for t in ts.iter_mut() {
-                        t.backend.notify_checkpoint_complete(CheckpointId(id)).unwrap();
+                        t.backend
+                            .notify_checkpoint_complete(CheckpointId(id))
+                            .unwrap();
                     }
                 }
             }
@@ -634,7 +717,10 @@ fn the_registry_keeps_exactly_what_retained_checkpoints_reference_over_a_long_se
         let (present, referenced) = shared_state(&storage);
         assert_eq!(present, referenced, "retained {retained}");
         assert!(!present.is_empty());
-        assert_eq!(storage.completed().unwrap().len(), retained.min(storage.completed().unwrap().len()));
+        assert_eq!(
+            storage.completed().unwrap().len(),
+            retained.min(storage.completed().unwrap().len())
+        );
     }
 }
 
@@ -682,7 +768,9 @@ fn a_crash_at_every_step_of_publishing_and_deleting_shared_files_loses_nothing()
         let work = Arc::new(MemStorage::new());
         let mem = Arc::new(MemStorage::with_seed(n));
         let open = |mem: &Arc<MemStorage>| -> Arc<dyn CheckpointStorage> {
-            Arc::new(FsCheckpointStorage::open(mem.clone(), FsCheckpointOptions::default()).unwrap())
+            Arc::new(
+                FsCheckpointStorage::open(mem.clone(), FsCheckpointOptions::default()).unwrap(),
+            )
         };
         let storage = open(&mem);
         let config = BackendConfig::lsm_on(work.clone(), "task")
@@ -696,11 +784,14 @@ fn a_crash_at_every_step_of_publishing_and_deleting_shared_files_loses_nothing()
             touch(&mut backend, &h, &mut model, k, 0);
         }
         let first = model.clone();
-        let mut ts = vec![Task { backend, handles: h }];
+        let mut ts = vec![Task {
+            backend,
+            handles: h,
+        }];
         checkpoint(&mut ts, &storage, 1);
         for k in (0..keys).step_by(13) {
             let Task { backend, handles } = &mut ts[0];
-        touch(backend, handles, &mut model, k, 1);
+            touch(backend, handles, &mut model, k, 1);
         }
         // Checkpoint 2 (publication, completion, deletion of what only checkpoint 1
         // referenced), failing from operation n on.
@@ -724,10 +815,18 @@ fn a_crash_at_every_step_of_publishing_and_deleting_shared_files_loses_nothing()
         let storage = open(&mem);
         let latest = storage.latest_completed().unwrap().unwrap();
         if acknowledged {
-            assert_eq!(latest.id(), CheckpointId(2), "n = {n}: an acknowledged checkpoint");
+            assert_eq!(
+                latest.id(),
+                CheckpointId(2),
+                "n = {n}: an acknowledged checkpoint"
+            );
         }
         outcomes.insert(latest.id().0);
-        let expected = if latest.id() == CheckpointId(2) { &model } else { &first };
+        let expected = if latest.id() == CheckpointId(2) {
+            &model
+        } else {
+            &first
+        };
         let all = KeyGroupRange::new(0, 127).unwrap();
         let restored = Backend::<u64>::restore_from(
             BackendConfig::lsm_on(work.clone(), &format!("restored-{n}"))
@@ -748,7 +847,10 @@ fn a_crash_at_every_step_of_publishing_and_deleting_shared_files_loses_nothing()
         }
         n += 1;
     }
-    assert!(outcomes.contains(&1) && outcomes.contains(&2), "{outcomes:?}");
+    assert!(
+        outcomes.contains(&1) && outcomes.contains(&2),
+        "{outcomes:?}"
+    );
     assert!(n > 5, "the sweep covered the publication steps: {n}");
 }
 
@@ -774,7 +876,9 @@ fn checkpoints_race_background_flushes_and_compactions() {
             let k = rng.below(keys);
             touch(&mut backend, &h, &mut model, k, id);
         }
-        let pending = backend.snapshot(CheckpointId(id), &storage, "op-0").unwrap();
+        let pending = backend
+            .snapshot(CheckpointId(id), &storage, "op-0")
+            .unwrap();
         at_checkpoint.push(model.clone());
         // The asynchronous phase runs while the task writes on.
         let writer = std::thread::spawn(move || pending.run());
@@ -789,7 +893,9 @@ fn checkpoints_race_background_flushes_and_compactions() {
                 vec![SubtaskState::new("op", 0, 1, MAXP).with_keyed(done.handle)],
             )
             .unwrap();
-        backend.notify_checkpoint_complete(CheckpointId(id)).unwrap();
+        backend
+            .notify_checkpoint_complete(CheckpointId(id))
+            .unwrap();
         let latest = storage.latest_completed().unwrap().unwrap();
         let (restored, _) = LsmBackend::<u64>::restore_from(
             lsm(&dir.path().join(format!("r-{id}")), all),
@@ -799,6 +905,10 @@ fn checkpoints_race_background_flushes_and_compactions() {
         .unwrap();
         let mut restored = Backend::Lsm(restored);
         let rh = register(&mut restored);
-        assert_eq!(check(&mut restored, &rh, &at_checkpoint[id as usize - 1], keys), keys, "checkpoint {id}");
+        assert_eq!(
+            check(&mut restored, &rh, &at_checkpoint[id as usize - 1], keys),
+            keys,
+            "checkpoint {id}"
+        );
     }
 }

@@ -196,23 +196,30 @@ fn native_handle() -> KeyedStateHandleRecord {
         key_group_range: (0, 63),
         files: vec![file("chk-42/keyed-agg-0", 312)],
         shared: vec![
-            file("shared/00112233445566778899aabbccddeeff-0000000001000001.sst", 4_096),
-            file("shared/00112233445566778899aabbccddeeff-0000000001000002.sst", 70_000),
+            file(
+                "shared/00112233445566778899aabbccddeeff-0000000001000001.sst",
+                4_096,
+            ),
+            file(
+                "shared/00112233445566778899aabbccddeeff-0000000001000002.sst",
+                70_000,
+            ),
         ],
     }
 }
 
 fn native_snapshot() -> NativeSnapshotRecord {
-    let table = |level: u8, id: u64, name: &str, smallest: &[u8], largest: &[u8]| NativeTableRecord {
-        level,
-        location: TableLocation::Shared,
-        table_id: id,
-        name: name.into(),
-        size: 4_096 * id % 100_000,
-        crc32: (id as u32).wrapping_mul(0x9e37_79b9),
-        smallest: smallest.to_vec(),
-        largest: largest.to_vec(),
-    };
+    let table =
+        |level: u8, id: u64, name: &str, smallest: &[u8], largest: &[u8]| NativeTableRecord {
+            level,
+            location: TableLocation::Shared,
+            table_id: id,
+            name: name.into(),
+            size: 4_096 * id % 100_000,
+            crc32: (id as u32).wrapping_mul(0x9e37_79b9),
+            smallest: smallest.to_vec(),
+            largest: largest.to_vec(),
+        };
     NativeSnapshotRecord {
         checkpoint_id: 42,
         meta: SnapshotMeta {
@@ -240,11 +247,29 @@ fn native_snapshot() -> NativeSnapshotRecord {
             ],
         },
         tables: vec![
-            table(0, 17, "00112233445566778899aabbccddeeff-0000000000000011.sst", b"\0\0\0\0\0\x05a", b"\0\0\0\x01\0\x3fz"),
-            table(6, 3, "00112233445566778899aabbccddeeff-0000000000000003.sst", b"\0\0\0\0\0\0", b"\0\0\0\0\0\x20"),
+            table(
+                0,
+                17,
+                "00112233445566778899aabbccddeeff-0000000000000011.sst",
+                b"\0\0\0\0\0\x05a",
+                b"\0\0\0\x01\0\x3fz",
+            ),
+            table(
+                6,
+                3,
+                "00112233445566778899aabbccddeeff-0000000000000003.sst",
+                b"\0\0\0\0\0\0",
+                b"\0\0\0\0\0\x20",
+            ),
             NativeTableRecord {
                 location: TableLocation::Private,
-                ..table(6, 4, "000004.sst", b"\0\0\0\0\0\x21", b"\0\0\0\x01\0\x3f\xff")
+                ..table(
+                    6,
+                    4,
+                    "000004.sst",
+                    b"\0\0\0\0\0\x21",
+                    b"\0\0\0\x01\0\x3f\xff",
+                )
             },
         ],
     }

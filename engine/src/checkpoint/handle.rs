@@ -177,12 +177,7 @@ impl KeyedStateHandle {
             .into_iter()
             .map(StateFile::from_record)
             .collect::<Result<_>>()?;
-        KeyedStateHandle::with_kind(
-            record.kind,
-            KeyGroupRange::new(first, last)?,
-            files,
-            shared,
-        )
+        KeyedStateHandle::with_kind(record.kind, KeyGroupRange::new(first, last)?, files, shared)
     }
 
     /// The handle encoded standing alone (spec/formats.md section 4), to send it from a task

@@ -57,11 +57,11 @@ pub use fs::{FsCheckpointOptions, FsCheckpointStorage};
 pub use handle::{KeyedStateHandle, OperatorStateHandle, StateFile, SubtaskState};
 pub use memory::{MemoryCheckpointStorage, DEFAULT_MAX_STATE_SIZE};
 pub use storage::{CheckpointStorage, SnapshotTarget, StateFileWriter};
-pub(crate) use write::{state_metas, NativeSnapshot};
 pub use write::{
     read_operator_state, snapshot_meta, write_canonical, write_operator_state, FileRestoreSource,
     PendingSnapshot, SnapshotResult, SnapshotStats,
 };
+pub(crate) use write::{state_metas, NativeSnapshot};
 
 /// The name of the file that completes a checkpoint or savepoint, in its directory.
 pub const METADATA_FILE: &str = "_metadata";

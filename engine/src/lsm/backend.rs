@@ -33,8 +33,8 @@ use crate::backend::{BackendConfig, KeyedStateBackend};
 use crate::clock::Clock;
 use crate::codec::{Codec, CodecError};
 use crate::error::{Error, Result};
-use crate::restore::{visit_sources, RestoreSink};
 use crate::key_group::{key_group_for, KeyGroupRange};
+use crate::restore::{visit_sources, RestoreSink};
 use crate::snapshot::{
     EncodedEntry, EncodedRun, EncodedState, RestoreSource, RunValueSource, StateSnapshot,
     StateTableSnapshot,

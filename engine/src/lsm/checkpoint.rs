@@ -152,7 +152,11 @@ struct Placed {
 
 impl NativeJob {
     /// Copies `table` into `writer`, returning the CRC-32 of its bytes.
-    fn copy(&self, table: &TableHandle, mut writer: Box<dyn StateFileWriter>) -> Result<(StateFile, u32)> {
+    fn copy(
+        &self,
+        table: &TableHandle,
+        mut writer: Box<dyn StateFileWriter>,
+    ) -> Result<(StateFile, u32)> {
         let source = self.tree_storage.open(table.path())?;
         let crc = stream(&*source, &mut |chunk| writer.write_all(chunk))?;
         Ok((writer.finish()?, crc))
@@ -164,7 +168,14 @@ impl NativeJob {
         stream(&*source, &mut |_| Ok(()))
     }
 
-    fn record(table: &TableHandle, level: usize, location: TableLocation, name: String, size: u64, crc32: u32) -> NativeTableRecord {
+    fn record(
+        table: &TableHandle,
+        level: usize,
+        location: TableLocation,
+        name: String,
+        size: u64,
+        crc32: u32,
+    ) -> NativeTableRecord {
         NativeTableRecord {
             level: level as u8,
             location,
@@ -190,7 +201,14 @@ impl NativeJob {
             if storage.reserve_shared_file(target, &p.file)? {
                 let name = file_name(&p.file);
                 return Ok(Placed {
-                    record: Self::record(table, level, TableLocation::Shared, name, p.file.size(), p.crc32),
+                    record: Self::record(
+                        table,
+                        level,
+                        TableLocation::Shared,
+                        name,
+                        p.file.size(),
+                        p.crc32,
+                    ),
                     file: p.file,
                     new: false,
                     linked: false,
@@ -228,7 +246,14 @@ impl NativeJob {
             },
         );
         Ok(Placed {
-            record: Self::record(table, level, TableLocation::Shared, name, file.size(), crc32),
+            record: Self::record(
+                table,
+                level,
+                TableLocation::Shared,
+                name,
+                file.size(),
+                crc32,
+            ),
             file,
             new: true,
             linked: was_linked,
@@ -256,7 +281,14 @@ impl NativeSnapshot for NativeJob {
                     let writer = storage.create_state_file(target, table.name())?;
                     let (file, crc) = self.copy(table, writer)?;
                     stats.bytes += file.size();
-                    records.push(Self::record(table, level, TableLocation::Private, table.name().to_string(), file.size(), crc));
+                    records.push(Self::record(
+                        table,
+                        level,
+                        TableLocation::Private,
+                        table.name().to_string(),
+                        file.size(),
+                        crc,
+                    ));
                     private_files.push(file);
                     continue;
                 }
@@ -292,7 +324,11 @@ impl NativeSnapshot for NativeJob {
 
 /// The last component of a file's path.
 pub(crate) fn file_name(file: &StateFile) -> String {
-    file.path().rsplit('/').next().unwrap_or(file.path()).to_string()
+    file.path()
+        .rsplit('/')
+        .next()
+        .unwrap_or(file.path())
+        .to_string()
 }
 
 /// Reads `source` whole in chunks, passing each to `sink`, and returns its CRC-32.

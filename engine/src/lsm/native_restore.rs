@@ -28,7 +28,9 @@ use super::checkpoint::stream;
 use super::key::{self, KeyRange};
 use super::tree::{TableHandle, TreeSnapshot, Version, MAX_LEVELS};
 use crate::backend::BackendConfig;
-use crate::checkpoint::{state_metas, CheckpointStorage, FileRestoreSource, KeyedStateHandle, StateFile};
+use crate::checkpoint::{
+    state_metas, CheckpointStorage, FileRestoreSource, KeyedStateHandle, StateFile,
+};
 use crate::error::{Error, Result};
 use crate::key_group::KeyGroupRange;
 use crate::snapshot::{EncodedEntry, RestoreSource};
@@ -78,8 +80,11 @@ impl NativeHandle {
             )));
         }
         let dir = snapshot.path().rsplit_once('/').map_or("", |(d, _)| d);
-        let shared: HashMap<&str, &StateFile> =
-            handle.shared_files().iter().map(|f| (f.path(), f)).collect();
+        let shared: HashMap<&str, &StateFile> = handle
+            .shared_files()
+            .iter()
+            .map(|f| (f.path(), f))
+            .collect();
         let private: HashMap<&str, &StateFile> =
             handle.files()[1..].iter().map(|f| (f.path(), f)).collect();
         let mut files = Vec::with_capacity(record.tables.len());
@@ -276,7 +281,9 @@ enum Placement {
 fn placement(t: &NativeTableRecord, keep: &[KeyRange], foreign: &[KeyRange]) -> Placement {
     let touches = |r: &KeyRange| {
         t.largest.as_slice() >= r.start.as_slice()
-            && r.end.as_deref().is_none_or(|end| t.smallest.as_slice() < end)
+            && r.end
+                .as_deref()
+                .is_none_or(|end| t.smallest.as_slice() < end)
     };
     if !foreign.iter().any(touches) {
         Placement::Link
@@ -342,7 +349,9 @@ impl<K: Key> LsmBackend<K> {
                 continue;
             }
             let native = NativeHandle::open(storage, handle)?;
-            if native.record.meta.max_parallelism != max_parallelism || native.key_codec != key_codec {
+            if native.record.meta.max_parallelism != max_parallelism
+                || native.key_codec != key_codec
+            {
                 // The walker reports the mismatch with the usual words.
                 generic.push(Box::new(NativeRestoreSource::open(storage, handle)?));
                 continue;
@@ -387,7 +396,11 @@ impl<K: Key> LsmBackend<K> {
                     })
             });
             if overlaps
-                || native.record.tables.iter().any(|t| usize::from(t.level) >= MAX_LEVELS)
+                || native
+                    .record
+                    .tables
+                    .iter()
+                    .any(|t| usize::from(t.level) >= MAX_LEVELS)
                 || !tree.reserve_table_ids(&linked_ids)
             {
                 generic.push(Box::new(NativeRestoreSource::open(storage, handle)?));

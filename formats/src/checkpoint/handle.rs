@@ -371,7 +371,10 @@ mod tests {
     fn native_handles_round_trip_with_their_shared_files() {
         let bytes = native().encode("h").unwrap();
         assert_eq!(bytes[6], KEYED_KIND_LSM_NATIVE);
-        assert_eq!(KeyedStateHandleRecord::decode(&bytes, "h").unwrap(), native());
+        assert_eq!(
+            KeyedStateHandleRecord::decode(&bytes, "h").unwrap(),
+            native()
+        );
         let mut empty = native();
         empty.shared.clear();
         let bytes = empty.encode("h").unwrap();
@@ -385,8 +388,14 @@ mod tests {
         for i in 0..bytes.len() {
             let mut damaged = bytes.clone();
             damaged[i] ^= 0x10;
-            assert!(KeyedStateHandleRecord::decode(&damaged, "h").is_err(), "{i}");
-            assert!(KeyedStateHandleRecord::decode(&bytes[..i], "h").is_err(), "{i}");
+            assert!(
+                KeyedStateHandleRecord::decode(&damaged, "h").is_err(),
+                "{i}"
+            );
+            assert!(
+                KeyedStateHandleRecord::decode(&bytes[..i], "h").is_err(),
+                "{i}"
+            );
         }
     }
 

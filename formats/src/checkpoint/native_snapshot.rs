@@ -218,7 +218,10 @@ fn check_table(
         ));
     }
     if t.smallest.len() > MAX_KEY_LEN as usize || t.largest.len() > MAX_KEY_LEN as usize {
-        return Err(format!("table {} has a key over {MAX_KEY_LEN} bytes", t.name));
+        return Err(format!(
+            "table {} has a key over {MAX_KEY_LEN} bytes",
+            t.name
+        ));
     }
     if !names.insert((t.location, t.name.clone())) {
         return Err(format!("table {} is listed twice", t.name));
@@ -317,7 +320,10 @@ mod tests {
             for bit in [0, 3, 7] {
                 let mut damaged = bytes.clone();
                 damaged[i] ^= 1 << bit;
-                assert!(NativeSnapshotRecord::decode(&damaged, "n").is_err(), "{i}.{bit}");
+                assert!(
+                    NativeSnapshotRecord::decode(&damaged, "n").is_err(),
+                    "{i}.{bit}"
+                );
             }
             assert!(
                 NativeSnapshotRecord::decode(&bytes[..i], "n").is_err(),
@@ -328,7 +334,8 @@ mod tests {
 
     #[test]
     fn the_encoder_refuses_what_the_decoder_would_reject() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut NativeSnapshotRecord)>)> = vec![
+        type Change = Box<dyn Fn(&mut NativeSnapshotRecord)>;
+        let cases: Vec<(&str, Change)> = vec![
             ("level", Box::new(|r| r.tables[0].level = 16)),
             ("slash", Box::new(|r| r.tables[0].name = "a/b".into())),
             ("dotdot", Box::new(|r| r.tables[0].name = "..".into())),

@@ -101,7 +101,12 @@ impl Tree {
     /// checkpoint records. Its id must have been reserved and must be the id written in the
     /// file. The table belongs to no version until [`install_adopted`](Self::install_adopted);
     /// dropped before that, it stays on disk until the next open of the tree removes it.
-    pub fn adopt_table(&self, id: u64, smallest: &[u8], largest: &[u8]) -> Result<Arc<TableHandle>> {
+    pub fn adopt_table(
+        &self,
+        id: u64,
+        smallest: &[u8],
+        largest: &[u8],
+    ) -> Result<Arc<TableHandle>> {
         if !lock(&self.state).adopted_ids.contains(&id) {
             return Err(Error::InvalidArgument(format!(
                 "table {id} is adopted without its id reserved"
@@ -113,7 +118,12 @@ impl Tree {
                 "the smallest key recorded is above the largest".into(),
             ));
         }
-        Ok(Arc::new(self.open_table(id, &table_name(id), smallest, largest)?))
+        Ok(Arc::new(self.open_table(
+            id,
+            &table_name(id),
+            smallest,
+            largest,
+        )?))
     }
 
     /// Installs `levels` (L0 newest first; deeper levels without overlap) as the tree's
@@ -131,7 +141,9 @@ impl Tree {
         };
         {
             let state = lock(&self.state);
-            if !state.mem.is_empty() || !state.imms.is_empty() || state.version.all_tables().next().is_some()
+            if !state.mem.is_empty()
+                || !state.imms.is_empty()
+                || state.version.all_tables().next().is_some()
             {
                 drop(state);
                 return fail(Error::InvalidArgument(

@@ -64,8 +64,8 @@ use super::ranges;
 use crate::error::{Error, Result};
 
 mod checkpoint;
-pub use checkpoint::CheckpointTables;
 use crate::storage::{is_temp_name, ReadableFile, Storage, WritableFile, ROOT, TEMP_SUFFIX};
+pub use checkpoint::CheckpointTables;
 
 /// The manifest's file name in the tree's directory.
 pub const MANIFEST_NAME: &str = "MANIFEST";
@@ -350,7 +350,10 @@ impl Version {
                 if let Some(w) = tables.windows(2).find(|w| w[0].largest >= w[1].smallest) {
                     return Err(corrupt(
                         &w[1].path,
-                        format!("tables {} and {} of level {level} overlap", w[0].name, w[1].name),
+                        format!(
+                            "tables {} and {} of level {level} overlap",
+                            w[0].name, w[1].name
+                        ),
                     ));
                 }
             }
@@ -451,7 +454,11 @@ impl Version {
             }
         }
         // Adopted tables keep their own ids, which may lie above the tree's counter.
-        let above = tables.iter().map(|t| t.id.saturating_add(1)).max().unwrap_or(0);
+        let above = tables
+            .iter()
+            .map(|t| t.id.saturating_add(1))
+            .max()
+            .unwrap_or(0);
         Manifest {
             next_table_id: next_table_id.max(above),
             tables,
