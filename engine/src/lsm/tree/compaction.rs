@@ -1,0 +1,182 @@
+//! Compaction: which tables to merge next and the merge itself (spec/lsm-tree.md,
+//! "Compaction").
+
+use super::*;
+
+impl Tree {
+    /// Picks one compaction: `(input level, its input tables newest first)`. In a level
+    /// below L0, the table after the level's compaction pointer (or the first one).
+    pub(super) fn pick(&self, version: &Version) -> Option<(usize, Vec<Arc<TableHandle>>)> {
+        if version.tables(0).len() >= self.options.l0_compaction_trigger {
+            return Some((0, version.tables(0).to_vec()));
+        }
+        for level in 1..MAX_LEVELS - 1 {
+            if version.level_bytes(level) > self.options.level_budget(level) {
+                let tables = version.tables(level);
+                let pointer = lock(&self.state).compact_pointer[level].clone();
+                let next = tables
+                    .iter()
+                    .find(|t| t.smallest > pointer)
+                    .or_else(|| tables.first())?;
+                return Some((level, vec![Arc::clone(next)]));
+            }
+        }
+        None
+    }
+
+    /// Runs one compaction step if one is due: L0 into L1 once L0 holds
+    /// [`TreeOptions::l0_compaction_trigger`] tables, else one table of the first level over its
+    /// size budget into the next level. Returns `false` if none was due. Flushes run beside
+    /// it: they add L0 tables newer than its inputs, which it leaves in place.
+    ///
+    /// Tombstones and range tombstones are dropped only when no deeper level holds tables
+    /// overlapping the output; until then the output carries the inputs' range tombstones.
+    /// Compaction reads do not fill the block cache. The replaced files are deleted once the
+    /// new manifest is durable and no pinned version holds them.
+    pub fn compact_one(&self) -> Result<bool> {
+        let _compact = lock(&self.compact_lock);
+        if self.disposed.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let base = self.pin();
+        let Some((level, upper)) = self.pick(&base) else {
+            return Ok(false);
+        };
+        let out_level = level + 1;
+        let lo = upper
+            .iter()
+            .map(|t| t.smallest.as_slice())
+            .min()
+            .unwrap_or_default()
+            .to_vec();
+        let hi = upper
+            .iter()
+            .map(|t| t.largest.as_slice())
+            .max()
+            .unwrap_or_default()
+            .to_vec();
+        let lower: Vec<Arc<TableHandle>> = base
+            .tables(out_level)
+            .iter()
+            .filter(|t| t.overlaps(&lo, &hi))
+            .cloned()
+            .collect();
+        if level > 0 && lower.is_empty() {
+            return self.trivial_move(level, &upper[0]).map(|()| true);
+        }
+        let lo = lower
+            .first()
+            .map_or(lo.clone(), |t| t.smallest.clone().min(lo.clone()));
+        let hi = lower
+            .last()
+            .map_or(hi.clone(), |t| t.largest.clone().max(hi.clone()));
+        let deeper = (out_level + 1..MAX_LEVELS)
+            .any(|l| base.tables(l).iter().any(|t| t.overlaps(&lo, &hi)));
+        let merge_level = if deeper {
+            MergeLevel::Upper
+        } else {
+            MergeLevel::Bottom
+        };
+        let inputs: Vec<Arc<TableHandle>> = upper.iter().chain(&lower).cloned().collect();
+        self.merge_tables(&inputs, out_level, merge_level, |state| {
+            if let Some(last) = upper.last() {
+                state.compact_pointer[level] = last.largest.clone();
+            }
+        })?;
+        Ok(true)
+    }
+
+    /// Merges `inputs` (newest first) at `merge_level` into new tables of `out_level`, then
+    /// installs the version without the inputs and with the outputs (running `after` on the
+    /// state) and marks the inputs obsolete. At [`MergeLevel::Upper`] the outputs carry the
+    /// inputs' range tombstones; at the bottom they are dropped. Inputs are read without
+    /// filling the block cache. The caller holds the compaction lock.
+    pub(super) fn merge_tables(
+        &self,
+        inputs: &[Arc<TableHandle>],
+        out_level: usize,
+        merge_level: MergeLevel,
+        after: impl FnOnce(&mut State),
+    ) -> Result<()> {
+        let sources: Vec<Source> = inputs.iter().map(|t| t.source(&[], None, false)).collect();
+        let input_ranges: Vec<Arc<[RangeTombstone]>> =
+            inputs.iter().map(|t| Arc::clone(&t.ranges)).collect();
+        let out_ranges = match merge_level {
+            MergeLevel::Upper => ranges::union(input_ranges.iter().map(|r| &r[..])),
+            MergeLevel::Bottom => Vec::new(),
+        };
+        let mut merged = MergingIter::with_ranges(sources, input_ranges, merge_level);
+        let outputs =
+            self.write_tables(&mut merged, &out_ranges, self.options.target_table_bytes)?;
+        if !outputs.is_empty() {
+            self.storage.sync_dir(&self.dir)?;
+        }
+        let gone: HashSet<u64> = inputs.iter().map(|t| t.id).collect();
+        self.install(
+            |version| {
+                for tables in &mut version.levels {
+                    tables.retain(|t| !gone.contains(&t.id));
+                }
+                let out = &mut version.levels[out_level];
+                out.extend(outputs.iter().cloned());
+                out.sort_by(|a, b| a.smallest.cmp(&b.smallest));
+            },
+            |state| {
+                after(state);
+                state.stats.compactions += 1;
+                state.stats.compaction_bytes_read += inputs.iter().map(|t| t.size).sum::<u64>();
+                state.stats.compaction_bytes_written += outputs.iter().map(|t| t.size).sum::<u64>();
+            },
+        )?;
+        for t in inputs {
+            t.obsolete.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// A manual full compaction: flushes every memtable, then merges every table of the
+    /// current version into new tables in the bottom level (tombstones, range tombstones and
+    /// overwritten values dropped, list operands resolved). Returns `false` if there was
+    /// nothing to do (no table, or one table already in the bottom level without tombstones to
+    /// drop). Rewrites the whole tree: for after a restore or before a savepoint, not for
+    /// routine use. Flushes may run meanwhile; their L0 tables are newer and stay.
+    pub fn compact_all(&self) -> Result<bool> {
+        self.freeze();
+        while self.flush_one()? {}
+        let _compact = lock(&self.compact_lock);
+        if self.disposed.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let base = self.pin();
+        let bottom = MAX_LEVELS - 1;
+        let inputs: Vec<Arc<TableHandle>> = base.all_tables().cloned().collect();
+        let settled = inputs.len() == 1
+            && base.tables(bottom).len() == 1
+            && inputs[0].ranges.is_empty()
+            && inputs[0].reader.properties().deletes == 0
+            && inputs[0].reader.properties().merges == 0;
+        if inputs.is_empty() || settled {
+            return Ok(false);
+        }
+        // L0 newest first, then each level: newest first overall, as a merge wants.
+        self.merge_tables(&inputs, bottom, MergeLevel::Bottom, |_| {})?;
+        Ok(true)
+    }
+
+    /// Moves `table` from `level` to the next level without rewriting it.
+    pub(super) fn trivial_move(&self, level: usize, table: &Arc<TableHandle>) -> Result<()> {
+        self.install(
+            |version| {
+                version.levels[level].retain(|t| t.id != table.id);
+                let out = &mut version.levels[level + 1];
+                out.push(Arc::clone(table));
+                out.sort_by(|a, b| a.smallest.cmp(&b.smallest));
+            },
+            |state| {
+                state.compact_pointer[level] = table.largest.clone();
+                state.stats.compactions += 1;
+                state.stats.trivial_moves += 1;
+            },
+        )
+    }
+}
