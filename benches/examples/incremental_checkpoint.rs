@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowstate::checkpoint::SnapshotStats;
+use flowstate::lsm::{CheckpointAwareOptions, CompactionPolicy, TreeOptions};
 use flowstate::*;
 use flowstate_benches::{arg, SplitMix64};
 
@@ -124,6 +125,7 @@ fn main() -> Result<()> {
     let keys = arg(1, 2_000_000);
     let rounds = arg(2, 20);
     let big = arg(3, 10_000_000);
+    let steady = arg(4, 100);
     let dir = tempfile::tempdir().map_err(|e| Error::InvalidConfig(e.to_string()))?;
     let dir = dir.path();
 
@@ -132,10 +134,58 @@ fn main() -> Result<()> {
     if big > 0 {
         sync_phase(dir, big)?;
     }
+    let mut rows = Vec::new();
+    for (name, policy) in [
+        ("leveled (default)", CompactionPolicy::Leveled),
+        (
+            "checkpoint-aware",
+            CompactionPolicy::CheckpointAware(CheckpointAwareOptions::default()),
+        ),
+    ] {
+        println!("\n## {name}");
+        rows.push((name, run_policy(dir, name, policy, keys, rounds, steady)?));
+    }
+    println!("\n| policy | {rounds} rounds: mean new / full | worst | {steady} more rounds: mean | space amplification, mean / max | point reads/s |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, r) in rows {
+        println!(
+            "| {name} | {:.2}% | {:.1}% | {:.2}% | {:.2} / {:.2} | {:.0} |",
+            r.mean, r.worst, r.steady_mean, r.space_amp, r.space_max, r.reads_per_sec
+        );
+    }
+    Ok(())
+}
 
+/// The figures of one policy.
+struct PolicyFigures {
+    mean: f64,
+    worst: f64,
+    steady_mean: f64,
+    space_amp: f64,
+    space_max: f64,
+    reads_per_sec: f64,
+}
+
+fn run_policy(
+    dir: &Path,
+    name: &str,
+    policy: CompactionPolicy,
+    keys: u64,
+    rounds: u64,
+    steady: u64,
+) -> Result<PolicyFigures> {
+    let dir = dir.join(name.replace([' ', '(', ')'], "-"));
+    let tree = TreeOptions {
+        compaction: policy,
+        ..TreeOptions::default()
+    };
+    let mut inc = Backend::open(
+        BackendConfig::lsm(dir.join("inc"))
+            .max_parallelism(MAXP)
+            .lsm_tree_options(tree),
+    )?;
     // 2. New bytes after changing 0.1%, 1% and 10%, beside a full checkpoint of the same state.
     let mut rng = SplitMix64::new(7);
-    let mut inc = open(&dir.join("inc"), true)?;
     let state = inc.register(ValueStateDescriptor::<u64>::new("value"))?;
     load(&mut inc, state, keys)?;
     settle(&inc)?;
@@ -218,16 +268,62 @@ fn main() -> Result<()> {
     }
     compactions_before = 0;
     let _ = compactions_before;
+    let mean = 100.0 * (new_total as f64 / rounds.max(1) as f64) / full_bytes as f64;
+    let worst = 100.0 * worst as f64 / full_bytes as f64;
     println!(
-        "{rounds} rounds of 1% changes: mean new bytes per checkpoint {:.2} MB = {:.1}% of a full \
-         checkpoint ({:.1} MB); worst round {:.1}%; {compactions} compactions ran",
+        "{rounds} rounds of 1% changes: mean new bytes per checkpoint {:.2} MB = {mean:.2}% of a \
+         full checkpoint ({:.1} MB); worst round {worst:.1}%; {compactions} compactions ran",
         mb(new_total / rounds.max(1)),
-        100.0 * (new_total as f64 / rounds.max(1) as f64) / full_bytes as f64,
         mb(full_bytes),
-        100.0 * worst as f64 / full_bytes as f64,
+    );
+    // The same, longer: base merges of the checkpoint-aware policy come every
+    // delta_ratio / 1% rounds.
+    let mut steady_total = 0u64;
+    let tree_bytes = |b: &Backend<u64>| match b {
+        Backend::Lsm(l) => l.stats().tree.levels.iter().map(|l| l.bytes).sum::<u64>(),
+        _ => 0,
+    };
+    let (mut bytes_sum, mut bytes_max) = (0u64, 0u64);
+    for _ in 0..steady {
+        change(&mut inc, state, keys, 0.01, &mut rng)?;
+        settle(&inc)?;
+        id += 1;
+        let (stats, _, _) = checkpoint(&mut inc, &inc_storage, id)?;
+        steady_total += stats.new_bytes();
+        let bytes = tree_bytes(&inc);
+        bytes_sum += bytes;
+        bytes_max = bytes_max.max(bytes);
+    }
+    let steady_mean = 100.0 * (steady_total as f64 / steady.max(1) as f64) / full_bytes as f64;
+    println!("{steady} more rounds: mean new bytes {steady_mean:.2}% of a full checkpoint");
+    // Point reads of random keys, then space amplification: the tree's bytes against the
+    // same data compacted into one level.
+    let reads = 200_000u64;
+    let t = Instant::now();
+    let mut found = 0u64;
+    for _ in 0..reads {
+        inc.set_current_key(&rng.below(keys));
+        found += u64::from(inc.value(&state).get()?.is_some());
+    }
+    let reads_per_sec = reads as f64 / t.elapsed().as_secs_f64();
+    assert_eq!(found, reads, "every key has a value");
+    let levels_now: Vec<usize> = match &inc {
+        Backend::Lsm(l) => l.stats().tree.levels.iter().map(|l| l.tables).collect(),
+        _ => Vec::new(),
+    };
+    if let Backend::Lsm(l) = &inc {
+        l.compact_all()?;
+    }
+    let live = tree_bytes(&inc).max(1) as f64;
+    let space_amp = bytes_sum as f64 / steady.max(1) as f64 / live;
+    let space_max = bytes_max as f64 / live;
+    println!(
+        "point reads: {reads_per_sec:.0}/s (tables per level {levels_now:?}); space amplification \
+         over the {steady} rounds: mean {space_amp:.2}, max {space_max:.2}"
     );
 
     // 4. Restore: linked tables vs the canonical file, same range and rescaled.
+    let id = id + 1;
     let (_, _, handle) = checkpoint(&mut inc, &inc_storage, id + 1)?;
     let view = inc.snapshot_state()?;
     let canonical = PendingSnapshot::new(
@@ -275,5 +371,12 @@ fn main() -> Result<()> {
             times[1].as_secs_f64() / times[0].as_secs_f64()
         );
     }
-    Ok(())
+    Ok(PolicyFigures {
+        mean,
+        worst,
+        steady_mean,
+        space_amp,
+        space_max,
+        reads_per_sec,
+    })
 }

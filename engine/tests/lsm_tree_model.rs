@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use flowstate::lsm::key;
-use flowstate::lsm::tree::{Tree, TreeOptions};
+use flowstate::lsm::tree::{CheckpointAwareOptions, CompactionPolicy, Tree, TreeOptions};
 use flowstate::{MemStorage, StateId, Storage};
 use proptest::prelude::*;
 
@@ -81,7 +81,18 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn options(memtable_bytes: usize) -> TreeOptions {
+/// Tiny tables and levels; with `aware`, the checkpoint-aware policy with tiny partitions, two
+/// runs per partition at most and merges into the base at a ratio of 0.5.
+fn options(memtable_bytes: usize, aware: bool) -> TreeOptions {
+    let compaction = if aware {
+        CompactionPolicy::CheckpointAware(CheckpointAwareOptions {
+            delta_ratio: 0.5,
+            max_runs: 2,
+            partition_bytes: 250,
+        })
+    } else {
+        CompactionPolicy::Leveled
+    };
     TreeOptions {
         memtable_bytes,
         max_immutable_memtables: 2,
@@ -89,6 +100,7 @@ fn options(memtable_bytes: usize) -> TreeOptions {
         l0_compaction_trigger: 2,
         target_table_bytes: 300,
         level1_max_bytes: 600,
+        compaction,
         ..TreeOptions::default()
     }
 }
@@ -102,17 +114,18 @@ fn check_all(tree: &Tree, model: &BTreeMap<Vec<u8>, Vec<u8>>, keys: &[Vec<u8>]) 
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(96))]
     #[test]
     fn tree_matches_a_btreemap(
         ops in prop::collection::vec(op(), 1..160),
         // A memtable uses up to 128 KiB after its first write: 48 KiB freezes every write,
         // 160 KiB lets a memtable gather many.
         memtable_bytes in prop_oneof![Just(48usize << 10), Just(160 << 10)],
+        aware in any::<bool>(),
     ) {
         let keys = universe();
         let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
-        let mut tree = Tree::open(Arc::clone(&storage), "lsm", options(memtable_bytes)).unwrap();
+        let mut tree = Tree::open(Arc::clone(&storage), "lsm", options(memtable_bytes, aware)).unwrap();
         let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         let mut snapshots = Vec::new();
         for op in ops {
@@ -192,7 +205,7 @@ proptest! {
                     tree.freeze();
                     while tree.flush_one().unwrap() {}
                     drop(tree);
-                    tree = Tree::open(Arc::clone(&storage), "lsm", options(memtable_bytes)).unwrap();
+                    tree = Tree::open(Arc::clone(&storage), "lsm", options(memtable_bytes, aware)).unwrap();
                 }
             }
         }
@@ -212,6 +225,18 @@ proptest! {
         while tree.compact_one().unwrap() {}
         check_all(&tree, &model, &keys);
         let stats = tree.stats();
-        prop_assert!(stats.levels[0].tables < 2);
+        if aware {
+            // At most two runs per partition (a partition per bottom table).
+            let partitions = stats.levels.last().map_or(0, |l| l.tables).max(1);
+            prop_assert!(stats.levels[0].tables <= 2 * partitions, "{:?}", stats.levels);
+            prop_assert!(stats.levels[1..stats.levels.len() - 1].iter().all(|l| l.tables == 0));
+        } else {
+            prop_assert!(stats.levels[0].tables < 2);
+        }
+        // A full compaction leaves the bottom level alone, with the same answers.
+        tree.compact_all().unwrap();
+        check_all(&tree, &model, &keys);
+        let stats = tree.stats();
+        prop_assert!(stats.levels[..stats.levels.len() - 1].iter().all(|l| l.tables == 0));
     }
 }

@@ -81,4 +81,7 @@ pub use flowstate_formats::table::RangeTombstone;
 pub use mem_table::{ImmutableMemTable, MemTable};
 pub use merge::{resolve, MergeLevel, MergingIter};
 pub use pool::LsmPool;
-pub use tree::{Ingested, TableWriter, Tree, TreeOptions, TreeSnapshot, TreeStats, Version};
+pub use tree::{
+    CheckpointAwareOptions, CompactionPolicy, Ingested, TableWriter, Tree, TreeOptions,
+    TreeSnapshot, TreeStats, Version,
+};

@@ -1,7 +1,77 @@
-//! Compaction: which tables to merge next and the merge itself (spec/lsm-tree.md,
-//! "Compaction").
+//! Compaction: the policies that pick which tables to merge next, and the merge itself
+//! (spec/lsm-tree.md, "Compaction" and "Compaction policies").
+//!
+//! - [`CompactionPolicy::Leveled`] (the default): L0 into L1 once L0 holds
+//!   [`TreeOptions::l0_compaction_trigger`] tables; a level over its size budget compacts one
+//!   table into the next. Few tables to read, but every byte is rewritten once per level it
+//!   passes, and each rewritten table is new bytes for the next incremental checkpoint.
+//! - [`CompactionPolicy::CheckpointAware`]: the base of the data stays in the bottom level,
+//!   split into partitions (one bottom table each); flushes cut their tables at the partition
+//!   boundaries, so each partition's changes pile up in L0 as sorted runs of their own; a
+//!   partition is merged into the base only when its runs reach a configured fraction of its
+//!   base, and its runs are merged among themselves only when there are too many. Space
+//!   amplification is the explicit trade-off for few re-shipped bytes
+//!   ([`policy`](super::policy) holds the planner).
 
 use super::*;
+
+/// How a tree picks its compactions.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum CompactionPolicy {
+    /// Leveled compaction (the default).
+    #[default]
+    Leveled,
+    /// Partitioned delta runs over a bottom-level base, merged by delta ratio: for
+    /// incremental checkpoints that re-ship few bytes.
+    CheckpointAware(CheckpointAwareOptions),
+}
+
+/// The settings of [`CompactionPolicy::CheckpointAware`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CheckpointAwareOptions {
+    /// A partition's runs are merged into its base once their bytes reach this fraction of
+    /// the base's bytes (default 1.0). Higher: fewer base rewrites (fewer new bytes per
+    /// checkpoint), more space (up to `1 + delta_ratio` times the live data) and more runs to
+    /// read.
+    pub delta_ratio: f64,
+    /// The most runs one partition may hold in L0 (default 16); past it, its newest runs are
+    /// merged into one (a minor merge, which keeps tombstones).
+    pub max_runs: usize,
+    /// The size at which a merge into the base closes a bottom table, that is the size of a
+    /// partition (default 8 MiB). Smaller partitions spread the base rewrites over more
+    /// checkpoints.
+    pub partition_bytes: u64,
+}
+
+impl Default for CheckpointAwareOptions {
+    fn default() -> Self {
+        CheckpointAwareOptions {
+            delta_ratio: 1.0,
+            max_runs: 16,
+            partition_bytes: 8 << 20,
+        }
+    }
+}
+
+impl CheckpointAwareOptions {
+    pub(super) fn check(&self) -> Result<()> {
+        let bad = |what: &str| {
+            Err(Error::InvalidConfig(format!(
+                "LSM tree, checkpoint-aware compaction: {what}"
+            )))
+        };
+        if !(self.delta_ratio.is_finite() && self.delta_ratio > 0.0) {
+            return bad("delta_ratio must be a positive number");
+        }
+        if self.max_runs < 2 {
+            return bad("max_runs must be at least 2");
+        }
+        if self.partition_bytes == 0 {
+            return bad("partition_bytes must be above 0");
+        }
+        Ok(())
+    }
+}
 
 impl Tree {
     /// Picks one compaction: `(input level, its input tables newest first)`. In a level
@@ -39,6 +109,9 @@ impl Tree {
             return Ok(false);
         }
         let base = self.pin();
+        if let CompactionPolicy::CheckpointAware(options) = self.options.compaction {
+            return self.compact_partitioned(&base, &options);
+        }
         let Some((level, upper)) = self.pick(&base) else {
             return Ok(false);
         };
@@ -78,7 +151,8 @@ impl Tree {
             MergeLevel::Bottom
         };
         let inputs: Vec<Arc<TableHandle>> = upper.iter().chain(&lower).cloned().collect();
-        self.merge_tables(&inputs, out_level, merge_level, |state| {
+        let limit = self.options.target_table_bytes;
+        self.merge_tables(&inputs, out_level, merge_level, limit, &[], |state| {
             if let Some(last) = upper.last() {
                 state.compact_pointer[level] = last.largest.clone();
             }
@@ -86,16 +160,20 @@ impl Tree {
         Ok(true)
     }
 
-    /// Merges `inputs` (newest first) at `merge_level` into new tables of `out_level`, then
-    /// installs the version without the inputs and with the outputs (running `after` on the
-    /// state) and marks the inputs obsolete. At [`MergeLevel::Upper`] the outputs carry the
-    /// inputs' range tombstones; at the bottom they are dropped. Inputs are read without
-    /// filling the block cache. The caller holds the compaction lock.
+    /// Merges `inputs` (newest first) at `merge_level` into new tables of `out_level` (closed
+    /// at `limit` bytes and at every key of `boundaries`), then installs the version without
+    /// the inputs and with the outputs (running `after` on the state) and marks the inputs
+    /// obsolete. At [`MergeLevel::Upper`] the outputs carry the inputs' range tombstones; at the
+    /// bottom they are dropped. Into L0, the outputs take the place of the newest input (L0 is
+    /// ordered by age: tables flushed meanwhile stay newer). Inputs are read without filling
+    /// the block cache. The caller holds the compaction lock.
     pub(super) fn merge_tables(
         &self,
         inputs: &[Arc<TableHandle>],
         out_level: usize,
         merge_level: MergeLevel,
+        limit: u64,
+        boundaries: &[Vec<u8>],
         after: impl FnOnce(&mut State),
     ) -> Result<()> {
         let sources: Vec<Source> = inputs.iter().map(|t| t.source(&[], None, false)).collect();
@@ -106,20 +184,28 @@ impl Tree {
             MergeLevel::Bottom => Vec::new(),
         };
         let mut merged = MergingIter::with_ranges(sources, input_ranges, merge_level);
-        let outputs =
-            self.write_tables(&mut merged, &out_ranges, self.options.target_table_bytes)?;
+        let outputs = self.write_tables_cut(&mut merged, &out_ranges, limit, boundaries)?;
         if !outputs.is_empty() {
             self.storage.sync_dir(&self.dir)?;
         }
         let gone: HashSet<u64> = inputs.iter().map(|t| t.id).collect();
         self.install(
             |version| {
+                let at = version.levels[0]
+                    .iter()
+                    .position(|t| gone.contains(&t.id))
+                    .unwrap_or(0);
                 for tables in &mut version.levels {
                     tables.retain(|t| !gone.contains(&t.id));
                 }
                 let out = &mut version.levels[out_level];
-                out.extend(outputs.iter().cloned());
-                out.sort_by(|a, b| a.smallest.cmp(&b.smallest));
+                if out_level == 0 {
+                    let at = at.min(out.len());
+                    out.splice(at..at, outputs.iter().cloned());
+                } else {
+                    out.extend(outputs.iter().cloned());
+                    out.sort_by(|a, b| a.smallest.cmp(&b.smallest));
+                }
             },
             |state| {
                 after(state);
@@ -159,7 +245,11 @@ impl Tree {
             return Ok(false);
         }
         // L0 newest first, then each level: newest first overall, as a merge wants.
-        self.merge_tables(&inputs, bottom, MergeLevel::Bottom, |_| {})?;
+        let limit = match self.options.compaction {
+            CompactionPolicy::Leveled => self.options.target_table_bytes,
+            CompactionPolicy::CheckpointAware(o) => o.partition_bytes,
+        };
+        self.merge_tables(&inputs, bottom, MergeLevel::Bottom, limit, &[], |_| {})?;
         Ok(true)
     }
 

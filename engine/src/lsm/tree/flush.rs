@@ -3,8 +3,8 @@
 use super::*;
 
 impl Tree {
-    /// Flushes the oldest frozen memtable into one L0 table, records it in the manifest and
-    /// installs the new version. Returns `false` if no memtable was waiting. Runs beside a
+    /// Flushes the oldest frozen memtable into one L0 table (one per partition under the
+    /// checkpoint-aware policy), records it in the manifest and installs the new version. Returns `false` if no memtable was waiting. Runs beside a
     /// compaction.
     ///
     /// On an error the memtable stays frozen (a later call retries) and the tree is unchanged;
@@ -22,7 +22,9 @@ impl Tree {
         let mut entries = imm
             .entries()
             .filter(|e| !matches!(e, Ok((k, Entry::Delete)) if ranges::covers(own, k)));
-        let tables = self.write_tables(&mut entries, own, u64::MAX)?;
+        // The checkpoint-aware policy keeps each partition's changes in runs of its own.
+        let boundaries = self.partition_boundaries(&self.pin());
+        let tables = self.write_tables_cut(&mut entries, own, u64::MAX, &boundaries)?;
         if !tables.is_empty() {
             self.storage.sync_dir(&self.dir)?;
         }

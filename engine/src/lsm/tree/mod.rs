@@ -69,9 +69,11 @@ mod checkpoint;
 mod compaction;
 mod flush;
 mod ingest;
+mod policy;
 mod table_writing;
 mod version;
 pub use checkpoint::CheckpointTables;
+pub use compaction::{CheckpointAwareOptions, CompactionPolicy};
 pub use ingest::Ingested;
 pub use table_writing::{TableWriter, RANGE_BYTES_PER_TABLE};
 pub use version::{EntryVisitor, TableHandle, TreeSnapshot, Version};
@@ -130,6 +132,8 @@ pub struct TreeOptions {
     /// different backends (linked side by side by a restore at another parallelism, or named
     /// in shared checkpoint storage) seldom share an id.
     pub first_table_id: u64,
+    /// How compactions are picked (default [`CompactionPolicy::Leveled`]).
+    pub compaction: CompactionPolicy,
 }
 
 impl Default for TreeOptions {
@@ -148,6 +152,7 @@ impl Default for TreeOptions {
             block_cache: None,
             mmap_reads: true,
             first_table_id: 1,
+            compaction: CompactionPolicy::Leveled,
         }
     }
 }
@@ -169,6 +174,9 @@ impl TreeOptions {
         }
         if self.bloom_bits_per_key > flowstate_formats::table::MAX_BLOOM_BITS_PER_KEY {
             return bad("bloom_bits_per_key is above the table format's maximum");
+        }
+        if let CompactionPolicy::CheckpointAware(o) = &self.compaction {
+            o.check()?;
         }
         Ok(())
     }
@@ -235,6 +243,11 @@ pub struct TreeStats {
     /// Compactions that moved a table to the next level without rewriting it (no table of
     /// that level overlapped it); counted in `compactions` too.
     pub trivial_moves: u64,
+    /// Checkpoint-aware policy: partitions merged into the base (counted in `compactions`).
+    pub partition_merges: u64,
+    /// Checkpoint-aware policy: runs of a partition merged among themselves (counted in
+    /// `compactions`).
+    pub run_merges: u64,
     /// Tables added by [`Tree::ingest`] since the tree was opened.
     pub ingested_tables: u64,
     /// Their bytes.
@@ -585,8 +598,11 @@ impl Tree {
                 }
             }
         }
-        // After the flushes above: L0 may have grown by them.
-        while self.pin().tables(0).len() >= self.options.l0_stop_trigger {
+        // After the flushes above: L0 may have grown by them. (The checkpoint-aware policy
+        // keeps many runs in L0 by design, bounded per partition by its own merges.)
+        while matches!(self.options.compaction, CompactionPolicy::Leveled)
+            && self.pin().tables(0).len() >= self.options.l0_stop_trigger
+        {
             if !self.compact_one()? {
                 break;
             }

@@ -285,7 +285,25 @@ impl Tree {
         ranges: &[RangeTombstone],
         limit: u64,
     ) -> Result<Vec<Arc<TableHandle>>> {
-        let cuts = range_cuts(ranges, RANGE_BYTES_PER_TABLE);
+        self.write_tables_cut(entries, ranges, limit, &[])
+    }
+
+    /// [`write_tables`](Self::write_tables), also cutting the output at every key of
+    /// `boundaries` (sorted): no table spans a boundary (the checkpoint-aware policy's
+    /// partitions). Partitions with neither an entry nor a range make no table.
+    pub(super) fn write_tables_cut(
+        &self,
+        entries: &mut dyn Iterator<Item = Result<(Vec<u8>, Entry)>>,
+        ranges: &[RangeTombstone],
+        limit: u64,
+        boundaries: &[Vec<u8>],
+    ) -> Result<Vec<Arc<TableHandle>>> {
+        let mut cuts = range_cuts(ranges, RANGE_BYTES_PER_TABLE);
+        if !boundaries.is_empty() {
+            cuts.extend(boundaries.iter().cloned());
+            cuts.sort_unstable();
+            cuts.dedup();
+        }
         let mut next_cut = 0;
         let mut out = Vec::new();
         let mut lower: Option<Vec<u8>> = None;
@@ -299,6 +317,23 @@ impl Tree {
                 next_cut += 1;
             }
             let cut = cuts.get(next_cut).map(Vec::as_slice);
+            // Nothing before the cut (the next entry lies past it, no range in between): skip
+            // to it without an empty table. Nothing left at all: done.
+            let next_key = match &pending {
+                Some(Ok((k, _))) => Some(k.as_slice()),
+                _ => None,
+            };
+            let no_range_before =
+                |hi: Option<&[u8]>| !ranges::overlaps(ranges, lower.as_deref(), hi);
+            if pending.is_none() && no_range_before(None) {
+                break;
+            }
+            if let (Some(c), Some(k)) = (cut, next_key) {
+                if k >= c && no_range_before(Some(c)) {
+                    lower = Some(c.to_vec());
+                    continue;
+                }
+            }
             let mut table = self.start_table()?;
             let filled = Self::fill_table(&mut table, entries, &mut pending, limit, cut);
             let stopped_at_cut = match filled {
