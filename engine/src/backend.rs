@@ -439,6 +439,13 @@ impl BackendConfig {
         self.map_lsm(|l| l.incremental_checkpoints = enabled)
     }
 
+    /// LSM: how compactions are picked (default [`CompactionPolicy::Leveled`](crate::lsm::CompactionPolicy);
+    /// [`CompactionPolicy::CheckpointAware`](crate::lsm::CompactionPolicy) for incremental
+    /// checkpoints that re-ship few bytes, at some space and read cost).
+    pub fn lsm_compaction(self, policy: crate::lsm::CompactionPolicy) -> Self {
+        self.map_lsm(|l| l.tree.compaction = policy)
+    }
+
     /// LSM: every option of the tree at once (table format, compaction triggers and sizes).
     /// Its `block_cache` is replaced by the backend's cache.
     pub fn lsm_tree_options(self, options: TreeOptions) -> Self {

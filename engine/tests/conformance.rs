@@ -112,6 +112,39 @@ impl Factory for LsmFlushingFactory {
     }
 }
 
+/// [`LsmBackend`] under the checkpoint-aware compaction policy, every write flushed into a
+/// table: reads go through many runs over tiny partitions, run merges and merges into the
+/// base.
+pub struct LsmCheckpointAwareFactory;
+
+impl Factory for LsmCheckpointAwareFactory {
+    type Backend<K: Key> = LsmBackend<K>;
+    fn open<K: Key>(&self, max_parallelism: u32, range: KeyGroupRange) -> LsmBackend<K> {
+        let tree = lsm::TreeOptions {
+            memtable_bytes: 1,
+            l0_compaction_trigger: 2,
+            compaction: lsm::CompactionPolicy::CheckpointAware(lsm::CheckpointAwareOptions {
+                delta_ratio: 0.5,
+                max_runs: 3,
+                partition_bytes: 2 << 10,
+            }),
+            ..lsm::TreeOptions::default()
+        };
+        LsmBackend::open(
+            BackendConfig::lsm_on(Arc::new(MemStorage::new()), "lsm")
+                .lsm_tree_options(tree)
+                .lsm_block_cache_bytes(64 << 10)
+                .lsm_background(lsm::LsmBackground::Inline)
+                .max_parallelism(max_parallelism)
+                .key_group_range(range),
+        )
+        .expect("open LSM backend")
+    }
+    fn scaled(&self, n: u64) -> u64 {
+        (n / 20).max(100)
+    }
+}
+
 /// [`Backend`] of kind LSM on a local temporary directory, with a background thread.
 pub struct LsmBackendEnumFactory;
 
@@ -2759,3 +2792,4 @@ conformance_suite!(backend_enum, BackendEnumFactory);
 conformance_suite!(lsm_memtable, LsmFactory);
 conformance_suite!(lsm_flushing, LsmFlushingFactory);
 conformance_suite!(lsm_backend_enum, LsmBackendEnumFactory);
+conformance_suite!(lsm_checkpoint_aware, LsmCheckpointAwareFactory);
