@@ -70,11 +70,17 @@ struct Model {
 /// model, and every restore (at a parallelism the input picks) recreates exactly the model's state
 /// at the moment of the snapshot, each key in exactly one task.
 ///
-/// Each operation takes four bytes: opcode, key, namespace or user key, value. Opcodes (modulo
-/// 13): value update and clear, list add, update and namespace merge, map put and remove,
-/// reducing add and clear, snapshot of every task, restore of the held snapshot into heap
-/// backends (10) or into LSM backends on in-memory storage that flush and compact on every
-/// write (11), map clear (12, a range tombstone on the LSM backend).
+/// Each operation takes four bytes: opcode, key, namespace or user key, value. Opcodes below
+/// `0xF0` (modulo 13): value update and clear, list add, update and namespace merge, map put
+/// and remove, reducing add and clear, snapshot of every task, restore of the held snapshot
+/// into heap backends (10) or into LSM backends on in-memory storage that flush and compact on
+/// every write (11), map clear (12, a range tombstone on the LSM backend). Opcodes `0xF0` to
+/// `0xF7`: a checkpoint of every task into a checkpoint storage kept across the run (retention
+/// 1; incremental on LSM tasks, canonical on heap tasks), completed and notified, or aborted
+/// when the value byte is a multiple of 4; `0xF8` to `0xFF`: a restore from the latest
+/// completed checkpoint at a parallelism of 1 to 4, into LSM backends (heap when the value's
+/// bit 2 is set), through `Backend::restore_from`, checked against the model of that
+/// checkpoint. At the end, `shared/` holds exactly what the retained checkpoint references.
 pub fn check_state_ops(data: &[u8]) {
     use crate::{
         Backend, BackendConfig, KeyGroupRange, KeyedStateBackend, ListStateDescriptor,
@@ -151,8 +157,33 @@ pub fn check_state_ops(data: &[u8]) {
     // The latest snapshot round: one view per task (together every key group) and the model
     // at that moment.
     let mut held: Option<(Vec<StateSnapshot>, Model)> = None;
+    // Checkpoints kept across the run: the storage, the last id, and the model of the latest
+    // completed checkpoint.
+    let checkpoints: std::sync::Arc<dyn crate::CheckpointStorage> =
+        std::sync::Arc::new(crate::MemoryCheckpointStorage::new());
+    let mut last_id = 0u64;
+    let mut completed: Option<Model> = None;
 
     for op in data.chunks_exact(4) {
+        if op[0] >= 0xF0 {
+            let v = op[3];
+            if op[0] < 0xF8 {
+                last_id += 1;
+                checkpoint_round(&mut tasks, &checkpoints, last_id, v % 4 != 0);
+                if v % 4 != 0 {
+                    completed = Some(model.clone());
+                }
+            } else if let Some(expected) = completed.clone() {
+                let latest = checkpoints
+                    .latest_completed()
+                    .expect("the latest checkpoint reads")
+                    .expect("a checkpoint completed");
+                tasks = restore_checkpoint(&checkpoints, &latest, u32::from(v % 4) + 1, v & 4 == 0);
+                check(&mut tasks, &expected);
+                model = expected;
+            }
+            continue;
+        }
         let (code, k, x, v) = (op[0] % 13, u64::from(op[1]) % KEYS, op[2], op[3]);
         let ns = x % 4;
         let (b, h) = {
@@ -263,6 +294,98 @@ pub fn check_state_ops(data: &[u8]) {
     if let Some((views, expected)) = held {
         check(&mut restore_round(&views, 1, false), &expected);
     }
+    // The shared-file registry keeps exactly what the retained checkpoint references.
+    let refs = checkpoints
+        .shared_file_references()
+        .expect("the registry reads");
+    assert!(
+        refs.values().all(|&n| n > 0),
+        "unreferenced shared files remain: {refs:?}"
+    );
+    drop(tasks);
+    if let Some(expected) = completed {
+        let latest = checkpoints
+            .latest_completed()
+            .expect("the latest checkpoint reads")
+            .expect("a checkpoint completed");
+        check(&mut restore_checkpoint(&checkpoints, &latest, 2, true), &expected);
+    }
+
+    /// The configuration of a restored LSM task: tiny memtables and levels, flushed and
+    /// compacted inline, so that every write reaches a table and compactions run all the time.
+    fn lsm_config() -> BackendConfig {
+        let tree = crate::lsm::TreeOptions {
+            memtable_bytes: 48 << 10,
+            l0_compaction_trigger: 2,
+            target_table_bytes: 1 << 10,
+            level1_max_bytes: 2 << 10,
+            block_size: 128,
+            ..crate::lsm::TreeOptions::default()
+        };
+        BackendConfig::lsm_on(std::sync::Arc::new(crate::MemStorage::new()), "lsm")
+            .lsm_tree_options(tree)
+            .lsm_background(crate::lsm::LsmBackground::Inline)
+    }
+
+    /// Checkpoints every task as checkpoint `id` (incremental on LSM tasks), then completes it
+    /// and tells the tasks, or aborts it and tells them that.
+    fn checkpoint_round(
+        tasks: &mut [(Backend<u64>, Handles)],
+        storage: &std::sync::Arc<dyn crate::CheckpointStorage>,
+        id: u64,
+        complete: bool,
+    ) {
+        let p = tasks.len() as u32;
+        let mut states = Vec::new();
+        for (i, (b, _)) in tasks.iter_mut().enumerate() {
+            let written = b
+                .snapshot(crate::CheckpointId(id), storage, &format!("task-{i}"))
+                .and_then(|pending| pending.run())
+                .expect("a checkpoint in memory succeeds");
+            states.push(
+                crate::SubtaskState::new("op", i as u32, p, MAXP).with_keyed(written.handle),
+            );
+        }
+        if complete {
+            storage
+                .complete_checkpoint(crate::CheckpointId(id), states)
+                .expect("the checkpoint completes");
+        } else {
+            storage
+                .abort_checkpoint(crate::CheckpointId(id))
+                .expect("the checkpoint aborts");
+        }
+        for (b, _) in tasks.iter_mut() {
+            let told = if complete {
+                b.notify_checkpoint_complete(crate::CheckpointId(id))
+            } else {
+                b.notify_checkpoint_aborted(crate::CheckpointId(id))
+            };
+            told.expect("the notification is taken");
+        }
+    }
+
+    /// Restores `p` tasks from checkpoint `done`, into LSM backends (`lsm`) or heap backends.
+    fn restore_checkpoint(
+        storage: &std::sync::Arc<dyn crate::CheckpointStorage>,
+        done: &crate::CompletedCheckpoint,
+        p: u32,
+        lsm: bool,
+    ) -> Vec<(Backend<u64>, Handles)> {
+        (0..p)
+            .map(|i| {
+                let range = KeyGroupRange::for_operator(MAXP, p, i)
+                    .expect("1..=4 tasks of 16 key groups is a valid split");
+                let config = if lsm { lsm_config() } else { BackendConfig::heap() };
+                let config = config.max_parallelism(MAXP).key_group_range(range);
+                let mut backend =
+                    Backend::<u64>::restore_from(config, &**storage, &done.handles_for(range))
+                        .expect("a checkpoint restores at any parallelism");
+                let handles = register(&mut backend);
+                (backend, handles)
+            })
+            .collect()
+    }
 
     /// Writes the views as canonical snapshot files (in memory checkpoint storage) and
     /// restores `p` tasks from the files, so that the file format is on the fuzzed path.
@@ -296,23 +419,7 @@ pub fn check_state_ops(data: &[u8]) {
             .map(|i| {
                 let range = KeyGroupRange::for_operator(MAXP, p, i)
                     .expect("1..=4 tasks of 16 key groups is a valid split");
-                let config = if lsm {
-                    // Tiny memtables and levels, flushed and compacted inline: every write
-                    // reaches a table, and compactions run all the time.
-                    let tree = crate::lsm::TreeOptions {
-                        memtable_bytes: 48 << 10,
-                        l0_compaction_trigger: 2,
-                        target_table_bytes: 1 << 10,
-                        level1_max_bytes: 2 << 10,
-                        block_size: 128,
-                        ..crate::lsm::TreeOptions::default()
-                    };
-                    BackendConfig::lsm_on(Arc::new(crate::MemStorage::new()), "lsm")
-                        .lsm_tree_options(tree)
-                        .lsm_background(crate::lsm::LsmBackground::Inline)
-                } else {
-                    BackendConfig::heap()
-                };
+                let config = if lsm { lsm_config() } else { BackendConfig::heap() };
                 let config = config.max_parallelism(MAXP).key_group_range(range);
                 let mut backend = Backend::<u64>::restore(config, &sources)
                     .expect("a snapshot round restores at any parallelism");
