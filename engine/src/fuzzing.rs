@@ -308,7 +308,10 @@ pub fn check_state_ops(data: &[u8]) {
             .latest_completed()
             .expect("the latest checkpoint reads")
             .expect("a checkpoint completed");
-        check(&mut restore_checkpoint(&checkpoints, &latest, 2, true), &expected);
+        check(
+            &mut restore_checkpoint(&checkpoints, &latest, 2, true),
+            &expected,
+        );
     }
 
     /// The configuration of a restored LSM task: tiny memtables and levels, flushed and
@@ -342,9 +345,8 @@ pub fn check_state_ops(data: &[u8]) {
                 .snapshot(crate::CheckpointId(id), storage, &format!("task-{i}"))
                 .and_then(|pending| pending.run())
                 .expect("a checkpoint in memory succeeds");
-            states.push(
-                crate::SubtaskState::new("op", i as u32, p, MAXP).with_keyed(written.handle),
-            );
+            states
+                .push(crate::SubtaskState::new("op", i as u32, p, MAXP).with_keyed(written.handle));
         }
         if complete {
             storage
@@ -376,7 +378,11 @@ pub fn check_state_ops(data: &[u8]) {
             .map(|i| {
                 let range = KeyGroupRange::for_operator(MAXP, p, i)
                     .expect("1..=4 tasks of 16 key groups is a valid split");
-                let config = if lsm { lsm_config() } else { BackendConfig::heap() };
+                let config = if lsm {
+                    lsm_config()
+                } else {
+                    BackendConfig::heap()
+                };
                 let config = config.max_parallelism(MAXP).key_group_range(range);
                 let mut backend =
                     Backend::<u64>::restore_from(config, &**storage, &done.handles_for(range))
@@ -419,7 +425,11 @@ pub fn check_state_ops(data: &[u8]) {
             .map(|i| {
                 let range = KeyGroupRange::for_operator(MAXP, p, i)
                     .expect("1..=4 tasks of 16 key groups is a valid split");
-                let config = if lsm { lsm_config() } else { BackendConfig::heap() };
+                let config = if lsm {
+                    lsm_config()
+                } else {
+                    BackendConfig::heap()
+                };
                 let config = config.max_parallelism(MAXP).key_group_range(range);
                 let mut backend = Backend::<u64>::restore(config, &sources)
                     .expect("a snapshot round restores at any parallelism");

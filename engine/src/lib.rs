@@ -45,6 +45,8 @@ pub mod backend;
 pub mod checkpoint;
 pub mod clock;
 pub mod codec;
+pub mod config;
+pub mod dispatch;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -58,7 +60,7 @@ pub mod snapshot;
 pub mod state;
 pub mod storage;
 
-pub use backend::{Backend, BackendConfig, BackendKind, KeyedStateBackend};
+pub use backend::KeyedStateBackend;
 pub use checkpoint::{
     CheckpointId, CheckpointStorage, CompletedCheckpoint, FileRestoreSource, FsCheckpointOptions,
     FsCheckpointStorage, KeyedStateHandle, MemoryCheckpointStorage, OperatorStateHandle,
@@ -67,6 +69,8 @@ pub use checkpoint::{
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{Codec, CodecError};
+pub use config::{BackendConfig, BackendKind};
+pub use dispatch::Backend;
 pub use error::{Error, ErrorKind, Result};
 pub use flowstate_formats::Compression;
 pub use heap::HeapBackend;

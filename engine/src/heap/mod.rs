@@ -16,8 +16,9 @@ use std::sync::Arc;
 
 use foldhash::fast::FixedState;
 
-use crate::backend::{BackendConfig, KeyedStateBackend};
+use crate::backend::KeyedStateBackend;
 use crate::clock::Clock;
+use crate::config::BackendConfig;
 use crate::error::{Error, Result};
 use crate::key_group::{key_group_for, KeyGroupRange};
 use crate::snapshot::{RestoreSource, StateSnapshot, StateTableSnapshot};

@@ -65,6 +65,7 @@ pub mod backend;
 mod btree;
 pub mod cache;
 mod checkpoint;
+pub mod config;
 pub mod entry;
 pub mod key;
 pub mod mem_table;
@@ -74,8 +75,9 @@ pub mod pool;
 pub mod ranges;
 pub mod tree;
 
-pub use backend::{LsmBackend, LsmBackground, LsmConfig, LsmStats};
+pub use backend::{LsmBackend, LsmStats};
 pub use cache::{CacheStats, ShardedBlockCache};
+pub use config::{LsmBackground, LsmConfig};
 pub use entry::{Entry, EntryRef, Lookup};
 pub use flowstate_formats::table::RangeTombstone;
 pub use mem_table::{ImmutableMemTable, MemTable};

@@ -27,10 +27,10 @@ use super::backend::{group_entries, LsmBackend};
 use super::checkpoint::stream;
 use super::key::{self, KeyRange};
 use super::tree::{TableHandle, TreeSnapshot, Version, MAX_LEVELS};
-use crate::backend::BackendConfig;
 use crate::checkpoint::{
     state_metas, CheckpointStorage, FileRestoreSource, KeyedStateHandle, StateFile,
 };
+use crate::config::BackendConfig;
 use crate::error::{Error, Result};
 use crate::key_group::KeyGroupRange;
 use crate::snapshot::{EncodedEntry, RestoreSource};

@@ -1,0 +1,349 @@
+//! [`Backend`]: the backend of the kind a [`BackendConfig`] names, chosen at run time, which
+//! dispatches every call of [`KeyedStateBackend`] to it.
+
+use crate::backend::KeyedStateBackend;
+use crate::config::{BackendConfig, BackendKind};
+use crate::error::Result;
+use crate::heap::HeapBackend;
+use crate::key_group::KeyGroupRange;
+use crate::lsm::LsmBackend;
+use crate::snapshot::StateSnapshot;
+use crate::state::{
+    AggregateFunction, AggregatingState, AggregatingStateDescriptor, Key, ListState,
+    ListStateDescriptor, MapState, MapStateDescriptor, MergingState, Namespace, ReducingState,
+    ReducingStateDescriptor, StateHandle, StateId, StateMeta, StateValue, ValueState,
+    ValueStateDescriptor,
+};
+
+/// A keyed state backend of the kind chosen by configuration at run time.
+///
+/// ```
+/// use flowstate::*;
+/// let config = BackendConfig::heap()
+///     .max_parallelism(128)
+///     .key_group_range(KeyGroupRange::for_operator(128, 1, 0)?);
+/// let mut backend = Backend::<String>::open(config)?;
+/// let count = backend.register(ValueStateDescriptor::<u64>::new("count"))?;
+/// backend.set_current_key(&"alice".to_string());
+/// let n = backend.value(&count).get()?.unwrap_or(0);
+/// backend.value(&count).update(n + 1)?;
+/// assert_eq!(backend.value(&count).get()?, Some(1));
+/// # Ok::<(), flowstate::Error>(())
+/// ```
+#[non_exhaustive]
+pub enum Backend<K: Key> {
+    /// A heap backend.
+    Heap(HeapBackend<K>),
+    /// An LSM backend.
+    Lsm(LsmBackend<K>),
+}
+
+impl<K: Key> Backend<K> {
+    /// Opens an empty backend as `config` says.
+    pub fn open(config: BackendConfig) -> Result<Self> {
+        match config.kind {
+            BackendKind::Heap => Ok(Backend::Heap(HeapBackend::open(config)?)),
+            BackendKind::Lsm => Ok(Backend::Lsm(LsmBackend::open(config)?)),
+        }
+    }
+
+    /// Opens a backend as `config` says, with the state of `sources` in the key groups it owns
+    /// (see [`HeapBackend::restore`]).
+    pub fn restore(
+        config: BackendConfig,
+        sources: &[&dyn crate::snapshot::RestoreSource],
+    ) -> Result<Self> {
+        match config.kind {
+            BackendKind::Heap => Ok(Backend::Heap(HeapBackend::restore(config, sources)?)),
+            BackendKind::Lsm => Ok(Backend::Lsm(LsmBackend::restore(config, sources)?)),
+        }
+    }
+
+    /// Opens a backend as `config` says with the state of `handles` (of any kind: canonical
+    /// files, native LSM snapshots of incremental checkpoints or native savepoints) in the key
+    /// groups it owns, read through `storage`; handles that do not intersect its range are
+    /// ignored. The LSM backend links the tables of native snapshots
+    /// ([`LsmBackend::restore_from`]); the heap backend reads every handle entry by entry.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use flowstate::*;
+    /// let dir = tempfile::tempdir().expect("a temporary directory");
+    /// let storage: Arc<dyn CheckpointStorage> =
+    ///     Arc::new(FsCheckpointStorage::new(dir.path().join("checkpoints"))?);
+    /// let mut backend = Backend::<u64>::open(BackendConfig::lsm(dir.path().join("work")))?;
+    /// let count = backend.register(ValueStateDescriptor::<u64>::new("count"))?;
+    /// backend.set_current_key(&7);
+    /// backend.value(&count).update(1)?;
+    /// // An incremental checkpoint: tables under shared/, a small native snapshot file.
+    /// let written = backend.snapshot(CheckpointId(1), &storage, "task-0")?.run()?;
+    /// let task = SubtaskState::new("counter", 0, 1, 128).with_keyed(written.handle);
+    /// let done = storage.complete_checkpoint(CheckpointId(1), vec![task])?;
+    /// backend.notify_checkpoint_complete(CheckpointId(1))?;
+    ///
+    /// // Into either backend, at any parallelism.
+    /// let handles = done.handles_for(KeyGroupRange::new(0, 127)?);
+    /// for config in [BackendConfig::heap(), BackendConfig::lsm(dir.path().join("work-2"))] {
+    ///     let mut restored = Backend::<u64>::restore_from(config, &*storage, &handles)?;
+    ///     let count = restored.register(ValueStateDescriptor::<u64>::new("count"))?;
+    ///     restored.set_current_key(&7);
+    ///     assert_eq!(restored.value(&count).get()?, Some(1));
+    /// }
+    /// # Ok::<(), flowstate::Error>(())
+    /// ```
+    pub fn restore_from(
+        config: BackendConfig,
+        storage: &dyn crate::checkpoint::CheckpointStorage,
+        handles: &[crate::checkpoint::KeyedStateHandle],
+    ) -> Result<Self> {
+        match config.kind {
+            BackendKind::Heap => {
+                let (_, range) = config.validate()?;
+                let handles: Vec<_> = handles
+                    .iter()
+                    .filter(|h| h.intersects(range))
+                    .cloned()
+                    .collect();
+                let sources = crate::lsm::native_restore::open_restore_sources(storage, &handles)?;
+                let sources: Vec<&dyn crate::snapshot::RestoreSource> =
+                    sources.iter().map(|s| &**s as _).collect();
+                Ok(Backend::Heap(HeapBackend::restore(config, &sources)?))
+            }
+            BackendKind::Lsm => Ok(Backend::Lsm(
+                LsmBackend::restore_from(config, storage, handles)?.0,
+            )),
+        }
+    }
+
+    /// The kind of this backend.
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            Backend::Heap(_) => BackendKind::Heap,
+            Backend::Lsm(_) => BackendKind::Lsm,
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $b:ident => $e:expr) => {
+        match $self {
+            Backend::Heap($b) => $e,
+            Backend::Lsm($b) => $e,
+        }
+    };
+}
+
+impl<K: Key> KeyedStateBackend<K> for Backend<K> {
+    fn max_parallelism(&self) -> u32 {
+        delegate!(self, b => b.max_parallelism())
+    }
+    fn key_group_range(&self) -> KeyGroupRange {
+        delegate!(self, b => b.key_group_range())
+    }
+    #[inline]
+    fn set_current_key(&mut self, key: &K) {
+        delegate!(self, b => b.set_current_key(key))
+    }
+    fn current_key(&self) -> Option<&K> {
+        delegate!(self, b => b.current_key())
+    }
+    fn current_key_group(&self) -> Option<u16> {
+        delegate!(self, b => b.current_key_group())
+    }
+    fn state_meta(&self, id: StateId) -> Option<&StateMeta> {
+        delegate!(self, b => b.state_meta(id))
+    }
+    fn entry_count(&self) -> Result<usize> {
+        delegate!(self, b => b.entry_count())
+    }
+    fn register_value<V: StateValue, N: Namespace>(
+        &mut self,
+        d: &ValueStateDescriptor<V, N>,
+    ) -> Result<ValueState<V, N>> {
+        delegate!(self, b => b.register_value(d))
+    }
+    fn register_list<T: StateValue, N: Namespace>(
+        &mut self,
+        d: &ListStateDescriptor<T, N>,
+    ) -> Result<ListState<T, N>> {
+        delegate!(self, b => b.register_list(d))
+    }
+    fn register_map<UK: Key, UV: StateValue, N: Namespace>(
+        &mut self,
+        d: &MapStateDescriptor<UK, UV, N>,
+    ) -> Result<MapState<UK, UV, N>> {
+        delegate!(self, b => b.register_map(d))
+    }
+    fn register_reducing<V: StateValue, N: Namespace>(
+        &mut self,
+        d: &ReducingStateDescriptor<V, N>,
+    ) -> Result<ReducingState<V, N>> {
+        delegate!(self, b => b.register_reducing(d))
+    }
+    fn register_aggregating<F: AggregateFunction, N: Namespace>(
+        &mut self,
+        d: &AggregatingStateDescriptor<F, N>,
+    ) -> Result<AggregatingState<F, N>> {
+        delegate!(self, b => b.register_aggregating(d))
+    }
+    #[inline]
+    fn value_get<V: StateValue, N: Namespace>(
+        &self,
+        s: ValueState<V, N>,
+        ns: &N,
+    ) -> Result<Option<V>> {
+        delegate!(self, b => b.value_get(s, ns))
+    }
+    #[inline]
+    fn value_update<V: StateValue, N: Namespace>(
+        &mut self,
+        s: ValueState<V, N>,
+        ns: &N,
+        v: V,
+    ) -> Result<()> {
+        delegate!(self, b => b.value_update(s, ns, v))
+    }
+    fn list_get<T: StateValue, N: Namespace>(&self, s: ListState<T, N>, ns: &N) -> Result<Vec<T>> {
+        delegate!(self, b => b.list_get(s, ns))
+    }
+    fn list_add<T: StateValue, N: Namespace>(
+        &mut self,
+        s: ListState<T, N>,
+        ns: &N,
+        e: T,
+    ) -> Result<()> {
+        delegate!(self, b => b.list_add(s, ns, e))
+    }
+    fn list_add_all<T: StateValue, N: Namespace>(
+        &mut self,
+        s: ListState<T, N>,
+        ns: &N,
+        e: Vec<T>,
+    ) -> Result<()> {
+        delegate!(self, b => b.list_add_all(s, ns, e))
+    }
+    fn list_update<T: StateValue, N: Namespace>(
+        &mut self,
+        s: ListState<T, N>,
+        ns: &N,
+        e: Vec<T>,
+    ) -> Result<()> {
+        delegate!(self, b => b.list_update(s, ns, e))
+    }
+    fn map_get<UK: Key, UV: StateValue, N: Namespace>(
+        &self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+        k: &UK,
+    ) -> Result<Option<UV>> {
+        delegate!(self, b => b.map_get(s, ns, k))
+    }
+    fn map_contains<UK: Key, UV: StateValue, N: Namespace>(
+        &self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+        k: &UK,
+    ) -> Result<bool> {
+        delegate!(self, b => b.map_contains(s, ns, k))
+    }
+    fn map_put<UK: Key, UV: StateValue, N: Namespace>(
+        &mut self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+        k: UK,
+        v: UV,
+    ) -> Result<()> {
+        delegate!(self, b => b.map_put(s, ns, k, v))
+    }
+    fn map_put_all<UK: Key, UV: StateValue, N: Namespace>(
+        &mut self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+        e: Vec<(UK, UV)>,
+    ) -> Result<()> {
+        delegate!(self, b => b.map_put_all(s, ns, e))
+    }
+    fn map_remove<UK: Key, UV: StateValue, N: Namespace>(
+        &mut self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+        k: &UK,
+    ) -> Result<()> {
+        delegate!(self, b => b.map_remove(s, ns, k))
+    }
+    fn map_entries<UK: Key, UV: StateValue, N: Namespace>(
+        &self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+    ) -> Result<Vec<(UK, UV)>> {
+        delegate!(self, b => b.map_entries(s, ns))
+    }
+    fn map_is_empty<UK: Key, UV: StateValue, N: Namespace>(
+        &self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+    ) -> Result<bool> {
+        delegate!(self, b => b.map_is_empty(s, ns))
+    }
+    fn reducing_get<V: StateValue, N: Namespace>(
+        &self,
+        s: ReducingState<V, N>,
+        ns: &N,
+    ) -> Result<Option<V>> {
+        delegate!(self, b => b.reducing_get(s, ns))
+    }
+    fn reducing_add<V: StateValue, N: Namespace>(
+        &mut self,
+        s: ReducingState<V, N>,
+        ns: &N,
+        v: V,
+    ) -> Result<()> {
+        delegate!(self, b => b.reducing_add(s, ns, v))
+    }
+    fn aggregating_get<F: AggregateFunction, N: Namespace>(
+        &self,
+        s: AggregatingState<F, N>,
+        ns: &N,
+    ) -> Result<Option<F::Out>> {
+        delegate!(self, b => b.aggregating_get(s, ns))
+    }
+    fn aggregating_add<F: AggregateFunction, N: Namespace>(
+        &mut self,
+        s: AggregatingState<F, N>,
+        ns: &N,
+        v: F::In,
+    ) -> Result<()> {
+        delegate!(self, b => b.aggregating_add(s, ns, v))
+    }
+    fn clear<S: StateHandle>(&mut self, s: S, ns: &S::Namespace) -> Result<()> {
+        delegate!(self, b => b.clear(s, ns))
+    }
+    fn merge_namespaces<S: MergingState>(
+        &mut self,
+        s: S,
+        target: &S::Namespace,
+        sources: &[S::Namespace],
+    ) -> Result<()> {
+        delegate!(self, b => b.merge_namespaces(s, target, sources))
+    }
+    fn keys<S: StateHandle>(&self, s: S, ns: &S::Namespace) -> Result<Vec<K>> {
+        delegate!(self, b => b.keys(s, ns))
+    }
+    fn snapshot_state(&mut self) -> Result<StateSnapshot> {
+        delegate!(self, b => b.snapshot_state())
+    }
+    fn snapshot(
+        &mut self,
+        target: impl Into<crate::checkpoint::SnapshotTarget>,
+        storage: &std::sync::Arc<dyn crate::checkpoint::CheckpointStorage>,
+        name: &str,
+    ) -> Result<crate::checkpoint::PendingSnapshot> {
+        delegate!(self, b => b.snapshot(target, storage, name))
+    }
+    fn notify_checkpoint_complete(&mut self, id: crate::checkpoint::CheckpointId) -> Result<()> {
+        delegate!(self, b => b.notify_checkpoint_complete(id))
+    }
+    fn notify_checkpoint_aborted(&mut self, id: crate::checkpoint::CheckpointId) -> Result<()> {
+        delegate!(self, b => b.notify_checkpoint_aborted(id))
+    }
+}
