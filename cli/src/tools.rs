@@ -8,7 +8,7 @@ use flowstate::checkpoint::read_operator_state;
 use flowstate::*;
 use flowstate_formats::checkpoint::native_snapshot::MAX_NATIVE_SNAPSHOT_LEN;
 use flowstate_formats::checkpoint::{KeyedHandleKind, NativeSnapshotRecord, TableLocation};
-use flowstate_formats::snapshot::{DecodedValue, SnapshotReader};
+use flowstate_formats::snapshot::SnapshotReader;
 
 type ToolResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -349,96 +349,47 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `flowstate dump`: the entries of a checkpoint's keyed state, as hex.
+/// `flowstate dump`: the entries of a checkpoint's keyed state, as hex, whatever the kind of
+/// its handles (canonical files or native LSM snapshots).
 pub fn dump(args: &DumpArgs) -> ToolResult<()> {
     let (storage, done) = load(&args.which)?;
     let mut printed = 0u64;
-    'files: for task in done.tasks() {
-        for handle in &task.keyed {
-            if handle.kind() == KeyedHandleKind::LsmNative {
-                let source = NativeRestoreSource::open(&storage, handle)?;
-                let names: Vec<String> = source.state_metas().into_iter().map(|m| m.name).collect();
-                for kg in source.key_group_range().iter() {
-                    let mut lines = Vec::new();
-                    source.read_key_group(kg, &mut |state, e| {
-                        let name = names.get(state).map_or("?", String::as_str);
-                        if args.state.as_deref().is_some_and(|s| s != name) {
-                            return;
-                        }
-                        let value = match &e.state {
-                            EncodedState::Value(v) => hex(v),
-                            EncodedState::List(items) => {
-                                let items: Vec<String> = items.iter().map(|i| hex(i)).collect();
-                                format!("[{}]", items.join(", "))
-                            }
-                            EncodedState::Map(pairs) => {
-                                let pairs: Vec<String> = pairs
-                                    .iter()
-                                    .map(|(k, v)| format!("{}: {}", hex(k), hex(v)))
-                                    .collect();
-                                format!("{{{}}}", pairs.join(", "))
-                            }
-                        };
-                        lines.push(format!(
-                            "kg {kg:>5} {name} key {} ns {} = {value}",
-                            hex(&e.key),
-                            hex(&e.namespace)
-                        ));
-                    })?;
-                    for line in lines {
-                        if printed == args.limit {
-                            break 'files;
-                        }
-                        println!("{line}");
-                        printed += 1;
+    for task in done.tasks() {
+        for source in open_restore_sources(&storage, &task.keyed)? {
+            let names: Vec<String> = source.state_metas().into_iter().map(|m| m.name).collect();
+            for kg in source.key_group_range().iter() {
+                let mut lines = Vec::new();
+                source.read_key_group(kg, &mut |state, e| {
+                    let name = names.get(state).map_or("?", String::as_str);
+                    if args.state.as_deref().is_some_and(|s| s != name) {
+                        return;
                     }
-                }
-                continue;
-            }
-            for file in handle.files() {
-                let reader = open_snapshot(&storage, file)?;
-                let names: Vec<String> = reader
-                    .meta()
-                    .states
-                    .iter()
-                    .map(|s| s.name.clone())
-                    .collect();
-                for kg in reader.key_group_range() {
-                    let mut lines = Vec::new();
-                    reader.read_key_group::<flowstate_formats::FormatError>(kg, |e| {
-                        let name = names
-                            .get(e.state_index as usize)
-                            .map_or("?", String::as_str);
-                        if args.state.as_deref().is_some_and(|s| s != name) {
-                            return Ok(());
+                    let value = match &e.state {
+                        EncodedState::Value(v) => hex(v),
+                        EncodedState::List(items) => {
+                            let items: Vec<String> = items.iter().map(|i| hex(i)).collect();
+                            format!("[{}]", items.join(", "))
                         }
-                        let value = match &e.value {
-                            DecodedValue::Value(v) => hex(v),
-                            DecodedValue::List(items) => {
-                                let items: Vec<String> = (*items).map(hex).collect();
-                                format!("[{}]", items.join(", "))
-                            }
-                            DecodedValue::Map(pairs) => {
-                                let pairs: Vec<String> = (*pairs)
-                                    .map(|(k, v)| format!("{}: {}", hex(k), hex(v)))
-                                    .collect();
-                                format!("{{{}}}", pairs.join(", "))
-                            }
-                        };
-                        lines.push(format!(
-                            "kg {kg:>5} {name} key {} ns {} = {value}",
-                            hex(e.key),
-                            hex(e.namespace)
-                        ));
-                        Ok(())
-                    })?;
-                    for line in lines {
-                        if printed == args.limit {
-                            break 'files;
+                        EncodedState::Map(pairs) => {
+                            let pairs: Vec<String> = pairs
+                                .iter()
+                                .map(|(k, v)| format!("{}: {}", hex(k), hex(v)))
+                                .collect();
+                            format!("{{{}}}", pairs.join(", "))
                         }
-                        println!("{line}");
-                        printed += 1;
+                    };
+                    lines.push(format!(
+                        "kg {kg:>5} {name} key {} ns {} = {value}",
+                        hex(&e.key),
+                        hex(&e.namespace)
+                    ));
+                })?;
+                for line in lines {
+                    if printed == args.limit {
+                        return Ok(());
                     }
+                    println!("{line}");
+                    printed += 1;
                 }
             }
         }

@@ -12,10 +12,12 @@ fn flowstate(args: &[&str], dir: &Path) -> Output {
         .expect("the flowstate binary runs")
 }
 
-fn demo_checkpoints(dir: &Path) {
+/// Runs the demo with `args` into `dir` and returns what it printed.
+fn demo(args: &[&str], dir: &Path) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_flowstate"))
-        .args(["demo", "--quiet", "--events", "30000", "--keys", "1000"])
-        .args(["--checkpoint-every", "4000", "--failures", "0", "--dir"])
+        .args(["demo", "--quiet"])
+        .args(args)
+        .arg("--dir")
         .arg(dir)
         .output()
         .expect("the demo runs");
@@ -23,6 +25,23 @@ fn demo_checkpoints(dir: &Path) {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn demo_checkpoints(dir: &Path) {
+    demo(
+        &[
+            "--events",
+            "30000",
+            "--keys",
+            "1000",
+            "--checkpoint-every",
+            "4000",
+            "--failures",
+            "0",
+        ],
+        dir,
     );
 }
 

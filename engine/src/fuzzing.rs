@@ -374,6 +374,19 @@ pub fn check_state_ops(data: &[u8]) {
         p: u32,
         lsm: bool,
     ) -> Vec<(Backend<u64>, Handles)> {
+        restore_tasks(p, lsm, |config, range| {
+            Backend::<u64>::restore_from(config, &**storage, &done.handles_for(range))
+                .expect("a checkpoint restores at any parallelism")
+        })
+    }
+
+    /// `p` tasks, each restored by `restore` into an LSM backend (`lsm`) or a heap backend of
+    /// its key-group range, with their states registered.
+    fn restore_tasks(
+        p: u32,
+        lsm: bool,
+        restore: impl Fn(BackendConfig, KeyGroupRange) -> Backend<u64>,
+    ) -> Vec<(Backend<u64>, Handles)> {
         (0..p)
             .map(|i| {
                 let range = KeyGroupRange::for_operator(MAXP, p, i)
@@ -383,10 +396,8 @@ pub fn check_state_ops(data: &[u8]) {
                 } else {
                     BackendConfig::heap()
                 };
-                let config = config.max_parallelism(MAXP).key_group_range(range);
                 let mut backend =
-                    Backend::<u64>::restore_from(config, &**storage, &done.handles_for(range))
-                        .expect("a checkpoint restores at any parallelism");
+                    restore(config.max_parallelism(MAXP).key_group_range(range), range);
                 let handles = register(&mut backend);
                 (backend, handles)
             })
@@ -421,21 +432,9 @@ pub fn check_state_ops(data: &[u8]) {
             .iter()
             .map(|s| s as &dyn crate::RestoreSource)
             .collect();
-        (0..p)
-            .map(|i| {
-                let range = KeyGroupRange::for_operator(MAXP, p, i)
-                    .expect("1..=4 tasks of 16 key groups is a valid split");
-                let config = if lsm {
-                    lsm_config()
-                } else {
-                    BackendConfig::heap()
-                };
-                let config = config.max_parallelism(MAXP).key_group_range(range);
-                let mut backend = Backend::<u64>::restore(config, &sources)
-                    .expect("a snapshot round restores at any parallelism");
-                let handles = register(&mut backend);
-                (backend, handles)
-            })
-            .collect()
+        restore_tasks(p, lsm, |config, _| {
+            Backend::<u64>::restore(config, &sources)
+                .expect("a snapshot round restores at any parallelism")
+        })
     }
 }

@@ -81,6 +81,24 @@ impl Factory for LsmFactory {
     }
 }
 
+/// An LSM backend on a [`MemStorage`] with `tree`'s options, a small block cache and inline
+/// flushes and compactions.
+fn flushing_lsm<K: Key>(
+    tree: lsm::TreeOptions,
+    max_parallelism: u32,
+    range: KeyGroupRange,
+) -> LsmBackend<K> {
+    LsmBackend::open(
+        BackendConfig::lsm_on(Arc::new(MemStorage::new()), "lsm")
+            .lsm_tree_options(tree)
+            .lsm_block_cache_bytes(64 << 10)
+            .lsm_background(lsm::LsmBackground::Inline)
+            .max_parallelism(max_parallelism)
+            .key_group_range(range),
+    )
+    .expect("open LSM backend")
+}
+
 /// [`LsmBackend`] whose every write freezes the memtable, which is flushed into a table at
 /// once, with tiny compaction budgets: every read goes through tables of several levels,
 /// merge operands and tombstones across them.
@@ -97,15 +115,7 @@ impl Factory for LsmFlushingFactory {
             level1_max_bytes: 4 << 10,
             ..lsm::TreeOptions::default()
         };
-        LsmBackend::open(
-            BackendConfig::lsm_on(Arc::new(MemStorage::new()), "lsm")
-                .lsm_tree_options(tree)
-                .lsm_block_cache_bytes(64 << 10)
-                .lsm_background(lsm::LsmBackground::Inline)
-                .max_parallelism(max_parallelism)
-                .key_group_range(range),
-        )
-        .expect("open LSM backend")
+        flushing_lsm(tree, max_parallelism, range)
     }
     fn scaled(&self, n: u64) -> u64 {
         (n / 20).max(100)
@@ -130,15 +140,7 @@ impl Factory for LsmCheckpointAwareFactory {
             }),
             ..lsm::TreeOptions::default()
         };
-        LsmBackend::open(
-            BackendConfig::lsm_on(Arc::new(MemStorage::new()), "lsm")
-                .lsm_tree_options(tree)
-                .lsm_block_cache_bytes(64 << 10)
-                .lsm_background(lsm::LsmBackground::Inline)
-                .max_parallelism(max_parallelism)
-                .key_group_range(range),
-        )
-        .expect("open LSM backend")
+        flushing_lsm(tree, max_parallelism, range)
     }
     fn scaled(&self, n: u64) -> u64 {
         (n / 20).max(100)

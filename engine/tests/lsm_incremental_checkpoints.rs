@@ -2,6 +2,8 @@
 //! keeps, and restores from them (same range by linking, rescaled, mixed with canonical
 //! files, into the heap backend), all checked against a model of every state kind.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -14,26 +16,7 @@ use flowstate::*;
 
 const MAXP: u32 = 128;
 
-struct Sum;
-impl AggregateFunction for Sum {
-    type In = i64;
-    type Acc = (i64, u32);
-    type Out = (i64, u32);
-    fn create_accumulator(&self) -> (i64, u32) {
-        (0, 0)
-    }
-    fn add(&self, acc: &mut (i64, u32), v: i64) {
-        acc.0 += v;
-        acc.1 += 1;
-    }
-    fn get_result(&self, acc: &(i64, u32)) -> (i64, u32) {
-        *acc
-    }
-    fn merge(&self, acc: &mut (i64, u32), o: (i64, u32)) {
-        acc.0 += o.0;
-        acc.1 += o.1;
-    }
-}
+use common::Sum;
 
 struct Handles {
     value: ValueState<u64>,
@@ -258,6 +241,19 @@ fn checkpoint(
             .unwrap();
     }
     (handles, stats)
+}
+
+/// Restores an LSM task of `range` from `handles` in directory `dir`, its states registered.
+fn restore_lsm(
+    dir: &std::path::Path,
+    range: KeyGroupRange,
+    storage: &Arc<dyn CheckpointStorage>,
+    handles: &[KeyedStateHandle],
+) -> (Backend<u64>, Handles, RestoreStats) {
+    let (b, stats) = LsmBackend::<u64>::restore_from(lsm(dir, range), &**storage, handles).unwrap();
+    let mut b = Backend::Lsm(b);
+    let h = register(&mut b);
+    (b, h, stats)
 }
 
 /// The files of `shared/` and those the complete checkpoints reference.
@@ -493,16 +489,10 @@ fn mixed_sources_restore_together() {
         .complete_checkpoint(CheckpointId(1), states)
         .unwrap();
     let all = KeyGroupRange::new(0, 127).unwrap();
-    let (b, stats) = LsmBackend::<u64>::restore_from(
-        lsm(&dir.path().join("r"), all),
-        &*storage,
-        &done.handles_for(all),
-    )
-    .unwrap();
+    let (mut b, h, stats) =
+        restore_lsm(&dir.path().join("r"), all, &storage, &done.handles_for(all));
     assert!(stats.linked_tables > 0);
     assert_eq!(stats.ingested_sources, 1);
-    let mut b = Backend::Lsm(b);
-    let h = register(&mut b);
     assert_eq!(check(&mut b, &h, &model, keys), keys);
 }
 
@@ -581,15 +571,13 @@ fn native_savepoints_are_self_contained() {
     std::fs::create_dir(root.join(SHARED_DIR)).unwrap();
     let savepoint = storage.load_savepoint("savepoints/sp-2").unwrap();
     let all = KeyGroupRange::new(0, 127).unwrap();
-    let (b, stats) = LsmBackend::<u64>::restore_from(
-        lsm(&dir.path().join("r"), all),
-        &*storage,
+    let (mut b, h, stats) = restore_lsm(
+        &dir.path().join("r"),
+        all,
+        &storage,
         &savepoint.handles_for(all),
-    )
-    .unwrap();
+    );
     assert!(stats.linked_tables > 0);
-    let mut b = Backend::Lsm(b);
-    let h = register(&mut b);
     assert_eq!(check(&mut b, &h, &model, keys), keys);
     // A savepoint may not reference shared files.
     let shared_target = SnapshotTarget::savepoint(CheckpointId(3), "savepoints/sp-3");

@@ -3,6 +3,8 @@
 //! registrations and sources fail with errors naming the problem; restored states that are never
 //! registered survive into later snapshots.
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use flowstate::codec::to_bytes;
@@ -12,26 +14,7 @@ use flowstate::*;
 const MAXP: u32 = 128;
 const KEYS: u64 = 2_000;
 
-struct Sum;
-impl AggregateFunction for Sum {
-    type In = i64;
-    type Acc = (i64, u32);
-    type Out = (i64, u32);
-    fn create_accumulator(&self) -> (i64, u32) {
-        (0, 0)
-    }
-    fn add(&self, acc: &mut (i64, u32), v: i64) {
-        acc.0 += v;
-        acc.1 += 1;
-    }
-    fn get_result(&self, acc: &(i64, u32)) -> (i64, u32) {
-        *acc
-    }
-    fn merge(&self, acc: &mut (i64, u32), o: (i64, u32)) {
-        acc.0 += o.0;
-        acc.1 += o.1;
-    }
-}
+use common::Sum;
 
 struct Handles {
     value: ValueState<u64>,

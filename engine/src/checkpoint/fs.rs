@@ -387,6 +387,20 @@ impl FsCheckpointStorage {
         Ok(format!("{SHARED_DIR}/{name}"))
     }
 
+    /// A writer of `path` (in `dir`) through the temporary file `temp`.
+    fn writer(&self, path: String, temp: String, dir: String) -> Result<Box<dyn StateFileWriter>> {
+        let file = self.storage.create(&temp)?;
+        Ok(Box::new(FsStateFileWriter {
+            storage: Arc::clone(&self.storage),
+            file,
+            path,
+            temp,
+            dir,
+            max_size: self.max_state_size,
+            failed: false,
+        }))
+    }
+
     /// The directory of a snapshot target, checked.
     fn target_dir(&self, target: &SnapshotTarget) -> Result<String> {
         match target.savepoint_dir() {
@@ -438,6 +452,7 @@ impl FsCheckpointStorage {
     fn check_tasks(&self, dir: &str, tasks: &[SubtaskState]) -> Result<()> {
         let mut seen = BTreeSet::new();
         let mut sizes: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut shared: BTreeMap<&str, u64> = BTreeMap::new();
         for task in tasks {
             check_subtask(task)?;
             if !seen.insert((task.operator_id.as_str(), task.subtask_index)) {
@@ -447,58 +462,16 @@ impl FsCheckpointStorage {
                 )));
             }
             for file in task.files() {
-                let name = file
-                    .path()
-                    .strip_prefix(dir)
-                    .and_then(|rest| rest.strip_prefix('/'))
-                    .filter(|name| !name.contains('/') && is_state_file_name(name));
-                if name.is_none() {
-                    return Err(Error::InvalidArgument(format!(
-                        "state file {} is not a state file of the snapshot in {dir}/",
-                        file.path()
-                    )));
-                }
-                if let Some(size) = sizes.insert(file.path(), file.size()) {
-                    if size != file.size() {
-                        return Err(Error::InvalidArgument(format!(
-                            "state file {} is listed with sizes {size} and {}",
-                            file.path(),
-                            file.size()
-                        )));
-                    }
-                }
+                note_file(&mut sizes, file, dir, "state file")?;
             }
-        }
-        let mut shared: BTreeMap<&str, u64> = BTreeMap::new();
-        for task in tasks {
+            if task.shared_files().next().is_some() && CheckpointId::from_dir_name(dir).is_none() {
+                return Err(Error::InvalidArgument(format!(
+                    "the savepoint in {dir}/ references shared files: a savepoint is \
+                     self-contained"
+                )));
+            }
             for file in task.shared_files() {
-                if !dir.starts_with("chk-") || CheckpointId::from_dir_name(dir).is_none() {
-                    return Err(Error::InvalidArgument(format!(
-                        "the savepoint in {dir}/ references shared file {}: a savepoint is \
-                         self-contained",
-                        file.path()
-                    )));
-                }
-                let name = file
-                    .path()
-                    .strip_prefix(SHARED_DIR)
-                    .and_then(|rest| rest.strip_prefix('/'))
-                    .filter(|name| !name.contains('/') && is_state_file_name(name));
-                if name.is_none() {
-                    return Err(Error::InvalidArgument(format!(
-                        "shared file {} is not in {SHARED_DIR}/",
-                        file.path()
-                    )));
-                }
-                if let Some(size) = shared.insert(file.path(), file.size()) {
-                    if size != file.size() {
-                        return Err(Error::InvalidArgument(format!(
-                            "shared file {} is listed with sizes {size} and {}",
-                            file.path(),
-                            file.size()
-                        )));
-                    }
-                }
+                note_file(&mut shared, file, SHARED_DIR, "shared file")?;
             }
         }
         for (path, size) in sizes.into_iter().chain(shared) {
@@ -534,16 +507,7 @@ impl CheckpointStorage for FsCheckpointStorage {
         }
         let path = format!("{dir}/{name}");
         let temp = format!("{path}{TEMP_SUFFIX}");
-        let file = self.storage.create(&temp)?;
-        Ok(Box::new(FsStateFileWriter {
-            storage: Arc::clone(&self.storage),
-            file,
-            path,
-            temp,
-            dir,
-            max_size: self.max_state_size,
-            failed: false,
-        }))
+        self.writer(path, temp, dir)
     }
 
     fn create_shared_file(
@@ -563,16 +527,7 @@ impl CheckpointStorage for FsCheckpointStorage {
                 .or_default()
                 .insert(path.clone());
         }
-        let file = self.storage.create(&temp)?;
-        Ok(Box::new(FsStateFileWriter {
-            storage: Arc::clone(&self.storage),
-            file,
-            path,
-            temp,
-            dir: SHARED_DIR.to_string(),
-            max_size: self.max_state_size,
-            failed: false,
-        }))
+        self.writer(path, temp, SHARED_DIR.to_string())
     }
 
     fn link_shared_file(
@@ -765,6 +720,35 @@ impl CheckpointStorage for FsCheckpointStorage {
         self.writable()?;
         let mut inner = self.lock();
         self.collect_garbage_locked(&mut inner, false)
+    }
+}
+
+/// Notes `file` (a `what`) in `sizes` after checking that it is a file directly in `dir` with a
+/// state file name, listed with one size only.
+fn note_file<'a>(
+    sizes: &mut BTreeMap<&'a str, u64>,
+    file: &'a StateFile,
+    dir: &str,
+    what: &str,
+) -> Result<()> {
+    let in_dir = file
+        .path()
+        .strip_prefix(dir)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|name| !name.contains('/') && is_state_file_name(name));
+    if !in_dir {
+        return Err(Error::InvalidArgument(format!(
+            "{what} {} is not a {what} of {dir}/",
+            file.path()
+        )));
+    }
+    match sizes.insert(file.path(), file.size()) {
+        Some(size) if size != file.size() => Err(Error::InvalidArgument(format!(
+            "{what} {} is listed with sizes {size} and {}",
+            file.path(),
+            file.size()
+        ))),
+        _ => Ok(()),
     }
 }
 
