@@ -528,6 +528,8 @@ fn a_missing_damaged_or_resized_shared_file_is_an_error_naming_it() {
     damaged[original.len() / 2] ^= 0x20;
     std::fs::write(&full, &damaged).unwrap();
     expect(restore("a").unwrap_err(), "flipped");
+    let heap = Backend::<u64>::restore_from(BackendConfig::heap(), &*storage, &handles);
+    expect(heap.map(|_| ()).unwrap_err(), "flipped, heap");
     // Truncated.
     std::fs::write(&full, &original[..original.len() - 1]).unwrap();
     expect(restore("b").unwrap_err(), "truncated");

@@ -144,12 +144,25 @@ impl NativeHandle {
         }
     }
 
-    /// Opens table `index` in place through `storage`.
+    /// Opens table `index` in place through `storage`, after checking the CRC-32 of the whole
+    /// file against the snapshot's record (a damaged or substituted file is named with its
+    /// checkpoint here, not found later by a block read).
     fn open_in_place(&self, storage: &dyn CheckpointStorage, index: usize) -> Result<TableHandle> {
         let t = &self.record.tables[index];
         let file = storage
             .open_state_file(&self.files[index])
             .map_err(|e| self.table_error(index, e))?;
+        let crc = stream(&*file, &mut |_| Ok(())).map_err(|e| self.table_error(index, e))?;
+        if crc != t.crc32 {
+            return Err(self.table_error(
+                index,
+                format!(
+                    "checksum {crc:08x} where the snapshot records {:08x}: the file is damaged \
+                     or another file",
+                    t.crc32
+                ),
+            ));
+        }
         TableHandle::open_in_place(
             Arc::from(file),
             self.files[index].path(),
