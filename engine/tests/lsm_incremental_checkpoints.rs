@@ -914,3 +914,98 @@ fn checkpoints_race_background_flushes_and_compactions() {
         );
     }
 }
+
+#[test]
+fn checkpoints_in_flight_together_publish_and_reference_consistently() {
+    // Two checkpoints of one backend in flight at once, finished in either order; the later
+    // one completes, the earlier one then aborts (or completes first); the tables both need
+    // are published under one name and kept.
+    for later_first in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = fs_storage(&dir.path().join("checkpoints"), 1);
+        let keys = 2_000;
+        let mut model = Model::default();
+        let mut ts = tasks(dir.path(), 1, keys, &mut model);
+        let Task { backend, handles } = &mut ts[0];
+        let first = backend.snapshot(CheckpointId(1), &storage, "op-0").unwrap();
+        let at_first = model.clone();
+        for k in (0..keys).step_by(11) {
+            touch(backend, handles, &mut model, k, 1);
+        }
+        let second = backend.snapshot(CheckpointId(2), &storage, "op-0").unwrap();
+        let task = |h: KeyedStateHandle| vec![SubtaskState::new("op", 0, 1, MAXP).with_keyed(h)];
+        let (done_first, done_second) = if later_first {
+            let s = second.run().unwrap();
+            let f = first.run().unwrap();
+            (f, s)
+        } else {
+            let f = first.run().unwrap();
+            let s = second.run().unwrap();
+            (f, s)
+        };
+        // Both reference the loaded tables under the same shared names.
+        let shared = |h: &KeyedStateHandle| -> BTreeSet<String> {
+            h.shared_files()
+                .iter()
+                .map(|f| f.path().to_string())
+                .collect()
+        };
+        assert!(!shared(&done_first.handle).is_disjoint(&shared(&done_second.handle)));
+        if later_first {
+            storage
+                .complete_checkpoint(CheckpointId(2), task(done_second.handle))
+                .unwrap();
+            backend.notify_checkpoint_complete(CheckpointId(2)).unwrap();
+            // Checkpoint 1 can no longer complete: it is aborted.
+            assert!(storage
+                .complete_checkpoint(CheckpointId(1), task(done_first.handle))
+                .is_err());
+            storage.abort_checkpoint(CheckpointId(1)).unwrap();
+            backend.notify_checkpoint_aborted(CheckpointId(1)).unwrap();
+        } else {
+            storage
+                .complete_checkpoint(CheckpointId(1), task(done_first.handle))
+                .unwrap();
+            backend.notify_checkpoint_complete(CheckpointId(1)).unwrap();
+            let (r, h, _) = restore_lsm(
+                &dir.path().join("r1"),
+                KeyGroupRange::new(0, 127).unwrap(),
+                &storage,
+                &storage
+                    .load_checkpoint(CheckpointId(1))
+                    .unwrap()
+                    .handles_for(KeyGroupRange::new(0, 127).unwrap()),
+            );
+            let mut r = r;
+            assert_eq!(check(&mut r, &h, &at_first, keys), keys);
+            storage
+                .complete_checkpoint(CheckpointId(2), task(done_second.handle))
+                .unwrap();
+            backend.notify_checkpoint_complete(CheckpointId(2)).unwrap();
+        }
+        let (present, referenced) = shared_state(&storage);
+        assert_eq!(present, referenced);
+        let all = KeyGroupRange::new(0, 127).unwrap();
+        let latest = storage.latest_completed().unwrap().unwrap();
+        let (mut r, h, _) = restore_lsm(
+            &dir.path().join("r2"),
+            all,
+            &storage,
+            &latest.handles_for(all),
+        );
+        assert_eq!(check(&mut r, &h, &model, keys), keys);
+        // The next checkpoint references or republishes what it needs; nothing leaks.
+        touch(backend, handles, &mut model, 3, 2);
+        checkpoint(&mut ts, &storage, 3);
+        let (present, referenced) = shared_state(&storage);
+        assert_eq!(present, referenced);
+        let latest = storage.latest_completed().unwrap().unwrap();
+        let (mut r, h, _) = restore_lsm(
+            &dir.path().join("r3"),
+            all,
+            &storage,
+            &latest.handles_for(all),
+        );
+        assert_eq!(check(&mut r, &h, &model, keys), keys);
+    }
+}
