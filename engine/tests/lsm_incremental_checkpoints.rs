@@ -1009,3 +1009,75 @@ fn checkpoints_in_flight_together_publish_and_reference_consistently() {
         assert_eq!(check(&mut r, &h, &model, keys), keys);
     }
 }
+
+#[test]
+fn review_findings_stay_fixed() {
+    use flowstate::checkpoint::MemoryCheckpointStorage;
+    use flowstate::storage::Storage as _;
+    use flowstate_formats::checkpoint::NativeSnapshotRecord;
+
+    // A failed copy leaves no temporary file in shared/ behind (the writer removes it).
+    let dir = tempfile::tempdir().unwrap();
+    let small = Arc::new(
+        MemoryCheckpointStorage::with_limit(64 << 10, FsCheckpointOptions::default()).unwrap(),
+    );
+    let storage: Arc<dyn CheckpointStorage> = small.clone();
+    let mut model = Model::default();
+    let mut ts = tasks(dir.path(), 1, 3_000, &mut model);
+    let failed = ts[0]
+        .backend
+        .snapshot(CheckpointId(1), &storage, "op-0")
+        .unwrap()
+        .run();
+    assert!(
+        matches!(failed, Err(Error::StateSizeLimit { .. })),
+        "{failed:?}"
+    );
+    let left = small.memory().list_dir(SHARED_DIR).unwrap();
+    assert!(
+        left.iter().all(|n| !flowstate::storage::is_temp_name(n)),
+        "{left:?}"
+    );
+    // The abort releases what the attempt published.
+    storage.abort_checkpoint(CheckpointId(1)).unwrap();
+    let left = small.memory().list_dir(SHARED_DIR).unwrap();
+    assert!(left.is_empty(), "{left:?}");
+
+    // Completing a savepoint numbered like a checkpoint in flight keeps that checkpoint's
+    // reservations.
+    let storage = fs_storage(&dir.path().join("checkpoints"), 1);
+    let target = SnapshotTarget::checkpoint(CheckpointId(7));
+    let mut w = storage.create_shared_file(&target, "t.sst").unwrap();
+    w.write_all(b"table bytes").unwrap();
+    let file = w.finish().unwrap();
+    let sp = SnapshotTarget::savepoint(CheckpointId(7), "sp-7");
+    storage
+        .complete(&sp, vec![SubtaskState::new("op", 0, 1, MAXP)])
+        .unwrap();
+    storage.collect_garbage().unwrap();
+    assert!(
+        storage.reserve_shared_file(&target, &file).unwrap(),
+        "still reserved and present"
+    );
+
+    // Two native handles over the same key groups are refused, not merged.
+    let storage = fs_storage(&dir.path().join("checkpoints-2"), 1);
+    let (handles, _) = checkpoint(&mut ts, &storage, 1);
+    let twice = vec![handles[0].clone(), handles[0].clone()];
+    let all = KeyGroupRange::new(0, 127).unwrap();
+    let err =
+        LsmBackend::<u64>::restore_from(lsm(&dir.path().join("twice"), all), &*storage, &twice)
+            .unwrap_err();
+    assert!(matches!(err, Error::IncompatibleSnapshot(_)), "{err}");
+
+    // A table level past the tree's levels (the format allows 15) is an error, not a panic.
+    let snapshot = &handles[0].files()[0];
+    let root = dir.path().join("checkpoints-2");
+    let bytes = std::fs::read(root.join(snapshot.path())).unwrap();
+    let mut record = NativeSnapshotRecord::decode(&bytes, "s").unwrap();
+    record.tables[0].level = 12;
+    std::fs::write(root.join(snapshot.path()), record.encode("s").unwrap()).unwrap();
+    let deep =
+        LsmBackend::<u64>::restore_from(lsm(&dir.path().join("deep"), all), &*storage, &handles);
+    assert!(deep.is_err());
+}

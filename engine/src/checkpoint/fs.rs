@@ -342,8 +342,18 @@ impl FsCheckpointStorage {
             (false, Some(&newest)) => inner.reserved.retain(|&id, _| id > newest),
             (false, None) => {}
         }
+        // The temporary file of a shared file being written is `<name>.<id>.flowstate-tmp`:
+        // one of a checkpoint that can no longer complete is garbage.
+        let dead = |name: &str| {
+            let id = name
+                .strip_suffix(TEMP_SUFFIX)
+                .and_then(|rest| rest.rsplit_once('.'))
+                .and_then(|(_, id)| id.parse::<u64>().ok())
+                .map(CheckpointId);
+            id.is_none_or(|id| complete.last().is_some_and(|&newest| id <= newest))
+        };
         let mut live: BTreeSet<String> = inner.reserved.values().flatten().cloned().collect();
-        for id in complete {
+        for &id in &complete {
             match self.load_checkpoint(id) {
                 Ok(checkpoint) => live.extend(checkpoint.shared_files().map(|f| f.path().into())),
                 Err(_) => return Ok(()),
@@ -352,7 +362,7 @@ impl FsCheckpointStorage {
         let mut removed = false;
         for name in self.storage.list_dir(SHARED_DIR)? {
             let path = format!("{SHARED_DIR}/{name}");
-            if live.contains(&path) || (is_temp_name(&name) && !at_start) {
+            if live.contains(&path) || (is_temp_name(&name) && !at_start && !dead(&name)) {
                 continue;
             }
             if self.storage.list_dir(&path).is_ok() {
@@ -383,7 +393,6 @@ impl FsCheckpointStorage {
                  nor ending in {TEMP_SUFFIX}"
             )));
         }
-        self.check_open_target(target, &target.id().dir_name())?;
         Ok(format!("{SHARED_DIR}/{name}"))
     }
 
@@ -398,6 +407,7 @@ impl FsCheckpointStorage {
             dir,
             max_size: self.max_state_size,
             failed: false,
+            done: false,
         }))
     }
 
@@ -619,6 +629,11 @@ impl CheckpointStorage for FsCheckpointStorage {
         self.check_open_target(target, &dir)?;
         self.check_tasks(&dir, &tasks)?;
         self.ensure_dir(&mut inner, &dir)?;
+        if tasks.iter().any(|t| t.shared_files().next().is_some()) {
+            // A shared file another checkpoint renamed into place moments ago may not have its
+            // name synced yet: make every name in shared/ durable before _metadata (S2).
+            self.storage.sync_dir(SHARED_DIR)?;
+        }
         let checkpoint = CompletedCheckpoint::new(
             target.id(),
             target.kind(),
@@ -640,8 +655,10 @@ impl CheckpointStorage for FsCheckpointStorage {
         let bytes = record.encode(&path)?;
         self.storage.write_atomic(&path, &bytes)?;
         // Its `_metadata` now holds what it references; reservations of tasks it does not
-        // list are released.
-        inner.reserved.remove(&target.id());
+        // list are released. (A savepoint holds none, whatever its number.)
+        if target.kind() == SnapshotKind::Checkpoint {
+            inner.reserved.remove(&target.id());
+        }
         if target.kind() == SnapshotKind::Checkpoint {
             // The checkpoint is complete and durable: a failed deletion only leaves garbage
             // for the next completion, `collect_garbage` or start-up.
@@ -862,6 +879,19 @@ struct FsStateFileWriter {
     dir: String,
     max_size: Option<u64>,
     failed: bool,
+    /// Set once `finish` has run: the temporary file is then published or already removed.
+    done: bool,
+}
+
+impl Drop for FsStateFileWriter {
+    /// A writer dropped unfinished (an asynchronous phase that failed or was cancelled)
+    /// removes its temporary file, so that failed attempts do not pile up; a file left by a
+    /// crash is removed at the next start.
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.storage.remove_file(&self.temp);
+        }
+    }
 }
 
 impl FsStateFileWriter {
@@ -904,12 +934,15 @@ impl StateFileWriter for FsStateFileWriter {
 
     fn finish(mut self: Box<Self>) -> Result<StateFile> {
         if self.failed {
+            // Dropping the writer removes the temporary file.
             return Err(Error::InvalidArgument(format!(
                 "state file {} failed while being written and cannot be finished",
                 self.path
             )));
         }
-        if let Err(err) = self.publish() {
+        let published = self.publish();
+        self.done = true;
+        if let Err(err) = published {
             // Best effort: whatever remains is removed by an abort or at start-up.
             let _ = self.storage.remove_file(&self.temp);
             return Err(err);

@@ -401,21 +401,27 @@ impl<K: Key> LsmBackend<K> {
                 .filter(|(_, p)| matches!(p, Placement::Link))
                 .map(|(t, _)| t.table_id)
                 .collect();
-            let overlaps = native.record.tables.iter().zip(&placements).any(|(t, p)| {
-                t.level > 0
-                    && !matches!(p, Placement::Skip)
-                    && levels[usize::from(t.level)].iter().any(|o| {
-                        o.smallest() <= t.largest.as_slice() && o.largest() >= t.smallest.as_slice()
-                    })
-            });
-            if overlaps
-                || native
-                    .record
-                    .tables
-                    .iter()
-                    .any(|t| usize::from(t.level) >= MAX_LEVELS)
-                || !tree.reserve_table_ids(&linked_ids)
-            {
+            if let Some(twice) = restored.iter().find(|r| !r.intersection(&own).is_empty()) {
+                return Err(Error::IncompatibleSnapshot(format!(
+                    "key groups {} are covered by two native snapshots ({twice} and {own})",
+                    twice.intersection(&own),
+                )));
+            }
+            let deep = native
+                .record
+                .tables
+                .iter()
+                .any(|t| usize::from(t.level) >= MAX_LEVELS);
+            let overlaps = !deep
+                && native.record.tables.iter().zip(&placements).any(|(t, p)| {
+                    t.level > 0
+                        && !matches!(p, Placement::Skip)
+                        && levels[usize::from(t.level)].iter().any(|o| {
+                            o.smallest() <= t.largest.as_slice()
+                                && o.largest() >= t.smallest.as_slice()
+                        })
+                });
+            if deep || overlaps || !tree.reserve_table_ids(&linked_ids) {
                 generic.push(Box::new(NativeRestoreSource::open(storage, handle)?));
                 continue;
             }
