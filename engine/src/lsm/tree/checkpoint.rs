@@ -184,7 +184,8 @@ impl Tree {
         }
     }
 
-    /// Writes the entries of `table` whose keys lie in `keep` (sorted, disjoint ranges), and
+    /// Writes the entries of `table` whose keys lie in `keep` (sorted, disjoint ranges; only
+    /// those parts of the table are read), and
     /// its range tombstones clipped to them, into new tables of this tree (entry kinds kept:
     /// tombstones and merge operands stay what they are, so the result may stand at the
     /// table's level). The new tables belong to no version: the caller installs them (with
@@ -194,10 +195,16 @@ impl Tree {
         table: &TableHandle,
         keep: &[KeyRange],
     ) -> Result<Vec<Arc<TableHandle>>> {
-        let inside = |k: &[u8]| keep.iter().any(|r| r.contains(k));
-        let mut entries = table
-            .source(&[], None, false)
-            .filter(|e| e.as_ref().map_or(true, |(k, _)| inside(k)));
+        // Each kept range read from its start to its end: the rest of the table is not read.
+        let mut entries = keep.iter().flat_map(|r| {
+            let end = r.end.clone();
+            table
+                .source(&r.start, None, false)
+                .take_while(move |e| match (e, &end) {
+                    (Ok((k, _)), Some(end)) => k < end,
+                    _ => true,
+                })
+        });
         let kept: Vec<RangeTombstone> = keep
             .iter()
             .flat_map(|r| ranges::clip(&table.ranges, Some(&r.start), r.end.as_deref()))
