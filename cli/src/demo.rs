@@ -426,16 +426,76 @@ fn say(bar: &ProgressBar, line: String) {
     }
 }
 
+/// The file that marks a directory as the demo's own: only such a directory (or an empty or
+/// missing one) is emptied at start.
+pub const DEMO_MARKER: &str = ".flowstate-demo";
+
+/// Empties `dir` for a new run if the demo made it (it holds [`DEMO_MARKER`]) or it is empty,
+/// creating it if missing; refuses any other directory, and a file, deleting nothing.
+fn prepare_dir(dir: &std::path::Path) -> DemoResult<()> {
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot read {}: {e}", dir.display()).into()),
+        Ok(meta) if !meta.is_dir() => {
+            return Err(format!(
+                "{} exists and is not a directory: give --dir a new or empty directory",
+                dir.display()
+            )
+            .into())
+        }
+        Ok(_) => {
+            let mut entries = std::fs::read_dir(dir)
+                .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+            let empty = entries.next().is_none();
+            if !empty {
+                if !dir.join(DEMO_MARKER).is_file() {
+                    return Err(format!(
+                        "{} is not empty and was not made by the demo (no {DEMO_MARKER} in it): \
+                         give --dir a new or empty directory; nothing was deleted",
+                        dir.display()
+                    )
+                    .into());
+                }
+                std::fs::remove_dir_all(dir)
+                    .map_err(|e| format!("cannot empty {}: {e}", dir.display()))?;
+            }
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::write(
+        dir.join(DEMO_MARKER),
+        "made by `flowstate demo`: emptied by the next demo run with this --dir\n",
+    )
+    .map_err(|e| format!("cannot mark {}: {e}", dir.display()))?;
+    Ok(())
+}
+
 /// Runs the demo.
 pub fn run(args: &DemoArgs) -> DemoResult<()> {
     if args.keys == 0 || args.events == 0 || args.checkpoint_every == 0 {
         return Err("--keys, --events and --checkpoint-every must be at least 1".into());
     }
-    let compression = compression(&args.compression)?;
-    if args.dir.exists() {
-        std::fs::remove_dir_all(&args.dir)
-            .map_err(|e| format!("cannot empty {}: {e}", args.dir.display()))?;
+    let mp = args.max_parallelism;
+    if mp == 0 || mp > flowstate::key_group::UPPER_BOUND_MAX_PARALLELISM {
+        return Err(format!(
+            "--max-parallelism must be 1 to {}, not {mp}",
+            flowstate::key_group::UPPER_BOUND_MAX_PARALLELISM
+        )
+        .into());
     }
+    for (flag, p) in [
+        ("--parallelism", args.parallelism),
+        ("--rescale-to", args.rescale_to),
+    ] {
+        if p == 0 || p > mp {
+            return Err(format!(
+                "{flag} must be 1 to the max parallelism ({mp}), not {p}"
+            )
+            .into());
+        }
+    }
+    let compression = compression(&args.compression)?;
+    prepare_dir(&args.dir)?;
     let options = FsCheckpointOptions::default().with_retained(2);
     let mut storage: Arc<dyn CheckpointStorage> =
         Arc::new(FsCheckpointStorage::open_local(&args.dir, options.clone())?);

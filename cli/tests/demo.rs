@@ -85,3 +85,63 @@ fn demo_rejects_bad_arguments() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown compression"));
 }
+
+#[test]
+fn the_demo_never_deletes_what_it_did_not_create_and_bad_numbers_are_errors() {
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    // A directory of someone else's: refused, untouched.
+    let theirs = tmp.path().join("theirs");
+    std::fs::create_dir_all(theirs.join("sub")).expect("create a directory");
+    std::fs::write(theirs.join("precious.txt"), b"keep me").expect("write a file");
+    let out = flowstate()
+        .args(["demo", "--quiet", "--events", "1000", "--keys", "10", "--dir"])
+        .arg(&theirs)
+        .output()
+        .expect("the demo runs");
+    assert_eq!(out.status.code(), Some(1), "an error, not a panic");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not made by the demo"), "{err}");
+    assert_eq!(std::fs::read(theirs.join("precious.txt")).unwrap(), b"keep me");
+    assert!(theirs.join("sub").is_dir());
+    // A file given as --dir: refused, untouched.
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"data").expect("write a file");
+    let out = flowstate()
+        .args(["demo", "--quiet", "--dir"])
+        .arg(&file)
+        .output()
+        .expect("the demo runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(std::fs::read(&file).unwrap(), b"data");
+    // The demo's own directory is emptied and reused.
+    let own = tmp.path().join("own");
+    for _ in 0..2 {
+        let out = flowstate()
+            .args(["demo", "--quiet", "--events", "2000", "--keys", "50"])
+            .args(["--checkpoint-every", "500", "--failures", "0", "--dir"])
+            .arg(&own)
+            .output()
+            .expect("the demo runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // Numbers out of range: a clear error each, no panic, nothing created.
+    for (flag, value, words) in [
+        ("--parallelism", "0", "--parallelism must be 1"),
+        ("--rescale-to", "0", "--rescale-to must be 1"),
+        ("--rescale-to", "200", "--rescale-to must be 1"),
+        ("--max-parallelism", "0", "--max-parallelism must be 1"),
+        ("--max-parallelism", "40000", "--max-parallelism must be 1"),
+        ("--keys", "0", "must be at least 1"),
+    ] {
+        let dir = tmp.path().join(format!("bad{flag}{value}"));
+        let out = flowstate()
+            .args(["demo", "--quiet", flag, value, "--dir"])
+            .arg(&dir)
+            .output()
+            .expect("the demo runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flag} {value}: {err}");
+        assert!(err.contains(words), "{flag} {value}: {err}");
+        assert!(!dir.exists(), "{flag} {value}: nothing created");
+    }
+}
