@@ -488,10 +488,7 @@ pub fn run(args: &DemoArgs) -> DemoResult<()> {
         ("--rescale-to", args.rescale_to),
     ] {
         if p == 0 || p > mp {
-            return Err(format!(
-                "{flag} must be 1 to the max parallelism ({mp}), not {p}"
-            )
-            .into());
+            return Err(format!("{flag} must be 1 to the max parallelism ({mp}), not {p}").into());
         }
     }
     let compression = compression(&args.compression)?;

@@ -94,14 +94,19 @@ fn the_demo_never_deletes_what_it_did_not_create_and_bad_numbers_are_errors() {
     std::fs::create_dir_all(theirs.join("sub")).expect("create a directory");
     std::fs::write(theirs.join("precious.txt"), b"keep me").expect("write a file");
     let out = flowstate()
-        .args(["demo", "--quiet", "--events", "1000", "--keys", "10", "--dir"])
+        .args([
+            "demo", "--quiet", "--events", "1000", "--keys", "10", "--dir",
+        ])
         .arg(&theirs)
         .output()
         .expect("the demo runs");
     assert_eq!(out.status.code(), Some(1), "an error, not a panic");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not made by the demo"), "{err}");
-    assert_eq!(std::fs::read(theirs.join("precious.txt")).unwrap(), b"keep me");
+    assert_eq!(
+        std::fs::read(theirs.join("precious.txt")).unwrap(),
+        b"keep me"
+    );
     assert!(theirs.join("sub").is_dir());
     // A file given as --dir: refused, untouched.
     let file = tmp.path().join("a-file");
@@ -122,7 +127,11 @@ fn the_demo_never_deletes_what_it_did_not_create_and_bad_numbers_are_errors() {
             .arg(&own)
             .output()
             .expect("the demo runs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // Numbers out of range: a clear error each, no panic, nothing created.
     for (flag, value, words) in [

@@ -193,3 +193,57 @@ fn tools_read_incremental_lsm_checkpoints_and_verify_checks_every_shared_file() 
     assert!(!out.status.success());
     assert!(err.contains(&victim), "{err}");
 }
+
+/// Runs `flowstate verify DIR` and waits at most 30 s for it (a FIFO must not hang it).
+#[cfg(unix)]
+fn verify_with_deadline(dir: &Path) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flowstate"))
+        .arg("verify")
+        .arg(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the flowstate binary runs");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("the child can be polled").is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("verify hangs on {}", dir.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("the output is read")
+}
+
+#[cfg(unix)]
+#[test]
+fn verify_refuses_links_and_fifos_in_place_of_files_without_hanging() {
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let dir = tmp.path().join("chk");
+    demo_checkpoints(&dir);
+    let latest = std::fs::read_dir(&dir)
+        .expect("the directory reads")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter_map(|n| n.strip_prefix("chk-").and_then(|id| id.parse::<u64>().ok()))
+        .max()
+        .expect("a checkpoint");
+    let victim = dir.join(format!("chk-{latest}")).join("source-0");
+    let original = std::fs::read(&victim).expect("the source state file");
+    // A symbolic link to an identical file outside the directory.
+    let outside = tmp.path().join("outside");
+    std::fs::write(&outside, &original).expect("write outside");
+    std::fs::remove_file(&victim).expect("remove");
+    std::os::unix::fs::symlink(&outside, &victim).expect("link");
+    let out = verify_with_deadline(&dir);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("symbolic link"));
+    // A FIFO.
+    std::fs::remove_file(&victim).expect("remove");
+    let made = Command::new("mkfifo").arg(&victim).status();
+    if made.is_ok_and(|s| s.success()) {
+        let out = verify_with_deadline(&dir);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not a regular file"));
+    }
+}

@@ -293,7 +293,11 @@ fn within(offset: u64, n: usize, len: u64) -> bool {
 /// A [`Storage`] on the local file system (`std::fs`), rooted at a directory.
 ///
 /// Files are synced with `sync_all`, directories by opening them and calling `sync_all`.
-/// Symbolic links inside the root are followed; the root itself is trusted.
+/// Files are opened for reading only when they are regular files reached without a symbolic
+/// link below the root: a symbolic link (which could lead outside the root), a FIFO, a socket or
+/// a device is refused with [`Error::InvalidPath`], and nothing blocks (a FIFO is never opened:
+/// the type is checked first without following links, and the open itself does not block). The
+/// root itself is trusted.
 #[derive(Debug, Clone)]
 pub struct LocalStorage {
     root: PathBuf,
@@ -319,15 +323,39 @@ impl LocalStorage {
         self.resolve(path, true)
     }
 
-    /// Opens the regular file at `path`: its full path, the file and its length.
+    /// Opens the regular file at `path`: its full path, the file and its length. Every
+    /// component below the root is checked without following links: a symbolic link, or a
+    /// final component that is not a regular file, is refused before anything is opened; the
+    /// open does not block (a FIFO swapped in meanwhile) and the opened file is checked again.
     fn open_regular(&self, path: &str) -> Result<(PathBuf, File, u64)> {
-        let full = self.resolve(path, false)?;
-        let file = File::open(&full).map_err(|e| Error::io(&full, e))?;
+        let comps = components(path, false)?;
+        let target = self.resolve(path, false)?;
+        let mut full = self.root.clone();
+        for (i, c) in comps.iter().enumerate() {
+            full.push(c);
+            // Errors name the file asked for, whichever component is missing.
+            let meta = fs::symlink_metadata(&full).map_err(|e| Error::io(&target, e))?;
+            let last = i + 1 == comps.len();
+            let kind = meta.file_type();
+            if kind.is_symlink() {
+                return Err(refused(
+                    path,
+                    "a symbolic link: only regular files are read",
+                ));
+            }
+            if last && !kind.is_file() {
+                return Err(refused(
+                    path,
+                    "not a regular file (a directory, FIFO, socket or device)",
+                ));
+            }
+        }
+        let file = open_nonblocking(&full).map_err(|e| Error::io(&full, e))?;
         let meta = file.metadata().map_err(|e| Error::io(&full, e))?;
         if !meta.is_file() {
-            return Err(Error::io(
-                &full,
-                io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+            return Err(refused(
+                path,
+                "not a regular file (it changed while being opened)",
             ));
         }
         Ok((full, file, meta.len()))
@@ -461,6 +489,31 @@ impl Storage for LocalStorage {
             }
         }
     }
+}
+
+/// The error for a path that is not a regular file reached without links.
+fn refused(path: &str, reason: &'static str) -> Error {
+    Error::InvalidPath {
+        path: PathBuf::from(path),
+        reason,
+    }
+}
+
+/// Opens `path` for reading without blocking on a FIFO and without following a final
+/// symbolic link.
+#[cfg(unix)]
+fn open_nonblocking(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Opens `path` for reading (the type was checked just before).
+#[cfg(not(unix))]
+fn open_nonblocking(path: &Path) -> io::Result<File> {
+    File::open(path)
 }
 
 /// Makes the entries of directory `path` durable.
@@ -1278,6 +1331,41 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let storage = LocalStorage::new(tmp.path().join("root")).unwrap();
         (tmp, storage)
+    }
+
+    /// Only regular files reached without a link are opened; nothing blocks (a FIFO).
+    #[cfg(unix)]
+    #[test]
+    fn local_opens_only_regular_files_without_links_and_never_blocks() {
+        let (tmp, s) = local();
+        s.create_dir_all("chk-1").unwrap();
+        write_file(&s, "chk-1/good", b"good", true);
+        assert_eq!(s.read_all("chk-1/good", 100).unwrap(), b"good");
+        // A file outside the root, reached by a link inside it.
+        let outside = tmp.path().join("outside");
+        std::fs::write(&outside, b"secret").unwrap();
+        std::os::unix::fs::symlink(&outside, s.root().join("chk-1/link")).unwrap();
+        // A directory of the root reached by a link.
+        std::os::unix::fs::symlink(s.root().join("chk-1"), s.root().join("chk-2")).unwrap();
+        // A FIFO (a reader of it would block) and a socket.
+        let fifo = s.root().join("chk-1/fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        let socket = std::os::unix::net::UnixListener::bind(s.root().join("chk-1/socket")).unwrap();
+        std::fs::create_dir(s.root().join("chk-1/dir")).unwrap();
+        let mut bad = vec!["chk-1/link", "chk-2/good", "chk-1/socket", "chk-1/dir"];
+        if made.is_ok_and(|status| status.success()) {
+            bad.push("chk-1/fifo");
+        }
+        for path in bad {
+            for result in [s.open(path).map(|_| ()), s.open_mapped(path).map(|_| ())] {
+                match result {
+                    Err(Error::InvalidPath { path: p, .. }) => assert_eq!(p, Path::new(path)),
+                    other => panic!("{path}: {other:?}"),
+                }
+            }
+            assert!(s.read_all(path, 100).is_err(), "{path}");
+        }
+        drop(socket);
     }
 
     fn assert_invalid<T: fmt::Debug>(result: Result<T>, what: &str) {
