@@ -26,10 +26,42 @@ pub struct Which {
 }
 
 fn load(which: &Which) -> ToolResult<(FsCheckpointStorage, CompletedCheckpoint)> {
+    // A checkpoint's own directory given instead of the root: say which to give.
+    if let Some(name) = which.dir.file_name().and_then(|n| n.to_str()) {
+        if CheckpointId::from_dir_name(name).is_some() && which.dir.join("_metadata").is_file() {
+            let parent = which
+                .dir
+                .parent()
+                .map_or_else(|| ".".into(), |p| p.display().to_string());
+            return Err(format!(
+                "{} is one checkpoint's directory: give the checkpoint root {parent} (with \
+                 --checkpoint {} for this one)",
+                which.dir.display(),
+                &name[4..]
+            )
+            .into());
+        }
+    }
     let storage = FsCheckpointStorage::open_read_only(&which.dir)?;
     let done = match (&which.savepoint, which.checkpoint) {
         (Some(dir), _) => storage.load_savepoint(dir)?,
-        (None, Some(id)) => storage.load_checkpoint(CheckpointId(id))?,
+        (None, Some(id)) => {
+            let completed = storage.completed()?;
+            if !completed.contains(&CheckpointId(id)) {
+                let ids: Vec<String> = completed.iter().map(|c| c.0.to_string()).collect();
+                return Err(format!(
+                    "no completed checkpoint {id} in {}; completed: {}",
+                    which.dir.display(),
+                    if ids.is_empty() {
+                        "none".into()
+                    } else {
+                        ids.join(", ")
+                    }
+                )
+                .into());
+            }
+            storage.load_checkpoint(CheckpointId(id))?
+        }
         (None, None) => storage
             .latest_completed()?
             .ok_or_else(|| format!("no completed checkpoint in {}", which.dir.display()))?,

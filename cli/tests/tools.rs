@@ -247,3 +247,31 @@ fn verify_refuses_links_and_fifos_in_place_of_files_without_hanging() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("not a regular file"));
     }
 }
+
+#[test]
+fn tools_say_what_to_give_when_the_checkpoint_or_directory_is_wrong() {
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let dir = tmp.path().join("chk");
+    demo_checkpoints(&dir);
+    let out = Command::new(env!("CARGO_BIN_EXE_flowstate"))
+        .args(["verify", "--checkpoint", "9999"])
+        .arg(&dir)
+        .output()
+        .expect("the flowstate binary runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("no completed checkpoint 9999") && err.contains("completed: "),
+        "{err}"
+    );
+    let one = std::fs::read_dir(&dir)
+        .expect("the directory reads")
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().starts_with("chk-"))
+        .expect("a checkpoint directory")
+        .path();
+    let out = flowstate(&["verify"], &one);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("give the checkpoint root"), "{err}");
+}
