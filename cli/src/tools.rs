@@ -251,7 +251,7 @@ pub fn inspect(which: &Which) -> ToolResult<()> {
     Ok(())
 }
 
-/// Verifies a native snapshot: every table present with its size and whole-file CRC-32, then
+/// Verifies a native snapshot: every table present with its size and whole-file CRC-32C, then
 /// every key group read (every block's CRC) and each entry in its key group. Returns the
 /// number of entries and files.
 fn verify_native(
@@ -268,7 +268,7 @@ fn verify_native(
                 record.checkpoint_id
             )
         })?;
-        let mut crc = crc32fast_hasher();
+        let mut crc = content_checksum();
         let mut at = 0u64;
         let mut buf = vec![0u8; 1 << 20];
         while at < source.len() {
@@ -278,12 +278,12 @@ fn verify_native(
             at += n as u64;
         }
         let crc = crc.finalize();
-        if crc != t.crc32 {
+        if crc != t.crc32c {
             return Err(format!(
-                "{} of checkpoint {}: CRC-32 {crc:08x}, the snapshot records {:08x}",
+                "{} of checkpoint {}: CRC-32C {crc:08x}, the snapshot records {:08x}",
                 file.path(),
                 record.checkpoint_id,
-                t.crc32
+                t.crc32c
             )
             .into());
         }
@@ -310,9 +310,9 @@ fn verify_native(
     Ok((entries, 1 + record.tables.len() as u64))
 }
 
-/// A CRC-32 (the one every flowstate file uses) computed piecewise.
-fn crc32fast_hasher() -> flowstate_formats::codec::checksum::Crc32 {
-    flowstate_formats::codec::checksum::Crc32::new()
+/// The CRC-32C that binds a file to the snapshot listing it, computed piecewise.
+fn content_checksum() -> flowstate_formats::codec::checksum::Crc32c {
+    flowstate_formats::codec::checksum::Crc32c::new()
 }
 
 /// `flowstate verify`: reads every byte of every file of a checkpoint and checks it.

@@ -275,3 +275,33 @@ fn tools_say_what_to_give_when_the_checkpoint_or_directory_is_wrong() {
     assert!(!out.status.success());
     assert!(err.contains("give the checkpoint root"), "{err}");
 }
+
+#[test]
+fn a_stale_file_of_the_same_size_from_an_older_checkpoint_is_detected() {
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let dir = tmp.path().join("chk");
+    demo_checkpoints(&dir);
+    let mut ids: Vec<u64> = std::fs::read_dir(&dir)
+        .expect("the directory reads")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_prefix("chk-")
+                .and_then(|id| id.parse::<u64>().ok())
+        })
+        .collect();
+    ids.sort_unstable();
+    let (older, newer) = (ids[ids.len() - 2], ids[ids.len() - 1]);
+    let stale = std::fs::read(dir.join(format!("chk-{older}/source-0"))).expect("older offsets");
+    let current = dir.join(format!("chk-{newer}/source-0"));
+    let fresh = std::fs::read(&current).expect("newer offsets");
+    assert_eq!(stale.len(), fresh.len(), "the same size");
+    assert_ne!(stale, fresh, "other offsets");
+    std::fs::write(&current, &stale).expect("substitute the stale file");
+    let out = flowstate(&["verify"], &dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a stale file must not verify");
+    assert!(err.contains(&format!("chk-{newer}/source-0")), "{err}");
+    assert!(err.contains("CRC-32"), "{err}");
+}

@@ -240,7 +240,11 @@ mod tests {
     fn only_regular_files_are_mapped_and_missing_ones_are_errors() {
         let (_dir, storage) = storage_with("t.sst", b"x");
         storage.create_dir_all("d").unwrap();
-        assert!(matches!(storage.open_mapped("d"), Err(Error::Io { .. })));
+        // A directory is not a regular file: refused before anything is opened.
+        assert!(matches!(
+            storage.open_mapped("d"),
+            Err(Error::InvalidPath { .. })
+        ));
         assert!(matches!(
             storage.open_mapped("missing"),
             Err(Error::Io { .. })

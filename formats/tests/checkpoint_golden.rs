@@ -20,6 +20,7 @@ use flowstate_formats::{CodecRecord, FormatError};
 
 fn file(path: &str, size: u64) -> StateFileRecord {
     StateFileRecord {
+        crc32c: None,
         path: path.into(),
         size,
     }
@@ -216,7 +217,7 @@ fn native_snapshot() -> NativeSnapshotRecord {
             table_id: id,
             name: name.into(),
             size: 4_096 * id % 100_000,
-            crc32: (id as u32).wrapping_mul(0x9e37_79b9),
+            crc32c: (id as u32).wrapping_mul(0x9e37_79b9),
             smallest: smallest.to_vec(),
             largest: largest.to_vec(),
         };
@@ -298,4 +299,41 @@ fn native_snapshot_matches_its_golden_file_and_damage_is_detected() {
         native_snapshot()
     );
     check_damage_is_detected(&golden, NativeSnapshotRecord::decode);
+}
+
+/// The metadata of [`metadata`] with a CRC-32C on every file: format version 2.
+fn metadata_v2() -> CheckpointMetadataRecord {
+    let mut m = metadata();
+    let mut next = 0x5eed_0001u32;
+    for task in &mut m.tasks {
+        for handle in &mut task.keyed {
+            for file in handle.files.iter_mut().chain(handle.shared.iter_mut()) {
+                file.crc32c = Some(next);
+                next = next.wrapping_mul(0x9e37_79b9).wrapping_add(1);
+            }
+        }
+        for handle in &mut task.operator {
+            handle.file.crc32c = Some(next);
+            next = next.wrapping_mul(0x9e37_79b9).wrapping_add(1);
+        }
+    }
+    m
+}
+
+#[test]
+fn metadata_v2_matches_its_golden_file_and_damage_is_detected() {
+    let encoded = metadata_v2().encode("chk-42/_metadata").unwrap();
+    let golden = check_golden("checkpoint_metadata_v2.bin", &encoded);
+    assert_eq!(&golden[..6], b"FSCM\x02\x00");
+    assert_eq!(
+        CheckpointMetadataRecord::decode(&golden, "chk-42/_metadata").unwrap(),
+        metadata_v2()
+    );
+    check_damage_is_detected(&golden, CheckpointMetadataRecord::decode);
+    // Version 1 files still read, with no checksums.
+    let v1 = fs::read(golden_path("checkpoint_metadata_v1.bin")).unwrap();
+    assert_eq!(
+        CheckpointMetadataRecord::decode(&v1, "chk-42/_metadata").unwrap(),
+        metadata()
+    );
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use flowstate_formats::checkpoint::metadata::MAX_METADATA_LEN;
 use flowstate_formats::checkpoint::{check_relative_path, CheckpointMetadataRecord};
+use flowstate_formats::codec::checksum::Crc32c;
 use flowstate_formats::FormatError;
 
 use super::completed::CompletedCheckpoint;
@@ -408,6 +409,7 @@ impl FsCheckpointStorage {
             max_size: self.max_state_size,
             failed: false,
             done: false,
+            crc: Crc32c::new(),
         }))
     }
 
@@ -615,6 +617,9 @@ impl CheckpointStorage for FsCheckpointStorage {
     fn open_state_file(&self, file: &StateFile) -> Result<Box<dyn ReadableFile>> {
         let readable = self.storage.open(file.path())?;
         check_size(file.path(), readable.len(), file.size())?;
+        if let Some(expected) = file.checksum() {
+            check_checksum(file.path(), &*readable, expected)?;
+        }
         Ok(readable)
     }
 
@@ -781,6 +786,34 @@ fn misplaced(path: &str, offset: u64, found: String) -> Error {
     })
 }
 
+/// Reads `file` whole and checks that its CRC-32C is `expected`: the file is the one its handle
+/// lists, not another of the same size.
+fn check_checksum(path: &str, file: &dyn ReadableFile, expected: u32) -> Result<()> {
+    let mut crc = Crc32c::new();
+    let mut buf = vec![0u8; (1usize << 20).min(usize::try_from(file.len()).unwrap_or(1 << 20))];
+    let mut at = 0u64;
+    while at < file.len() {
+        let n = (file.len() - at).min(buf.len() as u64) as usize;
+        file.read_at(at, &mut buf[..n])?;
+        crc.update(&buf[..n]);
+        at += n as u64;
+    }
+    let found = crc.finalize();
+    if found == expected {
+        Ok(())
+    } else {
+        Err(Error::Format(FormatError::ChecksumMismatch {
+            file: format!(
+                "{path} (another file than the one its checkpoint lists: the content's CRC-32C \
+                 differs)"
+            ),
+            offset: 0,
+            expected,
+            found,
+        }))
+    }
+}
+
 fn check_size(path: &str, actual: u64, expected: u64) -> Result<()> {
     if actual == expected {
         Ok(())
@@ -881,6 +914,8 @@ struct FsStateFileWriter {
     failed: bool,
     /// Set once `finish` has run: the temporary file is then published or already removed.
     done: bool,
+    /// The CRC-32C of the bytes written so far.
+    crc: Crc32c,
 }
 
 impl Drop for FsStateFileWriter {
@@ -925,6 +960,9 @@ impl StateFileWriter for FsStateFileWriter {
         }
         let result = self.file.write_all(buf);
         self.failed = result.is_err();
+        if result.is_ok() {
+            self.crc.update(buf);
+        }
         result
     }
 
@@ -947,6 +985,10 @@ impl StateFileWriter for FsStateFileWriter {
             let _ = self.storage.remove_file(&self.temp);
             return Err(err);
         }
-        StateFile::new(self.path.clone(), self.file.len())
+        StateFile::with_checksum(
+            self.path.clone(),
+            self.file.len(),
+            self.crc.clone().finalize(),
+        )
     }
 }

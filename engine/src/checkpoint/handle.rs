@@ -8,15 +8,18 @@ use flowstate_formats::checkpoint::{
 use crate::error::{Error, Result};
 use crate::key_group::KeyGroupRange;
 
-/// A published state file: its path (relative to the checkpoint storage's root) and its size.
+/// A published state file: its path (relative to the checkpoint storage's root), its size and
+/// the CRC-32C of its content (formats.md 4.2).
 ///
 /// Returned by [`StateFileWriter::finish`](super::StateFileWriter::finish); opened again with
 /// [`CheckpointStorage::open_state_file`](super::CheckpointStorage::open_state_file), which
-/// checks the size.
+/// checks the size and, when the file has one, the checksum: another file of the same size in
+/// its place (a stale copy from an older checkpoint) is detected.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StateFile {
     path: String,
     size: u64,
+    checksum: Option<u32>,
 }
 
 impl StateFile {
@@ -28,7 +31,25 @@ impl StateFile {
             path: path.clone().into(),
             reason,
         })?;
-        Ok(StateFile { path, size })
+        Ok(StateFile {
+            path,
+            size,
+            checksum: None,
+        })
+    }
+
+    /// A state file whose content has the CRC-32 `checksum`.
+    pub fn with_checksum(path: impl Into<String>, size: u64, checksum: u32) -> Result<Self> {
+        Ok(StateFile {
+            checksum: Some(checksum),
+            ..StateFile::new(path, size)?
+        })
+    }
+
+    /// The CRC-32 of the file's content, when recorded (`None` for files listed by a version-1
+    /// `_metadata`).
+    pub fn checksum(&self) -> Option<u32> {
+        self.checksum
     }
 
     /// The path, relative to the checkpoint storage's root.
@@ -44,6 +65,7 @@ impl StateFile {
     /// The record of this file, with its path as it is.
     pub fn to_record(&self) -> StateFileRecord {
         StateFileRecord {
+            crc32c: self.checksum,
             path: self.path.clone(),
             size: self.size,
         }
@@ -51,13 +73,19 @@ impl StateFile {
 
     /// The file of a record (whose path is relative to the storage root).
     pub fn from_record(record: StateFileRecord) -> Result<Self> {
-        StateFile::new(record.path, record.size)
+        Ok(StateFile {
+            checksum: record.crc32c,
+            ..StateFile::new(record.path, record.size)?
+        })
     }
 
     /// This file with `f` applied to its path (rebasing between a savepoint directory and
     /// the storage root).
     pub(crate) fn map_path(&self, f: impl FnOnce(&str) -> Result<String>) -> Result<StateFile> {
-        StateFile::new(f(&self.path)?, self.size)
+        Ok(StateFile {
+            checksum: self.checksum,
+            ..StateFile::new(f(&self.path)?, self.size)?
+        })
     }
 }
 

@@ -46,7 +46,7 @@ const COPY_CHUNK: usize = 1 << 20;
 #[derive(Debug, Clone)]
 struct PublishedTable {
     file: StateFile,
-    crc32: u32,
+    crc32c: u32,
     /// The checkpoint that published it (0 for a table linked at restore).
     by: CheckpointId,
     /// Whether that checkpoint is known to have completed.
@@ -78,12 +78,12 @@ impl SharedTables {
 
     /// Records that local table `id` is the shared file `file` (a restore linked it from
     /// there): checkpoints reference it rather than publish it again.
-    pub(crate) fn adopt(&mut self, id: u64, file: StateFile, crc32: u32) {
+    pub(crate) fn adopt(&mut self, id: u64, file: StateFile, crc32c: u32) {
         self.tables.insert(
             id,
             PublishedTable {
                 file,
-                crc32,
+                crc32c,
                 by: CheckpointId(0),
                 confirmed: true,
             },
@@ -151,7 +151,7 @@ struct Placed {
 }
 
 impl NativeJob {
-    /// Copies `table` into `writer`, returning the CRC-32 of its bytes.
+    /// Copies `table` into `writer`, returning the CRC-32C of its bytes.
     fn copy(
         &self,
         table: &TableHandle,
@@ -162,7 +162,7 @@ impl NativeJob {
         Ok((writer.finish()?, crc))
     }
 
-    /// The CRC-32 of a table's file.
+    /// The CRC-32C of a table's file.
     fn checksum(&self, table: &TableHandle) -> Result<u32> {
         let source = self.tree_storage.open(table.path())?;
         stream(&*source, &mut |_| Ok(()))
@@ -174,7 +174,7 @@ impl NativeJob {
         location: TableLocation,
         name: String,
         size: u64,
-        crc32: u32,
+        crc32c: u32,
     ) -> NativeTableRecord {
         NativeTableRecord {
             level: level as u8,
@@ -182,7 +182,7 @@ impl NativeJob {
             table_id: table.id(),
             name,
             size,
-            crc32,
+            crc32c,
             smallest: table.smallest().to_vec(),
             largest: table.largest().to_vec(),
         }
@@ -207,7 +207,7 @@ impl NativeJob {
                         TableLocation::Shared,
                         name,
                         p.file.size(),
-                        p.crc32,
+                        p.crc32c,
                     ),
                     file: p.file,
                     new: false,
@@ -221,8 +221,15 @@ impl NativeJob {
             Some(local) => storage.link_shared_file(target, &name, &local)?,
             None => None,
         };
-        let (file, crc32, was_linked) = match linked {
-            Some(file) => (file, self.checksum(table)?, true),
+        let (file, crc32c, was_linked) = match linked {
+            Some(file) => {
+                let crc = self.checksum(table)?;
+                (
+                    StateFile::with_checksum(file.path(), file.size(), crc)?,
+                    crc,
+                    true,
+                )
+            }
             None => {
                 let writer = storage.create_shared_file(target, &name)?;
                 let (file, crc) = self.copy(table, writer)?;
@@ -240,7 +247,7 @@ impl NativeJob {
             table.id(),
             PublishedTable {
                 file: file.clone(),
-                crc32,
+                crc32c,
                 by: target.id(),
                 confirmed: false,
             },
@@ -252,7 +259,7 @@ impl NativeJob {
                 TableLocation::Shared,
                 name,
                 file.size(),
-                crc32,
+                crc32c,
             ),
             file,
             new: true,
@@ -331,13 +338,14 @@ pub(crate) fn file_name(file: &StateFile) -> String {
         .to_string()
 }
 
-/// Reads `source` whole in chunks, passing each to `sink`, and returns its CRC-32.
+/// Reads `source` whole in chunks, passing each to `sink`, and returns its CRC-32C (the checksum
+/// that binds a file to the snapshot that lists it).
 pub(crate) fn stream(
     source: &dyn ReadableFile,
     sink: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<u32> {
     let len = source.len();
-    let mut hasher = crc32fast::Hasher::new();
+    let mut hasher = flowstate_formats::codec::checksum::Crc32c::new();
     let mut buf = vec![0u8; COPY_CHUNK.min(usize::try_from(len).unwrap_or(COPY_CHUNK))];
     let mut at = 0u64;
     while at < len {
@@ -357,7 +365,7 @@ mod tests {
     fn published(by: u64, confirmed: bool) -> PublishedTable {
         PublishedTable {
             file: StateFile::new(format!("shared/x-{by}.sst"), 1).unwrap(),
-            crc32: 0,
+            crc32c: 0,
             by: CheckpointId(by),
             confirmed,
         }

@@ -144,7 +144,7 @@ impl NativeHandle {
         }
     }
 
-    /// Opens table `index` in place through `storage`, after checking the CRC-32 of the whole
+    /// Opens table `index` in place through `storage`, after checking the CRC-32C of the whole
     /// file against the snapshot's record (a damaged or substituted file is named with its
     /// checkpoint here, not found later by a block read).
     fn open_in_place(&self, storage: &dyn CheckpointStorage, index: usize) -> Result<TableHandle> {
@@ -152,14 +152,18 @@ impl NativeHandle {
         let file = storage
             .open_state_file(&self.files[index])
             .map_err(|e| self.table_error(index, e))?;
-        let crc = stream(&*file, &mut |_| Ok(())).map_err(|e| self.table_error(index, e))?;
-        if crc != t.crc32 {
+        // The storage checked the content against the handle's checksum, when it has one.
+        let crc = match self.files[index].checksum() {
+            Some(c) => c,
+            None => stream(&*file, &mut |_| Ok(())).map_err(|e| self.table_error(index, e))?,
+        };
+        if crc != t.crc32c {
             return Err(self.table_error(
                 index,
                 format!(
                     "checksum {crc:08x} where the snapshot records {:08x}: the file is damaged \
                      or another file",
-                    t.crc32
+                    t.crc32c
                 ),
             ));
         }
@@ -442,7 +446,7 @@ impl<K: Key> LsmBackend<K> {
                             backend.shared.lock().adopt(
                                 t.table_id,
                                 native.files[index].clone(),
-                                t.crc32,
+                                t.crc32c,
                             );
                         }
                         mine[level].push(table);
@@ -522,14 +526,14 @@ impl<K: Key> LsmBackend<K> {
                 }
             }
         };
-        if crc != t.crc32 {
+        if crc != t.crc32c {
             let _ = tree_storage.remove_file(&path);
             return Err(native.table_error(
                 index,
                 format!(
                     "checksum {crc:08x} where the snapshot records {:08x}: the file is damaged \
                      or another file",
-                    t.crc32
+                    t.crc32c
                 ),
             ));
         }

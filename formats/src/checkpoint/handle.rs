@@ -80,14 +80,36 @@ pub const OPERATOR_KIND_FILE: u8 = 1;
 /// The frame of a keyed handle standing alone.
 pub(crate) const KEYED_FRAME: Frame = Frame {
     magic: *b"FSKH",
-    version: 1,
+    version: 2,
+    oldest: 1,
 };
 
 /// The frame of an operator handle standing alone.
 pub(crate) const OPERATOR_FRAME: Frame = Frame {
     magic: *b"FSOH",
-    version: 1,
+    version: 2,
+    oldest: 1,
 };
+
+/// The version a record of `files` is written in: 2 when every file carries a checksum, 1 when
+/// none does (as version 1 wrote them); files of both kinds in one record are refused.
+pub(crate) fn version_for<'a>(
+    files: impl IntoIterator<Item = &'a StateFileRecord>,
+) -> std::result::Result<u16, &'static str> {
+    let (mut with, mut without) = (false, false);
+    for f in files {
+        if f.crc32c.is_some() {
+            with = true;
+        } else {
+            without = true;
+        }
+    }
+    match (with, without) {
+        (true, true) => Err("some files carry a checksum and others do not"),
+        (true, false) => Ok(2),
+        _ => Ok(1),
+    }
+}
 
 /// The smallest encoding of a state file: an empty path cannot occur, so one path byte.
 pub(crate) const MIN_FILE_LEN: usize = 2 + 1 + 8;
@@ -123,7 +145,8 @@ pub fn check_relative_path(path: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// One published state file: its path and its size in bytes.
+/// One published state file: its path, its size in bytes and (version 2) the CRC-32 of its
+/// whole content.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StateFileRecord {
     /// The path, relative to the checkpoint storage's root (a checkpoint) or to the
@@ -131,6 +154,9 @@ pub struct StateFileRecord {
     pub path: String,
     /// The file's length in bytes.
     pub size: u64,
+    /// The CRC-32 of the file's whole content: binds the file to the record, so that another
+    /// file of the same size in its place is detected. `None` in version-1 files.
+    pub crc32c: Option<u32>,
 }
 
 impl StateFileRecord {
@@ -141,7 +167,12 @@ impl StateFileRecord {
             return Err(r.invalid(at, format!("state file path {path:?}: {reason}")));
         }
         let size = r.u64()?;
-        Ok(StateFileRecord { path, size })
+        let crc32 = if r.version >= 2 { Some(r.u32()?) } else { None };
+        Ok(StateFileRecord {
+            path,
+            size,
+            crc32c: crc32,
+        })
     }
 
     pub(crate) fn write(&self, w: &mut Writer<'_>) -> Result<()> {
@@ -150,6 +181,16 @@ impl StateFileRecord {
         }
         w.str16(&self.path)?;
         w.u64(self.size);
+        match (w.version >= 2, self.crc32c) {
+            (true, Some(crc)) => w.u32(crc),
+            (false, None) => {}
+            _ => {
+                return Err(w.invalid(format!(
+                    "state file {}: checksums on some files only",
+                    self.path
+                )))
+            }
+        }
         Ok(())
     }
 }
@@ -171,7 +212,13 @@ impl KeyedStateHandleRecord {
     /// Encodes the handle standing alone (framed, with its checksum). `file` names the
     /// destination in errors about a record that breaks the format's rules.
     pub fn encode(&self, file: &str) -> Result<Vec<u8>> {
-        let mut w = KEYED_FRAME.writer(file);
+        let version = version_for(self.files.iter().chain(&self.shared)).map_err(|reason| {
+            crate::FormatError::InvalidInput {
+                file: file.to_string(),
+                reason: reason.into(),
+            }
+        })?;
+        let mut w = KEYED_FRAME.writer_of(file, version);
         self.write(&mut w)?;
         Ok(w.finish())
     }
@@ -269,7 +316,12 @@ impl OperatorStateHandleRecord {
     /// Encodes the handle standing alone (framed, with its checksum). `file` names the
     /// destination in errors about a record that breaks the format's rules.
     pub fn encode(&self, file: &str) -> Result<Vec<u8>> {
-        let mut w = OPERATOR_FRAME.writer(file);
+        let version =
+            version_for([&self.file]).map_err(|reason| crate::FormatError::InvalidInput {
+                file: file.to_string(),
+                reason: reason.into(),
+            })?;
+        let mut w = OPERATOR_FRAME.writer_of(file, version);
         self.write(&mut w)?;
         Ok(w.finish())
     }
@@ -312,10 +364,12 @@ mod tests {
             key_group_range: (3, 9),
             files: vec![
                 StateFileRecord {
+                    crc32c: None,
                     path: "chk-2/op-1-keyed".into(),
                     size: 1234,
                 },
                 StateFileRecord {
+                    crc32c: None,
                     path: "chk-2/op-1-keyed-b".into(),
                     size: 0,
                 },
@@ -333,6 +387,7 @@ mod tests {
         );
         let op = OperatorStateHandleRecord {
             file: StateFileRecord {
+                crc32c: None,
                 path: "sp/offsets".into(),
                 size: u64::MAX,
             },
@@ -351,15 +406,18 @@ mod tests {
             kind: KeyedHandleKind::LsmNative,
             key_group_range: (0, 63),
             files: vec![StateFileRecord {
+                crc32c: None,
                 path: "chk-4/op-0-keyed".into(),
                 size: 310,
             }],
             shared: vec![
                 StateFileRecord {
+                    crc32c: None,
                     path: "shared/0123-000001.sst".into(),
                     size: 4096,
                 },
                 StateFileRecord {
+                    crc32c: None,
                     path: "shared/0123-000002.sst".into(),
                     size: 8192,
                 },

@@ -41,13 +41,15 @@ use super::{Frame, Reader, Result, Writer};
 pub(crate) const METADATA_FRAME: Frame = Frame {
     magic: MAGIC,
     version: VERSION,
+    oldest: 1,
 };
 
 /// The magic number a `_metadata` file starts with.
 pub const MAGIC: [u8; 4] = *b"FSCM";
 
-/// The format version this build writes and reads.
-pub const VERSION: u16 = 1;
+/// The newest format version: 2 records a CRC-32 of every file's content beside its size. A
+/// record whose files carry no checksum is written as version 1, which is still read.
+pub const VERSION: u16 = 2;
 
 /// The largest `_metadata` file a reader should accept (64 MiB): far above what handles of
 /// thousands of tasks take, small enough to read whole.
@@ -207,7 +209,21 @@ impl CheckpointMetadataRecord {
     /// Encodes the file. `file` names the destination in errors about a record that breaks
     /// the format's rules (the error's offset is where the bad field would have gone).
     pub fn encode(&self, file: &str) -> Result<Vec<u8>> {
-        let mut w = METADATA_FRAME.writer(file);
+        let version = super::handle::version_for(
+            self.tasks
+                .iter()
+                .flat_map(|t| t.keyed.iter().flat_map(|h| h.files.iter().chain(&h.shared)))
+                .chain(
+                    self.tasks
+                        .iter()
+                        .flat_map(|t| t.operator.iter().map(|h| &h.file)),
+                ),
+        )
+        .map_err(|reason| crate::FormatError::InvalidInput {
+            file: file.to_string(),
+            reason: reason.into(),
+        })?;
+        let mut w = METADATA_FRAME.writer_of(file, version);
         w.u64(self.checkpoint_id);
         w.u8(self.kind.to_byte());
         w.u64(self.timestamp_millis);
@@ -277,6 +293,7 @@ mod tests {
                 shared: vec![],
                 key_group_range: (0, 63),
                 files: vec![StateFileRecord {
+                    crc32c: None,
                     path: format!("chk-1/{op}-{index}"),
                     size: 10,
                 }],
@@ -292,6 +309,28 @@ mod tests {
             timestamp_millis: 5,
             tasks: vec![task("a", 0), task("a", 1)],
         }
+    }
+
+    #[test]
+    fn files_with_checksums_make_version_2_and_mixed_files_are_refused() {
+        let mut m = metadata();
+        for t in &mut m.tasks {
+            for h in &mut t.keyed {
+                for (i, f) in h.files.iter_mut().enumerate() {
+                    f.crc32c = Some(0x1234_5678 + i as u32);
+                }
+            }
+        }
+        let bytes = m.encode("m").unwrap();
+        assert_eq!(&bytes[4..6], &2u16.to_le_bytes());
+        assert_eq!(CheckpointMetadataRecord::decode(&bytes, "m").unwrap(), m);
+        let v1 = metadata().encode("m").unwrap();
+        assert_eq!(&v1[4..6], &1u16.to_le_bytes());
+        m.tasks[0].keyed[0].files[0].crc32c = None;
+        assert!(matches!(
+            m.encode("m"),
+            Err(FormatError::InvalidInput { .. })
+        ));
     }
 
     #[test]
@@ -380,12 +419,18 @@ mod tests {
         b.push(0);
         let err = CheckpointMetadataRecord::decode(&with_crc(b), "m").unwrap_err();
         assert!(err.to_string().contains("trailing"), "{err}");
-        // Version 2.
+        // Version 3 (a future one) and 0 are refused.
+        for version in [0, 3] {
+            let mut b = body.to_vec();
+            b[4] = version;
+            assert!(matches!(
+                CheckpointMetadataRecord::decode(&with_crc(b), "m"),
+                Err(FormatError::UnsupportedVersion { .. })
+            ));
+        }
+        // Version 2 bytes of version-1 content: the files lack their checksums (truncated).
         let mut b = body.to_vec();
         b[4] = 2;
-        assert!(matches!(
-            CheckpointMetadataRecord::decode(&with_crc(b), "m"),
-            Err(FormatError::UnsupportedVersion { found: 2, .. })
-        ));
+        assert!(CheckpointMetadataRecord::decode(&with_crc(b), "m").is_err());
     }
 }

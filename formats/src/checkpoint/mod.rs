@@ -28,7 +28,11 @@
 //!         keyed: vec![KeyedStateHandleRecord {
 //!             kind: KeyedHandleKind::KeyGroupFiles,
 //!             key_group_range: (0, 127),
-//!             files: vec![StateFileRecord { path: "chk-7/window-agg-0".into(), size: 4096 }],
+//!             files: vec![StateFileRecord {
+//!                 path: "chk-7/window-agg-0".into(),
+//!                 size: 4096,
+//!                 crc32c: Some(0x1c29_4b4d),
+//!             }],
 //!             shared: vec![],
 //!         }],
 //!         operator: vec![],
@@ -69,11 +73,12 @@ pub(crate) const HEADER_LEN: usize = 6;
 pub(crate) const TRAILER_LEN: usize = 4;
 
 /// Identifies one framed format: `magic | version u16 LE | body | CRC-32 u32 LE`, the CRC
-/// covering every byte before it.
+/// covering every byte before it. A reader accepts versions `oldest ..= version`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Frame {
     pub(crate) magic: [u8; 4],
     pub(crate) version: u16,
+    pub(crate) oldest: u16,
 }
 
 impl Frame {
@@ -93,7 +98,7 @@ impl Frame {
             return Err(truncated(file, 0, min_len, bytes.len()));
         }
         let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-        if version != self.version {
+        if version < self.oldest || version > self.version {
             return Err(FormatError::UnsupportedVersion {
                 file: file.to_string(),
                 found: u32::from(version),
@@ -108,15 +113,21 @@ impl Frame {
             bytes: covered,
             pos: HEADER_LEN,
             file,
+            version,
         })
     }
 
-    /// A writer whose output starts with this frame's header.
+    /// A writer whose output starts with this frame's header, of its newest version.
     pub(crate) fn writer<'a>(&self, file: &'a str) -> Writer<'a> {
+        self.writer_of(file, self.version)
+    }
+
+    /// A writer whose output starts with this frame's header, of version `version`.
+    pub(crate) fn writer_of<'a>(&self, file: &'a str, version: u16) -> Writer<'a> {
         let mut out = Vec::with_capacity(256);
         out.extend_from_slice(&self.magic);
-        out.extend_from_slice(&self.version.to_le_bytes());
-        Writer { out, file }
+        out.extend_from_slice(&version.to_le_bytes());
+        Writer { out, file, version }
     }
 }
 
@@ -136,6 +147,8 @@ pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
     file: &'a str,
+    /// The format version of the file being read.
+    pub(crate) version: u16,
 }
 
 impl<'a> Reader<'a> {
@@ -226,6 +239,8 @@ impl<'a> Reader<'a> {
 pub(crate) struct Writer<'a> {
     out: Vec<u8>,
     file: &'a str,
+    /// The format version being written.
+    pub(crate) version: u16,
 }
 
 impl Writer<'_> {

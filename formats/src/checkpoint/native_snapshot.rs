@@ -23,7 +23,7 @@
 //!         ...   tables, each:
 //!                 u8 level (0..=15) | u8 location: 0 shared/, 1 beside this file
 //!                 u64 table id | u16 name length | name (UTF-8, one path component)
-//!                 u64 size | u32 CRC-32 of the whole table file
+//!                 u64 size | u32 CRC-32C of the whole table file
 //!                 u32 smallest key length | smallest key | u32 largest key length | largest key
 //! n - 4   4     CRC-32 of bytes 0 .. n - 4
 //! ```
@@ -43,6 +43,7 @@ use crate::snapshot::SnapshotMeta;
 pub(crate) const NATIVE_FRAME: Frame = Frame {
     magic: MAGIC,
     version: VERSION,
+    oldest: VERSION,
 };
 
 /// The magic number a native snapshot file starts with.
@@ -102,8 +103,8 @@ pub struct NativeTableRecord {
     pub name: String,
     /// The file's length in bytes.
     pub size: u64,
-    /// The CRC-32 of the whole file.
-    pub crc32: u32,
+    /// The CRC-32C of the whole file (formats.md 4.2).
+    pub crc32c: u32,
     /// The smallest key of the table (of its entries and range tombstones).
     pub smallest: Vec<u8>,
     /// The largest key of the table (an upper bound where a range tombstone ends it).
@@ -143,7 +144,7 @@ impl NativeSnapshotRecord {
             w.u64(t.table_id);
             w.str16(&t.name)?;
             w.u64(t.size);
-            w.u32(t.crc32);
+            w.u32(t.crc32c);
             w.bytes32(&t.smallest)?;
             w.bytes32(&t.largest)?;
         }
@@ -171,7 +172,7 @@ impl NativeSnapshotRecord {
             let table_id = r.u64()?;
             let name = r.str16()?;
             let size = r.u64()?;
-            let crc32 = r.u32()?;
+            let crc32c = r.u32()?;
             let smallest = r.bytes32(MAX_KEY_LEN)?.to_vec();
             let largest = r.bytes32(MAX_KEY_LEN)?.to_vec();
             let table = NativeTableRecord {
@@ -180,7 +181,7 @@ impl NativeSnapshotRecord {
                 table_id,
                 name,
                 size,
-                crc32,
+                crc32c,
                 smallest,
                 largest,
             };
@@ -285,7 +286,7 @@ mod tests {
                     table_id: 7,
                     name: "00ff-000007.sst".into(),
                     size: 4096,
-                    crc32: 0xdead_beef,
+                    crc32c: 0xdead_beef,
                     smallest: b"\x00\x00\x00\x00a".to_vec(),
                     largest: b"\x00\x00\x00\x00z".to_vec(),
                 },
@@ -295,7 +296,7 @@ mod tests {
                     table_id: 3,
                     name: "000003.sst".into(),
                     size: 1 << 20,
-                    crc32: 1,
+                    crc32c: 1,
                     smallest: vec![],
                     largest: vec![0xff],
                 },

@@ -28,6 +28,104 @@ impl Crc32 {
     }
 }
 
+/// CRC-32C (Castagnoli, reflected polynomial `0x82F63B78`), computed piece by piece: the
+/// checksum that binds a whole state file to the `_metadata` that lists it.
+///
+/// Not the CRC-32 of [`crc32`]: a file that ends with the CRC-32 of all its preceding bytes
+/// (every framed checkpoint file does) has one and the same CRC-32 as every other such file of
+/// its length, which would let a stale copy pass for the current one. CRC-32C, another
+/// polynomial, has no such fixed value over them.
+///
+/// ```
+/// use flowstate_formats::codec::checksum::Crc32c;
+/// let mut c = Crc32c::new();
+/// c.update(b"1234");
+/// c.update(b"56789");
+/// assert_eq!(c.finalize(), 0xe306_9283);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Crc32c(u32);
+
+impl Default for Crc32c {
+    fn default() -> Self {
+        Crc32c::new()
+    }
+}
+
+/// Slice-by-8 tables of CRC-32C, computed at compile time.
+static CRC32C_TABLES: [[u32; 256]; 8] = crc32c_tables();
+
+const fn crc32c_tables() -> [[u32; 256]; 8] {
+    let mut t = [[0u32; 256]; 8];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 == 1 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        t[0][i] = c;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 256 {
+        let mut j = 1;
+        while j < 8 {
+            let prev = t[j - 1][i];
+            t[j][i] = (prev >> 8) ^ t[0][(prev & 0xff) as usize];
+            j += 1;
+        }
+        i += 1;
+    }
+    t
+}
+
+impl Crc32c {
+    /// A CRC over no bytes yet.
+    pub fn new() -> Self {
+        Crc32c(!0)
+    }
+
+    /// Adds `bytes`.
+    pub fn update(&mut self, bytes: &[u8]) {
+        let t = &CRC32C_TABLES;
+        let mut c = self.0;
+        let mut chunks = bytes.chunks_exact(8);
+        for b in &mut chunks {
+            let lo = c ^ u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            c = t[7][(lo & 0xff) as usize]
+                ^ t[6][((lo >> 8) & 0xff) as usize]
+                ^ t[5][((lo >> 16) & 0xff) as usize]
+                ^ t[4][(lo >> 24) as usize]
+                ^ t[3][b[4] as usize]
+                ^ t[2][b[5] as usize]
+                ^ t[1][b[6] as usize]
+                ^ t[0][b[7] as usize];
+        }
+        for &b in chunks.remainder() {
+            c = (c >> 8) ^ t[0][((c ^ u32::from(b)) & 0xff) as usize];
+        }
+        self.0 = c;
+    }
+
+    /// The CRC-32C of every byte added.
+    pub fn finalize(self) -> u32 {
+        !self.0
+    }
+}
+
+/// The CRC-32C of `bytes` ([`Crc32c`]).
+pub fn crc32c(bytes: &[u8]) -> u32 {
+    let mut c = Crc32c::new();
+    c.update(bytes);
+    c.finalize()
+}
+
 /// Checks that `bytes`, found at byte `offset` of `file`, have the CRC-32 `expected`.
 ///
 /// The error is [`FormatError::ChecksumMismatch`] with `offset` (the first byte covered).
@@ -48,6 +146,35 @@ pub fn verify(bytes: &[u8], expected: u32, file: &str, offset: u64) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crc32c_matches_the_published_vectors_in_any_pieces() {
+        assert_eq!(crc32c(b""), 0);
+        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+        assert_eq!(crc32c(&[0u8; 32]), 0x8a91_36aa);
+        assert_eq!(crc32c(&[0xffu8; 32]), 0x62a8_ab43);
+        let bytes: Vec<u8> = (0..1000u32).map(|i| (i * 31 + 7) as u8).collect();
+        let whole = crc32c(&bytes);
+        for cut in [1, 3, 8, 9, 500, 999] {
+            let mut c = Crc32c::new();
+            c.update(&bytes[..cut]);
+            c.update(&bytes[cut..]);
+            assert_eq!(c.finalize(), whole, "{cut}");
+        }
+    }
+
+    #[test]
+    fn framed_files_of_one_length_differ_in_crc32c_though_not_in_crc32() {
+        // A file ending with the CRC-32 of the bytes before it has a fixed CRC-32.
+        let framed = |body: &[u8]| {
+            let mut f = body.to_vec();
+            f.extend_from_slice(&crc32(body).to_le_bytes());
+            f
+        };
+        let (a, b) = (framed(b"offset 299999"), framed(b"offset 300000"));
+        assert_eq!(crc32(&a), crc32(&b));
+        assert_ne!(crc32c(&a), crc32c(&b));
+    }
 
     #[test]
     fn a_crc_in_pieces_equals_the_crc_of_the_whole() {
