@@ -186,6 +186,7 @@ fn every_damaged_truncated_swapped_or_substituted_file_fails_the_restore() {
             }
         }
     }
+    eprintln!("damage sweep (trials, detected) per kind: {counts:?}");
     let trials: u64 = counts.values().map(|c| c.0).sum();
     assert!(trials > 1_000, "{counts:?}");
     assert!(
