@@ -22,8 +22,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Show what a checkpoint or savepoint holds: tasks, handles, files, states (read-only).
     Inspect(tools::Which),
-    /// Read every byte of a checkpoint or savepoint and check checksums and structure.
-    Verify(tools::Which),
+    /// Read every byte of the retained checkpoints (or one checkpoint or savepoint), check
+    /// checksums and structure, and report every problem.
+    Verify(tools::VerifyArgs),
     /// Print the keyed entries of a checkpoint or savepoint as hex.
     Dump(tools::DumpArgs),
     /// Show an LSM tree's levels and tables (or one table file); --verify reads them whole.
@@ -35,7 +36,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Inspect(which) => tools::inspect(&which),
-        Command::Verify(which) => tools::verify(&which),
+        Command::Verify(args) => tools::verify(&args),
         Command::Dump(args) => tools::dump(&args),
         Command::Lsm(args) => lsm_tool::lsm(&args),
     };

@@ -315,52 +315,169 @@ fn content_checksum() -> flowstate_formats::codec::checksum::Crc32c {
     flowstate_formats::codec::checksum::Crc32c::new()
 }
 
-/// `flowstate verify`: reads every byte of every file of a checkpoint and checks it.
-pub fn verify(which: &Which) -> ToolResult<()> {
-    let (storage, done) = load(which)?;
-    let mut entries = 0u64;
-    let mut files = 0u64;
+/// Options of `flowstate verify`.
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    which: Which,
+    /// Print the verdicts and every problem as one JSON document on standard output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What verifying one snapshot found.
+struct Verdict {
+    what: String,
+    files: u64,
+    entries: u64,
+    problems: Vec<String>,
+}
+
+/// Verifies every file of `done`, collecting every problem (a file and what failed in it)
+/// rather than stopping at the first.
+fn verify_snapshot(storage: &FsCheckpointStorage, done: &CompletedCheckpoint) -> Verdict {
+    let mut v = Verdict {
+        what: format!("{:?} {}", done.kind(), done.id().0),
+        files: 0,
+        entries: 0,
+        problems: Vec::new(),
+    };
     for task in done.tasks() {
         for handle in &task.keyed {
             if handle.kind() == KeyedHandleKind::LsmNative {
-                let (n, f) = verify_native(&storage, handle)?;
-                entries += n;
-                files += f;
+                match verify_native(storage, handle) {
+                    Ok((n, f)) => {
+                        v.entries += n;
+                        v.files += f;
+                    }
+                    Err(e) => v.problems.push(e.to_string()),
+                }
                 continue;
             }
             for file in handle.files() {
-                let reader = open_snapshot(&storage, file)?;
-                let max_parallelism = reader.meta().max_parallelism;
-                let mut misplaced = 0u64;
-                for kg in reader.key_group_range() {
-                    entries +=
-                        reader.read_key_group::<flowstate_formats::FormatError>(kg, |e| {
-                            if key_group_for(e.key, max_parallelism) != kg {
-                                misplaced += 1;
-                            }
-                            Ok(())
-                        })?;
+                match verify_canonical(storage, file) {
+                    Ok(n) => {
+                        v.entries += n;
+                        v.files += 1;
+                    }
+                    Err(e) => v.problems.push(e.to_string()),
                 }
-                if misplaced > 0 {
-                    return Err(format!(
-                        "{}: {misplaced} entries are filed under a key group their key does not hash to",
-                        file.path()
-                    )
-                    .into());
-                }
-                files += 1;
             }
         }
         for handle in &task.operator {
-            read_operator_state(&storage, handle)?;
-            files += 1;
+            match read_operator_state(storage, handle) {
+                Ok(_) => v.files += 1,
+                Err(e) => v.problems.push(e.to_string()),
+            }
         }
     }
-    println!(
-        "OK: {:?} {}: {files} file(s), {entries} keyed entries, every checksum and structure verified",
-        done.kind(),
-        done.id().0
-    );
+    v
+}
+
+/// Reads every key group of a canonical snapshot file; returns its number of entries.
+fn verify_canonical(storage: &FsCheckpointStorage, file: &StateFile) -> ToolResult<u64> {
+    let reader = open_snapshot(storage, file)?;
+    let max_parallelism = reader.meta().max_parallelism;
+    let mut misplaced = 0u64;
+    let mut entries = 0u64;
+    for kg in reader.key_group_range() {
+        entries += reader.read_key_group::<flowstate_formats::FormatError>(kg, |e| {
+            if key_group_for(e.key, max_parallelism) != kg {
+                misplaced += 1;
+            }
+            Ok(())
+        })?;
+    }
+    if misplaced > 0 {
+        return Err(format!(
+            "{}: {misplaced} entries are filed under a key group their key does not hash to",
+            file.path()
+        )
+        .into());
+    }
+    Ok(entries)
+}
+
+/// A JSON string literal of `s`.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `flowstate verify`: reads every byte of every file of the checkpoint or savepoint it is
+/// given, or of every retained checkpoint, and reports every problem it finds (never only the
+/// first), then a verdict per snapshot; fails unless nothing is damaged.
+pub fn verify(args: &VerifyArgs) -> ToolResult<()> {
+    let which = &args.which;
+    let mut verdicts = Vec::new();
+    if which.savepoint.is_some() || which.checkpoint.is_some() {
+        let (storage, done) = load(which)?;
+        verdicts.push(verify_snapshot(&storage, &done));
+    } else {
+        // Checks the directory (and names what to give) as for one checkpoint.
+        let (storage, _) = load(which)?;
+        for id in storage.completed()? {
+            match storage.load_checkpoint(id) {
+                Ok(done) => verdicts.push(verify_snapshot(&storage, &done)),
+                Err(e) => verdicts.push(Verdict {
+                    what: format!("Checkpoint {}", id.0),
+                    files: 0,
+                    entries: 0,
+                    problems: vec![e.to_string()],
+                }),
+            }
+        }
+    }
+    let damaged = verdicts.iter().filter(|v| !v.problems.is_empty()).count();
+    if args.json {
+        let items: Vec<String> = verdicts
+            .iter()
+            .map(|v| {
+                let problems: Vec<String> = v.problems.iter().map(|p| json_string(p)).collect();
+                format!(
+                    "{{\"snapshot\":{},\"ok\":{},\"files\":{},\"keyed_entries\":{},\"problems\":[{}]}}",
+                    json_string(&v.what),
+                    v.problems.is_empty(),
+                    v.files,
+                    v.entries,
+                    problems.join(",")
+                )
+            })
+            .collect();
+        println!(
+            "{{\"ok\":{},\"snapshots\":[{}]}}",
+            damaged == 0,
+            items.join(",")
+        );
+    } else {
+        for v in &verdicts {
+            for p in &v.problems {
+                eprintln!("DAMAGED {}: {p}", v.what);
+            }
+            if v.problems.is_empty() {
+                println!(
+                    "OK: {}: {} file(s), {} keyed entries, every checksum and structure verified",
+                    v.what, v.files, v.entries
+                );
+            } else {
+                println!("DAMAGED: {}: {} problem(s)", v.what, v.problems.len());
+            }
+        }
+    }
+    if damaged > 0 {
+        return Err(format!("{damaged} of {} snapshot(s) damaged", verdicts.len()).into());
+    }
     Ok(())
 }
 

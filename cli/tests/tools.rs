@@ -305,3 +305,59 @@ fn a_stale_file_of_the_same_size_from_an_older_checkpoint_is_detected() {
     assert!(err.contains(&format!("chk-{newer}/source-0")), "{err}");
     assert!(err.contains("CRC-32"), "{err}");
 }
+
+#[test]
+fn verify_reports_every_damaged_file_of_every_retained_checkpoint_and_json() {
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let dir = tmp.path().join("chk");
+    demo_checkpoints(&dir);
+    let out = Command::new(env!("CARGO_BIN_EXE_flowstate"))
+        .args(["verify", "--json"])
+        .arg(&dir)
+        .output()
+        .expect("the flowstate binary runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.starts_with("{\"ok\":true,\"snapshots\":["), "{text}");
+    // Damage one file in each of the two retained checkpoints.
+    let mut damaged = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("the directory reads") {
+        let name = entry
+            .expect("an entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if name.starts_with("chk-") {
+            let path = dir.join(&name).join("source-0");
+            let mut bytes = std::fs::read(&path).expect("the offsets");
+            bytes[10] ^= 0x01;
+            std::fs::write(&path, &bytes).expect("write it back");
+            damaged.push(format!("{name}/source-0"));
+        }
+    }
+    assert_eq!(damaged.len(), 2);
+    let out = flowstate(&["verify"], &dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    for d in &damaged {
+        assert!(err.contains(d.as_str()), "{d}: {err}");
+    }
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("DAMAGED:")).count(),
+        2,
+        "{text}"
+    );
+    assert!(err.contains("2 of 2 snapshot(s) damaged"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_flowstate"))
+        .args(["verify", "--json"])
+        .arg(&dir)
+        .output()
+        .expect("the flowstate binary runs");
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(json.starts_with("{\"ok\":false,"), "{json}");
+    for d in &damaged {
+        assert!(json.contains(d.as_str()), "{d}: {json}");
+    }
+}
