@@ -498,12 +498,66 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `flowstate dump`: the entries of a checkpoint's keyed state, as hex, whatever the kind of
-/// its handles (canonical files or native LSM snapshots).
+/// `flowstate dump`: the entries of a checkpoint's keyed state, whatever the kind of its
+/// handles (canonical files or native LSM snapshots), and its operator state, as hex; an
+/// unknown `--state` is an error listing the states.
 pub fn dump(args: &DumpArgs) -> ToolResult<()> {
     let (storage, done) = load(&args.which)?;
+    // An unknown --state is an error that lists the states there are.
+    if let Some(wanted) = &args.state {
+        let mut names = std::collections::BTreeSet::new();
+        for task in done.tasks() {
+            for source in open_restore_sources(&storage, &task.keyed)? {
+                names.extend(source.state_metas().into_iter().map(|m| m.name));
+            }
+            for handle in &task.operator {
+                let snapshot = read_operator_state(&storage, handle)?;
+                names.extend(snapshot.states.iter().map(|(m, _)| m.name.clone()));
+            }
+        }
+        if !names.contains(wanted) {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            return Err(format!(
+                "no state {wanted:?} in {:?} {}; its states: {}",
+                done.kind(),
+                done.id().0,
+                names.join(", ")
+            )
+            .into());
+        }
+    }
     let mut printed = 0u64;
     for task in done.tasks() {
+        // Operator state: each state's elements (a list) or entries (a map), as hex.
+        for handle in &task.operator {
+            let snapshot = read_operator_state(&storage, handle)?;
+            for (meta, data) in &snapshot.states {
+                if args.state.as_deref().is_some_and(|s| s != meta.name) {
+                    continue;
+                }
+                let value = match data {
+                    flowstate::operator::OperatorStateData::List(items) => {
+                        let items: Vec<String> = items.iter().map(|i| hex(i)).collect();
+                        format!("[{}]", items.join(", "))
+                    }
+                    flowstate::operator::OperatorStateData::Map(pairs) => {
+                        let pairs: Vec<String> = pairs
+                            .iter()
+                            .map(|(k, v)| format!("{}: {}", hex(k), hex(v)))
+                            .collect();
+                        format!("{{{}}}", pairs.join(", "))
+                    }
+                };
+                if printed == args.limit {
+                    return Ok(());
+                }
+                println!(
+                    "operator {}[{}] {} = {value}",
+                    task.operator_id, task.subtask_index, meta.name
+                );
+                printed += 1;
+            }
+        }
         for source in open_restore_sources(&storage, &task.keyed)? {
             let names: Vec<String> = source.state_metas().into_iter().map(|m| m.name).collect();
             for kg in source.key_group_range().iter() {

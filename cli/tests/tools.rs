@@ -361,3 +361,30 @@ fn verify_reports_every_damaged_file_of_every_retained_checkpoint_and_json() {
         assert!(json.contains(d.as_str()), "{d}: {json}");
     }
 }
+
+#[test]
+fn dump_names_the_states_when_one_is_unknown_and_dumps_operator_state() {
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let dir = tmp.path().join("chk");
+    demo_checkpoints(&dir);
+    let out = flowstate(&["dump", "--state", "no-such-state"], &dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("no state \"no-such-state\""), "{err}");
+    assert!(
+        err.contains("count") && err.contains("source-offset"),
+        "{err}"
+    );
+    let out = flowstate(&["dump", "--state", "source-offset"], &dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.starts_with("operator source[0] source-offset = ["),
+        "{text}"
+    );
+}
