@@ -144,6 +144,22 @@ impl NativeHandle {
         }
     }
 
+    /// Fails, naming the file and its checkpoint, unless `crc` is the CRC-32C table `index`
+    /// records.
+    fn check_crc(&self, index: usize, crc: u32) -> Result<()> {
+        let recorded = self.record.tables[index].crc32c;
+        if crc == recorded {
+            return Ok(());
+        }
+        Err(self.table_error(
+            index,
+            format!(
+                "checksum {crc:08x} where the snapshot records {recorded:08x}: the file is \
+                 damaged or another file"
+            ),
+        ))
+    }
+
     /// Opens table `index` in place through `storage`, after checking the CRC-32C of the whole
     /// file against the snapshot's record (a damaged or substituted file is named with its
     /// checkpoint here, not found later by a block read).
@@ -157,16 +173,7 @@ impl NativeHandle {
             Some(c) => c,
             None => stream(&*file, &mut |_| Ok(())).map_err(|e| self.table_error(index, e))?,
         };
-        if crc != t.crc32c {
-            return Err(self.table_error(
-                index,
-                format!(
-                    "checksum {crc:08x} where the snapshot records {:08x}: the file is damaged \
-                     or another file",
-                    t.crc32c
-                ),
-            ));
-        }
+        self.check_crc(index, crc)?;
         TableHandle::open_in_place(
             Arc::from(file),
             self.files[index].path(),
@@ -526,16 +533,9 @@ impl<K: Key> LsmBackend<K> {
                 }
             }
         };
-        if crc != t.crc32c {
+        if let Err(e) = native.check_crc(index, crc) {
             let _ = tree_storage.remove_file(&path);
-            return Err(native.table_error(
-                index,
-                format!(
-                    "checksum {crc:08x} where the snapshot records {:08x}: the file is damaged \
-                     or another file",
-                    t.crc32c
-                ),
-            ));
+            return Err(e);
         }
         Ok(linked)
     }
