@@ -12,6 +12,17 @@ fn flowstate(args: &[&str], dir: &Path) -> Output {
         .expect("the flowstate binary runs")
 }
 
+/// Runs `flowstate <args> DIR`, which must succeed, and returns what it printed.
+fn succeeds(args: &[&str], dir: &Path) -> String {
+    let out = flowstate(args, dir);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Runs the demo with `args` into `dir` and returns what it printed.
 fn demo(args: &[&str], dir: &Path) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_flowstate"))
@@ -53,23 +64,11 @@ fn inspect_verify_and_dump_read_a_checkpoint_without_changing_it() {
     // An incomplete checkpoint left by a crash: a read-only tool must not clean it up.
     std::fs::create_dir_all(dir.join("chk-999")).expect("create a directory");
 
-    let out = flowstate(&["inspect"], &dir);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = succeeds(&["inspect"], &dir);
     assert!(text.contains("state 'count': Value of u64@1"), "{text}");
     assert!(text.contains("source-offset"), "{text}");
 
-    let out = flowstate(&["verify"], &dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("OK:"));
+    assert!(succeeds(&["verify"], &dir).starts_with("OK:"));
 
     let out = flowstate(&["dump", "--state", "total", "--limit", "5"], &dir);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -143,26 +142,14 @@ fn tools_read_incremental_lsm_checkpoints_and_verify_checks_every_shared_file() 
         "the summary shows shared files: {text}"
     );
 
-    let out = flowstate(&["inspect"], &dir);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = succeeds(&["inspect"], &dir);
     assert!(text.contains("native LSM snapshot"), "{text}");
     assert!(text.contains("shared files:"), "{text}");
     assert!(text.contains(": checkpoints "), "{text}");
 
-    let out = flowstate(&["verify"], &dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = flowstate(&["dump", "--state", "count", "--limit", "3"], &dir);
-    assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+    succeeds(&["verify"], &dir);
+    let dumped = succeeds(&["dump", "--state", "count", "--limit", "3"], &dir);
+    assert_eq!(dumped.lines().count(), 3);
 
     // A byte flipped in the middle of a shared table the latest checkpoint references:
     // verify names the file.

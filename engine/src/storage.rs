@@ -491,6 +491,29 @@ impl Storage for LocalStorage {
     }
 }
 
+/// The size of the chunks [`stream_crc32c`] reads.
+const STREAM_CHUNK: usize = 1 << 20;
+
+/// Reads `source` whole in chunks, passing each to `sink`, and returns its CRC-32C (the checksum
+/// that binds a file to the snapshot that lists it).
+pub(crate) fn stream_crc32c(
+    source: &dyn ReadableFile,
+    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<u32> {
+    let len = source.len();
+    let mut hasher = flowstate_formats::codec::checksum::Crc32c::new();
+    let mut buf = vec![0u8; STREAM_CHUNK.min(usize::try_from(len).unwrap_or(STREAM_CHUNK))];
+    let mut at = 0u64;
+    while at < len {
+        let n = (len - at).min(buf.len() as u64) as usize;
+        source.read_at(at, &mut buf[..n])?;
+        hasher.update(&buf[..n]);
+        sink(&buf[..n])?;
+        at += n as u64;
+    }
+    Ok(hasher.finalize())
+}
+
 /// The error for a path that is not a regular file reached without links.
 fn refused(path: &str, reason: &'static str) -> Error {
     Error::InvalidPath {

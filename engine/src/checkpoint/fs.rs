@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use flowstate_formats::checkpoint::metadata::MAX_METADATA_LEN;
 use flowstate_formats::checkpoint::{check_relative_path, CheckpointMetadataRecord};
-use flowstate_formats::codec::checksum::Crc32c;
 use flowstate_formats::FormatError;
 
 use super::completed::CompletedCheckpoint;
@@ -17,7 +16,8 @@ use super::{CheckpointId, SnapshotKind, METADATA_FILE, SHARED_DIR, TASK_OWNED_DI
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::storage::{
-    is_temp_name, LocalStorage, ReadableFile, Storage, WritableFile, ROOT, TEMP_SUFFIX,
+    is_temp_name, stream_crc32c, LocalStorage, ReadableFile, Storage, WritableFile, ROOT,
+    TEMP_SUFFIX,
 };
 
 /// The number of completed checkpoints kept by default: 1, as Flink's
@@ -409,7 +409,7 @@ impl FsCheckpointStorage {
             max_size: self.max_state_size,
             failed: false,
             done: false,
-            crc: Crc32c::new(),
+            crc: flowstate_formats::codec::checksum::Crc32c::new(),
         }))
     }
 
@@ -789,16 +789,7 @@ fn misplaced(path: &str, offset: u64, found: String) -> Error {
 /// Reads `file` whole and checks that its CRC-32C is `expected`: the file is the one its handle
 /// lists, not another of the same size.
 fn check_checksum(path: &str, file: &dyn ReadableFile, expected: u32) -> Result<()> {
-    let mut crc = Crc32c::new();
-    let mut buf = vec![0u8; (1usize << 20).min(usize::try_from(file.len()).unwrap_or(1 << 20))];
-    let mut at = 0u64;
-    while at < file.len() {
-        let n = (file.len() - at).min(buf.len() as u64) as usize;
-        file.read_at(at, &mut buf[..n])?;
-        crc.update(&buf[..n]);
-        at += n as u64;
-    }
-    let found = crc.finalize();
+    let found = stream_crc32c(file, &mut |_| Ok(()))?;
     if found == expected {
         Ok(())
     } else {
@@ -915,7 +906,7 @@ struct FsStateFileWriter {
     /// Set once `finish` has run: the temporary file is then published or already removed.
     done: bool,
     /// The CRC-32C of the bytes written so far.
-    crc: Crc32c,
+    crc: flowstate_formats::codec::checksum::Crc32c,
 }
 
 impl Drop for FsStateFileWriter {

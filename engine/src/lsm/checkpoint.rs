@@ -37,10 +37,7 @@ use crate::checkpoint::{
 };
 use crate::error::{Error, Result};
 use crate::key_group::KeyGroupRange;
-use crate::storage::{ReadableFile, Storage};
-
-/// The size of the chunks a table is copied and checksummed in.
-const COPY_CHUNK: usize = 1 << 20;
+use crate::storage::{stream_crc32c, Storage};
 
 /// A local table published as a shared file.
 #[derive(Debug, Clone)]
@@ -158,14 +155,14 @@ impl NativeJob {
         mut writer: Box<dyn StateFileWriter>,
     ) -> Result<(StateFile, u32)> {
         let source = self.tree_storage.open(table.path())?;
-        let crc = stream(&*source, &mut |chunk| writer.write_all(chunk))?;
+        let crc = stream_crc32c(&*source, &mut |chunk| writer.write_all(chunk))?;
         Ok((writer.finish()?, crc))
     }
 
     /// The CRC-32C of a table's file.
     fn checksum(&self, table: &TableHandle) -> Result<u32> {
         let source = self.tree_storage.open(table.path())?;
-        stream(&*source, &mut |_| Ok(()))
+        stream_crc32c(&*source, &mut |_| Ok(()))
     }
 
     fn record(
@@ -336,26 +333,6 @@ pub(crate) fn file_name(file: &StateFile) -> String {
         .next()
         .unwrap_or(file.path())
         .to_string()
-}
-
-/// Reads `source` whole in chunks, passing each to `sink`, and returns its CRC-32C (the checksum
-/// that binds a file to the snapshot that lists it).
-pub(crate) fn stream(
-    source: &dyn ReadableFile,
-    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
-) -> Result<u32> {
-    let len = source.len();
-    let mut hasher = flowstate_formats::codec::checksum::Crc32c::new();
-    let mut buf = vec![0u8; COPY_CHUNK.min(usize::try_from(len).unwrap_or(COPY_CHUNK))];
-    let mut at = 0u64;
-    while at < len {
-        let n = (len - at).min(buf.len() as u64) as usize;
-        source.read_at(at, &mut buf[..n])?;
-        hasher.update(&buf[..n]);
-        sink(&buf[..n])?;
-        at += n as u64;
-    }
-    Ok(hasher.finalize())
 }
 
 #[cfg(test)]

@@ -24,7 +24,6 @@ use flowstate_formats::checkpoint::{
 };
 
 use super::backend::{group_entries, LsmBackend};
-use super::checkpoint::stream;
 use super::key::{self, KeyRange};
 use super::tree::{TableHandle, TreeSnapshot, Version, MAX_LEVELS};
 use crate::checkpoint::{
@@ -35,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::key_group::KeyGroupRange;
 use crate::snapshot::{EncodedEntry, RestoreSource};
 use crate::state::{CodecInfo, Key, StateId, StateMeta};
-use crate::storage::TEMP_SUFFIX;
+use crate::storage::{stream_crc32c, TEMP_SUFFIX};
 
 /// A native snapshot handle, opened: its snapshot file decoded and every table's file found
 /// in the handle.
@@ -171,7 +170,9 @@ impl NativeHandle {
         // The storage checked the content against the handle's checksum, when it has one.
         let crc = match self.files[index].checksum() {
             Some(c) => c,
-            None => stream(&*file, &mut |_| Ok(())).map_err(|e| self.table_error(index, e))?,
+            None => {
+                stream_crc32c(&*file, &mut |_| Ok(())).map_err(|e| self.table_error(index, e))?
+            }
         };
         self.check_crc(index, crc)?;
         TableHandle::open_in_place(
@@ -511,14 +512,14 @@ impl<K: Key> LsmBackend<K> {
                     format!("{size} bytes where the snapshot records {}", t.size),
                 ));
             }
-            stream(&*tree_storage.open(&path)?, &mut |_| Ok(()))?
+            stream_crc32c(&*tree_storage.open(&path)?, &mut |_| Ok(()))?
         } else {
             let source = storage
                 .open_state_file(file)
                 .map_err(|e| native.table_error(index, e))?;
             let tmp = format!("{path}{TEMP_SUFFIX}");
             let mut out = tree_storage.create(&tmp)?;
-            let copied = stream(&*source, &mut |chunk| out.write_all(chunk))
+            let copied = stream_crc32c(&*source, &mut |chunk| out.write_all(chunk))
                 .and_then(|crc| out.sync().map(|()| crc));
             match copied {
                 Ok(crc) => {
