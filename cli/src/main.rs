@@ -5,8 +5,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod dump;
+mod inspect;
+mod json;
 mod lsm_tool;
-mod tools;
+mod verify;
+mod which;
 
 /// flowstate: a state-backend storage engine for stream processors.
 #[derive(Parser, Debug)]
@@ -21,12 +25,13 @@ enum Command {
     /// Run a checkpointed keyed job that fails and recovers, and check it is exactly-once.
     Demo(demo::DemoArgs),
     /// Show what a checkpoint or savepoint holds: tasks, handles, files, states (read-only).
-    Inspect(tools::Which),
+    Inspect(which::Which),
     /// Read every byte of the retained checkpoints (or one checkpoint or savepoint), check
     /// checksums and structure, and report every problem.
-    Verify(tools::VerifyArgs),
-    /// Print the keyed entries of a checkpoint or savepoint as hex.
-    Dump(tools::DumpArgs),
+    Verify(verify::VerifyArgs),
+    /// Print the keyed and operator state of a checkpoint or savepoint, decoded through its
+    /// codecs (--json for JSON lines).
+    Dump(dump::DumpArgs),
     /// Show an LSM tree's levels and tables (or one table file); --verify reads them whole.
     Lsm(lsm_tool::LsmArgs),
 }
@@ -35,9 +40,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
-        Command::Inspect(which) => tools::inspect(&which),
-        Command::Verify(args) => tools::verify(&args),
-        Command::Dump(args) => tools::dump(&args),
+        Command::Inspect(which) => inspect::inspect(&which),
+        Command::Verify(args) => verify::verify(&args),
+        Command::Dump(args) => dump::dump(&args),
         Command::Lsm(args) => lsm_tool::lsm(&args),
     };
     match result {

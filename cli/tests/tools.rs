@@ -375,3 +375,77 @@ fn dump_names_the_states_when_one_is_unknown_and_dumps_operator_state() {
         "{text}"
     );
 }
+
+#[test]
+fn verify_names_every_damaged_block_with_its_offset() {
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let dir = tmp.path().join("chk");
+    demo_checkpoints(&dir);
+    let latest = std::fs::read_dir(&dir)
+        .expect("list")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("chk-"))
+        .max_by_key(|n| n[4..].parse::<u64>().unwrap_or(0))
+        .expect("a checkpoint");
+    let file = dir.join(&latest).join("user-activity-0");
+    let mut bytes = std::fs::read(&file).expect("read");
+    // Three flips far apart land in three different key-group blocks.
+    let offsets = [bytes.len() / 8, bytes.len() / 3, bytes.len() / 2];
+    for &o in &offsets {
+        bytes[o] ^= 0x10;
+    }
+    std::fs::write(&file, &bytes).expect("write");
+    let out = flowstate(&["verify", "--json"], &dir);
+    assert!(!out.status.success());
+    let json = String::from_utf8_lossy(&out.stdout);
+    let blocks = json
+        .matches("\"what\":\"checksum mismatch for the bytes at ")
+        .count();
+    // The whole-file CRC-32C against _metadata, then each damaged block.
+    assert!(
+        json.contains("(another file than the one its checkpoint lists"),
+        "{json}"
+    );
+    assert_eq!(blocks, 3, "{json}");
+    for &o in &offsets {
+        // Each flip is inside a block that starts at or before it.
+        assert!(
+            json.match_indices("\"offset\":")
+                .filter_map(|(i, _)| json[i + 9..]
+                    .split(',')
+                    .next()
+                    .and_then(|n| n.parse::<usize>().ok()))
+                .any(|start| start > 0 && start <= o && o - start < 20_000),
+            "no damaged block near {o}: {json}"
+        );
+    }
+}
+
+#[test]
+fn dump_decodes_values_through_their_codecs_and_prints_json_lines() {
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let dir = tmp.path().join("chk");
+    demo_checkpoints(&dir);
+    let text = succeeds(&["dump", "--state", "count", "--limit", "3"], &dir);
+    for line in text.lines() {
+        // `kg <n> count key <u64> = <u64>`: decoded numbers, not hex.
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words.len(), 7, "{line}");
+        assert!(words[4].parse::<u64>().is_ok(), "{line}");
+        assert!(words[6].parse::<u64>().is_ok(), "{line}");
+    }
+    let json = succeeds(&["dump", "--json", "--limit", "4"], &dir);
+    let mut lines = json.lines();
+    let first = lines.next().expect("the operator state first");
+    assert!(
+        first.starts_with(
+            "{\"operator\":\"source\",\"subtask\":0,\"state\":\"source-offset\",\"value\":["
+        ),
+        "{first}"
+    );
+    for line in lines {
+        assert!(line.starts_with("{\"key_group\":"), "{line}");
+        assert!(line.contains(",\"key\":") && line.ends_with('}'), "{line}");
+        assert!(!line.contains("\"hex\""), "{line}");
+    }
+}

@@ -1,8 +1,13 @@
 //! A sweep of damage over every file of a checkpoint like the demo's (an LSM task with an
 //! incremental checkpoint, a heap task with a canonical file, operator state): seeded bit flips,
 //! truncations, an appended byte, swapped blocks, and each file replaced by the file of the same
-//! name from the older checkpoint. Every case must be a typed error from a restore, never a
-//! panic and never a success.
+//! name from the older checkpoint. Every case must be a typed error from a restore and damage
+//! reported by `verify`, never a panic and never a success.
+//!
+//! The default run flips a seeded sample of 200 offsets a file. The full sweep over every byte
+//! of every file runs with
+//! `FLOWSTATE_DAMAGE_SWEEP=every-byte cargo test --release -p flowstate --test damage_sweep -- --nocapture`
+//! (about half an hour on 2 cores); it prints the same counts.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,6 +16,7 @@ use std::sync::Arc;
 use flowstate::checkpoint::{read_operator_state, write_operator_state};
 use flowstate::lsm::LsmBackground;
 use flowstate::operator::OperatorStateStore;
+use flowstate::verify::verify_checkpoint;
 use flowstate::*;
 
 const MAXP: u32 = 128;
@@ -107,6 +113,30 @@ fn restore_all(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether `verify` finds damage in checkpoint 2 (a `_metadata` that does not load is damage).
+fn verify_finds_damage(root: &Path) -> bool {
+    let Ok(storage) = FsCheckpointStorage::open_read_only(root) else {
+        return true;
+    };
+    match storage.load_checkpoint(CheckpointId(2)) {
+        Ok(done) => !verify_checkpoint(&storage, &done).is_ok(),
+        Err(_) => true,
+    }
+}
+
+/// Counts of one kind of damage.
+#[derive(Debug, Default)]
+struct Counts {
+    trials: u64,
+    /// Restores that returned an error.
+    restore_errors: u64,
+    /// Verifications that reported damage.
+    verify_found: u64,
+    /// Cases neither a restore error nor reported (a silent success of either).
+    silent: u64,
+    panics: u64,
+}
+
 struct Rng(u64);
 impl Rng {
     fn below(&mut self, n: u64) -> u64 {
@@ -133,29 +163,52 @@ fn every_damaged_truncated_swapped_or_substituted_file_fails_the_restore() {
     assert!(files.iter().any(|f| f.starts_with("shared/")), "{files:?}");
     drop(storage);
 
+    let every_byte = std::env::var("FLOWSTATE_DAMAGE_SWEEP").is_ok_and(|v| v == "every-byte");
     let mut rng = Rng(0x5eed_5eed);
-    let mut counts: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    let mut counts: BTreeMap<&str, Counts> = BTreeMap::new();
+    let mut missed: Vec<String> = Vec::new();
     let mut trial = |kind: &'static str, path: &str, damaged: Vec<u8>| {
         let full = root.join(path);
         let original = std::fs::read(&full).unwrap();
         std::fs::write(&full, &damaged).unwrap();
-        let outcome = std::panic::catch_unwind(|| restore_all(&root));
+        let outcome = std::panic::catch_unwind(|| (restore_all(&root), verify_finds_damage(&root)));
         std::fs::write(&full, &original).unwrap();
-        let entry = counts.entry(kind).or_default();
-        entry.0 += 1;
+        let c = counts.entry(kind).or_default();
+        c.trials += 1;
         match outcome {
-            Ok(Err(_)) => entry.1 += 1,
-            Ok(Ok(())) => panic!("{kind} of {path} was not detected"),
-            Err(_) => panic!("{kind} of {path} panicked"),
+            Ok((restored, found)) => {
+                c.restore_errors += u64::from(restored.is_err());
+                c.verify_found += u64::from(found);
+                if restored.is_ok() || !found {
+                    c.silent += 1;
+                    missed.push(format!(
+                        "{kind} of {path}: restore {}, verify {}",
+                        if restored.is_ok() {
+                            "succeeded"
+                        } else {
+                            "failed"
+                        },
+                        if found { "found damage" } else { "found none" }
+                    ));
+                }
+            }
+            Err(_) => {
+                c.panics += 1;
+                missed.push(format!("{kind} of {path} panicked"));
+            }
         }
     };
     for path in &files {
         let bytes = std::fs::read(root.join(path)).unwrap();
         let len = bytes.len() as u64;
-        for _ in 0..200 {
+        let offsets: Vec<u64> = if every_byte {
+            (0..len).collect()
+        } else {
+            (0..200).map(|_| rng.below(len)).collect()
+        };
+        for at in offsets {
             let mut d = bytes.clone();
-            let at = rng.below(len) as usize;
-            d[at] ^= 1 << rng.below(8);
+            d[at as usize] ^= 1 << rng.below(8);
             trial("bit flip", path, d);
         }
         for cut in [0, 1, len / 2, len.saturating_sub(1)] {
@@ -186,14 +239,16 @@ fn every_damaged_truncated_swapped_or_substituted_file_fails_the_restore() {
             }
         }
     }
-    eprintln!("damage sweep (trials, detected) per kind: {counts:?}");
-    let trials: u64 = counts.values().map(|c| c.0).sum();
+    eprintln!("damage sweep per kind: {counts:#?}");
+    let trials: u64 = counts.values().map(|c| c.trials).sum();
     assert!(trials > 1_000, "{counts:?}");
     assert!(
         counts.contains_key("substitution from the older checkpoint"),
         "{counts:?}"
     );
-    for (kind, (n, detected)) in &counts {
-        assert_eq!(n, detected, "{kind}");
-    }
+    assert!(
+        missed.is_empty(),
+        "{} of {trials} missed: {missed:#?}",
+        missed.len()
+    );
 }

@@ -623,6 +623,10 @@ impl CheckpointStorage for FsCheckpointStorage {
         Ok(readable)
     }
 
+    fn open_state_file_unchecked(&self, file: &StateFile) -> Result<Box<dyn ReadableFile>> {
+        self.storage.open(file.path())
+    }
+
     fn complete(
         &self,
         target: &SnapshotTarget,

@@ -130,6 +130,10 @@ impl CheckpointStorage for MemoryCheckpointStorage {
         self.inner.open_state_file(file)
     }
 
+    fn open_state_file_unchecked(&self, file: &StateFile) -> Result<Box<dyn ReadableFile>> {
+        self.inner.open_state_file_unchecked(file)
+    }
+
     fn complete(
         &self,
         target: &SnapshotTarget,

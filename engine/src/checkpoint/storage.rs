@@ -196,6 +196,12 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     /// readers (a snapshot reader seeking to the key groups it restores) read it directly.
     fn open_state_file(&self, file: &StateFile) -> Result<Box<dyn ReadableFile>>;
 
+    /// Opens a state file as [`open_state_file`](Self::open_state_file) does (only a regular
+    /// file inside the storage), but without checking its size or content checksum against
+    /// the handle: for verification tools that locate the damaged blocks of a file whose
+    /// whole-content check already failed. A restore never uses it.
+    fn open_state_file_unchecked(&self, file: &StateFile) -> Result<Box<dyn ReadableFile>>;
+
     /// Completes the snapshot `target` with the state every task reported: checks that
     /// every listed file is a finished state file of this snapshot with the recorded size,
     /// then writes `_metadata` atomically and durably. Only then is the snapshot complete,

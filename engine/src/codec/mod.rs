@@ -32,6 +32,8 @@ use std::borrow::Cow;
 use flowstate_formats::codec::varint;
 use thiserror::Error;
 
+pub mod dynamic;
+
 /// Why bytes could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
