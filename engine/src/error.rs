@@ -120,6 +120,16 @@ pub enum Error {
         /// The file's length.
         actual: u64,
     },
+    /// A state file says (in its origin field, spec/formats.md section 4.9) that it was
+    /// written for another checkpoint or savepoint, or under another name: a file of another
+    /// snapshot in its place.
+    #[error("state file {path}: {reason}")]
+    MisplacedFile {
+        /// The state file, as its checkpoint lists it.
+        path: String,
+        /// Where the file says it belongs.
+        reason: String,
+    },
     /// A state file would grow past the checkpoint storage's limit for one state file.
     #[error(
         "state file {path} would exceed the checkpoint storage's limit of {limit} bytes per \
@@ -182,7 +192,9 @@ impl Error {
                 flowstate_formats::FormatError::InvalidInput { .. } => ErrorKind::Usage,
                 _ => ErrorKind::Corruption,
             },
-            Error::StateFileSize { .. } | Error::SharedFile { .. } => ErrorKind::Corruption,
+            Error::StateFileSize { .. }
+            | Error::SharedFile { .. }
+            | Error::MisplacedFile { .. } => ErrorKind::Corruption,
             Error::StateSizeLimit { .. } => ErrorKind::Limit,
             Error::IncompatibleState { .. } | Error::IncompatibleSnapshot(_) => ErrorKind::Usage,
         }

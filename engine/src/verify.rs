@@ -147,6 +147,9 @@ fn verify_canonical(storage: &dyn CheckpointStorage, file: &StateFile, report: &
         Ok(reader) => reader,
         Err(e) => return report.push(file.path(), &e.into()),
     };
+    if let Err(e) = file.check_origin(reader.origin()) {
+        report.push(file.path(), &e);
+    }
     let max_parallelism = reader.meta().max_parallelism;
     let mut entries = 0u64;
     for kg in reader.key_group_range() {
@@ -192,6 +195,9 @@ fn verify_operator_state(
         Ok(reader) => reader,
         Err(e) => return report.push(file.path(), &e.into()),
     };
+    if let Err(e) = file.check_origin(reader.origin()) {
+        report.push(file.path(), &e);
+    }
     for index in 0..reader.state_count() {
         if let Err(e) = reader.read_state(index) {
             report.push(file.path(), &e.into());

@@ -369,3 +369,57 @@ fn the_encoded_run_matches_the_visited_entries_for_every_kind() -> Result<()> {
     }
     Ok(())
 }
+
+/// A state file records the checkpoint it was written for (its origin): a file of checkpoint
+/// 1 copied into checkpoint 2's directory is refused from its own header, even where the handle
+/// records no checksum (a version-1 `_metadata`), for keyed and operator state alike.
+#[test]
+fn a_file_of_another_checkpoint_is_refused_by_its_origin_without_a_checksum() -> Result<()> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let storage = fs_storage(dir.path(), 2)?;
+    let mut b = Backend::<u64>::open(config(1, 0)?)?;
+    let s = register(&mut b)?;
+    let mut offsets = OperatorStateStore::new();
+    let offset = offsets.list_state(&ListStateDescriptor::<u64>::new("offset"))?;
+    for id in 1..=2u64 {
+        fill(&mut b, &s, id)?;
+        offsets.list(&offset).update(vec![id])?;
+        let keyed = b.snapshot(CheckpointId(id), &storage, "task-0")?.run()?;
+        let operator = checkpoint::write_operator_state(
+            &*storage,
+            &SnapshotTarget::checkpoint(CheckpointId(id)),
+            "source-0",
+            &offsets.snapshot(),
+        )?;
+        let task = SubtaskState::new("op", 0, 1, MAXP)
+            .with_keyed(keyed.handle)
+            .with_operator(operator);
+        storage.complete_checkpoint(CheckpointId(id), vec![task])?;
+    }
+    for name in ["task-0", "source-0"] {
+        let stale = std::fs::read(dir.path().join("chk-1").join(name)).expect("readable");
+        std::fs::write(dir.path().join("chk-2").join(name), &stale).expect("writable");
+        // A handle without a checksum, of the stale file's size: only the origin can tell.
+        let file = StateFile::new(format!("chk-2/{name}"), stale.len() as u64)?;
+        let err = if name == "task-0" {
+            FileRestoreSource::open(&*storage, &file).map(|_| ())
+        } else {
+            checkpoint::read_operator_state(&*storage, &OperatorStateHandle::new(file)).map(|_| ())
+        }
+        .expect_err("a file of checkpoint 1 in checkpoint 2 is refused");
+        assert!(
+            matches!(&err, Error::MisplacedFile { path, reason }
+                if path == &format!("chk-2/{name}") && reason.contains("of checkpoint 1")),
+            "{err}"
+        );
+        assert_eq!(err.kind(), ErrorKind::Corruption);
+        // In its own place the same bytes are accepted.
+        let own = StateFile::new(format!("chk-1/{name}"), stale.len() as u64)?;
+        if name == "task-0" {
+            FileRestoreSource::open(&*storage, &own)?;
+        } else {
+            checkpoint::read_operator_state(&*storage, &OperatorStateHandle::new(own))?;
+        }
+    }
+    Ok(())
+}

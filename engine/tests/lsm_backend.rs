@@ -397,11 +397,17 @@ fn keyed_file(dir: &std::path::Path, done: &CompletedCheckpoint) -> Vec<u8> {
 #[test]
 fn lsm_checkpoint_files_equal_the_heap_files_in_every_tree_shape() -> Result<()> {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let root = dir.path().join("checkpoints");
-    let storage: Arc<dyn CheckpointStorage> = Arc::new(FsCheckpointStorage::open_local(
-        &root,
-        FsCheckpointOptions::default(),
-    )?);
+    // Each checkpoint goes to a storage of its own as checkpoint 1: a file records the
+    // checkpoint it belongs to (its origin), so only files of one checkpoint id compare equal.
+    let storage_at = |name: &str| -> Result<(std::path::PathBuf, Arc<dyn CheckpointStorage>)> {
+        let root = dir.path().join(name);
+        let storage: Arc<dyn CheckpointStorage> = Arc::new(FsCheckpointStorage::open_local(
+            &root,
+            FsCheckpointOptions::default(),
+        )?);
+        Ok((root, storage))
+    };
+    let (root, storage) = storage_at("heap")?;
     let mut heap = vec![Backend::<u64>::open(heap_config(1, 0)?)?];
     let s = register(&mut heap[0])?;
     fill(&mut heap[0], &s, 5)?;
@@ -412,7 +418,8 @@ fn lsm_checkpoint_files_equal_the_heap_files_in_every_tree_shape() -> Result<()>
     )?];
     let s = register(&mut lsm[0])?;
     fill(&mut lsm[0], &s, 5)?;
-    let spread = keyed_file(&root, &checkpoint(&storage, 2, &mut lsm)?);
+    let (root, storage) = storage_at("spread")?;
+    let spread = keyed_file(&root, &checkpoint(&storage, 1, &mut lsm)?);
     assert!(spread == want, "state spread over memtables and levels");
 
     if let Backend::Lsm(b) = &mut lsm[0] {
@@ -427,7 +434,8 @@ fn lsm_checkpoint_files_equal_the_heap_files_in_every_tree_shape() -> Result<()>
             "the bottom level holds every table"
         );
     }
-    let compacted = keyed_file(&root, &checkpoint(&storage, 3, &mut lsm)?);
+    let (root, storage) = storage_at("compacted")?;
+    let compacted = keyed_file(&root, &checkpoint(&storage, 1, &mut lsm)?);
     assert!(compacted == want, "state in one level");
     Ok(())
 }

@@ -59,16 +59,23 @@ pub fn encode_snapshot(
     compression: Compression,
     block_size: usize,
 ) -> Result<Vec<u8>, FormatError> {
+    let options = SnapshotWriterOptions {
+        compression,
+        block_size,
+        file_name: FILE_NAME.to_owned(),
+        origin: None,
+    };
+    encode_snapshot_with(meta, entries, options)
+}
+
+/// Writes `entries` (sorted as a reader returns them) as a snapshot of `meta` with `options`.
+pub fn encode_snapshot_with(
+    meta: &SnapshotMeta,
+    entries: &[Entry],
+    options: SnapshotWriterOptions,
+) -> Result<Vec<u8>, FormatError> {
     let mut out = Vec::new();
-    let mut w = SnapshotWriter::with_options(
-        &mut out,
-        meta,
-        SnapshotWriterOptions {
-            compression,
-            block_size,
-            file_name: FILE_NAME.to_owned(),
-        },
-    )?;
+    let mut w = SnapshotWriter::with_options(&mut out, meta, options)?;
     let mut open: Option<u16> = None;
     for (kg, state, key, ns, value) in entries {
         if open != Some(*kg) {
@@ -268,10 +275,18 @@ pub fn decode_operator_state(
     OperatorStateReader::open_with_limits(bytes, FILE_NAME, limits)?.read_all()
 }
 
-/// Writes `states`, in order, as an operator-state file.
+/// Writes `states`, in order, as an operator-state file with no origin.
 pub fn encode_operator_state(states: &[OperatorState]) -> Result<Vec<u8>, FormatError> {
+    encode_operator_state_with_origin(states, None)
+}
+
+/// Writes `states`, in order, as an operator-state file that records `origin`.
+pub fn encode_operator_state_with_origin(
+    states: &[OperatorState],
+    origin: Option<&crate::checkpoint::FileOrigin>,
+) -> Result<Vec<u8>, FormatError> {
     let mut out = Vec::new();
-    let mut w = OperatorStateWriter::new(&mut out, FILE_NAME)?;
+    let mut w = OperatorStateWriter::with_origin(&mut out, FILE_NAME, origin)?;
     for s in states {
         match &s.data {
             OperatorStateData::List(items) => w.write_list_state(&s.meta, items)?,
@@ -288,7 +303,8 @@ pub fn encode_operator_state(states: &[OperatorState]) -> Result<Vec<u8>, Format
 /// 0 recomputes the checksums first ([`repair_operator_state_checksums`]). Then, on the rest:
 /// decoding returns the states or an error naming the file and an offset within it, never a
 /// panic; and what decodes re-encodes to exactly the same bytes (the format has one encoding
-/// per content).
+/// per content and origin) if it is of the version this code writes, or to a file of that
+/// version with the same content if it is older.
 pub fn check_operator_state_decode(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
@@ -300,9 +316,21 @@ pub fn check_operator_state_decode(data: &[u8]) {
     match decode_operator_state(&bytes, fuzz_limits()) {
         Err(err) => check_error(&err, bytes.len()),
         Ok(states) => {
-            let again = encode_operator_state(&states)
+            let reader =
+                OperatorStateReader::open_with_limits(&bytes[..], FILE_NAME, fuzz_limits())
+                    .expect("a file that decoded opens again");
+            let again = encode_operator_state_with_origin(&states, reader.origin())
                 .expect("the writer accepts what the reader accepted");
-            assert_eq!(again, bytes, "one encoding per content");
+            if bytes[8..12] == crate::operator::VERSION.to_le_bytes() {
+                assert_eq!(again, bytes, "one encoding per content");
+            } else {
+                let decoded =
+                    decode_operator_state(&again, fuzz_limits()).expect("a re-encoding decodes");
+                assert_eq!(
+                    decoded, states,
+                    "an old version re-encodes to the same content"
+                );
+            }
         }
     }
 }

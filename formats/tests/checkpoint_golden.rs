@@ -11,9 +11,9 @@ use std::fs;
 use std::path::PathBuf;
 
 use flowstate_formats::checkpoint::{
-    CheckpointMetadataRecord, KeyedHandleKind, KeyedStateHandleRecord, NativeSnapshotRecord,
-    NativeTableRecord, OperatorStateHandleRecord, SnapshotKindRecord, StateFileRecord,
-    TableLocation, TaskStateRecord,
+    CheckpointMetadataRecord, FileOrigin, KeyedHandleKind, KeyedStateHandleRecord,
+    NativeSnapshotRecord, NativeTableRecord, OperatorStateHandleRecord, OriginKind,
+    SnapshotKindRecord, StateFileRecord, TableLocation, TaskStateRecord,
 };
 use flowstate_formats::snapshot::{SnapshotMeta, StateKind, StateMetaRecord};
 use flowstate_formats::{CodecRecord, FormatError};
@@ -223,6 +223,11 @@ fn native_snapshot() -> NativeSnapshotRecord {
         };
     NativeSnapshotRecord {
         checkpoint_id: 42,
+        origin: Some(FileOrigin {
+            kind: OriginKind::Checkpoint,
+            id: 42,
+            name: "keyed-agg-0".into(),
+        }),
         meta: SnapshotMeta {
             max_parallelism: 128,
             key_group_start: 0,
@@ -291,12 +296,33 @@ fn native_handle_matches_its_golden_file_and_damage_is_detected() {
 #[test]
 fn native_snapshot_matches_its_golden_file_and_damage_is_detected() {
     let encoded = native_snapshot().encode("chk-42/keyed-agg-0").unwrap();
-    let golden = check_golden("lsm_native_snapshot_v1.bin", &encoded);
-    assert_eq!(&golden[..6], b"FSLN\x01\x00");
+    let golden = check_golden("lsm_native_snapshot_v2.bin", &encoded);
+    assert_eq!(&golden[..6], b"FSLN\x02\x00");
     assert_eq!(golden[6..14], 42u64.to_le_bytes());
     assert_eq!(
         NativeSnapshotRecord::decode(&golden, "chk-42/keyed-agg-0").unwrap(),
         native_snapshot()
+    );
+    check_damage_is_detected(&golden, NativeSnapshotRecord::decode);
+    // An origin whose id is not the checkpoint's is refused by the encoder.
+    let mut bad = native_snapshot();
+    bad.origin.as_mut().expect("the sample has an origin").id = 41;
+    assert!(bad.encode("f").is_err());
+}
+
+#[test]
+fn native_snapshots_of_version_1_are_still_read_without_an_origin() {
+    let path = golden_path("lsm_native_snapshot_v1.bin");
+    let golden = fs::read(&path).expect("the version-1 golden file is kept");
+    assert_eq!(&golden[..6], b"FSLN\x01\x00");
+    let decoded = NativeSnapshotRecord::decode(&golden, "chk-42/keyed-agg-0").unwrap();
+    assert_eq!(decoded.origin, None);
+    assert_eq!(
+        decoded,
+        NativeSnapshotRecord {
+            origin: None,
+            ..native_snapshot()
+        }
     );
     check_damage_is_detected(&golden, NativeSnapshotRecord::decode);
 }

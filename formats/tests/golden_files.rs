@@ -80,6 +80,40 @@ fn committed_snapshots_decode_to_the_input() {
 }
 
 #[test]
+fn committed_snapshots_record_their_origin_and_version_1_is_still_read() {
+    for (name, _) in GOLDEN_SNAPSHOTS {
+        let bytes = golden(name);
+        let r = SnapshotReader::open(&bytes[..], name).unwrap();
+        assert_eq!(r.version(), 2, "{name}");
+        assert_eq!(r.origin(), Some(&golden_origin()), "{name}");
+    }
+    for name in GOLDEN_SNAPSHOTS_V1 {
+        let bytes = golden(name);
+        let r = SnapshotReader::open(&bytes[..], name).unwrap();
+        assert_eq!((r.version(), r.origin()), (1, None), "{name}");
+        let (meta, entries) = decode(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(meta, golden_meta(), "{name}");
+        assert_eq!(entries, golden_entries(), "{name}");
+    }
+    // A version-1 header with a version-2 footer is refused.
+    let mut mixed = golden(GOLDEN_SNAPSHOTS_V1[0]);
+    let n = mixed.len();
+    mixed[n - 12..n - 8].copy_from_slice(&2u32.to_le_bytes());
+    assert!(SnapshotReader::open(&mixed[..], "mixed").is_err());
+}
+
+#[test]
+fn committed_operator_state_of_version_1_is_still_read_without_an_origin() {
+    let bytes = golden(GOLDEN_OPERATOR_STATE_V1);
+    let r = flowstate_formats::operator::OperatorStateReader::open(&bytes[..], "v1").unwrap();
+    assert_eq!(r.origin(), None);
+    assert_eq!(r.read_all().unwrap(), golden_operator_states());
+    let bytes = golden(GOLDEN_OPERATOR_STATE);
+    let r = flowstate_formats::operator::OperatorStateReader::open(&bytes[..], "v2").unwrap();
+    assert_eq!(r.origin(), Some(&golden_origin()));
+}
+
+#[test]
 fn key_group_fifteen_spans_several_blocks() {
     // Walk the blocks of key group 15 in the uncompressed golden file by their headers.
     let bytes = golden("snapshot_none_v1.bin");
@@ -109,7 +143,7 @@ fn the_golden_files_start_and_end_with_their_magic() {
         let b = golden(name);
         assert_eq!(&b[..8], b"FLOWSNAP");
         assert_eq!(&b[b.len() - 8..], b"FLOWSNAP");
-        assert_eq!(&b[8..12], &1u32.to_le_bytes());
+        assert_eq!(&b[8..12], &2u32.to_le_bytes());
     }
     let b = golden(GOLDEN_OPERATOR_STATE);
     assert_eq!(&b[..8], b"FLOWOPST");

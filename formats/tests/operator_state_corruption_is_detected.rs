@@ -151,16 +151,25 @@ fn hostile_counts_and_lengths_are_refused_before_allocation() {
         e.to_string().contains("4294967295 states cannot fit"),
         "{e}"
     );
-    // A block length of u32::MAX, or above the caller's limit.
+    // An origin block (right after the header) of u32::MAX bytes.
     let mut bytes = original.clone();
     bytes[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+    let e = error(&bytes, "huge origin block");
+    assert!(
+        e.to_string().contains("origin block of 4294967295 bytes"),
+        "{e}"
+    );
+    // A block length of u32::MAX, or above the caller's limit.
+    let first = 12 + 8 + u32::from_le_bytes(original[12..16].try_into().expect("4 bytes")) as usize;
+    let mut bytes = original.clone();
+    bytes[first..first + 4].copy_from_slice(&u32::MAX.to_le_bytes());
     match decode_op(&bytes) {
         Err(FormatError::LimitExceeded {
             what,
             limit,
-            offset: 12,
+            offset,
             ..
-        }) => {
+        }) if offset == first as u64 => {
             assert_eq!(what, "operator state length");
             assert_eq!(limit, u64::from(MAX_BLOCK_LEN));
         }

@@ -1,8 +1,8 @@
 //! State handles: which published files hold a task's state.
 
 use flowstate_formats::checkpoint::{
-    check_relative_path, KeyedHandleKind, KeyedStateHandleRecord, OperatorStateHandleRecord,
-    StateFileRecord,
+    check_relative_path, FileOrigin, KeyedHandleKind, KeyedStateHandleRecord,
+    OperatorStateHandleRecord, StateFileRecord,
 };
 
 use crate::error::{Error, Result};
@@ -60,6 +60,22 @@ impl StateFile {
     /// The size in bytes.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Checks what the file says it belongs to (`origin`, read from its header; `None` for a
+    /// format version without one) against where its checkpoint lists it:
+    /// [`Error::MisplacedFile`] for a file of another checkpoint or savepoint, or of another
+    /// name, in its place.
+    pub fn check_origin(&self, origin: Option<&FileOrigin>) -> Result<()> {
+        match origin {
+            Some(o) => o
+                .check_path(&self.path)
+                .map_err(|reason| Error::MisplacedFile {
+                    path: self.path.clone(),
+                    reason,
+                }),
+            None => Ok(()),
+        }
     }
 
     /// The record of this file, with its path as it is.

@@ -11,6 +11,7 @@ use super::{CheckpointId, SnapshotKind};
 use crate::error::{Error, Result};
 use crate::key_group::KeyGroupRange;
 use crate::storage::ReadableFile;
+use flowstate_formats::checkpoint::{FileOrigin, OriginKind};
 
 /// What a snapshot is written for: checkpoint `id`, or a savepoint (also numbered with a
 /// checkpoint id) in a directory the user names.
@@ -64,6 +65,19 @@ impl SnapshotTarget {
     /// The checkpoint id.
     pub fn id(&self) -> CheckpointId {
         self.id
+    }
+
+    /// What a state file named `name` of this snapshot records as its origin (spec/formats.md
+    /// section 4.9): the snapshot's kind and id and the file's name.
+    pub fn origin(&self, name: &str) -> FileOrigin {
+        FileOrigin {
+            kind: match self.kind() {
+                SnapshotKind::Checkpoint => OriginKind::Checkpoint,
+                SnapshotKind::Savepoint => OriginKind::Savepoint,
+            },
+            id: self.id.0,
+            name: name.to_owned(),
+        }
     }
 
     /// Checkpoint or savepoint.

@@ -14,6 +14,7 @@ use std::io::{self, BufWriter, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flowstate_formats::checkpoint::FileOrigin;
 use flowstate_formats::operator::{
     OperatorStateData as DataRecord, OperatorStateMeta as MetaRecord,
     OperatorStateMode as ModeRecord, OperatorStateReader, OperatorStateWriter,
@@ -144,19 +145,22 @@ impl SnapshotStats {
 /// Writes `view` as a canonical key-group snapshot to `out` (pass `&mut writer` to keep it).
 ///
 /// Entries are sorted by (state, key bytes, namespace bytes) within each key group, so the
-/// bytes depend only on the state's content: the same state written by either backend gives the
-/// same file.
+/// bytes depend only on the state's content and `origin` (what checkpoint or savepoint the file
+/// belongs to, spec/formats.md section 4.9; `None` outside one): the same state written by
+/// either backend for the same snapshot gives the same file.
 pub fn write_canonical<W: Write>(
     view: &StateSnapshot,
     out: W,
     compression: Compression,
     file_name: &str,
+    origin: Option<FileOrigin>,
 ) -> Result<SnapshotStats> {
     let started = Instant::now();
     let meta = snapshot_meta(view);
     let options = flowstate_formats::snapshot::SnapshotWriterOptions {
         compression,
         file_name: file_name.to_owned(),
+        origin,
         ..Default::default()
     };
     let mut writer =
@@ -323,7 +327,8 @@ impl PendingSnapshot {
         let writer = self.storage.create_state_file(&self.target, &self.name)?;
         let path = writer.path().to_owned();
         let mut sink = BufWriter::with_capacity(1 << 20, FileSink(writer));
-        let stats = write_canonical(&self.view, &mut sink, self.compression, &path)?;
+        let origin = Some(self.target.origin(&self.name));
+        let stats = write_canonical(&self.view, &mut sink, self.compression, &path, origin)?;
         let sink = sink
             .into_inner()
             .map_err(|e| Error::io(path.clone(), e.into_error()))?;
@@ -355,6 +360,7 @@ impl FileRestoreSource {
     pub fn open(storage: &dyn CheckpointStorage, file: &StateFile) -> Result<Self> {
         let source = storage.open_state_file(file)?;
         let reader = SnapshotReader::open(source, file.path())?;
+        file.check_origin(reader.origin())?;
         let meta = reader.meta();
         let range = KeyGroupRange::new(meta.key_group_start, meta.key_group_end)?;
         let (metas, key_codec) = state_metas(meta);
@@ -448,7 +454,8 @@ pub fn write_operator_state(
     snapshot: &OperatorStateSnapshot,
 ) -> Result<OperatorStateHandle> {
     let mut bytes = Vec::new();
-    let mut writer = OperatorStateWriter::new(&mut bytes, name)?;
+    let origin = target.origin(name);
+    let mut writer = OperatorStateWriter::with_origin(&mut bytes, name, Some(&origin))?;
     for (meta, data) in &snapshot.states {
         let record = MetaRecord {
             name: meta.name.clone(),
@@ -472,6 +479,7 @@ pub fn read_operator_state(
 ) -> Result<OperatorStateSnapshot> {
     let source = storage.open_state_file(handle.file())?;
     let reader = OperatorStateReader::open(source, handle.file().path())?;
+    handle.file().check_origin(reader.origin())?;
     let mut states = Vec::new();
     for state in reader.read_all()? {
         let mode = match state.meta.mode {

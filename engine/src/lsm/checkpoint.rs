@@ -310,6 +310,7 @@ impl NativeSnapshot for NativeJob {
         }
         let record = NativeSnapshotRecord {
             checkpoint_id: target.id().0,
+            origin: Some(target.origin(name)),
             meta: self.meta.clone(),
             tables: records,
         };

@@ -70,6 +70,7 @@ impl NativeHandle {
         let mut bytes = vec![0; snapshot.size() as usize];
         file.read_at(0, &mut bytes)?;
         let record = NativeSnapshotRecord::decode(&bytes, snapshot.path())?;
+        snapshot.check_origin(record.origin.as_ref())?;
         let range = KeyGroupRange::new(record.meta.key_group_start, record.meta.key_group_end)?;
         if range != handle.key_group_range() {
             return Err(Error::IncompatibleSnapshot(format!(

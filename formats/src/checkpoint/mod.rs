@@ -55,6 +55,7 @@ use crate::FormatError;
 pub mod handle;
 pub mod metadata;
 pub mod native_snapshot;
+pub mod origin;
 
 pub use handle::{
     check_relative_path, KeyedHandleKind, KeyedStateHandleRecord, OperatorStateHandleRecord,
@@ -62,6 +63,7 @@ pub use handle::{
 };
 pub use metadata::{CheckpointMetadataRecord, SnapshotKindRecord, TaskStateRecord};
 pub use native_snapshot::{NativeSnapshotRecord, NativeTableRecord, TableLocation};
+pub use origin::{FileOrigin, OriginKind};
 
 /// The result type of this module: errors are [`FormatError`]s naming the file, and the
 /// byte offset where there is one.

@@ -8,18 +8,21 @@
 //!
 //! ## Format (spec/formats.md section 8)
 //!
-//! Integers are little-endian; the frame is the one of [`super`] (magic `FSLN`, version 1,
-//! CRC-32 over every byte before it).
+//! Integers are little-endian; the frame is the one of [`super`] (magic `FSLN`, version 2,
+//! CRC-32 over every byte before it). Version 1 lacks the origin fields and is still read.
 //!
 //! ```text
 //! offset  size  field
 //! 0       4     magic "FSLN" (46 53 4c 4e)
-//! 4       2     format version, u16 = 1
+//! 4       2     format version, u16 = 2
 //! 6       8     checkpoint id, u64
-//! 14      4     meta block length m, u32
-//! 18      m     meta block (formats.md 3.3): max parallelism, key-group range, key codec,
+//! 14      1     origin kind (version 2 only): 0 none, 1 checkpoint, 2 savepoint
+//!         ...   if not none: u16 name length | name (UTF-8, one path component): the
+//!               file's name in its snapshot's directory (formats.md 4.9)
+//!         4     meta block length m, u32
+//!         m     meta block (formats.md 3.3): max parallelism, key-group range, key codec,
 //!               the states in id order (a state's id is its index)
-//! 18+m    4     table count, u32
+//!         4     table count, u32
 //!         ...   tables, each:
 //!                 u8 level (0..=15) | u8 location: 0 shared/, 1 beside this file
 //!                 u64 table id | u16 name length | name (UTF-8, one path component)
@@ -36,6 +39,7 @@
 use std::collections::BTreeSet;
 
 use super::handle::check_relative_path;
+use super::{FileOrigin, OriginKind};
 use super::{Frame, Reader, Result, Writer};
 use crate::snapshot::SnapshotMeta;
 
@@ -43,14 +47,14 @@ use crate::snapshot::SnapshotMeta;
 pub(crate) const NATIVE_FRAME: Frame = Frame {
     magic: MAGIC,
     version: VERSION,
-    oldest: VERSION,
+    oldest: 1,
 };
 
 /// The magic number a native snapshot file starts with.
 pub const MAGIC: [u8; 4] = *b"FSLN";
 
-/// The format version this build writes and reads.
-pub const VERSION: u16 = 1;
+/// The format version this build writes (it reads 1 too).
+pub const VERSION: u16 = 2;
 
 /// The largest native snapshot file a reader should accept (256 MiB, as the LSM manifest).
 pub const MAX_NATIVE_SNAPSHOT_LEN: u64 = 256 << 20;
@@ -116,6 +120,9 @@ pub struct NativeTableRecord {
 pub struct NativeSnapshotRecord {
     /// The checkpoint (or savepoint) id the snapshot was taken for.
     pub checkpoint_id: u64,
+    /// What the file belongs to (its id is `checkpoint_id`); `None` for version 1 and for a
+    /// file written outside a snapshot.
+    pub origin: Option<FileOrigin>,
     /// The key-group range, key codec and states (by id), as in a canonical file.
     pub meta: SnapshotMeta,
     /// The tables: L0 newest first, then each deeper level by key.
@@ -128,6 +135,20 @@ impl NativeSnapshotRecord {
     pub fn encode(&self, file: &str) -> Result<Vec<u8>> {
         let mut w = NATIVE_FRAME.writer(file);
         w.u64(self.checkpoint_id);
+        match &self.origin {
+            None => w.u8(0),
+            Some(o) => {
+                if o.id != self.checkpoint_id {
+                    return Err(w.invalid(format!(
+                        "origin id {} is not the checkpoint id {}",
+                        o.id, self.checkpoint_id
+                    )));
+                }
+                check_origin_name(&o.name).map_err(|reason| w.invalid(reason))?;
+                w.u8(o.kind as u8);
+                w.str16(&o.name)?;
+            }
+        }
         self.meta
             .validate()
             .map_err(|reason| w.invalid(format!("meta block: {reason}")))?;
@@ -155,6 +176,30 @@ impl NativeSnapshotRecord {
     pub fn decode(bytes: &[u8], file: &str) -> Result<Self> {
         let mut r = NATIVE_FRAME.open(bytes, file)?;
         let checkpoint_id = r.u64()?;
+        let origin = if r.version >= 2 {
+            let at = r.pos();
+            let kind = match r.u8()? {
+                0 => None,
+                1 => Some(OriginKind::Checkpoint),
+                2 => Some(OriginKind::Savepoint),
+                other => return Err(r.invalid(at, format!("unknown origin kind {other}"))),
+            };
+            match kind {
+                None => None,
+                Some(kind) => {
+                    let name_at = r.pos();
+                    let name = r.str16()?;
+                    check_origin_name(&name).map_err(|reason| r.invalid(name_at, reason))?;
+                    Some(FileOrigin {
+                        kind,
+                        id: checkpoint_id,
+                        name,
+                    })
+                }
+            }
+        } else {
+            None
+        };
         let meta_at = r.pos() + 4;
         let meta_bytes = r.bytes32(u32::MAX)?;
         let meta = SnapshotMeta::decode(meta_bytes, file, meta_at as u64)?;
@@ -191,9 +236,18 @@ impl NativeSnapshotRecord {
         r.finish()?;
         Ok(NativeSnapshotRecord {
             checkpoint_id,
+            origin,
             meta,
             tables,
         })
+    }
+}
+
+fn check_origin_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        Err(format!("origin name {name:?} is not a file name"))
+    } else {
+        Ok(())
     }
 }
 
@@ -265,6 +319,11 @@ mod tests {
     pub(crate) fn sample() -> NativeSnapshotRecord {
         NativeSnapshotRecord {
             checkpoint_id: 9,
+            origin: Some(FileOrigin {
+                kind: OriginKind::Checkpoint,
+                id: 9,
+                name: "task-0.native".into(),
+            }),
             meta: SnapshotMeta {
                 max_parallelism: 128,
                 key_group_start: 0,
@@ -307,7 +366,7 @@ mod tests {
     #[test]
     fn native_snapshots_round_trip() {
         let bytes = sample().encode("n").unwrap();
-        assert_eq!(&bytes[..6], b"FSLN\x01\x00");
+        assert_eq!(&bytes[..6], b"FSLN\x02\x00");
         assert_eq!(NativeSnapshotRecord::decode(&bytes, "n").unwrap(), sample());
         // One encoding per record.
         let again = NativeSnapshotRecord::decode(&bytes, "n").unwrap();

@@ -36,8 +36,16 @@ use crate::CodecRecord;
 /// The magic number at both ends of an operator-state file: `FLOWOPST` in ASCII.
 pub const MAGIC: [u8; 8] = *b"FLOWOPST";
 
-/// The format version this code writes and reads.
-pub const VERSION: u32 = 1;
+/// The format version this code writes: 2 (an origin block follows the header,
+/// spec/formats.md sections 4.9 and 7.1).
+pub const VERSION: u32 = 2;
+
+/// The oldest format version this code reads: 1 (no origin block).
+pub const MIN_VERSION: u32 = 1;
+
+/// The longest origin block payload a reader accepts: a kind, an id and a name of at most
+/// 65 535 bytes with its varint length.
+pub const MAX_ORIGIN_LEN: u32 = 1 + 8 + 3 + 65_535;
 
 /// The length of the header: magic and version.
 pub const HEADER_LEN: u64 = 12;
@@ -156,14 +164,15 @@ mod tests {
         };
         w.write_list_state(&meta, [[5u8]]).unwrap();
         let summary = w.finish().unwrap();
-        let expected: Vec<u8> = "46 4c 4f 57 4f 50 53 54 01 00 00 00
+        let expected: Vec<u8> = "46 4c 4f 57 4f 50 53 54 02 00 00 00
+            01 00 00 00 00 ad de 42 fb
             0d 00 00 00 01 6f 01 02 75 38 01 00 00 00 01 01 05 b1 1d a2 bb
-            01 00 00 00 79 b8 f8 99 01 00 00 00 46 4c 4f 57 4f 50 53 54"
+            01 00 00 00 79 b8 f8 99 02 00 00 00 46 4c 4f 57 4f 50 53 54"
             .split_whitespace()
             .map(|t| u8::from_str_radix(t, 16).unwrap())
             .collect();
         assert_eq!(out, expected);
-        assert_eq!(summary.len, 53);
+        assert_eq!(summary.len, 62);
         assert_eq!(summary.state_count, 1);
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+use crate::checkpoint::FileOrigin;
 use crate::codec::checksum;
 use crate::cursor::Cursor;
 use crate::limits::ReadLimits;
@@ -11,7 +12,7 @@ use crate::FormatError;
 
 use super::{
     OperatorState, OperatorStateData, OperatorStateMeta, OperatorStateMode, FOOTER_LEN, HEADER_LEN,
-    MAGIC, VERSION,
+    MAGIC, MAX_ORIGIN_LEN, MIN_VERSION, VERSION,
 };
 
 /// An open operator-state file.
@@ -23,6 +24,7 @@ use super::{
 /// [`ReadLimits`]. Layout: see [the module](super) and spec/formats.md section 7.
 #[derive(Debug)]
 pub struct OperatorStateReader<R> {
+    origin: Option<FileOrigin>,
     source: R,
     file: String,
     limits: ReadLimits,
@@ -62,7 +64,7 @@ impl<R: RandomAccess> OperatorStateReader<R> {
         if header[..8] != MAGIC {
             return Err(FormatError::BadMagic { file, offset: 0 });
         }
-        check_version(&header[8..12], &file)?;
+        let version = check_version(&header[8..12], &file)?;
         let footer_at = len - FOOTER_LEN;
         let mut footer = [0u8; FOOTER_LEN as usize];
         read_exact(&source, &file, footer_at, &mut footer)?;
@@ -72,7 +74,13 @@ impl<R: RandomAccess> OperatorStateReader<R> {
                 offset: footer_at + 12,
             });
         }
-        check_version(&footer[8..12], &file)?;
+        if check_version(&footer[8..12], &file)? != version {
+            return Err(FormatError::Corrupt {
+                file,
+                offset: footer_at + 8,
+                reason: "the footer's format version differs from the header's".into(),
+            });
+        }
         let crc = u32::from_le_bytes([footer[4], footer[5], footer[6], footer[7]]);
         checksum::verify(&footer[0..4], crc, &file, footer_at)?;
         let count = u32::from_le_bytes([footer[0], footer[1], footer[2], footer[3]]);
@@ -81,19 +89,24 @@ impl<R: RandomAccess> OperatorStateReader<R> {
             offset,
             reason,
         };
+        let (origin, start) = if version >= 2 {
+            read_origin(&source, &file, footer_at)?
+        } else {
+            (None, HEADER_LEN)
+        };
         // A block takes at least 8 bytes (length and CRC).
-        let room = (footer_at - HEADER_LEN) / 8;
+        let room = (footer_at - start) / 8;
         if u64::from(count) > room {
             return Err(corrupt(
                 footer_at,
                 format!(
                     "{count} states cannot fit in the {} bytes before the footer",
-                    footer_at - HEADER_LEN
+                    footer_at - start
                 ),
             ));
         }
         let mut blocks = Vec::with_capacity(count as usize);
-        let mut pos = HEADER_LEN;
+        let mut pos = start;
         for i in 0..count {
             if footer_at - pos < 8 {
                 return Err(corrupt(
@@ -132,6 +145,7 @@ impl<R: RandomAccess> OperatorStateReader<R> {
             ));
         }
         Ok(OperatorStateReader {
+            origin,
             source,
             file,
             limits,
@@ -142,6 +156,12 @@ impl<R: RandomAccess> OperatorStateReader<R> {
     /// The file's name, as given to [`open`](OperatorStateReader::open).
     pub fn file_name(&self) -> &str {
         &self.file
+    }
+
+    /// What the file says it belongs to (version 2 written for a checkpoint or savepoint);
+    /// `None` for version 1 and for files written outside a snapshot.
+    pub fn origin(&self) -> Option<&FileOrigin> {
+        self.origin.as_ref()
     }
 
     /// The number of states in the file.
@@ -240,12 +260,51 @@ impl<R: RandomAccess> OperatorStateReader<R> {
     }
 }
 
-fn check_version(bytes: &[u8], file: &str) -> Result<(), FormatError> {
+/// Reads the origin block right after the header (version 2): its length (at most
+/// [`MAX_ORIGIN_LEN`], within the room before the footer), CRC and field. Returns the origin
+/// and where the first state's block starts.
+fn read_origin<R: RandomAccess>(
+    source: &R,
+    file: &str,
+    footer_at: u64,
+) -> Result<(Option<FileOrigin>, u64), FormatError> {
+    let room = footer_at - HEADER_LEN;
+    if room < 8 {
+        return Err(FormatError::TruncatedFile {
+            file: file.to_owned(),
+            offset: HEADER_LEN,
+            needed: 8,
+            available: room,
+        });
+    }
+    let mut l = [0u8; 4];
+    read_exact(source, file, HEADER_LEN, &mut l)?;
+    let len = u32::from_le_bytes(l);
+    if len > MAX_ORIGIN_LEN || u64::from(len) > room - 8 {
+        return Err(FormatError::Corrupt {
+            file: file.to_owned(),
+            offset: HEADER_LEN,
+            reason: format!("origin block of {len} bytes does not fit before the footer"),
+        });
+    }
+    let mut buf = Vec::new();
+    read_into(source, file, HEADER_LEN, 8 + u64::from(len), &mut buf)?;
+    let (body, crc) = buf.split_at(buf.len() - 4);
+    let crc = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    checksum::verify(body, crc, file, HEADER_LEN)?;
+    let mut c = Cursor::new(&body[4..], file, HEADER_LEN + 4);
+    let origin = FileOrigin::decode(&mut c)?;
+    c.finish("origin block")?;
+    Ok((origin, HEADER_LEN + 8 + u64::from(len)))
+}
+
+/// The version in `bytes` if this code reads it.
+fn check_version(bytes: &[u8], file: &str) -> Result<u32, FormatError> {
     let mut v = [0u8; 4];
     v.copy_from_slice(bytes);
     let found = u32::from_le_bytes(v);
-    if found == VERSION {
-        Ok(())
+    if (MIN_VERSION..=VERSION).contains(&found) {
+        Ok(found)
     } else {
         Err(FormatError::UnsupportedVersion {
             file: file.to_owned(),

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::io::Write;
 
+use crate::checkpoint::FileOrigin;
 use crate::codec::{checksum, varint};
 use crate::limits::MAX_BLOCK_LEN;
 use crate::record::{put_bytes, put_str};
@@ -51,8 +52,19 @@ impl<W: Write> std::fmt::Debug for OperatorStateWriter<W> {
 }
 
 impl<W: Write> OperatorStateWriter<W> {
-    /// Starts a file named `file_name` (for errors), writing its header.
+    /// Starts a file named `file_name` (for errors) with no origin, writing its header.
     pub fn new(out: W, file_name: &str) -> Result<Self, FormatError> {
+        Self::with_origin(out, file_name, None)
+    }
+
+    /// Starts a file named `file_name` (for errors) that records `origin` (what checkpoint or
+    /// savepoint it belongs to, spec/formats.md section 4.9), writing its header and origin
+    /// block.
+    pub fn with_origin(
+        out: W,
+        file_name: &str,
+        origin: Option<&FileOrigin>,
+    ) -> Result<Self, FormatError> {
         let mut w = OperatorStateWriter {
             out,
             file: file_name.to_owned(),
@@ -66,6 +78,13 @@ impl<W: Write> OperatorStateWriter<W> {
         header[..8].copy_from_slice(&MAGIC);
         header[8..].copy_from_slice(&VERSION.to_le_bytes());
         w.write(&header)?;
+        let mut block = vec![0u8; 4];
+        FileOrigin::encode(origin, &mut block);
+        let len = (block.len() - 4) as u32;
+        block[..4].copy_from_slice(&len.to_le_bytes());
+        let crc = checksum::crc32(&block);
+        block.extend_from_slice(&crc.to_le_bytes());
+        w.write(&block)?;
         Ok(w)
     }
 

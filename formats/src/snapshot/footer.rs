@@ -19,7 +19,7 @@ use crate::codec::checksum;
 use crate::cursor::Cursor;
 use crate::FormatError;
 
-use super::{MAGIC, VERSION};
+use super::{MAGIC, MIN_VERSION, VERSION};
 
 /// The length of the footer.
 pub(crate) const FOOTER_LEN: usize = 56;
@@ -53,11 +53,13 @@ impl Footer {
         out
     }
 
-    /// Decodes the footer found at `offset` of `file`: magic first, then version, then CRC.
+    /// Decodes the footer found at `offset` of `file`: magic first, then version (one this code
+    /// reads, and the header's `header_version`), then CRC.
     pub(crate) fn decode(
         bytes: &[u8; FOOTER_LEN],
         file: &str,
         offset: u64,
+        header_version: u32,
     ) -> Result<Self, FormatError> {
         if bytes[48..56] != MAGIC {
             return Err(FormatError::BadMagic {
@@ -75,11 +77,20 @@ impl Footer {
         let entry_count = c.u64()?;
         let crc = c.u32()?;
         let version = c.u32()?;
-        if version != VERSION {
+        if !(MIN_VERSION..=VERSION).contains(&version) {
             return Err(FormatError::UnsupportedVersion {
                 file: file.to_owned(),
                 found: version,
                 supported: VERSION,
+            });
+        }
+        if version != header_version {
+            return Err(FormatError::Corrupt {
+                file: file.to_owned(),
+                offset: offset + 44,
+                reason: format!(
+                    "footer of format version {version}, header of version {header_version}"
+                ),
             });
         }
         checksum::verify(&bytes[0..40], crc, file, offset)?;

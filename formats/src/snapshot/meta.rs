@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::num::NonZeroU64;
 use std::ops::RangeInclusive;
 
+use crate::checkpoint::FileOrigin;
 use crate::codec::varint;
 use crate::cursor::Cursor;
 use crate::record::{put_str, CodecRecord, MAX_NAME_LEN};
@@ -217,13 +218,38 @@ impl SnapshotMeta {
         }
     }
 
-    /// Decodes a meta block that spans `bytes` (found at `origin` of `file`) and validates it.
-    pub(crate) fn decode(bytes: &[u8], file: &str, origin: u64) -> Result<Self, FormatError> {
-        let mut c = Cursor::new(bytes, file, origin);
+    /// Decodes a meta block of format `version` that spans `bytes` (found at `at` of `file`):
+    /// the meta, validated, and (version 2) the file's origin after it.
+    pub(crate) fn decode_block(
+        bytes: &[u8],
+        file: &str,
+        at: u64,
+        version: u32,
+    ) -> Result<(Self, Option<FileOrigin>), FormatError> {
+        let mut c = Cursor::new(bytes, file, at);
+        let meta = Self::decode_from(&mut c)?;
+        let origin = if version >= 2 {
+            FileOrigin::decode(&mut c)?
+        } else {
+            None
+        };
+        c.finish("meta block")?;
+        Ok((meta, origin))
+    }
+
+    /// Decodes a meta block without an origin (version 1; also the meta inside a native
+    /// snapshot file) that spans `bytes`.
+    pub(crate) fn decode(bytes: &[u8], file: &str, at: u64) -> Result<Self, FormatError> {
+        Ok(Self::decode_block(bytes, file, at, 1)?.0)
+    }
+
+    /// Decodes the meta from `c`, validated.
+    fn decode_from(c: &mut Cursor<'_>) -> Result<Self, FormatError> {
+        let start = c.pos();
         let max_parallelism = c.u32()?;
         let key_group_start = c.u16()?;
         let key_group_end = c.u16()?;
-        let key_codec = CodecRecord::decode(&mut c)?;
+        let key_codec = CodecRecord::decode(c)?;
         let count_at = c.pos();
         // A state takes at least 1 + 1 + 5 + 5 + 1 + 8 = 21 bytes.
         let count = c.count(21, "state")?;
@@ -237,12 +263,12 @@ impl SnapshotMeta {
             let code = c.u8()?;
             let kind = StateKind::from_code(code)
                 .ok_or_else(|| c.corrupt_at(kind_at, format!("unknown state kind {code}")))?;
-            let namespace = CodecRecord::decode(&mut c)?;
-            let value = CodecRecord::decode(&mut c)?;
+            let namespace = CodecRecord::decode(c)?;
+            let value = CodecRecord::decode(c)?;
             let flag_at = c.pos();
             let user_key = match c.u8()? {
                 0 => None,
-                1 => Some(CodecRecord::decode(&mut c)?),
+                1 => Some(CodecRecord::decode(c)?),
                 other => {
                     return Err(
                         c.corrupt_at(flag_at, format!("user-key flag {other} is not 0 or 1"))
@@ -259,7 +285,6 @@ impl SnapshotMeta {
                 ttl_millis,
             });
         }
-        c.finish("meta block")?;
         let meta = SnapshotMeta {
             max_parallelism,
             key_group_start,
@@ -267,11 +292,8 @@ impl SnapshotMeta {
             key_codec,
             states,
         };
-        meta.validate().map_err(|reason| FormatError::Corrupt {
-            file: file.to_owned(),
-            offset: origin,
-            reason: format!("meta block: {reason}"),
-        })?;
+        meta.validate()
+            .map_err(|reason| c.corrupt_at(start, format!("meta block: {reason}")))?;
         Ok(meta)
     }
 }

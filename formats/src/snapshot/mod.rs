@@ -52,8 +52,12 @@ pub use crate::limits::{ReadLimits, MAX_BLOCK_LEN, MAX_META_LEN};
 /// The magic number at both ends of a snapshot file: `FLOWSNAP` in ASCII.
 pub const MAGIC: [u8; 8] = *b"FLOWSNAP";
 
-/// The format version this code writes and reads.
-pub const VERSION: u32 = 1;
+/// The format version this code writes: 2 (the meta block ends with the file's origin,
+/// spec/formats.md section 4.9).
+pub const VERSION: u32 = 2;
+
+/// The oldest format version this code reads: 1 (no origin).
+pub const MIN_VERSION: u32 = 1;
 
 /// The length of the header: magic and version.
 pub const HEADER_LEN: u64 = 12;
@@ -103,10 +107,10 @@ mod tests {
             .unwrap();
         w.end_key_group().unwrap();
         let summary = w.finish().unwrap();
-        let mut expected = hex("46 4c 4f 57 53 4e 41 50 01 00 00 00");
+        let mut expected = hex("46 4c 4f 57 53 4e 41 50 02 00 00 00");
         expected.extend(hex(
             "80 00 00 00 | 00 00 | 01 00 | 03 75 33 32 01 00 00 00 | 01
-             01 6e | 00 | 04 75 6e 69 74 01 00 00 00 | 02 75 38 01 00 00 00 | 00 | 00 00 00 00 00 00 00 00",
+             01 6e | 00 | 04 75 6e 69 74 01 00 00 00 | 02 75 38 01 00 00 00 | 00 | 00 00 00 00 00 00 00 00 | 00",
         ));
         expected.extend(hex(
             "01 00 | 00 | 0a 00 00 00 | 0a 00 00 00 | 00 01 04 07 00 00 00 00 01 2a | a1 85 5a 8a",
@@ -114,19 +118,19 @@ mod tests {
         expected.extend(hex("00 00 01 00"));
         expected.extend([0; 24]);
         expected.extend(hex(
-            "39 00 00 00 00 00 00 00 19 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00",
+            "3a 00 00 00 00 00 00 00 19 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00",
         ));
         expected.extend(hex(
-            "0c 00 00 00 00 00 00 00 2d 00 00 00 46 34 f3 f3 52 00 00 00 00 00 00 00 34 00 00 00 41 fe 79 6d
-             01 00 00 00 00 00 00 00 b4 35 e7 c5 01 00 00 00 46 4c 4f 57 53 4e 41 50",
+            "0c 00 00 00 00 00 00 00 2e 00 00 00 1c f8 4e 4d 53 00 00 00 00 00 00 00 34 00 00 00 69 57 67 35
+             01 00 00 00 00 00 00 00 0a 78 ae e3 02 00 00 00 46 4c 4f 57 53 4e 41 50",
         ));
         assert_eq!(out, expected);
-        assert_eq!(summary.len, 190);
+        assert_eq!(summary.len, 191);
         assert_eq!(
             summary.key_groups,
             [KeyGroupLocation {
                 key_group: 1,
-                offset: 57,
+                offset: 58,
                 len: 25,
                 entry_count: 1
             }]

@@ -15,7 +15,8 @@ use super::entry::DecodedEntry;
 use super::footer::{Footer, FOOTER_LEN};
 use super::index::{self, KeyGroupLocation, Slot};
 use super::meta::{SnapshotMeta, ValueShape};
-use super::{HEADER_LEN, MAGIC, VERSION};
+use super::{HEADER_LEN, MAGIC, MIN_VERSION, VERSION};
+use crate::checkpoint::FileOrigin;
 
 /// An open snapshot file.
 ///
@@ -29,6 +30,8 @@ use super::{HEADER_LEN, MAGIC, VERSION};
 /// Layout and checks: see [the module](super) and spec/formats.md section 3.
 #[derive(Debug)]
 pub struct SnapshotReader<R> {
+    version: u32,
+    origin: Option<FileOrigin>,
     source: R,
     file: String,
     len: u64,
@@ -74,7 +77,7 @@ impl<R: RandomAccess> SnapshotReader<R> {
             return Err(FormatError::BadMagic { file, offset: 0 });
         }
         let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-        if version != VERSION {
+        if !(MIN_VERSION..=VERSION).contains(&version) {
             return Err(FormatError::UnsupportedVersion {
                 file,
                 found: version,
@@ -84,7 +87,7 @@ impl<R: RandomAccess> SnapshotReader<R> {
         let footer_at = len - FOOTER_LEN as u64;
         let mut footer = [0u8; FOOTER_LEN];
         read_exact(&source, &file, footer_at, &mut footer)?;
-        let footer = Footer::decode(&footer, &file, footer_at)?;
+        let footer = Footer::decode(&footer, &file, footer_at, version)?;
         let corrupt = |offset: u64, reason: String| FormatError::Corrupt {
             file: file.clone(),
             offset,
@@ -122,7 +125,7 @@ impl<R: RandomAccess> SnapshotReader<R> {
         let mut buf = Vec::new();
         read_into(&source, &file, HEADER_LEN, footer.meta_len.into(), &mut buf)?;
         checksum::verify(&buf, footer.meta_crc, &file, HEADER_LEN)?;
-        let meta = SnapshotMeta::decode(&buf, &file, HEADER_LEN)?;
+        let (meta, origin) = SnapshotMeta::decode_block(&buf, &file, HEADER_LEN, version)?;
         let expected = index::index_len(meta.key_group_count());
         if u64::from(footer.index_len) != expected {
             return Err(corrupt(
@@ -146,6 +149,8 @@ impl<R: RandomAccess> SnapshotReader<R> {
         )?;
         Ok(SnapshotReader {
             source,
+            version,
+            origin,
             len,
             shapes: meta.shapes(),
             meta,
@@ -154,6 +159,17 @@ impl<R: RandomAccess> SnapshotReader<R> {
             limits,
             file,
         })
+    }
+
+    /// The file's format version (1 or 2).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// What the file says it belongs to (version 2 written for a checkpoint or savepoint);
+    /// `None` for version 1 and for files written outside a snapshot.
+    pub fn origin(&self) -> Option<&FileOrigin> {
+        self.origin.as_ref()
     }
 
     /// The file's name, as given to [`open`](SnapshotReader::open).

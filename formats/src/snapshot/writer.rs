@@ -14,6 +14,7 @@ use super::footer::Footer;
 use super::index::{self, KeyGroupLocation, Slot};
 use super::meta::{SnapshotMeta, ValueShape};
 use super::{DEFAULT_BLOCK_SIZE, HEADER_LEN, MAGIC, VERSION};
+use crate::checkpoint::FileOrigin;
 
 /// The most bytes a section header (state index and entry count varints) takes.
 const SECTION_HEADER_MAX: usize = 20;
@@ -29,15 +30,19 @@ pub struct SnapshotWriterOptions {
     pub block_size: usize,
     /// The file's name, for errors.
     pub file_name: String,
+    /// What the file belongs to, recorded at the end of the meta block (spec/formats.md
+    /// section 4.9); `None` for a file written outside a checkpoint or savepoint.
+    pub origin: Option<FileOrigin>,
 }
 
 impl Default for SnapshotWriterOptions {
-    /// No compression, [`DEFAULT_BLOCK_SIZE`], file name `snapshot`.
+    /// No compression, [`DEFAULT_BLOCK_SIZE`], file name `snapshot`, no origin.
     fn default() -> Self {
         SnapshotWriterOptions {
             compression: Compression::None,
             block_size: DEFAULT_BLOCK_SIZE,
             file_name: "snapshot".to_owned(),
+            origin: None,
         }
     }
 }
@@ -142,6 +147,7 @@ impl<W: Write> SnapshotWriter<W> {
             Compressor::new(options.compression).map_err(|e| invalid(e.to_string()))?;
         let mut meta_bytes = Vec::new();
         meta.encode(&mut meta_bytes);
+        FileOrigin::encode(options.origin.as_ref(), &mut meta_bytes);
         if meta_bytes.len() > crate::limits::MAX_META_LEN as usize {
             return Err(FormatError::LimitExceeded {
                 file,

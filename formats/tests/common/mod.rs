@@ -6,13 +6,16 @@
 use std::num::NonZeroU64;
 use std::path::PathBuf;
 
+use flowstate_formats::checkpoint::{FileOrigin, OriginKind};
 use flowstate_formats::codec::checksum::crc32;
 use flowstate_formats::codec::varint;
 use flowstate_formats::fuzzing::{self, Entry};
 use flowstate_formats::operator::{
-    OperatorState, OperatorStateData, OperatorStateMeta, OperatorStateMode,
+    OperatorState, OperatorStateData, OperatorStateMeta, OperatorStateMode, OperatorStateWriter,
 };
-use flowstate_formats::snapshot::{OwnedValue, SnapshotMeta, StateKind, StateMetaRecord};
+use flowstate_formats::snapshot::{
+    OwnedValue, SnapshotMeta, SnapshotWriterOptions, StateKind, StateMetaRecord,
+};
 use flowstate_formats::{CodecRecord, Compression, FormatError, ReadLimits};
 
 /// The directory of the golden files.
@@ -31,15 +34,36 @@ pub fn golden(name: &str) -> Vec<u8> {
 /// several blocks.
 pub const GOLDEN_BLOCK_SIZE: usize = 160;
 
-/// The golden snapshot files and the compression each is written with.
+/// The golden snapshot files (format version 2, with an origin) and the compression each is
+/// written with.
 pub const GOLDEN_SNAPSHOTS: [(&str, Compression); 3] = [
-    ("snapshot_none_v1.bin", Compression::None),
-    ("snapshot_lz4_v1.bin", Compression::Lz4),
-    ("snapshot_zstd_v1.bin", Compression::Zstd { level: 3 }),
+    ("snapshot_none_v2.bin", Compression::None),
+    ("snapshot_lz4_v2.bin", Compression::Lz4),
+    ("snapshot_zstd_v2.bin", Compression::Zstd { level: 3 }),
 ];
 
-/// The golden operator-state file.
-pub const GOLDEN_OPERATOR_STATE: &str = "operator_state_v1.bin";
+/// The golden snapshot files of format version 1 (no origin), kept to show they are still
+/// read: the same content as [`GOLDEN_SNAPSHOTS`].
+pub const GOLDEN_SNAPSHOTS_V1: [&str; 3] = [
+    "snapshot_none_v1.bin",
+    "snapshot_lz4_v1.bin",
+    "snapshot_zstd_v1.bin",
+];
+
+/// The golden operator-state file (format version 2, with an origin).
+pub const GOLDEN_OPERATOR_STATE: &str = "operator_state_v2.bin";
+
+/// The golden operator-state file of format version 1 (no origin block), still read.
+pub const GOLDEN_OPERATOR_STATE_V1: &str = "operator_state_v1.bin";
+
+/// The origin the golden files of version 2 record.
+pub fn golden_origin() -> FileOrigin {
+    FileOrigin {
+        kind: OriginKind::Checkpoint,
+        id: 7,
+        name: "golden".into(),
+    }
+}
 
 fn codec(name: &str) -> CodecRecord {
     CodecRecord::new(name, 1)
@@ -195,13 +219,14 @@ pub fn golden_entries() -> Vec<Entry> {
 
 /// The golden content written with `compression`.
 pub fn encode_golden(compression: Compression) -> Vec<u8> {
-    fuzzing::encode_snapshot(
-        &golden_meta(),
-        &golden_entries(),
+    let options = SnapshotWriterOptions {
         compression,
-        GOLDEN_BLOCK_SIZE,
-    )
-    .expect("the golden input is valid")
+        block_size: GOLDEN_BLOCK_SIZE,
+        file_name: "golden".into(),
+        origin: Some(golden_origin()),
+    };
+    fuzzing::encode_snapshot_with(&golden_meta(), &golden_entries(), options)
+        .expect("the golden input is valid")
 }
 
 /// Decodes a whole snapshot with the default limits.
@@ -257,7 +282,21 @@ pub fn golden_operator_states() -> Vec<OperatorState> {
 
 /// The golden operator-state content, encoded.
 pub fn encode_golden_operator_state() -> Vec<u8> {
-    fuzzing::encode_operator_state(&golden_operator_states()).expect("the golden input is valid")
+    let mut out = Vec::new();
+    let origin = golden_origin();
+    let mut w = OperatorStateWriter::with_origin(&mut out, "golden", Some(&origin))
+        .expect("writing to memory");
+    for state in golden_operator_states() {
+        match &state.data {
+            OperatorStateData::List(items) => w.write_list_state(&state.meta, items),
+            OperatorStateData::Map(pairs) => {
+                w.write_map_state(&state.meta, pairs.iter().map(|(k, v)| (k, v)))
+            }
+        }
+        .expect("the golden input is valid");
+    }
+    w.finish().expect("writing to memory");
+    out
 }
 
 /// A snapshot of `meta` whose key-group blocks are the given raw blocks (key group,
@@ -312,7 +351,7 @@ pub fn forge_snapshot(meta: &SnapshotMeta, blocks: &[ForgedBlock]) -> Vec<u8> {
     let total: u64 = slots.iter().map(|s| s.2).sum();
     footer.extend_from_slice(&total.to_le_bytes());
     footer.extend_from_slice(&crc32(&footer).to_le_bytes());
-    footer.extend_from_slice(&1u32.to_le_bytes());
+    footer.extend_from_slice(&flowstate_formats::snapshot::VERSION.to_le_bytes());
     footer.extend_from_slice(b"FLOWSNAP");
     out.extend_from_slice(&footer);
     out
