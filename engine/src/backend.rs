@@ -9,8 +9,8 @@ use crate::state::{
     AggregateFunction, AggregatingAccess, AggregatingState, AggregatingStateDescriptor, Key,
     ListAccess, ListState, ListStateDescriptor, MapAccess, MapState, MapStateDescriptor,
     MergingState, Namespace, ReducingAccess, ReducingState, ReducingStateDescriptor,
-    StateDescriptor, StateHandle, StateId, StateMeta, StateValue, ValueAccess, ValueState,
-    ValueStateDescriptor,
+    StateDescriptor, StateHandle, StateId, StateMeta, StateValue, TtlConfig, ValueAccess,
+    ValueState, ValueStateDescriptor,
 };
 
 /// Keyed state storage: per key (set with [`set_current_key`](Self::set_current_key)) and
@@ -38,6 +38,15 @@ pub trait KeyedStateBackend<K: Key> {
     fn current_key_group(&self) -> Option<u16>;
     /// What the state with `id` is, if this backend has it.
     fn state_meta(&self, id: StateId) -> Option<&StateMeta>;
+    /// The time-to-live state `id` was registered with, if any (spec/state-semantics.md R60).
+    fn state_ttl(&self, id: StateId) -> Option<TtlConfig>;
+    /// Gives state `id` a time-to-live: what registering a descriptor `with_ttl` does after
+    /// registering the state's stored form. Fails with `UnknownState` for an id this backend
+    /// did not issue.
+    #[doc(hidden)]
+    fn set_state_ttl(&mut self, id: StateId, ttl: TtlConfig) -> Result<()>;
+    /// The clock time-dependent state (TTL) reads.
+    fn clock(&self) -> &std::sync::Arc<dyn crate::clock::Clock>;
     /// The number of (key, namespace) entries over all states: a count in memory for the
     /// heap backend, a scan of every state for the LSM backend.
     fn entry_count(&self) -> Result<usize>;

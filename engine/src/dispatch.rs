@@ -153,6 +153,15 @@ impl<K: Key> KeyedStateBackend<K> for Backend<K> {
     fn state_meta(&self, id: StateId) -> Option<&StateMeta> {
         delegate!(self, b => b.state_meta(id))
     }
+    fn state_ttl(&self, id: StateId) -> Option<crate::state::TtlConfig> {
+        delegate!(self, b => b.state_ttl(id))
+    }
+    fn set_state_ttl(&mut self, id: StateId, ttl: crate::state::TtlConfig) -> Result<()> {
+        delegate!(self, b => b.set_state_ttl(id, ttl))
+    }
+    fn clock(&self) -> &std::sync::Arc<dyn crate::clock::Clock> {
+        delegate!(self, b => KeyedStateBackend::clock(b))
+    }
     fn entry_count(&self) -> Result<usize> {
         delegate!(self, b => b.entry_count())
     }

@@ -85,6 +85,7 @@ pub use state::{
     AggregateFunction, AggregatingState, AggregatingStateDescriptor, CodecInfo, Key, ListState,
     ListStateDescriptor, MapState, MapStateDescriptor, MergingState, Namespace, ReducingState,
     ReducingStateDescriptor, StateDescriptor, StateHandle, StateId, StateKind, StateMeta,
-    StateValue, TimeWindow, ValueState, ValueStateDescriptor,
+    StateValue, TimeWindow, TtlConfig, TtlUpdate, TtlValue, TtlVisibility, ValueState,
+    ValueStateDescriptor,
 };
 pub use storage::{CrashMode, LocalStorage, MemStorage, ReadableFile, Storage, WritableFile};

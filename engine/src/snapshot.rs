@@ -53,6 +53,12 @@ pub trait StateTableSnapshot: Send + Sync {
     fn encode_key_group(&self, key_group: u16, run: &mut EncodedRun) -> Result<()> {
         self.visit_key_group(key_group, &mut |e| run.push_entry(e))
     }
+
+    /// The state's time-to-live in milliseconds, recorded in a canonical file's meta block
+    /// (spec/formats.md 3.3); `None` for a state without one.
+    fn ttl_millis(&self) -> Option<std::num::NonZeroU64> {
+        None
+    }
 }
 
 /// The encoded entries of one state in one key group, in one buffer: what the asynchronous

@@ -87,7 +87,7 @@ pub fn snapshot_meta(view: &StateSnapshot) -> SnapshotMeta {
                     namespace: codec_record(&m.namespace),
                     value: codec_record(&m.value),
                     user_key: m.user_key.as_ref().map(codec_record),
-                    ttl_millis: None,
+                    ttl_millis: s.ttl_millis(),
                 }
             })
             .collect(),

@@ -22,10 +22,11 @@ use crate::config::BackendConfig;
 use crate::error::{Error, Result};
 use crate::key_group::{key_group_for, KeyGroupRange};
 use crate::snapshot::{RestoreSource, StateSnapshot, StateTableSnapshot};
+use crate::state::ttl_filter::{any_live, TtlFilteredTable};
 use crate::state::{
     AggregateFunction, AggregatingState, AggregatingStateDescriptor, Key, ListState,
     ListStateDescriptor, MapState, MapStateDescriptor, MergingState, Namespace, ReducingState,
-    ReducingStateDescriptor, StateHandle, StateId, StateMeta, StateValue, ValueState,
+    ReducingStateDescriptor, StateHandle, StateId, StateMeta, StateValue, TtlConfig, ValueState,
     ValueStateDescriptor,
 };
 use table::{entry_hash, Entry, ErasedTable, StateTable};
@@ -49,6 +50,8 @@ struct Registered {
     meta: StateMeta,
     type_id: TypeId,
     table: Box<dyn ErasedTable>,
+    /// The state's time-to-live, if it was registered with one (R60).
+    ttl: Option<TtlConfig>,
 }
 
 /// Keyed state in memory: typed values in per-state, per-key-group copy-on-write maps.
@@ -337,6 +340,7 @@ impl<K: Key> HeapBackend<K> {
         self.states.push(Registered {
             meta,
             type_id,
+            ttl: None,
             table: Box::new(table),
         });
         self.by_name.insert(name.to_owned(), id);
@@ -345,6 +349,61 @@ impl<K: Key> HeapBackend<K> {
 }
 
 impl<K: Key> HeapBackend<K> {
+    /// Whether a call with handle type `S` on state `id` must go to the state's stored form:
+    /// the state has a TTL and was registered as `S::Ttl`, not as `S` (R70).
+    fn ttl_routed<S: StateHandle>(&self, id: StateId) -> bool {
+        self.states
+            .get(id.0 as usize)
+            .is_some_and(|r| r.ttl.is_some() && r.type_id != TypeId::of::<StateTable<K, S>>())
+    }
+
+    fn merge_typed<S: MergingState>(
+        &mut self,
+        state: S,
+        target: &S::Namespace,
+        sources: &[S::Namespace],
+    ) -> Result<()> {
+        // Fail as any access does without a current key or for a foreign key group, even when
+        // there is nothing to merge (no sources, or only the target).
+        self.current()?;
+        self.table(state)?;
+        for source in sources {
+            if source == target {
+                continue;
+            }
+            let Some(moved) = self.take(state, source)? else {
+                continue;
+            };
+            let mut moved = Some(moved);
+            let (current, _, extra) = self.slot(state, target, |_| {
+                moved.take().expect("the source state is moved once")
+            })?;
+            if let Some(moved) = moved {
+                S::merge_stored(extra, current, moved);
+            }
+        }
+        Ok(())
+    }
+
+    /// The keys with an entry of `state` in `ns`; with `ttl`, only those with something live
+    /// at its time (R63).
+    fn keys_typed<S: StateHandle>(
+        &self,
+        state: S,
+        ns: &S::Namespace,
+        ttl: Option<(TtlConfig, u64)>,
+    ) -> Result<Vec<K>> {
+        let table = self.table(state)?;
+        Ok(table
+            .iter()
+            .filter(|e| e.ns == *ns)
+            .filter(|e| {
+                ttl.is_none_or(|(ttl, now)| any_live(&S::encode_stored(&e.state), &ttl, now))
+            })
+            .map(|e| e.key.clone())
+            .collect())
+    }
+
     /// Decodes the pending (restored) state at `position` into `table`, after checking that the
     /// registration asks for the kind and codecs the snapshot recorded. On any error the pending
     /// state is left as it was.
@@ -444,8 +503,37 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
         self.states.get(id.0 as usize).map(|r| &r.meta)
     }
 
+    fn state_ttl(&self, id: StateId) -> Option<TtlConfig> {
+        self.states.get(id.0 as usize).and_then(|r| r.ttl)
+    }
+
+    fn set_state_ttl(&mut self, id: StateId, ttl: TtlConfig) -> Result<()> {
+        let r = self
+            .states
+            .get_mut(id.0 as usize)
+            .ok_or(Error::UnknownState { id: id.0 })?;
+        r.ttl = Some(ttl);
+        Ok(())
+    }
+
+    fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     fn entry_count(&self) -> Result<usize> {
-        Ok(self.states.iter().map(|r| r.table.len()).sum::<usize>()
+        let now = self.clock.now_millis();
+        let mut registered = 0;
+        for r in &self.states {
+            registered += match r.ttl {
+                // Expired entries do not count (R63): a scan of the state's frozen view.
+                Some(ttl) if !ttl.returns_expired() => {
+                    TtlFilteredTable::wrap(r.table.snapshot(), self.range, ttl, now)
+                        .entry_count()?
+                }
+                _ => r.table.len(),
+            };
+        }
+        Ok(registered
             + self
                 .pending
                 .iter()
@@ -681,6 +769,9 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
     }
 
     fn clear<S: StateHandle>(&mut self, state: S, ns: &S::Namespace) -> Result<()> {
+        if self.ttl_routed::<S>(state.id()) {
+            return self.take(S::Ttl::from_id(state.id()), ns).map(drop);
+        }
         self.take(state, ns).map(drop)
     }
 
@@ -690,40 +781,33 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
         target: &S::Namespace,
         sources: &[S::Namespace],
     ) -> Result<()> {
-        // Fail as any access does without a current key or for a foreign key group, even when
-        // there is nothing to merge (no sources, or only the target).
-        self.current()?;
-        self.table(state)?;
-        for source in sources {
-            if source == target {
-                continue;
-            }
-            let Some(moved) = self.take(state, source)? else {
-                continue;
-            };
-            let mut moved = Some(moved);
-            let (current, _, extra) = self.slot(state, target, |_| {
-                moved.take().expect("the source state is moved once")
-            })?;
-            if let Some(moved) = moved {
-                S::merge_stored(extra, current, moved);
-            }
+        if self.ttl_routed::<S>(state.id()) {
+            return self.merge_typed(S::TtlMerging::from_id(state.id()), target, sources);
         }
-        Ok(())
+        self.merge_typed(state, target, sources)
     }
 
     fn keys<S: StateHandle>(&self, state: S, ns: &S::Namespace) -> Result<Vec<K>> {
-        let table = self.table(state)?;
-        Ok(table
-            .iter()
-            .filter(|e| e.ns == *ns)
-            .map(|e| e.key.clone())
-            .collect())
+        let id = state.id();
+        if !self.ttl_routed::<S>(id) {
+            return self.keys_typed(state, ns, None);
+        }
+        let ttl = self.state_ttl(id).filter(|t| !t.returns_expired());
+        let filter = ttl.map(|t| (t, self.clock.now_millis()));
+        self.keys_typed(S::Ttl::from_id(id), ns, filter)
     }
 
     fn snapshot_state(&mut self) -> Result<StateSnapshot> {
-        let mut states: Vec<Arc<dyn StateTableSnapshot>> =
-            self.states.iter().map(|r| r.table.snapshot()).collect();
+        let now = self.clock.now_millis();
+        let mut states: Vec<Arc<dyn StateTableSnapshot>> = self
+            .states
+            .iter()
+            .map(|r| match r.ttl {
+                // Full snapshots leave out what has expired (R65).
+                Some(ttl) => TtlFilteredTable::wrap(r.table.snapshot(), self.range, ttl, now),
+                None => r.table.snapshot(),
+            })
+            .collect();
         for pending in &self.pending {
             states.push(Arc::new(pending.clone()));
         }

@@ -41,11 +41,12 @@ use crate::snapshot::{
     EncodedEntry, EncodedRun, EncodedState, RestoreSource, RunValueSource, StateSnapshot,
     StateTableSnapshot,
 };
+use crate::state::ttl_filter::{any_live, TtlFilteredTable};
 use crate::state::{
     AggregateFunction, AggregatingState, AggregatingStateDescriptor, CodecInfo, Key, ListState,
     ListStateDescriptor, MapState, MapStateDescriptor, MergingState, Namespace, ReducingState,
-    ReducingStateDescriptor, StateHandle, StateId, StateKind, StateMeta, StateValue, ValueState,
-    ValueStateDescriptor,
+    ReducingStateDescriptor, StateHandle, StateId, StateKind, StateMeta, StateValue, TtlConfig,
+    ValueState, ValueStateDescriptor,
 };
 use crate::storage::{is_temp_name, LocalStorage, Storage, ROOT};
 
@@ -63,6 +64,8 @@ struct LsmState {
     meta: StateMeta,
     handle: Option<TypeId>,
     extra: Option<Box<dyn Any + Send + Sync>>,
+    /// The state's time-to-live, if it was registered with one (R60).
+    ttl: Option<TtlConfig>,
 }
 
 /// Counters of an LSM backend, from [`LsmBackend::stats`].
@@ -290,6 +293,7 @@ impl<K: Key> LsmBackend<K> {
                 meta,
                 handle: None,
                 extra: None,
+                ttl: None,
             });
         }
         Ok(())
@@ -469,9 +473,86 @@ impl<K: Key> LsmBackend<K> {
             meta: requested,
             handle: Some(TypeId::of::<H>()),
             extra: Some(Box::new(extra)),
+            ttl: None,
         });
         self.by_name.insert(name.to_owned(), id);
         Ok(H::from_id(id))
+    }
+
+    /// Whether a call with handle type `S` on state `id` must go to the state's stored form:
+    /// the state has a TTL and was registered as `S::Ttl`, not as `S` (R70).
+    fn ttl_routed<S: StateHandle>(&self, id: StateId) -> bool {
+        self.states
+            .get(id.0 as usize)
+            .is_some_and(|s| s.ttl.is_some() && s.handle != Some(TypeId::of::<S>()))
+    }
+
+    /// `clear` on the handle type the state was registered with.
+    fn clear_typed<S: StateHandle>(&mut self, state: S, ns: &S::Namespace) -> Result<()> {
+        let k = self.entry_key(state, ns)?;
+        if S::KIND == StateKind::Map {
+            // One range tombstone over the map's prefix: nothing is read.
+            let end = key::prefix_successor(&k).expect(
+                "an entry key holds a big-endian key group below 2^15, a byte below 0xff, \
+                 so its prefix has a successor",
+            );
+            self.tree.delete_range(&k, &end)?;
+            return self.after_write();
+        }
+        self.delete(&k)
+    }
+
+    /// `merge_namespaces` on the handle type the state was registered with.
+    fn merge_typed<S: MergingState>(
+        &mut self,
+        state: S,
+        target: &S::Namespace,
+        sources: &[S::Namespace],
+    ) -> Result<()> {
+        let target_key = self.entry_key(state, target)?;
+        for source in sources {
+            if source == target {
+                continue;
+            }
+            let source_key = self.entry_key(state, source)?;
+            let Some(moved) = self.tree.get(&source_key)? else {
+                continue;
+            };
+            if S::KIND == StateKind::List {
+                // A list's encoding is a valid list-append operand: append it unread.
+                self.tree.merge(&target_key, &moved)?;
+            } else {
+                let bad = |source| Error::Codec {
+                    what: format!(
+                        "the state of '{}' merged from a namespace",
+                        self.name(state.id())
+                    ),
+                    source,
+                };
+                let moved = S::decode_stored(&EncodedState::Value(moved)).map_err(bad)?;
+                let merged = match self.tree.get(&target_key)? {
+                    Some(bytes) => {
+                        let mut current =
+                            S::decode_stored(&EncodedState::Value(bytes)).map_err(bad)?;
+                        S::merge_stored(self.extra(state)?, &mut current, moved);
+                        current
+                    }
+                    None => moved,
+                };
+                match S::encode_stored(&merged) {
+                    EncodedState::Value(bytes) => self.tree.put(&target_key, &bytes)?,
+                    _ => {
+                        return Err(Error::InvalidArgument(format!(
+                            "state '{}' does not encode as a single value",
+                            self.name(state.id())
+                        )))
+                    }
+                }
+            }
+            self.tree.delete(&source_key)?;
+            self.after_write()?;
+        }
+        Ok(())
     }
 
     /// Every entry of `id` in the live tree, over the owned key groups, grouped into
@@ -809,10 +890,34 @@ impl<K: Key> KeyedStateBackend<K> for LsmBackend<K> {
     /// Scans every state: O(entries), unlike the heap backend's count.
     fn entry_count(&self) -> Result<usize> {
         let mut n = 0;
-        for index in 0..self.states.len() {
-            self.visit_live(StateId(index as u32), &mut |_, _| n += 1)?;
+        let now = self.clock.now_millis();
+        for (index, s) in self.states.iter().enumerate() {
+            // Expired entries do not count (R63).
+            let ttl = s.ttl.filter(|t| !t.returns_expired());
+            self.visit_live(StateId(index as u32), &mut |_, e| {
+                if ttl.is_none_or(|t| any_live(&e.state, &t, now)) {
+                    n += 1;
+                }
+            })?;
         }
         Ok(n)
+    }
+
+    fn state_ttl(&self, id: StateId) -> Option<TtlConfig> {
+        self.states.get(id.0 as usize).and_then(|s| s.ttl)
+    }
+
+    fn set_state_ttl(&mut self, id: StateId, ttl: TtlConfig) -> Result<()> {
+        let s = self
+            .states
+            .get_mut(id.0 as usize)
+            .ok_or(Error::UnknownState { id: id.0 })?;
+        s.ttl = Some(ttl);
+        Ok(())
+    }
+
+    fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     fn register_value<V: StateValue, N: Namespace>(
@@ -1093,17 +1198,10 @@ impl<K: Key> KeyedStateBackend<K> for LsmBackend<K> {
     }
 
     fn clear<S: StateHandle>(&mut self, state: S, ns: &S::Namespace) -> Result<()> {
-        let k = self.entry_key(state, ns)?;
-        if S::KIND == StateKind::Map {
-            // One range tombstone over the map's prefix: nothing is read.
-            let end = key::prefix_successor(&k).expect(
-                "an entry key holds a big-endian key group below 2^15, a byte below 0xff, \
-                 so its prefix has a successor",
-            );
-            self.tree.delete_range(&k, &end)?;
-            return self.after_write();
+        if self.ttl_routed::<S>(state.id()) {
+            return self.clear_typed(S::Ttl::from_id(state.id()), ns);
         }
-        self.delete(&k)
+        self.clear_typed(state, ns)
     }
 
     fn merge_namespaces<S: MergingState>(
@@ -1112,60 +1210,31 @@ impl<K: Key> KeyedStateBackend<K> for LsmBackend<K> {
         target: &S::Namespace,
         sources: &[S::Namespace],
     ) -> Result<()> {
-        let target_key = self.entry_key(state, target)?;
-        for source in sources {
-            if source == target {
-                continue;
-            }
-            let source_key = self.entry_key(state, source)?;
-            let Some(moved) = self.tree.get(&source_key)? else {
-                continue;
-            };
-            if S::KIND == StateKind::List {
-                // A list's encoding is a valid list-append operand: append it unread.
-                self.tree.merge(&target_key, &moved)?;
-            } else {
-                let bad = |source| Error::Codec {
-                    what: format!(
-                        "the state of '{}' merged from a namespace",
-                        self.name(state.id())
-                    ),
-                    source,
-                };
-                let moved = S::decode_stored(&EncodedState::Value(moved)).map_err(bad)?;
-                let merged = match self.tree.get(&target_key)? {
-                    Some(bytes) => {
-                        let mut current =
-                            S::decode_stored(&EncodedState::Value(bytes)).map_err(bad)?;
-                        S::merge_stored(self.extra(state)?, &mut current, moved);
-                        current
-                    }
-                    None => moved,
-                };
-                match S::encode_stored(&merged) {
-                    EncodedState::Value(bytes) => self.tree.put(&target_key, &bytes)?,
-                    _ => {
-                        return Err(Error::InvalidArgument(format!(
-                            "state '{}' does not encode as a single value",
-                            self.name(state.id())
-                        )))
-                    }
-                }
-            }
-            self.tree.delete(&source_key)?;
-            self.after_write()?;
+        if self.ttl_routed::<S>(state.id()) {
+            return self.merge_typed(S::TtlMerging::from_id(state.id()), target, sources);
         }
-        Ok(())
+        self.merge_typed(state, target, sources)
     }
 
     fn keys<S: StateHandle>(&self, state: S, ns: &S::Namespace) -> Result<Vec<K>> {
-        self.state(state)?;
+        let id = state.id();
+        if self.ttl_routed::<S>(id) {
+            self.state(S::Ttl::from_id(id))?;
+        } else {
+            self.state(state)?;
+        }
+        // Keys whose entry has expired are not returned (R63).
+        let ttl = self.state_ttl(id).filter(|t| !t.returns_expired());
+        let now = self.clock.now_millis();
         let ns_bytes = crate::codec::to_bytes(ns);
         let mut keys = Vec::new();
-        let name = self.name(state.id());
+        let name = self.name(id);
         let mut failure = None;
-        self.visit_live(state.id(), &mut |_, e| {
+        self.visit_live(id, &mut |_, e| {
             if failure.is_some() || e.namespace != ns_bytes {
+                return;
+            }
+            if ttl.is_some_and(|t| !any_live(&e.state, &t, now)) {
                 return;
             }
             match K::decode(&e.key) {
@@ -1189,18 +1258,24 @@ impl<K: Key> KeyedStateBackend<K> for LsmBackend<K> {
             worker.check()?;
         }
         let view = Arc::new(self.tree.snapshot());
+        let now = self.clock.now_millis();
         let states: Vec<Arc<dyn StateTableSnapshot>> = self
             .states
             .iter()
             .enumerate()
             .map(|(index, s)| {
-                Arc::new(LsmStateView {
+                let table = Arc::new(LsmStateView {
                     meta: s.meta.clone(),
                     id: StateId(index as u32),
                     range: self.range,
                     view: Arc::clone(&view),
                     _dir: Arc::clone(&self._created_dir),
-                }) as Arc<dyn StateTableSnapshot>
+                }) as Arc<dyn StateTableSnapshot>;
+                match s.ttl {
+                    // Full snapshots leave out what has expired (R65).
+                    Some(ttl) => TtlFilteredTable::wrap(table, self.range, ttl, now),
+                    None => table,
+                }
             })
             .collect();
         self.after_write()?;

@@ -4,6 +4,7 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use super::ttl::{ttl_now, TtlAggregate, TtlAggregateInput, TtlConfig};
 use super::{
     handle_boilerplate, sealed, CodecInfo, Key, MergingState, Namespace, NsSlot, StateDescriptor,
     StateHandle, StateId, StateKind, StateMeta, StateValue,
@@ -50,6 +51,7 @@ pub trait AggregateFunction: Send + Sync + 'static {
 pub struct AggregatingStateDescriptor<F, N = ()> {
     name: String,
     function: Arc<F>,
+    ttl: Option<TtlConfig>,
     _types: PhantomData<fn() -> N>,
 }
 
@@ -59,6 +61,7 @@ impl<F: AggregateFunction> AggregatingStateDescriptor<F, ()> {
         AggregatingStateDescriptor {
             name: name.into(),
             function: Arc::new(function),
+            ttl: None,
             _types: PhantomData,
         }
     }
@@ -70,8 +73,16 @@ impl<F: AggregateFunction, N: Namespace> AggregatingStateDescriptor<F, N> {
         AggregatingStateDescriptor {
             name: self.name,
             function: self.function,
+            ttl: self.ttl,
             _types: PhantomData,
         }
+    }
+
+    /// The same state with a time-to-live (R60–R71): an expired accumulator is replaced by a
+    /// new one on the next add.
+    pub fn with_ttl(mut self, ttl: TtlConfig) -> Self {
+        self.ttl = Some(ttl);
+        self
     }
 
     /// The aggregate function.
@@ -89,7 +100,20 @@ impl<F: AggregateFunction, N: Namespace> StateDescriptor for AggregatingStateDes
         self,
         backend: &mut B,
     ) -> Result<Self::Handle> {
-        backend.register_aggregating(&self)
+        let Some(ttl) = self.ttl else {
+            return backend.register_aggregating(&self);
+        };
+        ttl.validate(&self.name)?;
+        let function = TtlAggregate::new(self.function, backend.clock().clone(), ttl);
+        let raw =
+            backend.register_aggregating(&AggregatingStateDescriptor::<TtlAggregate<F>, N> {
+                name: self.name,
+                function: Arc::new(function),
+                ttl: None,
+                _types: PhantomData,
+            })?;
+        backend.set_state_ttl(raw.id(), ttl)?;
+        Ok(AggregatingState::from_id(raw.id()))
     }
 }
 
@@ -106,6 +130,7 @@ impl<F: AggregateFunction, N: Namespace> StateHandle for AggregatingState<F, N> 
     type Namespace = N;
     type Stored = F::Acc;
     type Extra = Arc<F>;
+    type Ttl = AggregatingState<TtlAggregate<F>, N>;
     const KIND: StateKind = StateKind::Aggregating;
     fn id(&self) -> StateId {
         self.id
@@ -151,6 +176,7 @@ impl<F: AggregateFunction, N: Namespace> StateHandle for AggregatingState<F, N> 
 }
 
 impl<F: AggregateFunction, N: Namespace> MergingState for AggregatingState<F, N> {
+    type TtlMerging = AggregatingState<TtlAggregate<F>, N>;
     fn merge_stored(function: &Arc<F>, target: &mut F::Acc, source: F::Acc) {
         function.merge(target, source);
     }
@@ -183,16 +209,38 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, F: AggregateFunction, N: Name
         self
     }
 
-    /// The aggregate's result, or `None` if nothing was added since the last clear.
-    pub fn get(&self) -> Result<Option<F::Out>> {
+    /// The aggregate's result, or `None` if nothing was added since the last clear (with a
+    /// TTL: or if the accumulator expired, R63).
+    pub fn get(&mut self) -> Result<Option<F::Out>> {
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        self.backend.aggregating_get(self.state, ns)
+        let Some(t) = ttl_now(&*self.backend, self.state.id) else {
+            return self.backend.aggregating_get(self.state, ns);
+        };
+        let raw = <AggregatingState<F, N> as StateHandle>::Ttl::from_id(self.state.id);
+        let Some(stored) = self.backend.aggregating_get(raw, ns)? else {
+            return Ok(None);
+        };
+        if t.config.is_expired(stored.timestamp, t.now) {
+            self.backend.clear(raw, ns)?;
+            return Ok(t.config.returns_expired().then_some(stored.result));
+        }
+        if t.config.refresh_on_read() {
+            self.backend
+                .aggregating_add(raw, ns, TtlAggregateInput::Touch)?;
+        }
+        Ok(Some(stored.result))
     }
 
-    /// Adds `value` to the accumulator (created first if there is none).
+    /// Adds `value` to the accumulator (created first if there is none; with a TTL, also if
+    /// it expired).
     pub fn add(&mut self, value: F::In) -> Result<()> {
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        self.backend.aggregating_add(self.state, ns, value)
+        if ttl_now(&*self.backend, self.state.id).is_none() {
+            return self.backend.aggregating_add(self.state, ns, value);
+        }
+        let raw = <AggregatingState<F, N> as StateHandle>::Ttl::from_id(self.state.id);
+        self.backend
+            .aggregating_add(raw, ns, TtlAggregateInput::Add(value))
     }
 
     /// Removes the accumulator.

@@ -2,6 +2,7 @@
 
 use std::marker::PhantomData;
 
+use super::ttl::{ttl_now, TtlConfig, TtlValue};
 use super::{
     handle_boilerplate, sealed, CodecInfo, Key, MergingState, Namespace, NsSlot, StateDescriptor,
     StateHandle, StateId, StateKind, StateMeta, StateValue,
@@ -14,6 +15,7 @@ use crate::KeyedStateBackend;
 /// Describes a list state: its name, element type `T` and namespace type `N`.
 pub struct ListStateDescriptor<T, N = ()> {
     name: String,
+    ttl: Option<TtlConfig>,
     _types: PhantomData<fn() -> (T, N)>,
 }
 
@@ -22,6 +24,7 @@ impl<T: StateValue> ListStateDescriptor<T, ()> {
     pub fn new(name: impl Into<String>) -> Self {
         ListStateDescriptor {
             name: name.into(),
+            ttl: None,
             _types: PhantomData,
         }
     }
@@ -32,8 +35,15 @@ impl<T: StateValue, N: Namespace> ListStateDescriptor<T, N> {
     pub fn with_namespace<N2: Namespace>(self) -> ListStateDescriptor<T, N2> {
         ListStateDescriptor {
             name: self.name,
+            ttl: self.ttl,
             _types: PhantomData,
         }
+    }
+
+    /// The same state with a time-to-live: each element expires on its own (R60–R71).
+    pub fn with_ttl(mut self, ttl: TtlConfig) -> Self {
+        self.ttl = Some(ttl);
+        self
     }
 }
 
@@ -46,7 +56,17 @@ impl<T: StateValue, N: Namespace> StateDescriptor for ListStateDescriptor<T, N> 
         self,
         backend: &mut B,
     ) -> Result<Self::Handle> {
-        backend.register_list(&self)
+        let Some(ttl) = self.ttl else {
+            return backend.register_list(&self);
+        };
+        ttl.validate(&self.name)?;
+        let raw = backend.register_list(&ListStateDescriptor::<TtlValue<T>, N> {
+            name: self.name,
+            ttl: None,
+            _types: PhantomData,
+        })?;
+        backend.set_state_ttl(raw.id(), ttl)?;
+        Ok(ListState::from_id(raw.id()))
     }
 }
 
@@ -63,6 +83,7 @@ impl<T: StateValue, N: Namespace> StateHandle for ListState<T, N> {
     type Namespace = N;
     type Stored = Vec<T>;
     type Extra = ();
+    type Ttl = ListState<TtlValue<T>, N>;
     const KIND: StateKind = StateKind::List;
     fn id(&self) -> StateId {
         self.id
@@ -94,6 +115,7 @@ impl<T: StateValue, N: Namespace> StateHandle for ListState<T, N> {
 }
 
 impl<T: StateValue, N: Namespace> MergingState for ListState<T, N> {
+    type TtlMerging = ListState<TtlValue<T>, N>;
     fn merge_stored(_extra: &(), target: &mut Vec<T>, mut source: Vec<T>) {
         target.append(&mut source);
     }
@@ -125,28 +147,72 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, T: StateValue, N: Namespace>
         self
     }
 
-    /// The elements, in the order they were added; empty if there are none.
-    pub fn get(&self) -> Result<Vec<T>> {
+    /// The elements, in the order they were added; empty if there are none. With a TTL,
+    /// expired elements are left out (R63) and removed (R64).
+    pub fn get(&mut self) -> Result<Vec<T>> {
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        self.backend.list_get(self.state, ns)
+        let Some(t) = ttl_now(&*self.backend, self.state.id) else {
+            return self.backend.list_get(self.state, ns);
+        };
+        let raw = <ListState<T, N> as StateHandle>::Ttl::from_id(self.state.id);
+        let stored = self.backend.list_get(raw, ns)?;
+        let any_expired = stored.iter().any(|e| t.expired(e));
+        let refresh = t.config.refresh_on_read() && !stored.is_empty();
+        let mut result = Vec::with_capacity(stored.len());
+        let mut kept = Vec::new();
+        for e in stored {
+            let expired = t.expired(&e);
+            if !expired || t.config.returns_expired() {
+                result.push(e.value.clone());
+            }
+            if !expired && (any_expired || refresh) {
+                let timestamp = if refresh { t.now } else { e.timestamp };
+                kept.push(TtlValue::new(e.value, timestamp));
+            }
+        }
+        if any_expired || refresh {
+            self.backend.list_update(raw, ns, kept)?;
+        }
+        Ok(result)
     }
 
     /// Appends one element.
     pub fn add(&mut self, element: T) -> Result<()> {
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        self.backend.list_add(self.state, ns, element)
+        let Some(t) = ttl_now(&*self.backend, self.state.id) else {
+            return self.backend.list_add(self.state, ns, element);
+        };
+        let raw = <ListState<T, N> as StateHandle>::Ttl::from_id(self.state.id);
+        self.backend
+            .list_add(raw, ns, TtlValue::new(element, t.now))
     }
 
     /// Appends every element of `elements`, in order. Adding nothing changes nothing.
     pub fn add_all(&mut self, elements: Vec<T>) -> Result<()> {
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        self.backend.list_add_all(self.state, ns, elements)
+        let Some(t) = ttl_now(&*self.backend, self.state.id) else {
+            return self.backend.list_add_all(self.state, ns, elements);
+        };
+        let raw = <ListState<T, N> as StateHandle>::Ttl::from_id(self.state.id);
+        let stamped = elements
+            .into_iter()
+            .map(|e| TtlValue::new(e, t.now))
+            .collect();
+        self.backend.list_add_all(raw, ns, stamped)
     }
 
     /// Replaces the list with `elements`; an empty vector clears it.
     pub fn update(&mut self, elements: Vec<T>) -> Result<()> {
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        self.backend.list_update(self.state, ns, elements)
+        let Some(t) = ttl_now(&*self.backend, self.state.id) else {
+            return self.backend.list_update(self.state, ns, elements);
+        };
+        let raw = <ListState<T, N> as StateHandle>::Ttl::from_id(self.state.id);
+        let stamped = elements
+            .into_iter()
+            .map(|e| TtlValue::new(e, t.now))
+            .collect();
+        self.backend.list_update(raw, ns, stamped)
     }
 
     /// Removes the list.

@@ -2,6 +2,7 @@
 
 use std::marker::PhantomData;
 
+use super::ttl::{ttl_now, TtlConfig, TtlNow, TtlValue};
 use super::{
     handle_boilerplate, sealed, CodecInfo, Key, Namespace, NsSlot, StateDescriptor, StateHandle,
     StateId, StateKind, StateMeta, StateValue,
@@ -21,6 +22,7 @@ type MapTypes<UK, UV, N> = fn() -> (UK, UV, N);
 /// Describes a map state: its name, user key type `UK`, value type `UV` and namespace `N`.
 pub struct MapStateDescriptor<UK, UV, N = ()> {
     name: String,
+    ttl: Option<TtlConfig>,
     _types: PhantomData<MapTypes<UK, UV, N>>,
 }
 
@@ -29,6 +31,7 @@ impl<UK: Key, UV: StateValue> MapStateDescriptor<UK, UV, ()> {
     pub fn new(name: impl Into<String>) -> Self {
         MapStateDescriptor {
             name: name.into(),
+            ttl: None,
             _types: PhantomData,
         }
     }
@@ -39,8 +42,15 @@ impl<UK: Key, UV: StateValue, N: Namespace> MapStateDescriptor<UK, UV, N> {
     pub fn with_namespace<N2: Namespace>(self) -> MapStateDescriptor<UK, UV, N2> {
         MapStateDescriptor {
             name: self.name,
+            ttl: self.ttl,
             _types: PhantomData,
         }
+    }
+
+    /// The same state with a time-to-live: each map entry expires on its own (R60–R71).
+    pub fn with_ttl(mut self, ttl: TtlConfig) -> Self {
+        self.ttl = Some(ttl);
+        self
     }
 }
 
@@ -53,7 +63,17 @@ impl<UK: Key, UV: StateValue, N: Namespace> StateDescriptor for MapStateDescript
         self,
         backend: &mut B,
     ) -> Result<Self::Handle> {
-        backend.register_map(&self)
+        let Some(ttl) = self.ttl else {
+            return backend.register_map(&self);
+        };
+        ttl.validate(&self.name)?;
+        let raw = backend.register_map(&MapStateDescriptor::<UK, TtlValue<UV>, N> {
+            name: self.name,
+            ttl: None,
+            _types: PhantomData,
+        })?;
+        backend.set_state_ttl(raw.id(), ttl)?;
+        Ok(MapState::from_id(raw.id()))
     }
 }
 
@@ -70,6 +90,7 @@ impl<UK: Key, UV: StateValue, N: Namespace> StateHandle for MapState<UK, UV, N> 
     type Namespace = N;
     type Stored = MapStore<UK, UV>;
     type Extra = ();
+    type Ttl = MapState<UK, TtlValue<UV>, N>;
     const KIND: StateKind = StateKind::Map;
     fn id(&self) -> StateId {
         self.id
@@ -115,6 +136,9 @@ impl<UK: Key, UV: StateValue, N: Namespace> StateHandle for MapState<UK, UV, N> 
     }
 }
 
+/// A map state's stored form under a TTL.
+type TtlMapState<UK, UV, N> = MapState<UK, TtlValue<UV>, N>;
+
 /// Access to a map state for the current key, returned by `backend.map(&handle)`.
 pub struct MapAccess<'a, K, B: ?Sized, UK, UV, N> {
     backend: &'a mut B,
@@ -141,14 +165,37 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, UK: Key, UV: StateValue, N: N
         self
     }
 
-    /// The value of `user_key`, if present.
-    pub fn get(&self, user_key: &UK) -> Result<Option<UV>> {
-        let ns = self.ns.get(&*self.backend, self.state.id)?;
-        self.backend.map_get(self.state, ns, user_key)
+    /// The handle of the state as stored with a TTL, and the TTL and time, if it has one.
+    fn ttl(&self) -> Option<(TtlNow, TtlMapState<UK, UV, N>)> {
+        let t = ttl_now(&*self.backend, self.state.id)?;
+        Some((t, MapState::from_id(self.state.id)))
     }
 
-    /// Whether `user_key` is present.
-    pub fn contains(&self, user_key: &UK) -> Result<bool> {
+    /// The value of `user_key`, if present (with a TTL: and not expired, R63).
+    pub fn get(&mut self, user_key: &UK) -> Result<Option<UV>> {
+        let ns = self.ns.get(&*self.backend, self.state.id)?;
+        let Some((t, raw)) = self.ttl() else {
+            return self.backend.map_get(self.state, ns, user_key);
+        };
+        let Some(stored) = self.backend.map_get(raw, ns, user_key)? else {
+            return Ok(None);
+        };
+        if t.expired(&stored) {
+            self.backend.map_remove(raw, ns, user_key)?;
+            return Ok(t.config.returns_expired().then_some(stored.value));
+        }
+        if t.config.refresh_on_read() {
+            let refreshed = TtlValue::new(stored.value.clone(), t.now);
+            self.backend.map_put(raw, ns, user_key.clone(), refreshed)?;
+        }
+        Ok(Some(stored.value))
+    }
+
+    /// Whether `user_key` is present (with a TTL: and not expired).
+    pub fn contains(&mut self, user_key: &UK) -> Result<bool> {
+        if self.ttl().is_some() {
+            return Ok(self.get(user_key)?.is_some());
+        }
         let ns = self.ns.get(&*self.backend, self.state.id)?;
         self.backend.map_contains(self.state, ns, user_key)
     }
@@ -156,40 +203,80 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, UK: Key, UV: StateValue, N: N
     /// Sets the value of `user_key`.
     pub fn put(&mut self, user_key: UK, value: UV) -> Result<()> {
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        self.backend.map_put(self.state, ns, user_key, value)
+        let Some((t, raw)) = self.ttl() else {
+            return self.backend.map_put(self.state, ns, user_key, value);
+        };
+        self.backend
+            .map_put(raw, ns, user_key, TtlValue::new(value, t.now))
     }
 
     /// Sets every entry of `entries`; a later entry wins over an earlier one with the same key.
     pub fn put_all(&mut self, entries: impl IntoIterator<Item = (UK, UV)>) -> Result<()> {
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        let entries: Vec<(UK, UV)> = entries.into_iter().collect();
-        self.backend.map_put_all(self.state, ns, entries)
+        let Some((t, raw)) = self.ttl() else {
+            let entries: Vec<(UK, UV)> = entries.into_iter().collect();
+            return self.backend.map_put_all(self.state, ns, entries);
+        };
+        let entries = entries
+            .into_iter()
+            .map(|(k, v)| (k, TtlValue::new(v, t.now)))
+            .collect();
+        self.backend.map_put_all(raw, ns, entries)
     }
 
     /// Removes `user_key`; removing an absent key does nothing.
     pub fn remove(&mut self, user_key: &UK) -> Result<()> {
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        self.backend.map_remove(self.state, ns, user_key)
+        match self.ttl() {
+            Some((_, raw)) => self.backend.map_remove(raw, ns, user_key),
+            None => self.backend.map_remove(self.state, ns, user_key),
+        }
     }
 
-    /// Every entry, in an unspecified order.
-    pub fn entries(&self) -> Result<Vec<(UK, UV)>> {
+    /// Every entry, in an unspecified order (with a TTL: the expired ones left out, R63, and
+    /// removed, R64).
+    pub fn entries(&mut self) -> Result<Vec<(UK, UV)>> {
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        self.backend.map_entries(self.state, ns)
+        let Some((t, raw)) = self.ttl() else {
+            return self.backend.map_entries(self.state, ns);
+        };
+        let stored = self.backend.map_entries(raw, ns)?;
+        let mut result = Vec::with_capacity(stored.len());
+        let mut refreshed = Vec::new();
+        for (k, v) in stored {
+            if t.expired(&v) {
+                self.backend.map_remove(raw, ns, &k)?;
+                if t.config.returns_expired() {
+                    result.push((k, v.value));
+                }
+                continue;
+            }
+            if t.config.refresh_on_read() {
+                refreshed.push((k.clone(), TtlValue::new(v.value.clone(), t.now)));
+            }
+            result.push((k, v.value));
+        }
+        if !refreshed.is_empty() {
+            self.backend.map_put_all(raw, ns, refreshed)?;
+        }
+        Ok(result)
     }
 
     /// Every user key, in an unspecified order.
-    pub fn keys(&self) -> Result<Vec<UK>> {
+    pub fn keys(&mut self) -> Result<Vec<UK>> {
         Ok(self.entries()?.into_iter().map(|(k, _)| k).collect())
     }
 
     /// Every value, in an unspecified order.
-    pub fn values(&self) -> Result<Vec<UV>> {
+    pub fn values(&mut self) -> Result<Vec<UV>> {
         Ok(self.entries()?.into_iter().map(|(_, v)| v).collect())
     }
 
-    /// Whether the map has no entry.
-    pub fn is_empty(&self) -> Result<bool> {
+    /// Whether the map has no entry (with a TTL: no entry that has not expired).
+    pub fn is_empty(&mut self) -> Result<bool> {
+        if self.ttl().is_some() {
+            return Ok(self.entries()?.is_empty());
+        }
         let ns = self.ns.get(&*self.backend, self.state.id)?;
         self.backend.map_is_empty(self.state, ns)
     }
@@ -202,7 +289,7 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, UK: Key, UV: StateValue, N: N
 
     /// An iterator over the entries that can remove the entry it last returned
     /// ([`MapCursor::remove_current`]). The entries are those present when it was created.
-    pub fn iter(self) -> Result<MapCursor<'a, K, B, UK, UV, N>> {
+    pub fn iter(mut self) -> Result<MapCursor<'a, K, B, UK, UV, N>> {
         let entries = self.entries()?.into_iter();
         Ok(MapCursor {
             access: self,

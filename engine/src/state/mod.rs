@@ -9,6 +9,8 @@ mod aggregating;
 mod list;
 mod map;
 mod reducing;
+pub mod ttl;
+pub(crate) mod ttl_filter;
 mod value;
 
 use std::borrow::Cow;
@@ -21,6 +23,7 @@ pub use aggregating::{
 pub use list::{ListAccess, ListState, ListStateDescriptor};
 pub use map::{MapAccess, MapCursor, MapState, MapStateDescriptor, MapStore};
 pub use reducing::{ReducingAccess, ReducingState, ReducingStateDescriptor};
+pub use ttl::{TtlConfig, TtlUpdate, TtlValue, TtlVisibility};
 pub use value::{ValueAccess, ValueState, ValueStateDescriptor};
 
 use crate::codec::Codec;
@@ -200,6 +203,10 @@ pub trait StateHandle: Copy + Send + Sync + 'static + sealed::Sealed {
     /// Per-state data the heap backend keeps beside the table (a reduce or aggregate function).
     #[doc(hidden)]
     type Extra: Clone + Send + Sync + 'static;
+    /// The handle of the same state registered with a TTL: its values, list elements or map
+    /// values wrapped in [`TtlValue`] (what the backend stores for it).
+    #[doc(hidden)]
+    type Ttl: StateHandle<Namespace = Self::Namespace>;
     /// The kind of state.
     const KIND: StateKind;
     /// The state's id within the backend that issued the handle.
@@ -238,6 +245,9 @@ pub(crate) fn wrong_shape(expected: &'static str) -> crate::codec::CodecError {
 
 /// A state whose namespaces can be merged (list, reducing and aggregating state).
 pub trait MergingState: StateHandle {
+    /// [`StateHandle::Ttl`], as a merging state.
+    #[doc(hidden)]
+    type TtlMerging: MergingState<Namespace = Self::Namespace>;
     #[doc(hidden)]
     fn merge_stored(extra: &Self::Extra, target: &mut Self::Stored, source: Self::Stored);
 }

@@ -3,6 +3,7 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use super::ttl::{ttl_now, ttl_reducer, TtlConfig, TtlValue};
 use super::{
     handle_boilerplate, sealed, CodecInfo, Key, MergingState, Namespace, NsSlot, StateDescriptor,
     StateHandle, StateId, StateKind, StateMeta, StateValue,
@@ -19,6 +20,7 @@ pub(crate) type Reducer<V> = Arc<dyn Fn(&V, &V) -> V + Send + Sync>;
 pub struct ReducingStateDescriptor<V, N = ()> {
     name: String,
     reduce: Reducer<V>,
+    ttl: Option<TtlConfig>,
     _types: PhantomData<fn() -> N>,
 }
 
@@ -31,6 +33,7 @@ impl<V: StateValue> ReducingStateDescriptor<V, ()> {
         ReducingStateDescriptor {
             name: name.into(),
             reduce: Arc::new(reduce),
+            ttl: None,
             _types: PhantomData,
         }
     }
@@ -42,8 +45,16 @@ impl<V: StateValue, N: Namespace> ReducingStateDescriptor<V, N> {
         ReducingStateDescriptor {
             name: self.name,
             reduce: self.reduce,
+            ttl: self.ttl,
             _types: PhantomData,
         }
+    }
+
+    /// The same state with a time-to-live (R60–R71): an expired value takes no part in a
+    /// reduce.
+    pub fn with_ttl(mut self, ttl: TtlConfig) -> Self {
+        self.ttl = Some(ttl);
+        self
     }
 
     /// The reduce function.
@@ -61,7 +72,18 @@ impl<V: StateValue, N: Namespace> StateDescriptor for ReducingStateDescriptor<V,
         self,
         backend: &mut B,
     ) -> Result<Self::Handle> {
-        backend.register_reducing(&self)
+        let Some(ttl) = self.ttl else {
+            return backend.register_reducing(&self);
+        };
+        ttl.validate(&self.name)?;
+        let raw = backend.register_reducing(&ReducingStateDescriptor::<TtlValue<V>, N> {
+            reduce: ttl_reducer(self.reduce, backend.clock().clone(), ttl),
+            name: self.name,
+            ttl: None,
+            _types: PhantomData,
+        })?;
+        backend.set_state_ttl(raw.id(), ttl)?;
+        Ok(ReducingState::from_id(raw.id()))
     }
 }
 
@@ -78,6 +100,7 @@ impl<V: StateValue, N: Namespace> StateHandle for ReducingState<V, N> {
     type Namespace = N;
     type Stored = V;
     type Extra = Reducer<V>;
+    type Ttl = ReducingState<TtlValue<V>, N>;
     const KIND: StateKind = StateKind::Reducing;
     fn id(&self) -> StateId {
         self.id
@@ -123,6 +146,7 @@ impl<V: StateValue, N: Namespace> StateHandle for ReducingState<V, N> {
 }
 
 impl<V: StateValue, N: Namespace> MergingState for ReducingState<V, N> {
+    type TtlMerging = ReducingState<TtlValue<V>, N>;
     fn merge_stored(reduce: &Reducer<V>, target: &mut V, source: V) {
         *target = reduce(target, &source);
     }
@@ -154,16 +178,40 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, V: StateValue, N: Namespace>
         self
     }
 
-    /// The reduced value, or `None` if nothing was added since the last clear.
-    pub fn get(&self) -> Result<Option<V>> {
+    /// The reduced value, or `None` if nothing was added since the last clear (with a TTL:
+    /// or if it expired, R63).
+    pub fn get(&mut self) -> Result<Option<V>> {
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        self.backend.reducing_get(self.state, ns)
+        let Some(t) = ttl_now(&*self.backend, self.state.id) else {
+            return self.backend.reducing_get(self.state, ns);
+        };
+        let raw = <ReducingState<V, N> as StateHandle>::Ttl::from_id(self.state.id);
+        let Some(stored) = self.backend.reducing_get(raw, ns)? else {
+            return Ok(None);
+        };
+        if t.expired(&stored) {
+            self.backend.clear(raw, ns)?;
+            return Ok(t.config.returns_expired().then_some(stored.value));
+        }
+        if t.config.refresh_on_read() {
+            // There is no primitive to set a reduced value: clear, then add to nothing.
+            self.backend.clear(raw, ns)?;
+            let refreshed = TtlValue::new(stored.value.clone(), t.now);
+            self.backend.reducing_add(raw, ns, refreshed)?;
+        }
+        Ok(Some(stored.value))
     }
 
-    /// Folds `value` into the state: `reduce(current, value)`, or `value` if there is none.
+    /// Folds `value` into the state: `reduce(current, value)`, or `value` if there is none
+    /// (with a TTL: or if the current value expired).
     pub fn add(&mut self, value: V) -> Result<()> {
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        self.backend.reducing_add(self.state, ns, value)
+        let Some(t) = ttl_now(&*self.backend, self.state.id) else {
+            return self.backend.reducing_add(self.state, ns, value);
+        };
+        let raw = <ReducingState<V, N> as StateHandle>::Ttl::from_id(self.state.id);
+        self.backend
+            .reducing_add(raw, ns, TtlValue::new(value, t.now))
     }
 
     /// Removes the value.

@@ -2,6 +2,7 @@
 
 use std::marker::PhantomData;
 
+use super::ttl::{ttl_now, TtlConfig, TtlValue};
 use super::{
     handle_boilerplate, sealed, CodecInfo, Key, Namespace, NsSlot, StateDescriptor, StateHandle,
     StateId, StateKind, StateMeta, StateValue,
@@ -14,6 +15,7 @@ use crate::KeyedStateBackend;
 /// Describes a value state: its name, value type `V` and namespace type `N`.
 pub struct ValueStateDescriptor<V, N = ()> {
     name: String,
+    ttl: Option<TtlConfig>,
     _types: PhantomData<fn() -> (V, N)>,
 }
 
@@ -22,6 +24,7 @@ impl<V: StateValue> ValueStateDescriptor<V, ()> {
     pub fn new(name: impl Into<String>) -> Self {
         ValueStateDescriptor {
             name: name.into(),
+            ttl: None,
             _types: PhantomData,
         }
     }
@@ -32,8 +35,15 @@ impl<V: StateValue, N: Namespace> ValueStateDescriptor<V, N> {
     pub fn with_namespace<N2: Namespace>(self) -> ValueStateDescriptor<V, N2> {
         ValueStateDescriptor {
             name: self.name,
+            ttl: self.ttl,
             _types: PhantomData,
         }
+    }
+
+    /// The same state with a time-to-live (spec/state-semantics.md R60–R71).
+    pub fn with_ttl(mut self, ttl: TtlConfig) -> Self {
+        self.ttl = Some(ttl);
+        self
     }
 }
 
@@ -46,7 +56,17 @@ impl<V: StateValue, N: Namespace> StateDescriptor for ValueStateDescriptor<V, N>
         self,
         backend: &mut B,
     ) -> Result<Self::Handle> {
-        backend.register_value(&self)
+        let Some(ttl) = self.ttl else {
+            return backend.register_value(&self);
+        };
+        ttl.validate(&self.name)?;
+        let raw = backend.register_value(&ValueStateDescriptor::<TtlValue<V>, N> {
+            name: self.name,
+            ttl: None,
+            _types: PhantomData,
+        })?;
+        backend.set_state_ttl(raw.id(), ttl)?;
+        Ok(ValueState::from_id(raw.id()))
     }
 }
 
@@ -63,6 +83,7 @@ impl<V: StateValue, N: Namespace> StateHandle for ValueState<V, N> {
     type Namespace = N;
     type Stored = V;
     type Extra = ();
+    type Ttl = ValueState<TtlValue<V>, N>;
     const KIND: StateKind = StateKind::Value;
     fn id(&self) -> StateId {
         self.id
@@ -133,16 +154,36 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, V: StateValue, N: Namespace>
         self
     }
 
-    /// The value, or `None` if there is none.
-    pub fn get(&self) -> Result<Option<V>> {
+    /// The value, or `None` if there is none (or, with a TTL, if it expired: R63).
+    pub fn get(&mut self) -> Result<Option<V>> {
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        self.backend.value_get(self.state, ns)
+        let Some(t) = ttl_now(&*self.backend, self.state.id) else {
+            return self.backend.value_get(self.state, ns);
+        };
+        let raw = <ValueState<V, N> as StateHandle>::Ttl::from_id(self.state.id);
+        let Some(stored) = self.backend.value_get(raw, ns)? else {
+            return Ok(None);
+        };
+        if t.expired(&stored) {
+            self.backend.clear(raw, ns)?;
+            return Ok(t.config.returns_expired().then_some(stored.value));
+        }
+        if t.config.refresh_on_read() {
+            let refreshed = TtlValue::new(stored.value.clone(), t.now);
+            self.backend.value_update(raw, ns, refreshed)?;
+        }
+        Ok(Some(stored.value))
     }
 
     /// Sets the value.
     pub fn update(&mut self, value: V) -> Result<()> {
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        self.backend.value_update(self.state, ns, value)
+        let Some(t) = ttl_now(&*self.backend, self.state.id) else {
+            return self.backend.value_update(self.state, ns, value);
+        };
+        let raw = <ValueState<V, N> as StateHandle>::Ttl::from_id(self.state.id);
+        self.backend
+            .value_update(raw, ns, TtlValue::new(value, t.now))
     }
 
     /// Removes the value.

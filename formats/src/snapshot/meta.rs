@@ -95,7 +95,8 @@ pub struct StateMetaRecord {
     pub value: CodecRecord,
     /// The user-key codec: present exactly for map state.
     pub user_key: Option<CodecRecord>,
-    /// The state's time-to-live, if it has one (reserved: the engine has no TTL yet).
+    /// The state's time-to-live, if it has one (informational: the value codec `ttl<…>` tells a
+    /// state with a TTL).
     pub ttl_millis: Option<NonZeroU64>,
 }
 

@@ -13,9 +13,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+mod ttl;
+
 use flowstate::codec::{to_bytes, Codec};
 use flowstate::snapshot::CanonicalEntries;
 use flowstate::*;
+#[allow(clippy::wildcard_imports)]
+use ttl::*;
 
 // ------------------------------------------------------------------------------------------
 // Factories
@@ -25,8 +29,18 @@ use flowstate::*;
 pub trait Factory {
     /// The backend type, for key type `K`.
     type Backend<K: Key>: KeyedStateBackend<K>;
-    /// An empty backend with `max_parallelism` key groups that owns `range`.
-    fn open<K: Key>(&self, max_parallelism: u32, range: KeyGroupRange) -> Self::Backend<K>;
+    /// An empty backend with `max_parallelism` key groups that owns `range`, on the system
+    /// clock.
+    fn open<K: Key>(&self, max_parallelism: u32, range: KeyGroupRange) -> Self::Backend<K> {
+        self.open_clocked(max_parallelism, range, Arc::new(SystemClock))
+    }
+    /// An empty backend with `max_parallelism` key groups that owns `range`, on `clock`.
+    fn open_clocked<K: Key>(
+        &self,
+        max_parallelism: u32,
+        range: KeyGroupRange,
+        clock: Arc<dyn Clock>,
+    ) -> Self::Backend<K>;
     /// The number of entries a large case writes, given its usual `n`: a backend
     /// configured to flush on every write takes fewer, to keep the suite fast.
     fn scaled(&self, n: u64) -> u64 {
@@ -39,11 +53,17 @@ pub struct HeapFactory;
 
 impl Factory for HeapFactory {
     type Backend<K: Key> = HeapBackend<K>;
-    fn open<K: Key>(&self, max_parallelism: u32, range: KeyGroupRange) -> HeapBackend<K> {
+    fn open_clocked<K: Key>(
+        &self,
+        max_parallelism: u32,
+        range: KeyGroupRange,
+        clock: Arc<dyn Clock>,
+    ) -> HeapBackend<K> {
         HeapBackend::open(
             BackendConfig::heap()
                 .max_parallelism(max_parallelism)
-                .key_group_range(range),
+                .key_group_range(range)
+                .clock(clock),
         )
         .expect("open heap backend")
     }
@@ -54,11 +74,17 @@ pub struct BackendEnumFactory;
 
 impl Factory for BackendEnumFactory {
     type Backend<K: Key> = Backend<K>;
-    fn open<K: Key>(&self, max_parallelism: u32, range: KeyGroupRange) -> Backend<K> {
+    fn open_clocked<K: Key>(
+        &self,
+        max_parallelism: u32,
+        range: KeyGroupRange,
+        clock: Arc<dyn Clock>,
+    ) -> Backend<K> {
         Backend::open(
             BackendConfig::heap()
                 .max_parallelism(max_parallelism)
-                .key_group_range(range),
+                .key_group_range(range)
+                .clock(clock),
         )
         .expect("open backend")
     }
@@ -70,12 +96,18 @@ pub struct LsmFactory;
 
 impl Factory for LsmFactory {
     type Backend<K: Key> = LsmBackend<K>;
-    fn open<K: Key>(&self, max_parallelism: u32, range: KeyGroupRange) -> LsmBackend<K> {
+    fn open_clocked<K: Key>(
+        &self,
+        max_parallelism: u32,
+        range: KeyGroupRange,
+        clock: Arc<dyn Clock>,
+    ) -> LsmBackend<K> {
         LsmBackend::open(
             BackendConfig::lsm_on(Arc::new(MemStorage::new()), "lsm")
                 .lsm_background(lsm::LsmBackground::Inline)
                 .max_parallelism(max_parallelism)
-                .key_group_range(range),
+                .key_group_range(range)
+                .clock(clock),
         )
         .expect("open LSM backend")
     }
@@ -87,6 +119,7 @@ fn flushing_lsm<K: Key>(
     tree: lsm::TreeOptions,
     max_parallelism: u32,
     range: KeyGroupRange,
+    clock: Arc<dyn Clock>,
 ) -> LsmBackend<K> {
     LsmBackend::open(
         BackendConfig::lsm_on(Arc::new(MemStorage::new()), "lsm")
@@ -94,7 +127,8 @@ fn flushing_lsm<K: Key>(
             .lsm_block_cache_bytes(64 << 10)
             .lsm_background(lsm::LsmBackground::Inline)
             .max_parallelism(max_parallelism)
-            .key_group_range(range),
+            .key_group_range(range)
+            .clock(clock),
     )
     .expect("open LSM backend")
 }
@@ -106,7 +140,12 @@ pub struct LsmFlushingFactory;
 
 impl Factory for LsmFlushingFactory {
     type Backend<K: Key> = LsmBackend<K>;
-    fn open<K: Key>(&self, max_parallelism: u32, range: KeyGroupRange) -> LsmBackend<K> {
+    fn open_clocked<K: Key>(
+        &self,
+        max_parallelism: u32,
+        range: KeyGroupRange,
+        clock: Arc<dyn Clock>,
+    ) -> LsmBackend<K> {
         let tree = lsm::TreeOptions {
             memtable_bytes: 1,
             l0_compaction_trigger: 2,
@@ -115,7 +154,7 @@ impl Factory for LsmFlushingFactory {
             level1_max_bytes: 4 << 10,
             ..lsm::TreeOptions::default()
         };
-        flushing_lsm(tree, max_parallelism, range)
+        flushing_lsm(tree, max_parallelism, range, clock)
     }
     fn scaled(&self, n: u64) -> u64 {
         (n / 20).max(100)
@@ -129,7 +168,12 @@ pub struct LsmCheckpointAwareFactory;
 
 impl Factory for LsmCheckpointAwareFactory {
     type Backend<K: Key> = LsmBackend<K>;
-    fn open<K: Key>(&self, max_parallelism: u32, range: KeyGroupRange) -> LsmBackend<K> {
+    fn open_clocked<K: Key>(
+        &self,
+        max_parallelism: u32,
+        range: KeyGroupRange,
+        clock: Arc<dyn Clock>,
+    ) -> LsmBackend<K> {
         let tree = lsm::TreeOptions {
             memtable_bytes: 1,
             l0_compaction_trigger: 2,
@@ -140,7 +184,7 @@ impl Factory for LsmCheckpointAwareFactory {
             }),
             ..lsm::TreeOptions::default()
         };
-        flushing_lsm(tree, max_parallelism, range)
+        flushing_lsm(tree, max_parallelism, range, clock)
     }
     fn scaled(&self, n: u64) -> u64 {
         (n / 20).max(100)
@@ -152,7 +196,12 @@ pub struct LsmBackendEnumFactory;
 
 impl Factory for LsmBackendEnumFactory {
     type Backend<K: Key> = Backend<K>;
-    fn open<K: Key>(&self, max_parallelism: u32, range: KeyGroupRange) -> Backend<K> {
+    fn open_clocked<K: Key>(
+        &self,
+        max_parallelism: u32,
+        range: KeyGroupRange,
+        clock: Arc<dyn Clock>,
+    ) -> Backend<K> {
         // The backend creates the directory and removes it when dropped.
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -164,7 +213,8 @@ impl Factory for LsmBackendEnumFactory {
             BackendConfig::lsm(dir)
                 .lsm_memtable_bytes(256 << 10)
                 .max_parallelism(max_parallelism)
-                .key_group_range(range),
+                .key_group_range(range)
+                .clock(clock),
         )
         .expect("open backend")
     }
@@ -2773,6 +2823,15 @@ macro_rules! conformance_suite {
             merge_with_nothing_to_merge_still_checks_the_key,
             reads_return_copies,
             merge_reducing_order,
+            ttl_value_expires_and_the_read_removes_it,
+            ttl_reads_restamp_with_on_read_and_write,
+            ttl_return_expired_if_not_cleaned_up,
+            ttl_list_elements_expire_one_by_one,
+            ttl_map_entries_expire_one_by_one,
+            ttl_reducing_and_aggregating_start_over_after_expiry,
+            ttl_namespace_merges_leave_expired_state_out,
+            ttl_snapshots_leave_expired_state_out,
+            ttl_registration_rules,
         );
     };
     (@cases $module:ident, $factory:expr; $($case:ident),+ $(,)?) => {
