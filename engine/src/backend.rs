@@ -47,6 +47,15 @@ pub trait KeyedStateBackend<K: Key> {
     fn set_state_ttl(&mut self, id: StateId, ttl: TtlConfig) -> Result<()>;
     /// The clock time-dependent state (TTL) reads.
     fn clock(&self) -> &std::sync::Arc<dyn crate::clock::Clock>;
+    /// One step of background TTL cleanup for state `id`, which the accessors take on each
+    /// access to a state with a TTL: the heap backend checks a few more entries
+    /// (`TtlConfig::incremental_cleanup`, R70); the LSM backend cleans up in compaction and does
+    /// nothing here.
+    #[doc(hidden)]
+    fn ttl_cleanup_step(&mut self, id: StateId) -> Result<()> {
+        let _ = id;
+        Ok(())
+    }
     /// The number of (key, namespace) entries over all states: a count in memory for the
     /// heap backend, a scan of every state for the LSM backend.
     fn entry_count(&self) -> Result<usize>;

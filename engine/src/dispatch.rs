@@ -162,6 +162,9 @@ impl<K: Key> KeyedStateBackend<K> for Backend<K> {
     fn clock(&self) -> &std::sync::Arc<dyn crate::clock::Clock> {
         delegate!(self, b => KeyedStateBackend::clock(b))
     }
+    fn ttl_cleanup_step(&mut self, id: StateId) -> Result<()> {
+        delegate!(self, b => b.ttl_cleanup_step(id))
+    }
     fn entry_count(&self) -> Result<usize> {
         delegate!(self, b => b.entry_count())
     }

@@ -31,12 +31,16 @@ fn restore(
     storage: &Arc<dyn CheckpointStorage>,
     done: &CompletedCheckpoint,
 ) -> Result<Backend<u64>> {
-    Backend::restore_from(config, &**storage, &done.handles_for(KeyGroupRange::all(MAXP)?))
+    Backend::restore_from(
+        config,
+        &**storage,
+        &done.handles_for(KeyGroupRange::all(MAXP)?),
+    )
 }
 
 #[test]
-fn timestamps_survive_a_savepoint_from_heap_into_lsm_and_expired_state_is_not_written(
-) -> Result<()> {
+fn timestamps_survive_a_savepoint_from_heap_into_lsm_and_expired_state_is_not_written() -> Result<()>
+{
     let clock = Arc::new(ManualClock::new(1_000));
     let storage: Arc<dyn CheckpointStorage> = Arc::new(MemoryCheckpointStorage::new());
     let mut heap = Backend::<u64>::open(
@@ -117,7 +121,9 @@ fn a_state_cannot_gain_or_lose_its_ttl_across_a_restore() -> Result<()> {
         let mut r = restore(config, &storage, &done)?;
         let gained = r.register(ValueStateDescriptor::<u64>::new("plain").with_ttl(ttl(5)));
         match gained {
-            Err(Error::IncompatibleState { name, requested, .. }) => {
+            Err(Error::IncompatibleState {
+                name, requested, ..
+            }) => {
                 assert_eq!(name, "plain");
                 assert!(requested.contains("ttl<u64>"), "{requested}");
             }

@@ -258,6 +258,16 @@ fn for_each_owned<T: Clone>(slots: Arc<[Slot<T>]>, mut f: impl FnMut(NonZeroU32,
     }
 }
 
+/// What [`CowMap::clean_bucket`] does with an entry.
+pub(crate) enum Verdict<T> {
+    /// Keeps it as it is.
+    Keep,
+    /// Removes it.
+    Remove,
+    /// Replaces it with this entry, which must have the same hash and key.
+    Replace(T),
+}
+
 /// A copy-on-write hash map of `T` (see the module documentation).
 pub(crate) struct CowMap<T> {
     buckets: Vec<Bucket<T>>,
@@ -414,6 +424,66 @@ impl<T: Clone> CowMap<T> {
         self.buckets.iter().flat_map(|b| b.iter())
     }
 
+    /// The entries of bucket `b` (none if there is no such bucket).
+    pub(crate) fn bucket_iter(&self, b: usize) -> impl Iterator<Item = &T> + '_ {
+        self.buckets
+            .get(b)
+            .into_iter()
+            .flat_map(|bucket| bucket.iter())
+    }
+
+    /// The number of buckets (a cleanup cursor walks them in order).
+    pub(crate) fn bucket_count(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Judges every entry of bucket `b` (if it exists): kept, removed, or replaced by another
+    /// value of the same key. Returns the number of entries judged. The bucket is rewritten
+    /// (a fresh allocation, so a snapshot sharing the old one keeps it) only if something
+    /// changes.
+    pub(crate) fn clean_bucket(
+        &mut self,
+        b: usize,
+        mut judge: impl FnMut(&T) -> Verdict<T>,
+    ) -> usize {
+        let Some(bucket) = self.buckets.get(b) else {
+            return 0;
+        };
+        let mut verdicts = Vec::new();
+        let mut changed = false;
+        for (_, e) in bucket.slots.iter().flatten() {
+            let v = judge(e);
+            changed |= !matches!(v, Verdict::Keep);
+            verdicts.push(v);
+        }
+        let judged = verdicts.len();
+        if changed {
+            let old = &self.buckets[b];
+            // Sized for what stays, so that memory goes down as entries leave.
+            let kept = verdicts
+                .iter()
+                .filter(|v| !matches!(v, Verdict::Remove))
+                .count();
+            let mut fresh = Bucket::with_slots(slots_for(kept).min(old.slots.len()));
+            let mut removed = 0;
+            let entries = old.slots.iter().flatten();
+            for ((tag, entry), verdict) in entries.zip(verdicts) {
+                match verdict {
+                    Verdict::Keep => {
+                        fresh.insert_absent(*tag, entry.clone());
+                    }
+                    Verdict::Replace(with) => {
+                        fresh.insert_absent(*tag, with);
+                    }
+                    Verdict::Remove => removed += 1,
+                }
+            }
+            self.buckets[b] = fresh;
+            self.len -= removed;
+        }
+        judged
+    }
+
     /// Heap bytes held by the map, counting shared buckets in full.
     pub(crate) fn allocated_bytes(&self) -> usize {
         // An Arc allocation carries two counters before the slots.
@@ -536,6 +606,36 @@ mod tests {
             .map(|b| Arc::strong_count(&b.slots))
             .collect();
         assert_eq!(before, after);
+    }
+
+    #[test]
+    fn cleaning_a_bucket_removes_and_replaces_without_touching_a_snapshot() {
+        let mut m = Arc::new(CowMap::default());
+        for k in 0..200 {
+            put(&mut m, k, k);
+        }
+        let frozen = m.clone();
+        let map = exclusive(&mut m);
+        let mut judged = 0;
+        for b in 0..map.bucket_count() {
+            judged += map.clean_bucket(b, |&(k, v)| match k % 3 {
+                0 => Verdict::Remove,
+                1 => Verdict::Replace((k, v + 1000)),
+                _ => Verdict::Keep,
+            });
+        }
+        assert_eq!(judged, 200);
+        assert_eq!(map.len(), 200 - 67);
+        assert_eq!(map.clean_bucket(map.bucket_count(), |_| Verdict::Remove), 0);
+        for k in 0..200 {
+            let expected = match k % 3 {
+                0 => None,
+                1 => Some(k + 1000),
+                _ => Some(k),
+            };
+            assert_eq!(get(&m, k), expected, "key {k}");
+            assert_eq!(get(&frozen, k), Some(k), "the snapshot keeps key {k}");
+        }
     }
 
     #[test]

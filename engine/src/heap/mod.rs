@@ -8,6 +8,7 @@ mod cow;
 mod exclusive;
 pub(crate) mod restore;
 mod table;
+mod ttl_cleanup;
 
 use std::any::TypeId;
 use std::collections::HashMap;
@@ -30,6 +31,7 @@ use crate::state::{
     ValueStateDescriptor,
 };
 use table::{entry_hash, Entry, ErasedTable, StateTable};
+use ttl_cleanup::CleanupCursor;
 
 /// The seed of the in-memory hash. Fixed, so that runs are reproducible; it never reaches disk.
 const HASH_SEED: u64 = 0x666c_6f77_7374_6174; // "flowstat"
@@ -52,6 +54,8 @@ struct Registered {
     table: Box<dyn ErasedTable>,
     /// The state's time-to-live, if it was registered with one (R60).
     ttl: Option<TtlConfig>,
+    /// Where its incremental TTL cleanup goes on (R70).
+    cleanup: CleanupCursor,
 }
 
 /// Keyed state in memory: typed values in per-state, per-key-group copy-on-write maps.
@@ -341,6 +345,7 @@ impl<K: Key> HeapBackend<K> {
             meta,
             type_id,
             ttl: None,
+            cleanup: CleanupCursor::default(),
             table: Box::new(table),
         });
         self.by_name.insert(name.to_owned(), id);
@@ -518,6 +523,17 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
 
     fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    fn ttl_cleanup_step(&mut self, id: StateId) -> Result<()> {
+        let now = self.clock.now_millis();
+        if let Some(r) = self.states.get_mut(id.0 as usize) {
+            if let Some(ttl) = r.ttl {
+                let budget = ttl.incremental_cleanup_size();
+                r.table.ttl_cleanup(&mut r.cleanup, budget, &ttl, now);
+            }
+        }
+        Ok(())
     }
 
     fn entry_count(&self) -> Result<usize> {

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use foldhash::fast::FixedState;
 
 use super::cow::CowMap;
+use super::ttl_cleanup::CleanupCursor;
 use crate::codec::{to_bytes, Codec};
 use crate::key_group::KeyGroupRange;
 use crate::snapshot::{EncodedEntry, StateTableSnapshot};
-use crate::state::{Key, StateHandle, StateMeta};
+use crate::state::{Key, StateHandle, StateMeta, TtlConfig};
 
 /// One (key, namespace) entry and its state.
 #[derive(Clone)]
@@ -99,6 +100,14 @@ pub(crate) trait ErasedTable: Send + 'static {
     fn snapshot(&self) -> Arc<dyn StateTableSnapshot>;
     fn len(&self) -> usize;
     fn allocated_bytes(&self) -> usize;
+    /// One step of incremental TTL cleanup (`ttl_cleanup::clean_step`).
+    fn ttl_cleanup(
+        &mut self,
+        cursor: &mut CleanupCursor,
+        budget: usize,
+        ttl: &TtlConfig,
+        now: u64,
+    ) -> usize;
 }
 
 impl<K: Key, H: StateHandle> ErasedTable for StateTable<K, H> {
@@ -111,6 +120,15 @@ impl<K: Key, H: StateHandle> ErasedTable for StateTable<K, H> {
     }
     fn len(&self) -> usize {
         self.key_groups.iter().map(|m| m.len()).sum()
+    }
+    fn ttl_cleanup(
+        &mut self,
+        cursor: &mut CleanupCursor,
+        budget: usize,
+        ttl: &TtlConfig,
+        now: u64,
+    ) -> usize {
+        super::ttl_cleanup::clean_step(self, cursor, budget, ttl, now)
     }
     fn allocated_bytes(&self) -> usize {
         self.key_groups.capacity() * std::mem::size_of::<usize>()

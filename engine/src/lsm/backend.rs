@@ -30,6 +30,7 @@ use super::key;
 use super::merge::{push_list_element, ListElements};
 use super::pool::{step, LsmPool, Worker};
 use super::tree::{TableWriter, Tree, TreeOptions, TreeSnapshot, TreeStats, MANIFEST_NAME};
+use super::ttl_compaction::TtlCompactionFilter;
 use crate::backend::KeyedStateBackend;
 use crate::clock::Clock;
 use crate::codec::{Codec, CodecError};
@@ -114,6 +115,8 @@ pub struct LsmBackend<K: Key> {
     /// The pool and this tree's record in it; `None` when work runs inline.
     worker: Option<(Arc<LsmPool>, Arc<Worker>)>,
     clock: Arc<dyn Clock>,
+    /// The TTL cleanup every compaction of the tree runs (R70).
+    ttl_filter: Arc<TtlCompactionFilter>,
     /// Whether checkpoints are incremental native snapshots.
     incremental: bool,
     /// The tables published under `shared/` (the backend's side of the registry).
@@ -201,6 +204,11 @@ impl<K: Key> LsmBackend<K> {
         tree_options.block_cache = cache
             .clone()
             .map(|c| c as Arc<dyn flowstate_formats::table::BlockCache>);
+        let ttl_filter = Arc::new(TtlCompactionFilter::new(config.get_clock().clone()));
+        if tree_options.compaction_filter.is_none() {
+            tree_options.compaction_filter =
+                Some(Arc::clone(&ttl_filter) as Arc<dyn super::tree::CompactionFilter>);
+        }
         let tree = Arc::new(Tree::open(Arc::clone(&storage), &dir, tree_options)?);
         let worker = match &lsm.background {
             LsmBackground::Inline => None,
@@ -221,6 +229,7 @@ impl<K: Key> LsmBackend<K> {
             cache,
             worker,
             clock: config.get_clock().clone(),
+            ttl_filter,
             incremental: lsm.incremental_checkpoints,
             shared: Arc::new(parking_lot::Mutex::new(SharedTables::new())),
             storage,
@@ -913,6 +922,7 @@ impl<K: Key> KeyedStateBackend<K> for LsmBackend<K> {
             .get_mut(id.0 as usize)
             .ok_or(Error::UnknownState { id: id.0 })?;
         s.ttl = Some(ttl);
+        self.ttl_filter.set(id, s.meta.kind, ttl);
         Ok(())
     }
 

@@ -74,6 +74,7 @@ pub mod native_restore;
 pub mod pool;
 pub mod ranges;
 pub mod tree;
+mod ttl_compaction;
 
 pub use backend::{LsmBackend, LsmStats};
 pub use cache::{CacheStats, ShardedBlockCache};

@@ -213,7 +213,7 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, F: AggregateFunction, N: Name
     /// TTL: or if the accumulator expired, R63).
     pub fn get(&mut self) -> Result<Option<F::Out>> {
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        let Some(t) = ttl_now(&*self.backend, self.state.id) else {
+        let Some(t) = ttl_now(&mut *self.backend, self.state.id)? else {
             return self.backend.aggregating_get(self.state, ns);
         };
         let raw = <AggregatingState<F, N> as StateHandle>::Ttl::from_id(self.state.id);
@@ -235,7 +235,7 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, F: AggregateFunction, N: Name
     /// it expired).
     pub fn add(&mut self, value: F::In) -> Result<()> {
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        if ttl_now(&*self.backend, self.state.id).is_none() {
+        if ttl_now(&mut *self.backend, self.state.id)?.is_none() {
             return self.backend.aggregating_add(self.state, ns, value);
         }
         let raw = <AggregatingState<F, N> as StateHandle>::Ttl::from_id(self.state.id);

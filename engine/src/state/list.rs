@@ -151,7 +151,7 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, T: StateValue, N: Namespace>
     /// expired elements are left out (R63) and removed (R64).
     pub fn get(&mut self) -> Result<Vec<T>> {
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        let Some(t) = ttl_now(&*self.backend, self.state.id) else {
+        let Some(t) = ttl_now(&mut *self.backend, self.state.id)? else {
             return self.backend.list_get(self.state, ns);
         };
         let raw = <ListState<T, N> as StateHandle>::Ttl::from_id(self.state.id);
@@ -179,7 +179,7 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, T: StateValue, N: Namespace>
     /// Appends one element.
     pub fn add(&mut self, element: T) -> Result<()> {
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        let Some(t) = ttl_now(&*self.backend, self.state.id) else {
+        let Some(t) = ttl_now(&mut *self.backend, self.state.id)? else {
             return self.backend.list_add(self.state, ns, element);
         };
         let raw = <ListState<T, N> as StateHandle>::Ttl::from_id(self.state.id);
@@ -190,7 +190,7 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, T: StateValue, N: Namespace>
     /// Appends every element of `elements`, in order. Adding nothing changes nothing.
     pub fn add_all(&mut self, elements: Vec<T>) -> Result<()> {
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        let Some(t) = ttl_now(&*self.backend, self.state.id) else {
+        let Some(t) = ttl_now(&mut *self.backend, self.state.id)? else {
             return self.backend.list_add_all(self.state, ns, elements);
         };
         let raw = <ListState<T, N> as StateHandle>::Ttl::from_id(self.state.id);
@@ -204,7 +204,7 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, T: StateValue, N: Namespace>
     /// Replaces the list with `elements`; an empty vector clears it.
     pub fn update(&mut self, elements: Vec<T>) -> Result<()> {
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        let Some(t) = ttl_now(&*self.backend, self.state.id) else {
+        let Some(t) = ttl_now(&mut *self.backend, self.state.id)? else {
             return self.backend.list_update(self.state, ns, elements);
         };
         let raw = <ListState<T, N> as StateHandle>::Ttl::from_id(self.state.id);

@@ -139,6 +139,9 @@ impl<UK: Key, UV: StateValue, N: Namespace> StateHandle for MapState<UK, UV, N> 
 /// A map state's stored form under a TTL.
 type TtlMapState<UK, UV, N> = MapState<UK, TtlValue<UV>, N>;
 
+/// What a map access to a state with a TTL works with: the TTL and time, and the stored form.
+type TtlAccess<UK, UV, N> = (TtlNow, TtlMapState<UK, UV, N>);
+
 /// Access to a map state for the current key, returned by `backend.map(&handle)`.
 pub struct MapAccess<'a, K, B: ?Sized, UK, UV, N> {
     backend: &'a mut B,
@@ -166,15 +169,23 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, UK: Key, UV: StateValue, N: N
     }
 
     /// The handle of the state as stored with a TTL, and the TTL and time, if it has one.
-    fn ttl(&self) -> Option<(TtlNow, TtlMapState<UK, UV, N>)> {
-        let t = ttl_now(&*self.backend, self.state.id)?;
-        Some((t, MapState::from_id(self.state.id)))
+    fn ttl(&mut self) -> Result<Option<TtlAccess<UK, UV, N>>> {
+        let Some(t) = ttl_now(&mut *self.backend, self.state.id)? else {
+            return Ok(None);
+        };
+        Ok(Some((t, MapState::from_id(self.state.id))))
+    }
+
+    /// Whether the state has a TTL (no cleanup step taken).
+    fn has_ttl(&self) -> bool {
+        self.backend.state_ttl(self.state.id).is_some()
     }
 
     /// The value of `user_key`, if present (with a TTL: and not expired, R63).
     pub fn get(&mut self, user_key: &UK) -> Result<Option<UV>> {
+        let ttl = self.ttl()?;
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        let Some((t, raw)) = self.ttl() else {
+        let Some((t, raw)) = ttl else {
             return self.backend.map_get(self.state, ns, user_key);
         };
         let Some(stored) = self.backend.map_get(raw, ns, user_key)? else {
@@ -193,7 +204,7 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, UK: Key, UV: StateValue, N: N
 
     /// Whether `user_key` is present (with a TTL: and not expired).
     pub fn contains(&mut self, user_key: &UK) -> Result<bool> {
-        if self.ttl().is_some() {
+        if self.has_ttl() {
             return Ok(self.get(user_key)?.is_some());
         }
         let ns = self.ns.get(&*self.backend, self.state.id)?;
@@ -202,8 +213,9 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, UK: Key, UV: StateValue, N: N
 
     /// Sets the value of `user_key`.
     pub fn put(&mut self, user_key: UK, value: UV) -> Result<()> {
+        let ttl = self.ttl()?;
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        let Some((t, raw)) = self.ttl() else {
+        let Some((t, raw)) = ttl else {
             return self.backend.map_put(self.state, ns, user_key, value);
         };
         self.backend
@@ -212,8 +224,9 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, UK: Key, UV: StateValue, N: N
 
     /// Sets every entry of `entries`; a later entry wins over an earlier one with the same key.
     pub fn put_all(&mut self, entries: impl IntoIterator<Item = (UK, UV)>) -> Result<()> {
+        let ttl = self.ttl()?;
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        let Some((t, raw)) = self.ttl() else {
+        let Some((t, raw)) = ttl else {
             let entries: Vec<(UK, UV)> = entries.into_iter().collect();
             return self.backend.map_put_all(self.state, ns, entries);
         };
@@ -226,8 +239,9 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, UK: Key, UV: StateValue, N: N
 
     /// Removes `user_key`; removing an absent key does nothing.
     pub fn remove(&mut self, user_key: &UK) -> Result<()> {
+        let ttl = self.ttl()?;
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        match self.ttl() {
+        match ttl {
             Some((_, raw)) => self.backend.map_remove(raw, ns, user_key),
             None => self.backend.map_remove(self.state, ns, user_key),
         }
@@ -236,8 +250,9 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, UK: Key, UV: StateValue, N: N
     /// Every entry, in an unspecified order (with a TTL: the expired ones left out, R63, and
     /// removed, R64).
     pub fn entries(&mut self) -> Result<Vec<(UK, UV)>> {
+        let ttl = self.ttl()?;
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        let Some((t, raw)) = self.ttl() else {
+        let Some((t, raw)) = ttl else {
             return self.backend.map_entries(self.state, ns);
         };
         let stored = self.backend.map_entries(raw, ns)?;
@@ -274,7 +289,7 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, UK: Key, UV: StateValue, N: N
 
     /// Whether the map has no entry (with a TTL: no entry that has not expired).
     pub fn is_empty(&mut self) -> Result<bool> {
-        if self.ttl().is_some() {
+        if self.has_ttl() {
             return Ok(self.entries()?.is_empty());
         }
         let ns = self.ns.get(&*self.backend, self.state.id)?;

@@ -182,7 +182,7 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, V: StateValue, N: Namespace>
     /// or if it expired, R63).
     pub fn get(&mut self) -> Result<Option<V>> {
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        let Some(t) = ttl_now(&*self.backend, self.state.id) else {
+        let Some(t) = ttl_now(&mut *self.backend, self.state.id)? else {
             return self.backend.reducing_get(self.state, ns);
         };
         let raw = <ReducingState<V, N> as StateHandle>::Ttl::from_id(self.state.id);
@@ -206,7 +206,7 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, V: StateValue, N: Namespace>
     /// (with a TTL: or if the current value expired).
     pub fn add(&mut self, value: V) -> Result<()> {
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        let Some(t) = ttl_now(&*self.backend, self.state.id) else {
+        let Some(t) = ttl_now(&mut *self.backend, self.state.id)? else {
             return self.backend.reducing_add(self.state, ns, value);
         };
         let raw = <ReducingState<V, N> as StateHandle>::Ttl::from_id(self.state.id);

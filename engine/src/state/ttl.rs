@@ -209,16 +209,21 @@ pub(crate) fn encoded_timestamp(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(ts))
 }
 
-/// The TTL of state `id` of `backend` and the time by its clock, if the state has a TTL.
+/// The TTL of state `id` of `backend` and the time by its clock, if the state has a TTL; an
+/// access to a state with a TTL also takes one step of the backend's background cleanup
+/// (R70).
 pub(crate) fn ttl_now<K: Key, B: KeyedStateBackend<K> + ?Sized>(
-    backend: &B,
+    backend: &mut B,
     id: StateId,
-) -> Option<TtlNow> {
-    let config = backend.state_ttl(id)?;
-    Some(TtlNow {
+) -> Result<Option<TtlNow>> {
+    let Some(config) = backend.state_ttl(id) else {
+        return Ok(None);
+    };
+    backend.ttl_cleanup_step(id)?;
+    Ok(Some(TtlNow {
         config,
         now: backend.clock().now_millis(),
-    })
+    }))
 }
 
 /// What a TTL state's backend knows at an access: the state's TTL and the time.

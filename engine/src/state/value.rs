@@ -157,7 +157,7 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, V: StateValue, N: Namespace>
     /// The value, or `None` if there is none (or, with a TTL, if it expired: R63).
     pub fn get(&mut self) -> Result<Option<V>> {
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        let Some(t) = ttl_now(&*self.backend, self.state.id) else {
+        let Some(t) = ttl_now(&mut *self.backend, self.state.id)? else {
             return self.backend.value_get(self.state, ns);
         };
         let raw = <ValueState<V, N> as StateHandle>::Ttl::from_id(self.state.id);
@@ -178,7 +178,7 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, V: StateValue, N: Namespace>
     /// Sets the value.
     pub fn update(&mut self, value: V) -> Result<()> {
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        let Some(t) = ttl_now(&*self.backend, self.state.id) else {
+        let Some(t) = ttl_now(&mut *self.backend, self.state.id)? else {
             return self.backend.value_update(self.state, ns, value);
         };
         let raw = <ValueState<V, N> as StateHandle>::Ttl::from_id(self.state.id);

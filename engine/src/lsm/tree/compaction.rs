@@ -184,7 +184,19 @@ impl Tree {
             MergeLevel::Bottom => Vec::new(),
         };
         let mut merged = MergingIter::with_ranges(sources, input_ranges, merge_level);
-        let outputs = self.write_tables_cut(&mut merged, &out_ranges, limit, boundaries)?;
+        let outputs = match self
+            .options
+            .compaction_filter
+            .as_ref()
+            .filter(|f| f.active())
+        {
+            Some(filter) => {
+                let mut filtered =
+                    super::compaction_filter::apply(&mut merged, filter.begin(), merge_level);
+                self.write_tables_cut(&mut filtered, &out_ranges, limit, boundaries)?
+            }
+            None => self.write_tables_cut(&mut merged, &out_ranges, limit, boundaries)?,
+        };
         if !outputs.is_empty() {
             self.storage.sync_dir(&self.dir)?;
         }
@@ -222,10 +234,10 @@ impl Tree {
 
     /// A manual full compaction: flushes every memtable, then merges every table of the
     /// current version into new tables in the bottom level (tombstones, range tombstones and
-    /// overwritten values dropped, list operands resolved). Returns `false` if there was
-    /// nothing to do (no table, or one table already in the bottom level without tombstones to
-    /// drop). Rewrites the whole tree: for after a restore or before a savepoint, not for
-    /// routine use. Flushes may run meanwhile; their L0 tables are newer and stay.
+    /// overwritten values dropped, list operands resolved, the compaction filter applied).
+    /// Returns `false` if there was nothing to do (no table, or one table already in the
+    /// bottom level without tombstones to drop and no active compaction filter). Rewrites the
+    /// whole tree: for after a restore or before a savepoint, not for routine use. Flushes may run meanwhile; their L0 tables are newer and stay.
     pub fn compact_all(&self) -> Result<bool> {
         self.freeze();
         while self.flush_one()? {}
@@ -236,7 +248,9 @@ impl Tree {
         let base = self.pin();
         let bottom = MAX_LEVELS - 1;
         let inputs: Vec<Arc<TableHandle>> = base.all_tables().cloned().collect();
-        let settled = inputs.len() == 1
+        // One bottom table with nothing to drop is settled, unless a filter may drop some.
+        let settled = !self.filter_active()
+            && inputs.len() == 1
             && base.tables(bottom).len() == 1
             && inputs[0].ranges.is_empty()
             && inputs[0].reader.properties().deletes == 0
@@ -251,6 +265,14 @@ impl Tree {
         };
         self.merge_tables(&inputs, bottom, MergeLevel::Bottom, limit, &[], |_| {})?;
         Ok(true)
+    }
+
+    /// Whether a compaction filter may change what compactions write.
+    fn filter_active(&self) -> bool {
+        self.options
+            .compaction_filter
+            .as_ref()
+            .is_some_and(|f| f.active())
     }
 
     /// Moves `table` from `level` to the next level without rewriting it.

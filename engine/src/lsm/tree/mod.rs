@@ -67,6 +67,7 @@ use crate::storage::{is_temp_name, ReadableFile, Storage, WritableFile, ROOT, TE
 
 mod checkpoint;
 mod compaction;
+mod compaction_filter;
 mod flush;
 mod ingest;
 mod policy;
@@ -74,6 +75,7 @@ mod table_writing;
 mod version;
 pub use checkpoint::CheckpointTables;
 pub use compaction::{CheckpointAwareOptions, CompactionPolicy};
+pub use compaction_filter::{CompactionFilter, FilterDecision, FilterFn};
 pub use ingest::Ingested;
 pub use table_writing::{TableWriter, RANGE_BYTES_PER_TABLE};
 pub use version::{EntryVisitor, TableHandle, TreeSnapshot, Version};
@@ -134,6 +136,9 @@ pub struct TreeOptions {
     pub first_table_id: u64,
     /// How compactions are picked (default [`CompactionPolicy::Leveled`]).
     pub compaction: CompactionPolicy,
+    /// A filter every compaction passes its output through (default none); the LSM backend
+    /// sets its TTL cleanup here.
+    pub compaction_filter: Option<Arc<dyn CompactionFilter>>,
 }
 
 impl Default for TreeOptions {
@@ -153,6 +158,7 @@ impl Default for TreeOptions {
             mmap_reads: true,
             first_table_id: 1,
             compaction: CompactionPolicy::Leveled,
+            compaction_filter: None,
         }
     }
 }
