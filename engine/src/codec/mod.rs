@@ -88,6 +88,14 @@ pub trait Codec: Sized {
     /// Decodes a value from the front of `input` and advances `input` past it.
     fn decode_from(input: &mut &[u8]) -> Result<Self, CodecError>;
 
+    /// The time of the last update, for a value stored with a TTL (`TtlValue`); `None` for
+    /// every other type. Lets the heap backend's TTL cleanup check typed values without
+    /// encoding them.
+    #[doc(hidden)]
+    fn ttl_timestamp(&self) -> Option<u64> {
+        None
+    }
+
     /// Decodes a value that spans all of `input`; trailing bytes are an error.
     fn decode(mut input: &[u8]) -> Result<Self, CodecError> {
         let value = Self::decode_from(&mut input)?;

@@ -424,12 +424,14 @@ impl<T: Clone> CowMap<T> {
         self.buckets.iter().flat_map(|b| b.iter())
     }
 
-    /// The entries of bucket `b` (none if there is no such bucket).
-    pub(crate) fn bucket_iter(&self, b: usize) -> impl Iterator<Item = &T> + '_ {
-        self.buckets
-            .get(b)
-            .into_iter()
-            .flat_map(|bucket| bucket.iter())
+    /// The number of slots of bucket `b` (0 if there is no such bucket).
+    pub(crate) fn bucket_slots(&self, b: usize) -> usize {
+        self.buckets.get(b).map_or(0, |bucket| bucket.slots.len())
+    }
+
+    /// The entry in slot `i` of bucket `b`, if that slot exists and is full.
+    pub(crate) fn slot_entry(&self, b: usize, i: usize) -> Option<&T> {
+        self.buckets.get(b)?.slots.get(i)?.as_ref().map(|(_, e)| e)
     }
 
     /// The number of buckets (a cleanup cursor walks them in order).

@@ -23,7 +23,8 @@ use crate::config::BackendConfig;
 use crate::error::{Error, Result};
 use crate::key_group::{key_group_for, KeyGroupRange};
 use crate::snapshot::{RestoreSource, StateSnapshot, StateTableSnapshot};
-use crate::state::ttl_filter::{any_live, TtlFilteredTable};
+use crate::state::ttl::Expiry;
+use crate::state::ttl_filter::TtlFilteredTable;
 use crate::state::{
     AggregateFunction, AggregatingState, AggregatingStateDescriptor, Key, ListState,
     ListStateDescriptor, MapState, MapStateDescriptor, MergingState, Namespace, ReducingState,
@@ -403,7 +404,7 @@ impl<K: Key> HeapBackend<K> {
             .iter()
             .filter(|e| e.ns == *ns)
             .filter(|e| {
-                ttl.is_none_or(|(ttl, now)| any_live(&S::encode_stored(&e.state), &ttl, now))
+                ttl.is_none_or(|(ttl, now)| S::stored_expiry(&e.state, &ttl, now) != Expiry::All)
             })
             .map(|e| e.key.clone())
             .collect())

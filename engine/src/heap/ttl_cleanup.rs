@@ -6,19 +6,22 @@
 
 use super::cow::Verdict;
 use super::table::{Entry, StateTable};
+use crate::state::ttl::Expiry;
 use crate::state::ttl_filter::{live, Live};
 use crate::state::{Key, StateHandle, TtlConfig};
 
-/// Where the cleanup of one state goes on at its next step.
+/// Where the cleanup of one state goes on at its next step: a slot of a bucket of a key group.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct CleanupCursor {
     key_group: usize,
     bucket: usize,
+    slot: usize,
 }
 
-/// Checks at least `budget` entries of `table` from `cursor` on (whole buckets, so a few more
-/// at most; at most one pass over the table), removing or trimming what has expired at `now`.
-/// Returns the number of entries checked.
+/// Checks `budget` entries of `table` from `cursor` on (at most one pass over the table),
+/// removing or trimming what has expired at `now`. Entries are checked without encoding them
+/// ([`StateHandle::stored_expiry`]); a bucket in which one has expired is cleaned whole (its
+/// other entries checked too) and rewritten once. Returns the number of entries checked.
 pub(crate) fn clean_step<K: Key, H: StateHandle>(
     table: &mut StateTable<K, H>,
     cursor: &mut CleanupCursor,
@@ -31,36 +34,42 @@ pub(crate) fn clean_step<K: Key, H: StateHandle>(
         return 0;
     }
     let mut checked = 0;
-    // Empty buckets and key groups cost a step each: bound the walk, not only the entries.
+    // Empty slots, buckets and key groups cost a step each: bound the walk, not only the
+    // entries.
     let mut steps = 0;
-    let max_steps = budget.saturating_mul(4).max(groups) + 1;
+    let max_steps = budget.saturating_mul(8).max(groups) + 1;
     while checked < budget && steps < max_steps {
         steps += 1;
         if cursor.key_group >= groups {
             *cursor = CleanupCursor::default();
         }
-        if cursor.bucket >= table.map(cursor.key_group).bucket_count() {
+        let map = table.map(cursor.key_group);
+        if cursor.bucket >= map.bucket_count() {
             cursor.key_group += 1;
             cursor.bucket = 0;
+            cursor.slot = 0;
             continue;
         }
-        // Look before writing: a bucket with nothing expired is not copied away from a
-        // snapshot that shares it.
-        let any_expired = table
-            .map(cursor.key_group)
-            .bucket_iter(cursor.bucket)
-            .any(|e| !matches!(live(&H::encode_stored(&e.state), ttl, now), Live::All));
-        if any_expired {
-            checked += table
+        let slots = map.bucket_slots(cursor.bucket);
+        let mut expired = false;
+        while cursor.slot < slots && checked < budget && !expired {
+            if let Some(e) = map.slot_entry(cursor.bucket, cursor.slot) {
+                checked += 1;
+                expired = H::stored_expiry(&e.state, ttl, now) != Expiry::Nothing;
+            }
+            cursor.slot += 1;
+            steps += 1;
+        }
+        if expired {
+            table
                 .map_mut(cursor.key_group)
                 .clean_bucket(cursor.bucket, |e| judge::<K, H>(e, ttl, now));
-        } else {
-            checked += table
-                .map(cursor.key_group)
-                .bucket_iter(cursor.bucket)
-                .count();
+            cursor.slot = slots;
         }
-        cursor.bucket += 1;
+        if cursor.slot >= slots {
+            cursor.bucket += 1;
+            cursor.slot = 0;
+        }
     }
     checked
 }
@@ -71,18 +80,23 @@ fn judge<K: Key, H: StateHandle>(
     ttl: &TtlConfig,
     now: u64,
 ) -> Verdict<Entry<K, H::Namespace, H::Stored>> {
-    match live(&H::encode_stored(&e.state), ttl, now) {
-        Live::All => Verdict::Keep,
-        Live::Nothing => Verdict::Remove,
-        // The live part decodes: it is the same bytes the stored state encoded to. Should it
-        // not, the entry is kept as it is (cleanup never loses live state).
-        Live::Part(state) => match H::decode_stored(&state) {
-            Ok(trimmed) => Verdict::Replace(Entry {
-                key: e.key.clone(),
-                ns: e.ns.clone(),
-                state: trimmed,
-            }),
-            Err(_) => Verdict::Keep,
+    match H::stored_expiry(&e.state, ttl, now) {
+        Expiry::Nothing => Verdict::Keep,
+        Expiry::All => Verdict::Remove,
+        // Some list elements or map entries: trimmed through the encoded form. The live part
+        // decodes (it is bytes the stored state encoded to); should it not, the entry is kept
+        // as it is (cleanup never loses live state).
+        Expiry::Part => match live(&H::encode_stored(&e.state), ttl, now) {
+            Live::Part(state) => match H::decode_stored(&state) {
+                Ok(trimmed) => Verdict::Replace(Entry {
+                    key: e.key.clone(),
+                    ns: e.ns.clone(),
+                    state: trimmed,
+                }),
+                Err(_) => Verdict::Keep,
+            },
+            Live::Nothing => Verdict::Remove,
+            Live::All => Verdict::Keep,
         },
     }
 }

@@ -173,6 +173,9 @@ impl<F: AggregateFunction, N: Namespace> StateHandle for AggregatingState<F, N> 
             _ => Err(super::wrong_shape("accumulator")),
         }
     }
+    fn stored_expiry(stored: &F::Acc, ttl: &TtlConfig, now: u64) -> super::ttl::Expiry {
+        super::ttl::Expiry::of_value(stored, ttl, now)
+    }
 }
 
 impl<F: AggregateFunction, N: Namespace> MergingState for AggregatingState<F, N> {

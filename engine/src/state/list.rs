@@ -112,6 +112,20 @@ impl<T: StateValue, N: Namespace> StateHandle for ListState<T, N> {
             _ => Err(super::wrong_shape("list")),
         }
     }
+    fn stored_expiry(stored: &Vec<T>, ttl: &TtlConfig, now: u64) -> super::ttl::Expiry {
+        // Elements are appended with non-decreasing timestamps, so the first is the oldest: if
+        // it lives, nothing is counted (O(1) per list in the heap backend's cleanup). A list
+        // out of order (after a namespace merge) may then keep an expired element until a
+        // read, a snapshot or a compaction trims it (R64, R65, R70).
+        let expired_at = |e: &T| e.ttl_timestamp().is_some_and(|ts| ttl.is_expired(ts, now));
+        match stored.first() {
+            Some(first) if expired_at(first) => {
+                let expired = stored.iter().filter(|e| expired_at(e)).count();
+                super::ttl::Expiry::of_counts(expired, stored.len())
+            }
+            _ => super::ttl::Expiry::Nothing,
+        }
+    }
 }
 
 impl<T: StateValue, N: Namespace> MergingState for ListState<T, N> {

@@ -134,6 +134,13 @@ impl<UK: Key, UV: StateValue, N: Namespace> StateHandle for MapState<UK, UV, N> 
             _ => Err(super::wrong_shape("map")),
         }
     }
+    fn stored_expiry(stored: &Self::Stored, ttl: &TtlConfig, now: u64) -> super::ttl::Expiry {
+        let expired = stored
+            .values()
+            .filter(|v| v.ttl_timestamp().is_some_and(|ts| ttl.is_expired(ts, now)))
+            .count();
+        super::ttl::Expiry::of_counts(expired, stored.len())
+    }
 }
 
 /// A map state's stored form under a TTL.

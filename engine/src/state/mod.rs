@@ -234,6 +234,10 @@ pub trait StateHandle: Copy + Send + Sync + 'static + sealed::Sealed {
     }
     #[doc(hidden)]
     fn decode_stored(encoded: &EncodedState) -> Result<Self::Stored, crate::codec::CodecError>;
+    /// How much of `stored` (a state with a TTL, whose values are `TtlValue`s) has expired at
+    /// `now`, without encoding it.
+    #[doc(hidden)]
+    fn stored_expiry(stored: &Self::Stored, ttl: &TtlConfig, now: u64) -> ttl::Expiry;
 }
 
 /// The error for an encoded state of the wrong shape (a list where a value was expected...).

@@ -143,6 +143,9 @@ impl<V: StateValue, N: Namespace> StateHandle for ReducingState<V, N> {
             _ => Err(super::wrong_shape("reducing value")),
         }
     }
+    fn stored_expiry(stored: &V, ttl: &TtlConfig, now: u64) -> super::ttl::Expiry {
+        super::ttl::Expiry::of_value(stored, ttl, now)
+    }
 }
 
 impl<V: StateValue, N: Namespace> MergingState for ReducingState<V, N> {

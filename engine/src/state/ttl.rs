@@ -195,6 +195,9 @@ impl<V: Codec> Codec for TtlValue<V> {
         out.extend_from_slice(&self.timestamp.to_le_bytes());
         self.value.encode(out);
     }
+    fn ttl_timestamp(&self) -> Option<u64> {
+        Some(self.timestamp)
+    }
     fn decode_from(input: &mut &[u8]) -> std::result::Result<Self, CodecError> {
         Ok(TtlValue {
             timestamp: u64::decode_from(input)?,
@@ -224,6 +227,36 @@ pub(crate) fn ttl_now<K: Key, B: KeyedStateBackend<K> + ?Sized>(
         config,
         now: backend.clock().now_millis(),
     }))
+}
+
+/// How much of a stored state has expired (for the heap backend's cleanup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Nothing (or the state has no timestamps).
+    Nothing,
+    /// Some list elements or map entries.
+    Part,
+    /// All of it.
+    All,
+}
+
+impl Expiry {
+    /// The expiry of a collection of `total` timestamped parts of which `expired` expired.
+    pub(crate) fn of_counts(expired: usize, total: usize) -> Expiry {
+        match expired {
+            0 => Expiry::Nothing,
+            n if n == total => Expiry::All,
+            _ => Expiry::Part,
+        }
+    }
+
+    /// The expiry of one value.
+    pub(crate) fn of_value<V: Codec>(value: &V, ttl: &TtlConfig, now: u64) -> Expiry {
+        match value.ttl_timestamp() {
+            Some(ts) if ttl.is_expired(ts, now) => Expiry::All,
+            _ => Expiry::Nothing,
+        }
+    }
 }
 
 /// What a TTL state's backend knows at an access: the state's TTL and the time.

@@ -126,6 +126,9 @@ impl<V: StateValue, N: Namespace> StateHandle for ValueState<V, N> {
             _ => Err(super::wrong_shape("value")),
         }
     }
+    fn stored_expiry(stored: &V, ttl: &TtlConfig, now: u64) -> super::ttl::Expiry {
+        super::ttl::Expiry::of_value(stored, ttl, now)
+    }
 }
 
 /// Access to a value state for the current key, returned by `backend.value(&handle)`.

@@ -95,7 +95,11 @@ pub fn ttl_return_expired_if_not_cleaned_up<F: Factory>(f: &F) -> Result<()> {
     clock.set(5);
     b.list(&l).add_all(vec![1, 2])?;
     clock.set(10);
-    assert_eq!(b.entry_count()?, 2, "expired but stored state counts under this visibility");
+    assert_eq!(
+        b.entry_count()?,
+        2,
+        "expired but stored state counts under this visibility"
+    );
     assert_eq!(b.value(&s).get()?, Some(5));
     assert_eq!(b.value(&s).get()?, None);
     clock.set(15);
