@@ -1,0 +1,12 @@
+//! Properties checked by the fuzz targets under `fuzz/`, kept in the crate so that the targets
+//! and the ordinary tests that replay their corpora (engine/tests/fuzz_corpus.rs) run the very
+//! same code. One file per property.
+//!
+//! Each function panics when the property fails: that is how a fuzzer learns of a bug. Nothing
+//! in the engine calls them.
+
+mod codec_decode;
+mod state_ops;
+
+pub use codec_decode::check_codec_decode;
+pub use state_ops::check_state_ops;
