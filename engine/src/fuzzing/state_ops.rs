@@ -316,9 +316,18 @@ struct Run {
     /// Whether restores may go into LSM backends (a quarter of the inputs): they cost far more
     /// than heap restores.
     lsm: bool,
+    /// Whether restored LSM backends flush (and so compact) on every write; otherwise their
+    /// writes stay in the memtable, over the tables the restore ingested.
+    flush_every_write: bool,
 }
 
 impl Run {
+    /// The LSM mode of a restore that asks for LSM backends when `wanted` (see
+    /// [`restore_tasks`]).
+    fn lsm_if(self, wanted: bool) -> Option<bool> {
+        (self.lsm && wanted).then_some(self.flush_every_write)
+    }
+
     fn from_byte(b: u8) -> Run {
         Run {
             compression: match b & 3 {
@@ -327,6 +336,7 @@ impl Run {
                 _ => Compression::None,
             },
             lsm: b & 0x0C == 0x0C,
+            flush_every_write: b & 0x10 == 0x10,
         }
     }
 }
@@ -338,15 +348,15 @@ impl Run {
 ///
 /// The first byte configures the run: bits 0–1 the compression of snapshot blocks (none, LZ4,
 /// zstd, none); bits 2–3 both set allow LSM restores (otherwise every restore is into heap
-/// backends). Then each operation takes four bytes: opcode, key, namespace or user key, value.
+/// backends); bit 4 makes restored LSM backends flush and compact on every write. Then each operation takes four bytes: opcode, key, namespace or user key, value.
 /// The namespace is the third byte modulo 4 and the map's user key its upper bits modulo 8.
 /// Opcodes below `0xF0`, modulo 18: value update (0) and clear (1); list add (2), update (3)
 /// and namespace merge (4); map put (5), remove (6) and clear (12, a range tombstone on the
 /// LSM backend); reducing add (7), clear (8) and namespace merge (13); aggregating add (14),
 /// clear (15) and namespace merge (16); a check of the current key (17); a snapshot of every
 /// task held (9); a restore of the held snapshot through canonical snapshot files into heap
-/// backends (10) or into LSM backends on in-memory storage with tiny tables, flushed and
-/// compacted inline (11, heap unless the run allows LSM). Opcodes `0xF0` to `0xF7`: a
+/// backends (10) or into LSM backends on in-memory storage with tiny tables and inline
+/// compactions (11, heap unless the run allows LSM). Opcodes `0xF0` to `0xF7`: a
 /// checkpoint of every task into a checkpoint storage kept across the run (retention 1;
 /// incremental on LSM tasks, canonical on heap tasks), completed and notified, or aborted when
 /// the value byte is a multiple of 4; `0xF8` to `0xFF`: a restore from the latest completed
@@ -388,7 +398,7 @@ pub fn check_state_ops(data: &[u8]) {
                     .latest_completed()
                     .expect("the latest checkpoint reads")
                     .expect("a checkpoint completed");
-                let lsm = run.lsm && v & 4 == 0;
+                let lsm = run.lsm_if(v & 4 == 0);
                 tasks = restore_checkpoint(&checkpoints, &latest, u32::from(v % 4) + 1, lsm);
                 check(&mut tasks, &expected);
                 model = expected;
@@ -413,7 +423,7 @@ pub fn check_state_ops(data: &[u8]) {
                 let Some((views, expected)) = held.take() else {
                     continue;
                 };
-                let lsm = run.lsm && code == 11;
+                let lsm = run.lsm_if(code == 11);
                 tasks = restore_round(&views, u32::from(v % 4) + 1, lsm, run.compression);
                 check(&mut tasks, &expected);
                 model = expected;
@@ -436,7 +446,7 @@ pub fn check_state_ops(data: &[u8]) {
     // A held snapshot still shows its moment, whatever happened since.
     if let Some((views, expected)) = held {
         check(
-            &mut restore_round(&views, 1, false, run.compression),
+            &mut restore_round(&views, 1, None, run.compression),
             &expected,
         );
     }
@@ -455,17 +465,18 @@ pub fn check_state_ops(data: &[u8]) {
             .expect("the latest checkpoint reads")
             .expect("a checkpoint completed");
         check(
-            &mut restore_checkpoint(&checkpoints, &latest, 2, run.lsm),
+            &mut restore_checkpoint(&checkpoints, &latest, 2, run.lsm_if(true)),
             &expected,
         );
     }
 }
 
-/// The configuration of a restored LSM task: a small tree (tiny memtables, tables and levels,
-/// flushed and compacted inline), so that writes reach tables and compactions run often.
-pub(super) fn lsm_config() -> BackendConfig {
+/// The configuration of a restored LSM task: a small tree (tiny tables and levels, compacted
+/// inline); with `flush_every_write`, a memtable budget below what its first write reserves, so
+/// that every write reaches a table and compactions run all the time.
+pub(super) fn lsm_config(flush_every_write: bool) -> BackendConfig {
     let tree = crate::lsm::TreeOptions {
-        memtable_bytes: 48 << 10,
+        memtable_bytes: if flush_every_write { 48 << 10 } else { 4 << 20 },
         l0_compaction_trigger: 2,
         target_table_bytes: 1 << 10,
         level1_max_bytes: 2 << 10,
@@ -515,12 +526,13 @@ fn checkpoint_round(
     }
 }
 
-/// Restores `p` tasks from checkpoint `done`, into LSM backends (`lsm`) or heap backends.
+/// Restores `p` tasks from checkpoint `done`, into LSM backends (`lsm`, see
+/// [`restore_tasks`]) or heap backends.
 fn restore_checkpoint(
     storage: &Arc<dyn CheckpointStorage>,
     done: &crate::CompletedCheckpoint,
     p: u32,
-    lsm: bool,
+    lsm: Option<bool>,
 ) -> Vec<Task> {
     restore_tasks(p, lsm, |config, range| {
         Backend::<u64>::restore_from(config, &**storage, &done.handles_for(range))
@@ -528,19 +540,19 @@ fn restore_checkpoint(
     })
 }
 
-/// `p` tasks, each restored by `restore` into an LSM backend (`lsm`) or a heap backend of its
-/// key-group range, with their states registered.
+/// `p` tasks, each restored by `restore` into an LSM backend (`lsm`: whether it flushes every
+/// write) or, with `None`, a heap backend of its key-group range, with their states registered.
 pub(super) fn restore_tasks(
     p: u32,
-    lsm: bool,
+    lsm: Option<bool>,
     restore: impl Fn(BackendConfig, KeyGroupRange) -> Backend<u64>,
 ) -> Vec<Task> {
     (0..p)
         .map(|i| {
             let range = KeyGroupRange::for_operator(MAXP, p, i)
                 .expect("1..=4 tasks of 16 key groups is a valid split");
-            let config = if lsm {
-                lsm_config()
+            let config = if let Some(flush_every_write) = lsm {
+                lsm_config(flush_every_write)
             } else {
                 BackendConfig::heap()
             };
@@ -557,7 +569,7 @@ pub(super) fn restore_tasks(
 fn restore_round(
     views: &[StateSnapshot],
     p: u32,
-    lsm: bool,
+    lsm: Option<bool>,
     compression: Compression,
 ) -> Vec<Task> {
     let storage: Arc<dyn CheckpointStorage> = Arc::new(crate::MemoryCheckpointStorage::new());
