@@ -13,7 +13,7 @@ use crate::{
 /// The key groups of the job.
 pub(super) const MAXP: u32 = 16;
 /// The keys the operations touch: `0..KEYS`.
-pub(super) const KEYS: u64 = 12;
+pub(super) const KEYS: u64 = 8;
 /// The namespaces of every state: `0..NAMESPACES`.
 pub(super) const NAMESPACES: u8 = 4;
 /// The user keys of the map state: `0..MAP_KEYS`.
@@ -310,7 +310,7 @@ pub(super) const OPCODES: u8 = 18;
 
 /// How one input runs, from its first byte.
 #[derive(Clone, Copy, Debug)]
-struct Run {
+pub(super) struct Run {
     /// The compression of canonical snapshot blocks.
     compression: Compression,
     /// Whether restores may go into LSM backends (a quarter of the inputs): they cost far more
@@ -324,8 +324,8 @@ struct Run {
 impl Run {
     /// The LSM mode of a restore that asks for LSM backends when `wanted` (see
     /// [`restore_tasks`]).
-    fn lsm_if(self, wanted: bool) -> Option<bool> {
-        (self.lsm && wanted).then_some(self.flush_every_write)
+    fn lsm_if(self, wanted: bool) -> Option<Run> {
+        (self.lsm && wanted).then_some(self)
     }
 
     fn from_byte(b: u8) -> Run {
@@ -472,15 +472,16 @@ pub fn check_state_ops(data: &[u8]) {
 }
 
 /// The configuration of a restored LSM task: a small tree (tiny tables and levels, compacted
-/// inline); with `flush_every_write`, a memtable budget below what its first write reserves, so
+/// inline, blocks compressed with `compression`); with `flush_every_write`, a memtable budget below what its first write reserves, so
 /// that every write reaches a table and compactions run all the time.
-pub(super) fn lsm_config(flush_every_write: bool) -> BackendConfig {
+pub(super) fn lsm_config(flush_every_write: bool, compression: Compression) -> BackendConfig {
     let tree = crate::lsm::TreeOptions {
         memtable_bytes: if flush_every_write { 48 << 10 } else { 4 << 20 },
         l0_compaction_trigger: 2,
         target_table_bytes: 1 << 10,
         level1_max_bytes: 2 << 10,
         block_size: 128,
+        compression,
         ..crate::lsm::TreeOptions::default()
     };
     BackendConfig::lsm_on(Arc::new(crate::MemStorage::new()), "lsm")
@@ -532,7 +533,7 @@ fn restore_checkpoint(
     storage: &Arc<dyn CheckpointStorage>,
     done: &crate::CompletedCheckpoint,
     p: u32,
-    lsm: Option<bool>,
+    lsm: Option<Run>,
 ) -> Vec<Task> {
     restore_tasks(p, lsm, |config, range| {
         Backend::<u64>::restore_from(config, &**storage, &done.handles_for(range))
@@ -540,19 +541,19 @@ fn restore_checkpoint(
     })
 }
 
-/// `p` tasks, each restored by `restore` into an LSM backend (`lsm`: whether it flushes every
-/// write) or, with `None`, a heap backend of its key-group range, with their states registered.
+/// `p` tasks, each restored by `restore` into an LSM backend configured as `lsm` says
+/// ([`lsm_config`]) or, with `None`, a heap backend of its key-group range, with their states registered.
 pub(super) fn restore_tasks(
     p: u32,
-    lsm: Option<bool>,
+    lsm: Option<Run>,
     restore: impl Fn(BackendConfig, KeyGroupRange) -> Backend<u64>,
 ) -> Vec<Task> {
     (0..p)
         .map(|i| {
             let range = KeyGroupRange::for_operator(MAXP, p, i)
                 .expect("1..=4 tasks of 16 key groups is a valid split");
-            let config = if let Some(flush_every_write) = lsm {
-                lsm_config(flush_every_write)
+            let config = if let Some(run) = lsm {
+                lsm_config(run.flush_every_write, run.compression)
             } else {
                 BackendConfig::heap()
             };
@@ -569,7 +570,7 @@ pub(super) fn restore_tasks(
 fn restore_round(
     views: &[StateSnapshot],
     p: u32,
-    lsm: Option<bool>,
+    lsm: Option<Run>,
     compression: Compression,
 ) -> Vec<Task> {
     let storage: Arc<dyn CheckpointStorage> = Arc::new(crate::MemoryCheckpointStorage::new());
