@@ -394,3 +394,37 @@ fn manifest_decode_seeds_reach_past_the_checksum() {
         }
     }
 }
+
+#[test]
+fn checkpoint_dir_corpus_replays_without_failure() {
+    let inputs = corpus("checkpoint_dir");
+    assert!(inputs.len() >= 12, "the seed corpus is present");
+    for (path, bytes) in inputs {
+        let result = std::panic::catch_unwind(|| flowstate::fuzzing::check_checkpoint_dir(&bytes));
+        assert!(result.is_ok(), "corpus input {} fails", path.display());
+    }
+}
+
+#[test]
+fn checkpoint_dir_property_holds_on_random_edits() {
+    // A deterministic stream of random edit sequences, beyond the corpus; every prefix of
+    // every seed too.
+    for (_, bytes) in corpus("checkpoint_dir") {
+        for cut in 0..bytes.len() {
+            flowstate::fuzzing::check_checkpoint_dir(&bytes[..cut]);
+        }
+    }
+    let mut x: u64 = 0xc4ec;
+    for _ in 0..300 {
+        let len = 1 + (x % 48) as usize;
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        flowstate::fuzzing::check_checkpoint_dir(&bytes);
+    }
+}

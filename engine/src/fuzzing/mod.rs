@@ -5,8 +5,10 @@
 //! Each function panics when the property fails: that is how a fuzzer learns of a bug. Nothing
 //! in the engine calls them.
 
+mod checkpoint_dir;
 mod codec_decode;
 mod state_ops;
 
+pub use checkpoint_dir::check_checkpoint_dir;
 pub use codec_decode::check_codec_decode;
 pub use state_ops::check_state_ops;
