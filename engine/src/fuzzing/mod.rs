@@ -11,4 +11,4 @@ mod state_ops;
 
 pub use checkpoint_dir::check_checkpoint_dir;
 pub use codec_decode::check_codec_decode;
-pub use state_ops::check_state_ops;
+pub use state_ops::{check_state_ops, lsm_input};
