@@ -440,3 +440,33 @@ fn checkpoint_dir_property_holds_on_random_edits() {
         flowstate::fuzzing::check_checkpoint_dir(&bytes);
     }
 }
+
+#[test]
+fn crash_recovery_corpus_replays_without_failure() {
+    let inputs = corpus("crash_recovery");
+    assert!(inputs.len() >= 10, "the seed corpus is present");
+    for (path, bytes) in inputs {
+        let result = std::panic::catch_unwind(|| flowstate::fuzzing::check_crash_recovery(&bytes));
+        assert!(result.is_ok(), "corpus input {} fails", path.display());
+    }
+}
+
+#[test]
+fn crash_recovery_holds_at_every_failure_point_of_a_seed() {
+    // The seed's operations with a crash at every mutating storage operation, for a heap and
+    // an LSM backend, each crash mode, one and two retained checkpoints.
+    let seed = corpus("crash_recovery")
+        .into_iter()
+        .find(|(p, _)| p.ends_with("heap_no_fault"))
+        .expect("seed heap_no_fault")
+        .1;
+    for config in [0x00u8, 0x0A, 0x18, 0x01, 0x0B] {
+        let step = if config & 1 == 1 { 3 } else { 1 };
+        for fail_from in (1..=160u16).step_by(step) {
+            let mut input = seed.clone();
+            input[0] = config;
+            input[1..3].copy_from_slice(&fail_from.to_le_bytes());
+            flowstate::fuzzing::check_crash_recovery(&input);
+        }
+    }
+}

@@ -7,8 +7,10 @@
 
 mod checkpoint_dir;
 mod codec_decode;
+mod crash_recovery;
 mod state_ops;
 
 pub use checkpoint_dir::check_checkpoint_dir;
 pub use codec_decode::check_codec_decode;
+pub use crash_recovery::check_crash_recovery;
 pub use state_ops::{check_state_ops, lsm_input};
