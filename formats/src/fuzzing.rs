@@ -643,3 +643,55 @@ pub fn check_table_decode(data: &[u8]) {
         assert_eq!(third, again, "encoding is deterministic");
     }
 }
+
+/// Makes a manifest's framing consistent so that damage behind it reaches the body parser:
+/// with `length`, the body length field (bytes 12..16) becomes the length the file holds; then
+/// the CRC trailer becomes the CRC-32 of everything before it. Never panics, whatever `b`
+/// holds (a file too short for a header and a CRC is left as it is).
+pub fn repair_manifest_framing(b: &mut [u8], length: bool) {
+    let Some(crc_at) = b.len().checked_sub(4) else {
+        return;
+    };
+    if length && crc_at >= 16 {
+        let body = u32::try_from(crc_at - 16).unwrap_or(u32::MAX);
+        put_u32(b, 12, body);
+    }
+    let crc = crc32fast::hash(&b[..crc_at]);
+    b[crc_at..].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The property of the `manifest_decode` fuzz target. The first byte selects a mode: bit 0
+/// recomputes the CRC trailer first, and bit 1 also the body length
+/// ([`repair_manifest_framing`]), so that the body's parser is exercised. Then, on the rest:
+/// decoding returns a manifest or an error naming the file and an offset within it, never a
+/// panic and never an allocation beyond what the input can hold; a manifest obeys the rules
+/// the decoder states (levels, distinct ids below `next_table_id`, names that are one path
+/// component, smallest ≤ largest) and re-encodes to exactly the same bytes.
+pub fn check_manifest_decode(data: &[u8]) {
+    use crate::manifest::{Manifest, MAX_LEVEL};
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let mut bytes = rest.to_vec();
+    if mode & 1 == 1 {
+        repair_manifest_framing(&mut bytes, mode & 2 == 2);
+    }
+    match Manifest::decode(&bytes, FILE_NAME) {
+        Err(err) => check_error(&err, bytes.len()),
+        Ok(manifest) => {
+            let mut ids = std::collections::BTreeSet::new();
+            for t in &manifest.tables {
+                assert!(t.level <= MAX_LEVEL, "level {} accepted", t.level);
+                assert!(t.id < manifest.next_table_id, "id {} accepted", t.id);
+                assert!(ids.insert(t.id), "id {} accepted twice", t.id);
+                assert!(
+                    !t.name.is_empty() && !t.name.contains('/') && t.name != "." && t.name != "..",
+                    "name {:?} accepted",
+                    t.name
+                );
+                assert!(t.smallest <= t.largest, "inverted key range accepted");
+            }
+            assert_eq!(manifest.encode(), bytes, "one encoding per content");
+        }
+    }
+}

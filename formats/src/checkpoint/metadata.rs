@@ -259,6 +259,20 @@ impl CheckpointMetadataRecord {
             }
             tasks.push(task);
         }
+        // A record without files is written as version 1 (`version_for`): a version-2 one
+        // would be a second encoding of the same content.
+        let any_file = tasks.iter().any(|t| {
+            !t.operator.is_empty()
+                || t.keyed
+                    .iter()
+                    .any(|h| !h.files.is_empty() || !h.shared.is_empty())
+        });
+        if r.version >= 2 && !any_file {
+            return Err(r.invalid(
+                4,
+                "version 2 but no file is listed: a record without files is version 1",
+            ));
+        }
         r.finish()?;
         Ok(CheckpointMetadataRecord {
             checkpoint_id,
@@ -331,6 +345,36 @@ mod tests {
             m.encode("m"),
             Err(FormatError::InvalidInput { .. })
         ));
+    }
+
+    #[test]
+    fn version_2_without_files_is_refused_as_a_second_encoding() {
+        // Found by the metadata_decode fuzz target (corpus file version_2_without_files): a
+        // record listing no file is written as version 1, so version 2 would be a second
+        // encoding of the same content.
+        for tasks in [
+            vec![],
+            vec![TaskStateRecord {
+                keyed: vec![],
+                ..task("op", 0)
+            }],
+        ] {
+            let record = CheckpointMetadataRecord {
+                tasks,
+                ..metadata()
+            };
+            let v1 = record.encode("m").unwrap();
+            assert_eq!(&v1[4..6], &1u16.to_le_bytes());
+            assert_eq!(CheckpointMetadataRecord::decode(&v1, "m").unwrap(), record);
+            let mut v2 = v1.clone();
+            v2[4] = 2;
+            crate::fuzzing::repair_checkpoint_checksum(&mut v2);
+            let err = CheckpointMetadataRecord::decode(&v2, "m").unwrap_err();
+            assert!(
+                matches!(err, FormatError::Corrupt { offset: 4, .. }),
+                "{err}"
+            );
+        }
     }
 
     #[test]
