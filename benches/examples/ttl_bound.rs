@@ -34,6 +34,7 @@ impl Run {
         let bytes = match &self.backend {
             Backend::Heap(h) => h.table_bytes() as u64,
             Backend::Lsm(l) => l.stats().tree.levels.iter().map(|l| l.bytes).sum(),
+            _ => 0,
         };
         (entries, bytes)
     }
