@@ -1,6 +1,9 @@
 //! The demo job: a generated keyed stream through all five state types on the heap backend,
 //! with a source offset in operator state, checkpoints, failures, recovery (once at another
-//! parallelism) and an exactly-once check against an independent tally of the stream.
+//! parallelism) and an exactly-once check against an independent tally of the stream. A
+//! session state with a TTL (each user's last event, expiring after a gap of inactivity) runs
+//! on event time: the backends' clock is set from each event's offset, so what has expired at
+//! the end is a function of the stream, whatever failures and restores happened.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -59,6 +62,9 @@ pub struct DemoArgs {
 /// Makes the configuration of each task's backend: the same operator code runs on either kind.
 struct Backends {
     lsm_dir: Option<PathBuf>,
+    /// The clock of every backend: the time of the event being processed (one millisecond an
+    /// event), which the TTL of the session state runs on.
+    clock: Arc<ManualClock>,
     /// Bumped per job, so that a restored job's LSM directories differ from the old job's.
     generation: std::cell::Cell<u32>,
 }
@@ -67,6 +73,7 @@ impl Backends {
     fn new(args: &DemoArgs) -> Self {
         Backends {
             lsm_dir: (args.backend == "lsm").then(|| args.dir.join("lsm-work")),
+            clock: Arc::new(ManualClock::new(0)),
             generation: std::cell::Cell::new(0),
         }
     }
@@ -87,6 +94,7 @@ impl Backends {
         config
             .max_parallelism(max_parallelism)
             .key_group_range(range)
+            .clock(self.clock.clone())
     }
 }
 
@@ -155,15 +163,22 @@ struct States {
     visits: MapState<u32, u64>,
     total: ReducingState<i64>,
     average: AggregatingState<Average>,
+    /// The offset of the user's last event, expiring after [`SESSION_GAP_MS`] without one.
+    last_event: ValueState<u64>,
 }
 
+/// A session ends after this many milliseconds (events) without an event of its user.
+const SESSION_GAP_MS: u64 = 200_000;
+
 fn register(b: &mut Backend<u64>) -> Result<States> {
+    let session = TtlConfig::after(Duration::from_millis(SESSION_GAP_MS));
     Ok(States {
         count: b.register(ValueStateDescriptor::<u64>::new("count"))?,
         recent: b.register(ListStateDescriptor::<u32>::new("recent-pages"))?,
         visits: b.register(MapStateDescriptor::<u32, u64>::new("visits-per-page"))?,
         total: b.register(ReducingStateDescriptor::<i64>::new("total", |a, b| a + b))?,
         average: b.register(AggregatingStateDescriptor::new("average", Average))?,
+        last_event: b.register(ValueStateDescriptor::<u64>::new("last-event").with_ttl(session))?,
     })
 }
 
@@ -174,9 +189,10 @@ struct Task {
 }
 
 impl Task {
-    fn process(&mut self, e: &Event) -> Result<()> {
+    fn process(&mut self, e: &Event, offset: u64) -> Result<()> {
         let (b, s) = (&mut self.backend, &self.states);
         b.set_current_key(&e.user);
+        b.value(&s.last_event).update(offset)?;
         let n = b.value(&s.count).get()?.unwrap_or(0);
         b.value(&s.count).update(n + 1)?;
         b.list(&s.recent).add(e.page)?;
@@ -595,7 +611,8 @@ pub fn run(args: &DemoArgs) -> DemoResult<()> {
         }
         let e = event_at(args.seed, args.keys, job.offset);
         let task = job.route(e.user);
-        job.tasks[task].process(&e)?;
+        backends.clock.set(job.offset);
+        job.tasks[task].process(&e, job.offset)?;
         job.offset += 1;
         figures.processed += 1;
         if job.offset % args.checkpoint_every == 0 {
@@ -658,11 +675,16 @@ pub fn run(args: &DemoArgs) -> DemoResult<()> {
 fn verify(args: &DemoArgs, job: &mut Job) -> DemoResult<u64> {
     let mut events = vec![0u64; args.keys as usize];
     let mut totals = vec![0i64; args.keys as usize];
+    let mut last = vec![None; args.keys as usize];
     for offset in 0..args.events {
         let e = event_at(args.seed, args.keys, offset);
         events[e.user as usize] += 1;
         totals[e.user as usize] += e.amount;
+        last[e.user as usize] = Some(offset);
     }
+    // The clock stands at the last event: a session lives if its user's last event is less
+    // than the gap before it.
+    let now = args.events.saturating_sub(1);
     let mut checked = 0;
     for user in 0..args.keys {
         let index = job.route(user);
@@ -682,6 +704,14 @@ fn verify(args: &DemoArgs, job: &mut Job) -> DemoResult<u64> {
         let visits: u64 = b.map(&s.visits).values()?.into_iter().sum();
         if visits != n {
             return Err(format!("key {user}: {visits} visits in the map, expected {n}").into());
+        }
+        let session = last[user as usize].filter(|l| now < l + SESSION_GAP_MS);
+        let got = b.value(&s.last_event).get()?;
+        if got != session {
+            return Err(format!(
+                "key {user}: session state {got:?}, expected {session:?} (TTL {SESSION_GAP_MS} ms)"
+            )
+            .into());
         }
         let pages = b.list(&s.recent).get()?.len() as u64;
         if pages != n.min(RECENT_PAGES as u64) {
@@ -778,7 +808,9 @@ fn print_summary(args: &DemoArgs, job: &Job, f: &Figures, elapsed: Duration, che
     println!("{:<44} {:>16}", "keys verified against the tally", checked);
     println!(
         "\nOK: exactly-once: after {} failure(s) and recovery from checkpoints, every key's five states \
-         equal a tally of the stream computed without failures.",
-        f.restores.len()
+         equal a tally of the stream computed without failures, and its session state (TTL {} ms \
+         of event time) lives exactly if its last event is that recent.",
+        f.restores.len(),
+        SESSION_GAP_MS
     );
 }

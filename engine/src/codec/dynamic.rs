@@ -1,7 +1,8 @@
 //! Decoding state bytes by codec name alone, without the Rust type: what a tool that prints a
 //! snapshot (`flowstate dump`) knows is the codec names its metadata records.
 //!
-//! [`Schema::parse`] understands every built-in name of spec/formats.md section 2.2, nested
+//! [`Schema::parse`] understands every built-in name of spec/formats.md section 2.2 (`ttl<…>`
+//! included), nested
 //! (`vec<option<string>>`, `tuple(u32,string)`); a user codec's name is not understood
 //! (`None`), and the caller falls back to hex. [`Schema::decode`] follows the same byte rules
 //! as the typed codecs, on hostile input too: it never allocates more than the input can
@@ -56,6 +57,8 @@ pub enum Schema {
     Option(Box<Schema>),
     /// `tuple(A,B,…)`.
     Tuple(Vec<Schema>),
+    /// `ttl<T>`: a value of a state with a TTL, after the time of its last update.
+    Ttl(Box<Schema>),
 }
 
 /// A value decoded by a [`Schema`].
@@ -88,6 +91,13 @@ pub enum Value {
     Option(Option<Box<Value>>),
     /// The elements of a tuple.
     Tuple(Vec<Value>),
+    /// A value of a state with a TTL and the time of its last update (milliseconds).
+    Ttl {
+        /// The time of the last update.
+        timestamp: u64,
+        /// The value.
+        value: Box<Value>,
+    },
 }
 
 impl Schema {
@@ -170,6 +180,10 @@ impl Schema {
                 }
                 Value::Tuple(items)
             }
+            Schema::Ttl(inner) => Value::Ttl {
+                timestamp: u64::decode_from(input)?,
+                value: Box::new(inner.decode_from(input)?),
+            },
         })
     }
 
@@ -183,6 +197,7 @@ impl Schema {
             Schema::Unit => 0,
             Schema::TimeWindow => 16,
             Schema::Tuple(parts) => parts.iter().map(Schema::min_len).sum(),
+            Schema::Ttl(inner) => 8 + inner.min_len(),
         }
     }
 }
@@ -195,6 +210,10 @@ fn parse_at(s: &str, depth: usize) -> Option<(Schema, &str)> {
     if let Some(rest) = s.strip_prefix("vec<") {
         let (inner, rest) = parse_at(rest, depth + 1)?;
         return Some((Schema::Vec(Box::new(inner)), rest.strip_prefix('>')?));
+    }
+    if let Some(rest) = s.strip_prefix("ttl<") {
+        let (inner, rest) = parse_at(rest, depth + 1)?;
+        return Some((Schema::Ttl(Box::new(inner)), rest.strip_prefix('>')?));
     }
     if let Some(rest) = s.strip_prefix("option<") {
         let (inner, rest) = parse_at(rest, depth + 1)?;
@@ -278,6 +297,11 @@ impl Value {
                 out.push_str(&format!("{{\"start\":{start},\"end\":{end}}}"));
             }
             Value::Option(Some(v)) => v.write_json(out),
+            Value::Ttl { timestamp, value } => {
+                out.push_str(&format!("{{\"ttl_timestamp\":{timestamp},\"value\":"));
+                value.write_json(out);
+                out.push('}');
+            }
             Value::List(items) | Value::Tuple(items) => {
                 out.push('[');
                 for (i, item) in items.iter().enumerate() {
@@ -307,6 +331,7 @@ impl fmt::Display for Value {
             Value::Window { start, end } => write!(f, "[{start}, {end})"),
             Value::Option(None) => write!(f, "None"),
             Value::Option(Some(v)) => write!(f, "Some({v})"),
+            Value::Ttl { timestamp, value } => write!(f, "{value} @{timestamp}"),
             Value::List(items) => {
                 write!(f, "[")?;
                 for (i, item) in items.iter().enumerate() {
@@ -380,6 +405,13 @@ mod tests {
             ("[0, 60000)".into(), "{\"start\":0,\"end\":60000}".into())
         );
         assert_eq!(show(&vec![vec![0u8; 2]]).0, "[[0, 0]]");
+        assert_eq!(
+            show(&crate::TtlValue::new(5u32, 1_000)),
+            (
+                "5 @1000".into(),
+                "{\"ttl_timestamp\":1000,\"value\":5}".into()
+            )
+        );
     }
 
     #[test]
