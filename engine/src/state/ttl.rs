@@ -7,7 +7,7 @@
 //! `ttl<NAME>` (spec/formats.md section 2.2). The accessors unwrap it and apply the rules of
 //! spec/state-semantics.md (R60–R71): expired state is invisible unless the visibility says
 //! otherwise, and a read that finds expired state removes it. Full snapshots leave expired
-//! state out ([`super::ttl_filter`]).
+//! state out (`state/ttl_filter.rs`).
 //!
 //! ```
 //! use std::sync::Arc;
