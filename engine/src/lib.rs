@@ -59,6 +59,7 @@ pub(crate) mod restore;
 pub mod snapshot;
 pub mod state;
 pub mod storage;
+pub mod timer;
 pub mod verify;
 
 pub use backend::KeyedStateBackend;

@@ -13,11 +13,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+mod timers;
 mod ttl;
 
 use flowstate::codec::{to_bytes, Codec};
 use flowstate::snapshot::CanonicalEntries;
 use flowstate::*;
+#[allow(clippy::wildcard_imports)]
+use timers::*;
 #[allow(clippy::wildcard_imports)]
 use ttl::*;
 
@@ -2832,6 +2835,10 @@ macro_rules! conformance_suite {
             ttl_namespace_merges_leave_expired_state_out,
             ttl_snapshots_leave_expired_state_out,
             ttl_registration_rules,
+            timers_fire_once_in_order,
+            timers_deleted_do_not_fire_and_domains_are_apart,
+            timers_registered_while_firing_fire_if_due,
+            timers_are_state,
         );
     };
     (@cases $module:ident, $factory:expr; $($case:ident),+ $(,)?) => {
