@@ -6,8 +6,8 @@
 //! entry per timer: the timer's key, a [`TimerSlot`] as namespace, no value), so that they are
 //! part of every snapshot, restored with the keyed state and moved with their key group on a
 //! rescale, on either backend. Beside it the service keeps, in memory, the timers of each domain
-//! in the order they fire; registering the service again on a restored backend rebuilds that
-//! order from the restored entries.
+//! in an ordered set in the order they fire; registering the service again on a restored backend
+//! rebuilds it from the restored entries.
 //!
 //! ```
 //! use flowstate::*;
@@ -35,7 +35,7 @@ use std::collections::BTreeSet;
 use std::marker::PhantomData;
 
 use crate::backend::KeyedStateBackend;
-use crate::codec::{to_bytes, Codec, CodecError};
+use crate::codec::{Codec, CodecError};
 use crate::error::{Error, Result};
 use crate::state::{Key, Namespace, ValueState, ValueStateDescriptor};
 
@@ -144,16 +144,146 @@ pub struct Timer<K, N> {
     pub domain: TimeDomain,
 }
 
-/// One pending timer in firing order: timestamp, then the key's and the namespace's bytes.
-type Queued = (i64, Vec<u8>, Vec<u8>);
+/// Bytes of a queued timer kept inline up to this length (a `u64` key and a `TimeWindow`
+/// namespace take 24), so that the ordered set compares them without following a pointer.
+const INLINE: usize = 32;
+
+/// The key's and the namespace's bytes of a queued timer, inline when short.
+#[derive(Debug, Clone)]
+enum Packed {
+    Inline { len: u8, buf: [u8; INLINE] },
+    Heap(Box<[u8]>),
+}
+
+impl Packed {
+    fn new(key: &[u8], ns: &[u8]) -> Packed {
+        let len = key.len() + ns.len();
+        if len <= INLINE {
+            let mut buf = [0u8; INLINE];
+            buf[..key.len()].copy_from_slice(key);
+            buf[key.len()..len].copy_from_slice(ns);
+            Packed::Inline {
+                len: len as u8,
+                buf,
+            }
+        } else {
+            Packed::Heap([key, ns].concat().into_boxed_slice())
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Packed::Inline { len, buf } => &buf[..usize::from(*len)],
+            Packed::Heap(b) => b,
+        }
+    }
+}
+
+/// One pending timer, ordered as it fires: timestamp, then the key's length and bytes, then
+/// the namespace's bytes (with keys of one length, as most key types have, that is key bytes
+/// then namespace bytes). The first 16 bytes of key and namespace are also kept as one
+/// integer, so that most comparisons compare integers.
+#[derive(Debug, Clone)]
+struct Queued {
+    timestamp: i64,
+    key_len: u32,
+    prefix: u128,
+    bytes: Packed,
+}
+
+impl Queued {
+    fn new(timestamp: i64, key: &[u8], ns: &[u8]) -> Queued {
+        let bytes = Packed::new(key, ns);
+        let mut head = [0u8; 16];
+        let all = bytes.bytes();
+        let n = all.len().min(16);
+        head[..n].copy_from_slice(&all[..n]);
+        Queued {
+            timestamp,
+            key_len: key.len() as u32,
+            prefix: u128::from_be_bytes(head),
+            bytes,
+        }
+    }
+
+    fn key(&self) -> &[u8] {
+        &self.bytes.bytes()[..self.key_len as usize]
+    }
+
+    fn namespace(&self) -> &[u8] {
+        &self.bytes.bytes()[self.key_len as usize..]
+    }
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        self.timestamp == other.timestamp
+            && self.key_len == other.key_len
+            && self.bytes.bytes() == other.bytes.bytes()
+    }
+}
+
+/// The pending timers of one domain, in firing order: an ordered set, which deduplicates,
+/// deletes and pops the earliest in O(log n). (A binary heap with a set of live timers beside it,
+/// Flink's `HeapPriorityQueueSet` idea, registered faster but fired slower here: benches/README.md,
+/// "Timers".)
+#[derive(Debug, Default)]
+struct Queue {
+    set: BTreeSet<Queued>,
+}
+
+impl Queue {
+    fn insert(&mut self, q: Queued) {
+        self.set.insert(q);
+    }
+
+    fn remove(&mut self, q: &Queued) {
+        self.set.remove(q);
+    }
+
+    fn first_timestamp(&self) -> Option<i64> {
+        self.set.first().map(|q| q.timestamp)
+    }
+
+    /// The earliest timer if it is due at `time`, removed.
+    fn pop_due(&mut self, time: i64) -> Option<Queued> {
+        if self.set.first()?.timestamp > time {
+            return None;
+        }
+        self.set.pop_first()
+    }
+
+    fn len(&self) -> usize {
+        self.set.len()
+    }
+}
+
+impl Eq for Queued {}
+
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.timestamp
+            .cmp(&other.timestamp)
+            .then(self.key_len.cmp(&other.key_len))
+            .then(self.prefix.cmp(&other.prefix))
+            .then_with(|| self.bytes.bytes().cmp(other.bytes.bytes()))
+    }
+}
 
 /// The timers of one operator: registered per current key and namespace, deduplicated, fired
-/// in order of (timestamp, key bytes, namespace bytes) per domain. See the module documentation.
+/// in order of (timestamp, key length, key bytes, namespace bytes) per domain. See the module
+/// documentation.
 #[derive(Debug)]
 pub struct TimerService<K, N> {
     name: String,
     state: ValueState<(), TimerSlot<N>>,
-    queues: [BTreeSet<Queued>; 2],
+    queues: [Queue; 2],
     _key: PhantomData<fn() -> K>,
 }
 
@@ -173,7 +303,7 @@ impl<K: Key, N: Namespace> TimerService<K, N> {
         let mut service = TimerService {
             name: name.to_owned(),
             state,
-            queues: [BTreeSet::new(), BTreeSet::new()],
+            queues: [Queue::default(), Queue::default()],
             _key: PhantomData,
         };
         // The restored timers: every entry of the state, read from a frozen view.
@@ -187,8 +317,12 @@ impl<K: Key, N: Namespace> TimerService<K, N> {
                     }
                     match TimerSlot::<N>::decode(&e.namespace) {
                         Ok(slot) => {
-                            let ns = e.namespace[SLOT_HEADER_LEN..].to_vec();
-                            service.queues[slot.domain.index()].insert((slot.timestamp, e.key, ns));
+                            let ns = &e.namespace[SLOT_HEADER_LEN..];
+                            service.queues[slot.domain.index()].insert(Queued::new(
+                                slot.timestamp,
+                                &e.key,
+                                ns,
+                            ));
                         }
                         Err(source) => {
                             failure = Some(Error::Codec {
@@ -218,12 +352,12 @@ impl<K: Key, N: Namespace> TimerService<K, N> {
 
     /// Whether no timer of either domain is pending.
     pub fn is_empty(&self) -> bool {
-        self.queues.iter().all(BTreeSet::is_empty)
+        self.queues.iter().all(|q| q.len() == 0)
     }
 
     /// The time of the earliest pending timer of `domain`.
     pub fn next_timestamp(&self, domain: TimeDomain) -> Option<i64> {
-        self.queues[domain.index()].first().map(|q| q.0)
+        self.queues[domain.index()].first_timestamp()
     }
 
     /// Registers a timer of `domain` at `timestamp` for the current key in `namespace`; a timer
@@ -241,8 +375,8 @@ impl<K: Key, N: Namespace> TimerService<K, N> {
             namespace: namespace.clone(),
         };
         backend.value(&self.state).namespace(&slot).update(())?;
-        let key = current_key_bytes(backend)?;
-        self.queues[domain.index()].insert((timestamp, key, to_bytes(namespace)));
+        let queued = self.queued(backend, timestamp, namespace)?;
+        self.queues[domain.index()].insert(queued);
         Ok(())
     }
 
@@ -261,8 +395,8 @@ impl<K: Key, N: Namespace> TimerService<K, N> {
             namespace: namespace.clone(),
         };
         backend.value(&self.state).namespace(&slot).clear()?;
-        let key = current_key_bytes(backend)?;
-        self.queues[domain.index()].remove(&(timestamp, key, to_bytes(namespace)));
+        let queued = self.queued(backend, timestamp, namespace)?;
+        self.queues[domain.index()].remove(&queued);
         Ok(())
     }
 
@@ -315,19 +449,17 @@ impl<K: Key, N: Namespace> TimerService<K, N> {
         domain: TimeDomain,
         time: i64,
     ) -> Result<Option<Timer<K, N>>> {
-        let queue = &mut self.queues[domain.index()];
-        if queue.first().is_none_or(|q| q.0 > time) {
-            return Ok(None);
-        }
-        let Some((timestamp, key_bytes, ns_bytes)) = queue.pop_first() else {
+        let Some(queued) = self.queues[domain.index()].pop_due(time) else {
             return Ok(None);
         };
+        let timestamp = queued.timestamp;
+        let (key_bytes, ns_bytes) = (queued.key(), queued.namespace());
         let bad = |what: &str, source| Error::Codec {
             what: format!("the {what} of a timer of service '{}'", self.name),
             source,
         };
-        let key = K::decode(&key_bytes).map_err(|e| bad("key", e))?;
-        let namespace = N::decode(&ns_bytes).map_err(|e| bad("namespace", e))?;
+        let key = K::decode(key_bytes).map_err(|e| bad("key", e))?;
+        let namespace = N::decode(ns_bytes).map_err(|e| bad("namespace", e))?;
         backend.set_current_key(&key);
         let slot = TimerSlot {
             domain,
@@ -394,17 +526,28 @@ impl<K: Key, N: Namespace> TimerService<K, N> {
     }
 }
 
-/// The encoding of the backend's current key (the state access before it checked there is one).
-fn current_key_bytes<K: Key, B: KeyedStateBackend<K>>(backend: &B) -> Result<Vec<u8>> {
-    backend
-        .current_key()
-        .map(to_bytes)
-        .ok_or(Error::NoCurrentKey)
+impl<K: Key, N: Namespace> TimerService<K, N> {
+    /// The queue entry of a timer of the current key (the state access before it checked that
+    /// there is one).
+    fn queued<B: KeyedStateBackend<K>>(
+        &self,
+        backend: &B,
+        timestamp: i64,
+        namespace: &N,
+    ) -> Result<Queued> {
+        let key = backend.current_key().ok_or(Error::NoCurrentKey)?;
+        let mut buf = Vec::with_capacity(INLINE);
+        key.encode(&mut buf);
+        let key_len = buf.len();
+        namespace.encode(&mut buf);
+        Ok(Queued::new(timestamp, &buf[..key_len], &buf[key_len..]))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::to_bytes;
 
     #[test]
     fn slots_encode_in_time_order() {
@@ -425,5 +568,41 @@ mod tests {
         assert_eq!(TimerSlot::<u8>::codec_name(), "timer<u8>");
         assert!(TimerSlot::<u8>::decode(&[2, 0, 0, 0, 0, 0, 0, 0, 0, 1]).is_err());
         assert!(TimerSlot::<u8>::decode(&[0, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn queued_timers_order_by_time_key_length_key_then_namespace_inline_or_not() {
+        let long = vec![7u8; 40];
+        let mut set = BTreeSet::new();
+        for q in [
+            Queued::new(2, b"a", b"z"),
+            Queued::new(1, &long, b"b"),
+            Queued::new(1, b"b", b""),
+            Queued::new(1, b"ab", b"a"),
+            Queued::new(1, b"a", &long),
+            Queued::new(1, b"a", b"c"),
+        ] {
+            assert!(set.insert(q));
+        }
+        assert!(
+            !set.insert(Queued::new(1, b"a", b"c")),
+            "equal timers are one"
+        );
+        assert!(!set.insert(Queued::new(1, &long, b"b")), "inline or not");
+        let order: Vec<(i64, Vec<u8>, Vec<u8>)> = set
+            .iter()
+            .map(|q| (q.timestamp, q.key().to_vec(), q.namespace().to_vec()))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                (1, b"a".to_vec(), long.clone()),
+                (1, b"a".to_vec(), b"c".to_vec()),
+                (1, b"b".to_vec(), vec![]),
+                (1, b"ab".to_vec(), b"a".to_vec()),
+                (1, long.clone(), b"b".to_vec()),
+                (2, b"a".to_vec(), b"z".to_vec()),
+            ]
+        );
     }
 }
