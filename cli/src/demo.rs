@@ -3,7 +3,10 @@
 //! parallelism) and an exactly-once check against an independent tally of the stream. A
 //! session state with a TTL (each user's last event, expiring after a gap of inactivity) runs
 //! on event time: the backends' clock is set from each event's offset, so what has expired at
-//! the end is a function of the stream, whatever failures and restores happened.
+//! the end is a function of the stream, whatever failures and restores happened. An
+//! event-time tumbling window per user (the sum of its amounts per window of
+//! [`WINDOW_MS`] events) fires on timers as the watermark (the offset) passes each window's
+//! end, and adds its result to the user's emitted totals, exactly once through failures.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +16,7 @@ use std::time::{Duration, Instant};
 use flowstate::checkpoint::{read_operator_state, write_operator_state};
 use flowstate::key_group::operator_index_for_key_group;
 use flowstate::operator::{OperatorListState, OperatorStateStore};
+use flowstate::timer::TimerService;
 use flowstate::*;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -165,6 +169,19 @@ struct States {
     average: AggregatingState<Average>,
     /// The offset of the user's last event, expiring after [`SESSION_GAP_MS`] without one.
     last_event: ValueState<u64>,
+    /// The sum of the user's amounts per event-time window, until its timer fires.
+    window_sum: ReducingState<i64, TimeWindow>,
+    /// Windows fired for the user and the sum of their results.
+    emitted: ValueState<(u64, i64)>,
+}
+
+/// The event-time tumbling windows: this many events (milliseconds) each.
+const WINDOW_MS: u64 = 100_000;
+
+/// The window an event at `offset` falls in.
+fn window_of(offset: u64) -> TimeWindow {
+    let start = (offset - offset % WINDOW_MS) as i64;
+    TimeWindow::new(start, start + WINDOW_MS as i64)
 }
 
 /// A session ends after this many milliseconds (events) without an event of its user.
@@ -179,13 +196,48 @@ fn register(b: &mut Backend<u64>) -> Result<States> {
         total: b.register(ReducingStateDescriptor::<i64>::new("total", |a, b| a + b))?,
         average: b.register(AggregatingStateDescriptor::new("average", Average))?,
         last_event: b.register(ValueStateDescriptor::<u64>::new("last-event").with_ttl(session))?,
+        window_sum: b.register(
+            ReducingStateDescriptor::<i64>::new("window-sum", |a, b| a + b)
+                .with_namespace::<TimeWindow>(),
+        )?,
+        emitted: b.register(ValueStateDescriptor::<(u64, i64)>::new("windows-emitted"))?,
     })
 }
 
-/// One keyed task: its backend and state handles.
+/// One keyed task: its backend, state handles and window timers.
 struct Task {
     backend: Backend<u64>,
     states: States,
+    timers: TimerService<u64, TimeWindow>,
+}
+
+impl Task {
+    /// A task on `backend` (fresh or restored): its states and timers registered.
+    fn new(mut backend: Backend<u64>) -> Result<Task> {
+        let states = register(&mut backend)?;
+        let timers = TimerService::register(&mut backend, "windows")?;
+        Ok(Task {
+            backend,
+            states,
+            timers,
+        })
+    }
+
+    /// Fires the windows whose end the watermark passed: each adds its sum to the user's
+    /// emitted totals.
+    fn advance_watermark(&mut self, watermark: i64) -> Result<()> {
+        let (sum, emitted) = (self.states.window_sum, self.states.emitted);
+        self.timers
+            .advance_watermark(&mut self.backend, watermark, |b, _, timer| {
+                let result = b.reducing(&sum).namespace(&timer.namespace).get()?;
+                b.reducing(&sum).namespace(&timer.namespace).clear()?;
+                let (n, total) = b.value(&emitted).get()?.unwrap_or((0, 0));
+                b.value(&emitted)
+                    .update((n + 1, total + result.unwrap_or(0)))?;
+                Ok(())
+            })?;
+        Ok(())
+    }
 }
 
 impl Task {
@@ -193,6 +245,10 @@ impl Task {
         let (b, s) = (&mut self.backend, &self.states);
         b.set_current_key(&e.user);
         b.value(&s.last_event).update(offset)?;
+        let window = window_of(offset);
+        b.reducing(&s.window_sum).namespace(&window).add(e.amount)?;
+        self.timers
+            .register_event_time_timer(b, &window, window.end - 1)?;
         let n = b.value(&s.count).get()?.unwrap_or(0);
         b.value(&s.count).update(n + 1)?;
         b.list(&s.recent).add(e.page)?;
@@ -231,9 +287,7 @@ impl Job {
         for i in 0..parallelism {
             let range = KeyGroupRange::for_operator(max_parallelism, parallelism, i)?;
             let config = backends.config(max_parallelism, range, i);
-            let mut backend = Backend::<u64>::open(config)?;
-            let states = register(&mut backend)?;
-            tasks.push(Task { backend, states });
+            tasks.push(Task::new(Backend::<u64>::open(config)?)?);
         }
         let mut source = OperatorStateStore::new();
         let offset_state = source.list_state(&offset_descriptor())?;
@@ -262,10 +316,9 @@ impl Job {
             let config = backends.config(max_parallelism, range, i);
             // Canonical files (heap) and native snapshots (LSM, incremental) alike: the LSM
             // backend links the tables of its own checkpoints.
-            let mut backend =
+            let backend =
                 Backend::<u64>::restore_from(config, &**storage, &done.handles_for(range))?;
-            let states = register(&mut backend)?;
-            tasks.push(Task { backend, states });
+            tasks.push(Task::new(backend)?);
         }
         let handle = done
             .operator_handles("source", 0)
@@ -613,6 +666,11 @@ pub fn run(args: &DemoArgs) -> DemoResult<()> {
         let task = job.route(e.user);
         backends.clock.set(job.offset);
         job.tasks[task].process(&e, job.offset)?;
+        // The offset is the event time and the stream is in order: the watermark is the
+        // offset, and every task sees it advance.
+        for t in &mut job.tasks {
+            t.advance_watermark(job.offset as i64)?;
+        }
         job.offset += 1;
         figures.processed += 1;
         if job.offset % args.checkpoint_every == 0 {
@@ -676,11 +734,24 @@ fn verify(args: &DemoArgs, job: &mut Job) -> DemoResult<u64> {
     let mut events = vec![0u64; args.keys as usize];
     let mut totals = vec![0i64; args.keys as usize];
     let mut last = vec![None; args.keys as usize];
+    // Per user: the windows that fired by the end (their end - 1 <= the last watermark) and
+    // the sum of their amounts; the amounts of the window still open.
+    let watermark = args.events.saturating_sub(1) as i64;
+    let mut fired: Vec<(std::collections::BTreeSet<i64>, i64)> =
+        vec![(std::collections::BTreeSet::new(), 0); args.keys as usize];
+    let mut open = vec![std::collections::BTreeMap::<i64, i64>::new(); args.keys as usize];
     for offset in 0..args.events {
         let e = event_at(args.seed, args.keys, offset);
         events[e.user as usize] += 1;
         totals[e.user as usize] += e.amount;
         last[e.user as usize] = Some(offset);
+        let w = window_of(offset);
+        if w.end - 1 <= watermark {
+            fired[e.user as usize].0.insert(w.start);
+            fired[e.user as usize].1 += e.amount;
+        } else {
+            *open[e.user as usize].entry(w.start).or_default() += e.amount;
+        }
     }
     // The clock stands at the last event: a session lives if its user's last event is less
     // than the gap before it.
@@ -704,6 +775,27 @@ fn verify(args: &DemoArgs, job: &mut Job) -> DemoResult<u64> {
         let visits: u64 = b.map(&s.visits).values()?.into_iter().sum();
         if visits != n {
             return Err(format!("key {user}: {visits} visits in the map, expected {n}").into());
+        }
+        let (windows, window_total) = &fired[user as usize];
+        let want = (windows.len() as u64, *window_total);
+        let got = b.value(&s.emitted).get()?.unwrap_or((0, 0));
+        if got != want {
+            return Err(format!(
+                "key {user}: {} windows emitted with sum {}, expected {} with sum {}: window \
+                 results not exactly-once",
+                got.0, got.1, want.0, want.1
+            )
+            .into());
+        }
+        for (&start, &sum) in &open[user as usize] {
+            let w = TimeWindow::new(start, start + WINDOW_MS as i64);
+            let pending = b.reducing(&s.window_sum).namespace(&w).get()?;
+            if pending != Some(sum) {
+                return Err(format!(
+                    "key {user}: open window {start}: {pending:?}, expected {sum}"
+                )
+                .into());
+            }
         }
         let session = last[user as usize].filter(|l| now < l + SESSION_GAP_MS);
         let got = b.value(&s.last_event).get()?;
@@ -808,8 +900,9 @@ fn print_summary(args: &DemoArgs, job: &Job, f: &Figures, elapsed: Duration, che
     println!("{:<44} {:>16}", "keys verified against the tally", checked);
     println!(
         "\nOK: exactly-once: after {} failure(s) and recovery from checkpoints, every key's five states \
-         equal a tally of the stream computed without failures, and its session state (TTL {} ms \
-         of event time) lives exactly if its last event is that recent.",
+         equal a tally of the stream computed without failures, its event-time windows fired on \
+         timers exactly once, and its session state (TTL {} ms of event time) lives exactly if \
+         its last event is that recent.",
         f.restores.len(),
         SESSION_GAP_MS
     );

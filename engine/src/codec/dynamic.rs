@@ -1,8 +1,8 @@
 //! Decoding state bytes by codec name alone, without the Rust type: what a tool that prints a
 //! snapshot (`flowstate dump`) knows is the codec names its metadata records.
 //!
-//! [`Schema::parse`] understands every built-in name of spec/formats.md section 2.2 (`ttl<…>`
-//! included), nested
+//! [`Schema::parse`] understands every built-in name of spec/formats.md section 2.2 (`ttl<…>` and
+//! `timer<…>` included), nested
 //! (`vec<option<string>>`, `tuple(u32,string)`); a user codec's name is not understood
 //! (`None`), and the caller falls back to hex. [`Schema::decode`] follows the same byte rules
 //! as the typed codecs, on hostile input too: it never allocates more than the input can
@@ -59,6 +59,8 @@ pub enum Schema {
     Tuple(Vec<Schema>),
     /// `ttl<T>`: a value of a state with a TTL, after the time of its last update.
     Ttl(Box<Schema>),
+    /// `timer<N>`: a timer's slot (domain, timestamp, namespace).
+    Timer(Box<Schema>),
 }
 
 /// A value decoded by a [`Schema`].
@@ -91,6 +93,15 @@ pub enum Value {
     Option(Option<Box<Value>>),
     /// The elements of a tuple.
     Tuple(Vec<Value>),
+    /// A timer's slot: its domain (`"event"` or `"processing"`), timestamp and namespace.
+    Timer {
+        /// `"event"` or `"processing"`.
+        domain: &'static str,
+        /// When the timer fires.
+        timestamp: i64,
+        /// Its namespace.
+        namespace: Box<Value>,
+    },
     /// A value of a state with a TTL and the time of its last update (milliseconds).
     Ttl {
         /// The time of the last update.
@@ -180,6 +191,24 @@ impl Schema {
                 }
                 Value::Tuple(items)
             }
+            Schema::Timer(inner) => {
+                let domain = match take(input, 1)?[0] {
+                    0 => "event",
+                    1 => "processing",
+                    b => {
+                        return Err(CodecError::Invalid(Cow::Owned(format!(
+                            "timer domain {b:#04x} is neither 0 nor 1"
+                        ))))
+                    }
+                };
+                let mut ts = [0u8; 8];
+                ts.copy_from_slice(take(input, 8)?);
+                Value::Timer {
+                    domain,
+                    timestamp: (u64::from_be_bytes(ts) ^ (1 << 63)) as i64,
+                    namespace: Box::new(inner.decode_from(input)?),
+                }
+            }
             Schema::Ttl(inner) => Value::Ttl {
                 timestamp: u64::decode_from(input)?,
                 value: Box::new(inner.decode_from(input)?),
@@ -198,6 +227,7 @@ impl Schema {
             Schema::TimeWindow => 16,
             Schema::Tuple(parts) => parts.iter().map(Schema::min_len).sum(),
             Schema::Ttl(inner) => 8 + inner.min_len(),
+            Schema::Timer(inner) => 9 + inner.min_len(),
         }
     }
 }
@@ -210,6 +240,10 @@ fn parse_at(s: &str, depth: usize) -> Option<(Schema, &str)> {
     if let Some(rest) = s.strip_prefix("vec<") {
         let (inner, rest) = parse_at(rest, depth + 1)?;
         return Some((Schema::Vec(Box::new(inner)), rest.strip_prefix('>')?));
+    }
+    if let Some(rest) = s.strip_prefix("timer<") {
+        let (inner, rest) = parse_at(rest, depth + 1)?;
+        return Some((Schema::Timer(Box::new(inner)), rest.strip_prefix('>')?));
     }
     if let Some(rest) = s.strip_prefix("ttl<") {
         let (inner, rest) = parse_at(rest, depth + 1)?;
@@ -297,6 +331,17 @@ impl Value {
                 out.push_str(&format!("{{\"start\":{start},\"end\":{end}}}"));
             }
             Value::Option(Some(v)) => v.write_json(out),
+            Value::Timer {
+                domain,
+                timestamp,
+                namespace,
+            } => {
+                out.push_str(&format!(
+                    "{{\"timer\":\"{domain}\",\"timestamp\":{timestamp},\"namespace\":"
+                ));
+                namespace.write_json(out);
+                out.push('}');
+            }
             Value::Ttl { timestamp, value } => {
                 out.push_str(&format!("{{\"ttl_timestamp\":{timestamp},\"value\":"));
                 value.write_json(out);
@@ -332,6 +377,11 @@ impl fmt::Display for Value {
             Value::Option(None) => write!(f, "None"),
             Value::Option(Some(v)) => write!(f, "Some({v})"),
             Value::Ttl { timestamp, value } => write!(f, "{value} @{timestamp}"),
+            Value::Timer {
+                domain,
+                timestamp,
+                namespace,
+            } => write!(f, "{domain}-time timer at {timestamp} in {namespace}"),
             Value::List(items) => {
                 write!(f, "[")?;
                 for (i, item) in items.iter().enumerate() {
@@ -405,6 +455,17 @@ mod tests {
             ("[0, 60000)".into(), "{\"start\":0,\"end\":60000}".into())
         );
         assert_eq!(show(&vec![vec![0u8; 2]]).0, "[[0, 0]]");
+        assert_eq!(
+            show(&crate::timer::TimerSlot {
+                domain: crate::timer::TimeDomain::EventTime,
+                timestamp: -3,
+                namespace: 7u8,
+            }),
+            (
+                "event-time timer at -3 in 7".into(),
+                "{\"timer\":\"event\",\"timestamp\":-3,\"namespace\":7}".into()
+            )
+        );
         assert_eq!(
             show(&crate::TtlValue::new(5u32, 1_000)),
             (
