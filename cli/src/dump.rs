@@ -11,7 +11,8 @@ use flowstate::snapshot::EncodedState;
 use flowstate::state::CodecInfo;
 use flowstate::{open_restore_sources, RestoreSource};
 
-use crate::json;
+use flowstate::codec::dynamic::json_literal;
+
 use crate::which::{load, ToolResult, Which};
 
 /// Options of `flowstate dump`.
@@ -64,7 +65,7 @@ impl Decoder {
             Some(Ok(value)) => value.to_json(),
             _ => format!(
                 "{{\"codec\":{},\"hex\":\"{}\"}}",
-                json::string(&self.codec),
+                json_literal(&self.codec),
                 hex(bytes)
             ),
         }
@@ -115,7 +116,7 @@ fn state_json(d: &StateDecoders, state: &EncodedState) -> String {
                     let key = d
                         .user_key
                         .as_ref()
-                        .map_or_else(|| json::string(&hex(k)), |uk| uk.json(k));
+                        .map_or_else(|| json_literal(&hex(k)), |uk| uk.json(k));
                     format!("[{key},{}]", d.value.json(v))
                 })
                 .collect();
@@ -187,9 +188,9 @@ pub fn dump(args: &DumpArgs) -> ToolResult<()> {
                 if args.json {
                     println!(
                         "{{\"operator\":{},\"subtask\":{},\"state\":{},\"value\":{}}}",
-                        json::string(&task.operator_id),
+                        json_literal(&task.operator_id),
                         task.subtask_index,
-                        json::string(&d.name),
+                        json_literal(&d.name),
                         state_json(&d, &state)
                     );
                 } else {
@@ -249,7 +250,7 @@ fn dump_keyed(
                     .unwrap_or_default();
                 format!(
                     "{{\"key_group\":{kg},\"state\":{},\"key\":{}{ns},\"value\":{}}}",
-                    json::string(&d.name),
+                    json_literal(&d.name),
                     key.json(&e.key),
                     state_json(d, &e.state)
                 )

@@ -7,7 +7,6 @@ use clap::{Parser, Subcommand};
 mod demo;
 mod dump;
 mod inspect;
-mod json;
 mod lsm_tool;
 mod verify;
 mod which;

@@ -4,7 +4,8 @@
 use flowstate::verify::{verify_checkpoint, Damage, VerifyReport};
 use flowstate::CheckpointStorage;
 
-use crate::json;
+use flowstate::codec::dynamic::json_literal;
+
 use crate::which::{load, ToolResult, Which};
 
 /// Options of `flowstate verify`.
@@ -26,10 +27,10 @@ struct Verdict {
 fn damage_json(d: &Damage) -> String {
     format!(
         "{{\"file\":{},\"offset\":{},\"what\":{}}}",
-        json::string(&d.file),
+        json_literal(&d.file),
         d.offset
             .map_or_else(|| "null".to_string(), |o| o.to_string()),
-        json::string(&d.what)
+        json_literal(&d.what)
     )
 }
 
@@ -73,7 +74,7 @@ pub fn verify(args: &VerifyArgs) -> ToolResult<()> {
                 let damage: Vec<String> = v.report.damage.iter().map(damage_json).collect();
                 format!(
                     "{{\"snapshot\":{},\"ok\":{},\"files\":{},\"keyed_entries\":{},\"damage\":[{}]}}",
-                    json::string(&v.what),
+                    json_literal(&v.what),
                     v.report.is_ok(),
                     v.report.files,
                     v.report.keyed_entries,

@@ -289,8 +289,15 @@ fn parse_at(s: &str, depth: usize) -> Option<(Schema, &str)> {
     Some((schema, &s[end..]))
 }
 
-/// Writes `s` as a JSON string literal.
-fn json_string(s: &str, out: &mut String) {
+/// `s` as a JSON string literal (for tools that print JSON around values).
+pub fn json_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    json_string(s, &mut out);
+    out
+}
+
+/// Appends `s` to `out` as a JSON string literal.
+pub fn json_string(s: &str, out: &mut String) {
     out.push('"');
     for c in s.chars() {
         match c {

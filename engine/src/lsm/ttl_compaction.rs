@@ -17,7 +17,7 @@ use super::key;
 use super::merge::{push_list_element, ListElements};
 use super::tree::{CompactionFilter, FilterDecision, FilterFn};
 use crate::clock::Clock;
-use crate::state::ttl::encoded_timestamp;
+use crate::state::ttl_filter::bytes_live as live;
 use crate::state::{StateId, StateKind, TtlConfig};
 
 /// The TTL compaction filter of one LSM backend.
@@ -45,12 +45,6 @@ impl TtlCompactionFilter {
         }
         states[index] = Some((kind, ttl));
     }
-}
-
-/// Whether bytes that start with a timestamp are live at `now` (bytes too short to hold one
-/// are kept: a read reports the damage).
-fn live(bytes: &[u8], ttl: &TtlConfig, now: u64) -> bool {
-    encoded_timestamp(bytes).is_none_or(|ts| !ttl.is_expired(ts, now))
 }
 
 /// The decision for a list value or operand: the elements still live.

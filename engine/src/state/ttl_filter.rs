@@ -25,7 +25,7 @@ pub(crate) enum Live {
 
 /// Whether bytes starting with a timestamp are live at `now`. Bytes too short to hold one are
 /// kept: decoding them reports the damage where it is read.
-fn bytes_live(bytes: &[u8], ttl: &TtlConfig, now: u64) -> bool {
+pub(crate) fn bytes_live(bytes: &[u8], ttl: &TtlConfig, now: u64) -> bool {
     encoded_timestamp(bytes).is_none_or(|ts| !ttl.is_expired(ts, now))
 }
 
