@@ -172,6 +172,10 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, T: StateValue, N: Namespace>
         let stored = self.backend.list_get(raw, ns)?;
         let any_expired = stored.iter().any(|e| t.expired(e));
         let refresh = t.config.refresh_on_read() && !stored.is_empty();
+        if !any_expired && !refresh {
+            // The common case: nothing to clean up or restamp, the values move out.
+            return Ok(stored.into_iter().map(|e| e.value).collect());
+        }
         let mut result = Vec::with_capacity(stored.len());
         let mut kept = Vec::new();
         for e in stored {
