@@ -47,6 +47,11 @@ pub trait KeyedStateBackend<K: Key> {
     fn set_state_ttl(&mut self, id: StateId, ttl: TtlConfig) -> Result<()>;
     /// The clock time-dependent state (TTL) reads.
     fn clock(&self) -> &std::sync::Arc<dyn crate::clock::Clock>;
+    /// Replaces the per-state data of a registered state (its reduce or aggregate function):
+    /// what registering a state with a TTL again does, so that the function judges expiry by
+    /// the new TTL. Fails with `UnknownState` if `handle` is not registered as its type.
+    #[doc(hidden)]
+    fn set_state_extra<H: StateHandle>(&mut self, handle: H, extra: H::Extra) -> Result<()>;
     /// One step of background TTL cleanup for state `id`, which the accessors take on each
     /// access to a state with a TTL: the heap backend checks a few more entries
     /// (`TtlConfig::incremental_cleanup`, R70); the LSM backend cleans up in compaction and does

@@ -165,6 +165,9 @@ impl<K: Key> KeyedStateBackend<K> for Backend<K> {
     fn ttl_cleanup_step(&mut self, id: StateId) -> Result<()> {
         delegate!(self, b => b.ttl_cleanup_step(id))
     }
+    fn set_state_extra<H: StateHandle>(&mut self, handle: H, extra: H::Extra) -> Result<()> {
+        delegate!(self, b => b.set_state_extra(handle, extra))
+    }
     fn entry_count(&self) -> Result<usize> {
         delegate!(self, b => b.entry_count())
     }

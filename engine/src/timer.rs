@@ -458,8 +458,17 @@ impl<K: Key, N: Namespace> TimerService<K, N> {
             what: format!("the {what} of a timer of service '{}'", self.name),
             source,
         };
-        let key = K::decode(key_bytes).map_err(|e| bad("key", e))?;
-        let namespace = N::decode(ns_bytes).map_err(|e| bad("namespace", e))?;
+        let decoded = K::decode(key_bytes)
+            .map_err(|e| bad("key", e))
+            .and_then(|key| Ok((key, N::decode(ns_bytes).map_err(|e| bad("namespace", e))?)));
+        let (key, namespace) = match decoded {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                // Undecodable (a damaged restore): keep it pending, as the state still does.
+                self.queues[domain.index()].insert(queued);
+                return Err(e);
+            }
+        };
         backend.set_current_key(&key);
         let slot = TimerSlot {
             domain,

@@ -130,8 +130,21 @@ impl Schema {
         }
     }
 
-    /// Decodes one value from the front of `input`, advancing it.
+    /// Decodes one value from the front of `input`, advancing it. At most
+    /// [`MAX_EMPTY_ELEMENTS`] values plus one per input byte are made, whatever the bytes say
+    /// (nested lists of values that take no bytes would otherwise multiply).
     pub fn decode_from(&self, input: &mut &[u8]) -> Result<Value, CodecError> {
+        let mut budget = input.len().saturating_add(MAX_EMPTY_ELEMENTS);
+        self.decode_counted(input, &mut budget)
+    }
+
+    /// Decodes one value from the front of `input`, charging every value made to `budget`.
+    fn decode_counted(&self, input: &mut &[u8], budget: &mut usize) -> Result<Value, CodecError> {
+        *budget = budget
+            .checked_sub(1)
+            .ok_or(CodecError::Invalid(Cow::Borrowed(
+                "more values than the bytes can justify",
+            )))?;
         Ok(match self {
             Schema::UInt(n) => {
                 let mut buf = [0u8; 16];
@@ -169,15 +182,15 @@ impl Schema {
                         input.len()
                     ))));
                 }
-                let mut items = Vec::with_capacity(count);
+                let mut items = Vec::with_capacity(count.min(*budget));
                 for _ in 0..count {
-                    items.push(element.decode_from(input)?);
+                    items.push(element.decode_counted(input, budget)?);
                 }
                 Value::List(items)
             }
             Schema::Option(inner) => match take(input, 1)?[0] {
                 0 => Value::Option(None),
-                1 => Value::Option(Some(Box::new(inner.decode_from(input)?))),
+                1 => Value::Option(Some(Box::new(inner.decode_counted(input, budget)?))),
                 b => {
                     return Err(CodecError::Invalid(Cow::Owned(format!(
                         "option tag {b:#04x} is neither 0 nor 1"
@@ -187,7 +200,7 @@ impl Schema {
             Schema::Tuple(parts) => {
                 let mut items = Vec::with_capacity(parts.len());
                 for part in parts {
-                    items.push(part.decode_from(input)?);
+                    items.push(part.decode_counted(input, budget)?);
                 }
                 Value::Tuple(items)
             }
@@ -206,12 +219,12 @@ impl Schema {
                 Value::Timer {
                     domain,
                     timestamp: (u64::from_be_bytes(ts) ^ (1 << 63)) as i64,
-                    namespace: Box::new(inner.decode_from(input)?),
+                    namespace: Box::new(inner.decode_counted(input, budget)?),
                 }
             }
             Schema::Ttl(inner) => Value::Ttl {
                 timestamp: u64::decode_from(input)?,
-                value: Box::new(inner.decode_from(input)?),
+                value: Box::new(inner.decode_counted(input, budget)?),
             },
         })
     }
@@ -519,6 +532,17 @@ mod tests {
             Schema::parse("u8").unwrap().decode(&[1, 2]),
             Err(CodecError::TrailingBytes { count: 1 })
         ));
+        // Nested lists of values that take no bytes cannot multiply: 301 bytes saying 100
+        // lists of 65 536 units each are refused, not 6.5 M values made.
+        let mut nested = Vec::new();
+        flowstate_formats::codec::varint::encode_u64(100, &mut nested);
+        for _ in 0..100 {
+            flowstate_formats::codec::varint::encode_u64(65_536, &mut nested);
+        }
+        assert!(Schema::parse("vec<vec<unit>>")
+            .unwrap()
+            .decode(&nested)
+            .is_err());
         // Every prefix of a valid encoding is an error, never a panic.
         let bytes = to_bytes(&(vec!["ab".to_string()], Some(7i16)));
         let s = Schema::parse("tuple(vec<string>,option<i16>)").unwrap();

@@ -526,6 +526,17 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
         &self.clock
     }
 
+    fn set_state_extra<H: StateHandle>(&mut self, handle: H, extra: H::Extra) -> Result<()> {
+        let r = self
+            .states
+            .get_mut(handle.id().0 as usize)
+            .ok_or(Error::UnknownState { id: handle.id().0 })?;
+        let table = exclusive::downcast_mut::<StateTable<K, H>, _>(&mut *r.table, r.type_id)
+            .ok_or(Error::UnknownState { id: handle.id().0 })?;
+        table.extra = extra;
+        Ok(())
+    }
+
     fn ttl_cleanup_step(&mut self, id: StateId) -> Result<()> {
         let now = self.clock.now_millis();
         if let Some(r) = self.states.get_mut(id.0 as usize) {

@@ -930,6 +930,13 @@ impl<K: Key> KeyedStateBackend<K> for LsmBackend<K> {
         &self.clock
     }
 
+    fn set_state_extra<H: StateHandle>(&mut self, handle: H, extra: H::Extra) -> Result<()> {
+        self.state(handle)?;
+        let s = &mut self.states[handle.id().0 as usize];
+        s.extra = Some(Box::new(extra));
+        Ok(())
+    }
+
     fn register_value<V: StateValue, N: Namespace>(
         &mut self,
         d: &ValueStateDescriptor<V, N>,

@@ -4,7 +4,7 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use super::ttl::{ttl_now, TtlAggregate, TtlAggregateInput, TtlConfig};
+use super::ttl::{ttl_now, PinNow, TtlAggregate, TtlAggregateInput, TtlConfig};
 use super::{
     handle_boilerplate, sealed, CodecInfo, Key, MergingState, Namespace, NsSlot, StateDescriptor,
     StateHandle, StateId, StateKind, StateMeta, StateValue,
@@ -104,14 +104,20 @@ impl<F: AggregateFunction, N: Namespace> StateDescriptor for AggregatingStateDes
             return backend.register_aggregating(&self);
         };
         ttl.validate(&self.name)?;
-        let function = TtlAggregate::new(self.function, backend.clock().clone(), ttl);
+        let function = Arc::new(TtlAggregate::new(
+            self.function,
+            backend.clock().clone(),
+            ttl,
+        ));
         let raw =
             backend.register_aggregating(&AggregatingStateDescriptor::<TtlAggregate<F>, N> {
                 name: self.name,
-                function: Arc::new(function),
+                function: Arc::clone(&function),
                 ttl: None,
                 _types: PhantomData,
             })?;
+        // Registered again: the function judges expiry by this TTL, not the first one's.
+        backend.set_state_extra(raw, function)?;
         backend.set_state_ttl(raw.id(), ttl)?;
         Ok(AggregatingState::from_id(raw.id()))
     }
@@ -228,6 +234,7 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, F: AggregateFunction, N: Name
             return Ok(t.config.returns_expired().then_some(stored.result));
         }
         if t.config.refresh_on_read() {
+            let _pin = PinNow::new(t.now);
             self.backend
                 .aggregating_add(raw, ns, TtlAggregateInput::Touch)?;
         }
@@ -238,10 +245,11 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, F: AggregateFunction, N: Name
     /// it expired).
     pub fn add(&mut self, value: F::In) -> Result<()> {
         let ns = self.ns.get(&*self.backend, self.state.id)?;
-        if ttl_now(&mut *self.backend, self.state.id)?.is_none() {
+        let Some(t) = ttl_now(&mut *self.backend, self.state.id)? else {
             return self.backend.aggregating_add(self.state, ns, value);
-        }
+        };
         let raw = <AggregatingState<F, N> as StateHandle>::Ttl::from_id(self.state.id);
+        let _pin = PinNow::new(t.now);
         self.backend
             .aggregating_add(raw, ns, TtlAggregateInput::Add(value))
     }
@@ -255,6 +263,7 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, F: AggregateFunction, N: Name
     /// Merges the accumulators of the `sources` namespaces into the `target` namespace and
     /// removes the sources.
     pub fn merge_namespaces(&mut self, target: &N, sources: &[N]) -> Result<()> {
+        let _pin = ttl_now(&mut *self.backend, self.state.id)?.map(|t| PinNow::new(t.now));
         self.backend.merge_namespaces(self.state, target, sources)
     }
 }

@@ -3,7 +3,7 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use super::ttl::{ttl_now, ttl_reducer, TtlConfig, TtlValue};
+use super::ttl::{ttl_now, ttl_reducer, PinNow, TtlConfig, TtlValue};
 use super::{
     handle_boilerplate, sealed, CodecInfo, Key, MergingState, Namespace, NsSlot, StateDescriptor,
     StateHandle, StateId, StateKind, StateMeta, StateValue,
@@ -76,12 +76,15 @@ impl<V: StateValue, N: Namespace> StateDescriptor for ReducingStateDescriptor<V,
             return backend.register_reducing(&self);
         };
         ttl.validate(&self.name)?;
+        let reduce = ttl_reducer(self.reduce, backend.clock().clone(), ttl);
         let raw = backend.register_reducing(&ReducingStateDescriptor::<TtlValue<V>, N> {
-            reduce: ttl_reducer(self.reduce, backend.clock().clone(), ttl),
+            reduce: reduce.clone(),
             name: self.name,
             ttl: None,
             _types: PhantomData,
         })?;
+        // Registered again: the function judges expiry by this TTL, not the first one's.
+        backend.set_state_extra(raw, reduce)?;
         backend.set_state_ttl(raw.id(), ttl)?;
         Ok(ReducingState::from_id(raw.id()))
     }
@@ -198,6 +201,7 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, V: StateValue, N: Namespace>
         }
         if t.config.refresh_on_read() {
             // There is no primitive to set a reduced value: clear, then add to nothing.
+            let _pin = PinNow::new(t.now);
             self.backend.clear(raw, ns)?;
             let refreshed = TtlValue::new(stored.value.clone(), t.now);
             self.backend.reducing_add(raw, ns, refreshed)?;
@@ -213,6 +217,7 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, V: StateValue, N: Namespace>
             return self.backend.reducing_add(self.state, ns, value);
         };
         let raw = <ReducingState<V, N> as StateHandle>::Ttl::from_id(self.state.id);
+        let _pin = PinNow::new(t.now);
         self.backend
             .reducing_add(raw, ns, TtlValue::new(value, t.now))
     }
@@ -226,6 +231,7 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, V: StateValue, N: Namespace>
     /// Reduces the values of the `sources` namespaces into the `target` namespace and removes
     /// the sources.
     pub fn merge_namespaces(&mut self, target: &N, sources: &[N]) -> Result<()> {
+        let _pin = ttl_now(&mut *self.backend, self.state.id)?.map(|t| PinNow::new(t.now));
         self.backend.merge_namespaces(self.state, target, sources)
     }
 }

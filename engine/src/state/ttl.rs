@@ -272,6 +272,35 @@ impl TtlNow {
     }
 }
 
+thread_local! {
+    /// The time of the access in progress on this thread, if an accessor pinned it: the reduce
+    /// and aggregate wrappers judge expiry by it, so that one access reads the clock once (R61).
+    static PINNED_NOW: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Pins the time of an access for the TTL wrappers that run inside it (user functions run on
+/// the task thread, inside the call: R52); restored when dropped.
+pub(crate) struct PinNow(Option<u64>);
+
+impl PinNow {
+    pub(crate) fn new(now: u64) -> PinNow {
+        PinNow(PINNED_NOW.with(|p| p.replace(Some(now))))
+    }
+}
+
+impl Drop for PinNow {
+    fn drop(&mut self) {
+        PINNED_NOW.with(|p| p.set(self.0));
+    }
+}
+
+/// The pinned time of the access in progress, or the clock's.
+fn now_of(clock: &dyn Clock) -> u64 {
+    PINNED_NOW
+        .with(std::cell::Cell::get)
+        .unwrap_or_else(|| clock.now_millis())
+}
+
 /// The reduce function of a reducing state with a TTL: expired operands take no part (an
 /// expired current value is replaced by the added one); the result is stamped now.
 pub(crate) fn ttl_reducer<V: Clone + Send + Sync + 'static>(
@@ -280,7 +309,7 @@ pub(crate) fn ttl_reducer<V: Clone + Send + Sync + 'static>(
     config: TtlConfig,
 ) -> Reducer<TtlValue<V>> {
     Arc::new(move |a: &TtlValue<V>, b: &TtlValue<V>| {
-        let now = clock.now_millis();
+        let now = now_of(&*clock);
         let a_live = !config.is_expired(a.timestamp, now);
         let b_live = !config.is_expired(b.timestamp, now);
         match (a_live, b_live) {
@@ -326,10 +355,10 @@ impl<F: AggregateFunction> AggregateFunction for TtlAggregate<F> {
     type Acc = TtlValue<F::Acc>;
     type Out = TtlAggregateResult<F::Out>;
     fn create_accumulator(&self) -> TtlValue<F::Acc> {
-        TtlValue::new(self.inner.create_accumulator(), self.clock.now_millis())
+        TtlValue::new(self.inner.create_accumulator(), now_of(&*self.clock))
     }
     fn add(&self, acc: &mut TtlValue<F::Acc>, input: TtlAggregateInput<F::In>) {
-        let now = self.clock.now_millis();
+        let now = now_of(&*self.clock);
         if let TtlAggregateInput::Add(value) = input {
             if self.config.is_expired(acc.timestamp, now) {
                 acc.value = self.inner.create_accumulator();
@@ -345,7 +374,7 @@ impl<F: AggregateFunction> AggregateFunction for TtlAggregate<F> {
         }
     }
     fn merge(&self, acc: &mut TtlValue<F::Acc>, other: TtlValue<F::Acc>) {
-        let now = self.clock.now_millis();
+        let now = now_of(&*self.clock);
         let acc_live = !self.config.is_expired(acc.timestamp, now);
         let other_live = !self.config.is_expired(other.timestamp, now);
         match (acc_live, other_live) {

@@ -2835,6 +2835,7 @@ macro_rules! conformance_suite {
             ttl_namespace_merges_leave_expired_state_out,
             ttl_snapshots_leave_expired_state_out,
             ttl_registration_rules,
+            ttl_reregistration_takes_the_new_ttl_in_reduce_and_aggregate,
             timers_fire_once_in_order,
             timers_deleted_do_not_fire_and_domains_are_apart,
             timers_registered_while_firing_fire_if_due,

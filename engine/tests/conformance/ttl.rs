@@ -317,3 +317,35 @@ pub fn ttl_registration_rules<F: Factory>(f: &F) -> Result<()> {
     assert_eq!(b.state_ttl(p.id()), None);
     Ok(())
 }
+
+/// R60, R63: registering a reducing or aggregating state again with another TTL makes its
+/// function judge expiry by the new TTL, both ways.
+pub fn ttl_reregistration_takes_the_new_ttl_in_reduce_and_aggregate<F: Factory>(
+    f: &F,
+) -> Result<()> {
+    let (mut b, clock) = open_at_zero(f);
+    let long = ttl(3_600_000).incremental_cleanup(0);
+    let short = ttl(10).incremental_cleanup(0);
+    let r = b.register(ReducingStateDescriptor::<u64>::new("r", |a, b| a + b).with_ttl(long))?;
+    let a = b.register(AggregatingStateDescriptor::new("a", SumCount).with_ttl(long))?;
+    b.set_current_key(&1);
+    b.reducing(&r).add(1)?;
+    b.aggregating(&a).add(1)?;
+    // Shorter now: the value of t=0 has expired at 100 and must not be folded in.
+    let r = b.register(ReducingStateDescriptor::<u64>::new("r", |a, b| a + b).with_ttl(short))?;
+    let a = b.register(AggregatingStateDescriptor::new("a", SumCount).with_ttl(short))?;
+    clock.set(100);
+    b.reducing(&r).add(2)?;
+    b.aggregating(&a).add(2)?;
+    assert_eq!(b.reducing(&r).get()?, Some(2));
+    assert_eq!(b.aggregating(&a).get()?, Some((2, 1)));
+    // Longer again: the value of t=100 lives at 200 and must be folded in.
+    let r = b.register(ReducingStateDescriptor::<u64>::new("r", |a, b| a + b).with_ttl(long))?;
+    let a = b.register(AggregatingStateDescriptor::new("a", SumCount).with_ttl(long))?;
+    clock.set(200);
+    b.reducing(&r).add(5)?;
+    b.aggregating(&a).add(5)?;
+    assert_eq!(b.reducing(&r).get()?, Some(7));
+    assert_eq!(b.aggregating(&a).get()?, Some((7, 2)));
+    Ok(())
+}
