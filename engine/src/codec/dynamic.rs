@@ -131,7 +131,7 @@ impl Schema {
     }
 
     /// Decodes one value from the front of `input`, advancing it. At most
-    /// [`MAX_EMPTY_ELEMENTS`] values plus one per input byte are made, whatever the bytes say
+    /// 65 536 values plus one per input byte are made, whatever the bytes say
     /// (nested lists of values that take no bytes would otherwise multiply).
     pub fn decode_from(&self, input: &mut &[u8]) -> Result<Value, CodecError> {
         let mut budget = input.len().saturating_add(MAX_EMPTY_ELEMENTS);
