@@ -156,8 +156,18 @@ impl BackendConfig {
     }
 
     /// The kind of backend.
-    pub fn kind(&self) -> &BackendKind {
+    pub fn get_kind(&self) -> &BackendKind {
         &self.kind
+    }
+
+    /// The configured max parallelism.
+    pub fn get_max_parallelism(&self) -> u32 {
+        self.max_parallelism
+    }
+
+    /// The configured key-group range (`None`: every key group).
+    pub fn get_key_group_range(&self) -> Option<KeyGroupRange> {
+        self.key_group_range
     }
 
     /// The configured clock.

@@ -60,6 +60,17 @@ pub fn key_group_for(key_bytes: &[u8], max_parallelism: u32) -> u16 {
     (murmur3_32(key_bytes, 0) % max_parallelism) as u16
 }
 
+/// The key group of `key`: [`key_group_for`] of its encoding.
+///
+/// ```
+/// use flowstate::key_group::{key_group_for, key_group_of};
+/// use flowstate::codec::to_bytes;
+/// assert_eq!(key_group_of(&42u64, 128), key_group_for(&to_bytes(&42u64), 128));
+/// ```
+pub fn key_group_of<K: crate::codec::Codec>(key: &K, max_parallelism: u32) -> u16 {
+    key_group_for(&crate::codec::to_bytes(key), max_parallelism)
+}
+
 /// Checks that `max_parallelism` is in `1..=32768`.
 pub fn check_max_parallelism(max_parallelism: u32) -> Result<()> {
     if max_parallelism == 0 || max_parallelism > UPPER_BOUND_MAX_PARALLELISM {

@@ -59,6 +59,7 @@ pub(crate) mod restore;
 pub mod snapshot;
 pub mod state;
 pub mod storage;
+pub mod task;
 pub mod timer;
 pub mod verify;
 
@@ -76,7 +77,7 @@ pub use dispatch::Backend;
 pub use error::{Error, ErrorKind, Result};
 pub use flowstate_formats::Compression;
 pub use heap::HeapBackend;
-pub use key_group::{key_group_for, KeyGroupRange};
+pub use key_group::{key_group_for, key_group_of, KeyGroupRange};
 pub use lsm::native_restore::{open_restore_sources, NativeRestoreSource, RestoreStats};
 pub use lsm::{LsmBackend, LsmPool};
 pub use snapshot::{
