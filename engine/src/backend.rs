@@ -224,6 +224,10 @@ pub trait KeyedStateBackend<K: Key> {
     /// Every key that has an entry of `state` in namespace `ns`, over all owned key groups,
     /// in no particular order. Needs no current key.
     fn keys<S: StateHandle>(&self, state: S, ns: &S::Namespace) -> Result<Vec<K>>;
+    /// Every (key, namespace) that has an entry of `state`, over all owned key groups, in no
+    /// particular order (Flink's `getKeysAndNamespaces`); with a TTL, only entries with
+    /// something live (R63). Needs no current key.
+    fn keys_and_namespaces<S: StateHandle>(&self, state: S) -> Result<Vec<(K, S::Namespace)>>;
 
     /// The synchronous phase of a snapshot: a frozen view of every state, whose cost does not
     /// grow with the number of entries. Later writes do not change the view.

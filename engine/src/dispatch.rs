@@ -344,6 +344,9 @@ impl<K: Key> KeyedStateBackend<K> for Backend<K> {
     fn keys<S: StateHandle>(&self, s: S, ns: &S::Namespace) -> Result<Vec<K>> {
         delegate!(self, b => b.keys(s, ns))
     }
+    fn keys_and_namespaces<S: StateHandle>(&self, state: S) -> Result<Vec<(K, S::Namespace)>> {
+        delegate!(self, b => b.keys_and_namespaces(state))
+    }
     fn snapshot_state(&mut self) -> Result<StateSnapshot> {
         delegate!(self, b => b.snapshot_state())
     }

@@ -391,23 +391,30 @@ impl<K: Key> HeapBackend<K> {
         Ok(())
     }
 
-    /// The keys with an entry of `state` in `ns`; with `ttl`, only those with something live
-    /// at its time (R63).
+    /// The (key, namespace) of every entry of `state` that `ns` accepts (all, if `None`); with
+    /// `ttl`, only those with something live at its time (R63).
     fn keys_typed<S: StateHandle>(
         &self,
         state: S,
-        ns: &S::Namespace,
+        ns: Option<&S::Namespace>,
         ttl: Option<(TtlConfig, u64)>,
-    ) -> Result<Vec<K>> {
+    ) -> Result<Vec<(K, S::Namespace)>> {
         let table = self.table(state)?;
         Ok(table
             .iter()
-            .filter(|e| e.ns == *ns)
+            .filter(|e| ns.is_none_or(|ns| e.ns == *ns))
             .filter(|e| {
                 ttl.is_none_or(|(ttl, now)| S::stored_expiry(&e.state, &ttl, now) != Expiry::All)
             })
-            .map(|e| e.key.clone())
+            .map(|e| (e.key.clone(), e.ns.clone()))
             .collect())
+    }
+
+    /// The TTL filter of reads of state `id` through handle type `S`: the TTL and the time, if
+    /// the state has a TTL that hides expired state.
+    fn ttl_filter_of(&self, id: StateId) -> Option<(TtlConfig, u64)> {
+        let ttl = self.state_ttl(id).filter(|t| !t.returns_expired());
+        ttl.map(|t| (t, self.clock.now_millis()))
     }
 
     /// Decodes the pending (restored) state at `position` into `table`, after checking that the
@@ -817,12 +824,21 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
 
     fn keys<S: StateHandle>(&self, state: S, ns: &S::Namespace) -> Result<Vec<K>> {
         let id = state.id();
-        if !self.ttl_routed::<S>(id) {
-            return self.keys_typed(state, ns, None);
+        let found = if self.ttl_routed::<S>(id) {
+            self.keys_typed(S::Ttl::from_id(id), Some(ns), self.ttl_filter_of(id))?
+        } else {
+            self.keys_typed(state, Some(ns), None)?
+        };
+        Ok(found.into_iter().map(|(k, _)| k).collect())
+    }
+
+    fn keys_and_namespaces<S: StateHandle>(&self, state: S) -> Result<Vec<(K, S::Namespace)>> {
+        let id = state.id();
+        if self.ttl_routed::<S>(id) {
+            self.keys_typed(S::Ttl::from_id(id), None, self.ttl_filter_of(id))
+        } else {
+            self.keys_typed(state, None, None)
         }
-        let ttl = self.state_ttl(id).filter(|t| !t.returns_expired());
-        let filter = ttl.map(|t| (t, self.clock.now_millis()));
-        self.keys_typed(S::Ttl::from_id(id), ns, filter)
     }
 
     fn snapshot_state(&mut self) -> Result<StateSnapshot> {

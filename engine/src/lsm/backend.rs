@@ -496,6 +496,49 @@ impl<K: Key> LsmBackend<K> {
             .is_some_and(|s| s.ttl.is_some() && s.handle != Some(TypeId::of::<S>()))
     }
 
+    /// The (key, namespace) of every live entry of state `id` (checked as registered as `S` or,
+    /// with a TTL, as `S::Ttl`) whose namespace encodes to `ns` (all, if `None`); with a TTL
+    /// that hides expired state, only entries with something live (R63).
+    fn scan_keys<S: StateHandle>(
+        &self,
+        id: StateId,
+        ns: Option<&[u8]>,
+    ) -> Result<Vec<(K, S::Namespace)>> {
+        if self.ttl_routed::<S>(id) {
+            self.state(S::Ttl::from_id(id))?;
+        } else {
+            self.state(S::from_id(id))?;
+        }
+        let ttl = self.state_ttl(id).filter(|t| !t.returns_expired());
+        let now = self.clock.now_millis();
+        let name = self.name(id);
+        let mut found = Vec::new();
+        let mut failure = None;
+        self.visit_live(id, &mut |_, e| {
+            if failure.is_some() || ns.is_some_and(|ns| e.namespace != ns) {
+                return;
+            }
+            if ttl.is_some_and(|t| !any_live(&e.state, &t, now)) {
+                return;
+            }
+            let decoded =
+                K::decode(&e.key).and_then(|k| Ok((k, S::Namespace::decode(&e.namespace)?)));
+            match decoded {
+                Ok(pair) => found.push(pair),
+                Err(source) => {
+                    failure = Some(Error::Codec {
+                        what: format!("a key or namespace of state '{name}' in the LSM tree"),
+                        source,
+                    })
+                }
+            }
+        })?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(found),
+        }
+    }
+
     /// `clear` on the handle type the state was registered with.
     fn clear_typed<S: StateHandle>(&mut self, state: S, ns: &S::Namespace) -> Result<()> {
         let k = self.entry_key(state, ns)?;
@@ -1234,40 +1277,13 @@ impl<K: Key> KeyedStateBackend<K> for LsmBackend<K> {
     }
 
     fn keys<S: StateHandle>(&self, state: S, ns: &S::Namespace) -> Result<Vec<K>> {
-        let id = state.id();
-        if self.ttl_routed::<S>(id) {
-            self.state(S::Ttl::from_id(id))?;
-        } else {
-            self.state(state)?;
-        }
-        // Keys whose entry has expired are not returned (R63).
-        let ttl = self.state_ttl(id).filter(|t| !t.returns_expired());
-        let now = self.clock.now_millis();
         let ns_bytes = crate::codec::to_bytes(ns);
-        let mut keys = Vec::new();
-        let name = self.name(id);
-        let mut failure = None;
-        self.visit_live(id, &mut |_, e| {
-            if failure.is_some() || e.namespace != ns_bytes {
-                return;
-            }
-            if ttl.is_some_and(|t| !any_live(&e.state, &t, now)) {
-                return;
-            }
-            match K::decode(&e.key) {
-                Ok(k) => keys.push(k),
-                Err(source) => {
-                    failure = Some(Error::Codec {
-                        what: format!("a key of state '{name}' in the LSM tree"),
-                        source,
-                    })
-                }
-            }
-        })?;
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(keys),
-        }
+        let found = self.scan_keys::<S>(state.id(), Some(&ns_bytes))?;
+        Ok(found.into_iter().map(|(k, _)| k).collect())
+    }
+
+    fn keys_and_namespaces<S: StateHandle>(&self, state: S) -> Result<Vec<(K, S::Namespace)>> {
+        self.scan_keys::<S>(state.id(), None)
     }
 
     fn snapshot_state(&mut self) -> Result<StateSnapshot> {

@@ -2738,6 +2738,39 @@ fn reads_return_copies<F: Factory>(f: &F) -> Result<()> {
 
 /// `conformance_suite!(name, factory)`: a module `name` with one `#[test]` per case, each
 /// running the case against backends opened by `factory`.
+/// `keys_and_namespaces` (Flink's `getKeysAndNamespaces`): every (key, namespace) with an
+/// entry of a state, each once, without a current key; with a TTL, only live ones (R63).
+fn keys_and_namespaces_lists_every_entry<F: Factory>(f: &F) -> Result<()> {
+    let clock = Arc::new(ManualClock::new(0));
+    let mut b = f.open_clocked::<u64>(MAXP, KeyGroupRange::all(MAXP).unwrap(), clock.clone());
+    let l = b.register(ListStateDescriptor::<u32>::new("l").with_namespace::<u32>())?;
+    let t = b.register(
+        ValueStateDescriptor::<u32>::new("t")
+            .with_namespace::<u32>()
+            .with_ttl(TtlConfig::after(std::time::Duration::from_millis(10))),
+    )?;
+    let mut want = Vec::new();
+    for key in 0..20u64 {
+        b.set_current_key(&key);
+        for ns in 0..(key % 3) as u32 {
+            b.list(&l).namespace(&ns).add(1)?;
+            want.push((key, ns));
+        }
+        b.value(&t).namespace(&7).update(1)?;
+    }
+    let mut got = b.keys_and_namespaces(l)?;
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(b.keys_and_namespaces(t)?.len(), 20);
+    clock.set(10);
+    assert!(
+        b.keys_and_namespaces(t)?.is_empty(),
+        "expired entries are not listed"
+    );
+    Ok(())
+}
+
 macro_rules! conformance_suite {
     ($module:ident, $factory:expr) => {
         conformance_suite!(@cases $module, $factory;
@@ -2826,6 +2859,7 @@ macro_rules! conformance_suite {
             merge_with_nothing_to_merge_still_checks_the_key,
             reads_return_copies,
             merge_reducing_order,
+            keys_and_namespaces_lists_every_entry,
             ttl_value_expires_and_the_read_removes_it,
             ttl_reads_restamp_with_on_read_and_write,
             ttl_return_expired_if_not_cleaned_up,
