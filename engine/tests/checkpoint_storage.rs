@@ -130,13 +130,13 @@ fn write_tasks(
     let mut tasks = Vec::new();
     for i in 0..parallelism {
         let range = KeyGroupRange::for_operator(MAX_PARALLELISM, parallelism, i)?;
-        let keyed = storage.write_keyed_state(
+        let keyed = storage.write_keyed_state_bytes(
             target,
             &format!("keyed-{i}"),
             range,
             &content(id, "keyed", i),
         )?;
-        let source = storage.write_operator_state(
+        let source = storage.write_operator_state_bytes(
             target,
             &format!("source-{i}"),
             &content(id, "source", i),
@@ -429,7 +429,7 @@ fn the_memory_limit_fails_an_oversized_state_file(f: Fixture) {
     let range = KeyGroupRange::all(MAX_PARALLELISM).unwrap();
     let at_limit = vec![7u8; DEFAULT_MAX_STATE_SIZE as usize];
     let fits = storage
-        .write_keyed_state(&target, "fits", range, &at_limit)
+        .write_keyed_state_bytes(&target, "fits", range, &at_limit)
         .unwrap();
     assert_eq!(fits.files()[0].size(), DEFAULT_MAX_STATE_SIZE);
 
@@ -464,14 +464,14 @@ fn the_memory_limit_fails_an_oversized_state_file(f: Fixture) {
             MemoryCheckpointStorage::with_limit(100, FsCheckpointOptions::default()).unwrap();
         assert_eq!(small.max_state_size(), 100);
         let err = small
-            .write_operator_state(&target, "op", &[0; 101])
+            .write_operator_state_bytes(&target, "op", &[0; 101])
             .unwrap_err();
         assert!(
             matches!(err, Error::StateSizeLimit { limit: 100, .. }),
             "{err:?}"
         );
         small
-            .write_operator_state(&target, "op", &[0; 100])
+            .write_operator_state_bytes(&target, "op", &[0; 100])
             .unwrap();
         let none = FsCheckpointOptions::default().with_retained(0);
         let err = MemoryCheckpointStorage::with_limit(100, none).unwrap_err();

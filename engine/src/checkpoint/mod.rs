@@ -26,7 +26,7 @@
 //!
 //! // A task writes its keyed state (the canonical snapshot bytes) and gets a handle back.
 //! let range = KeyGroupRange::for_operator(128, 2, 0)?;
-//! let handle = storage.write_keyed_state(&id.into(), "counter-0-keyed", range, b"snapshot bytes")?;
+//! let handle = storage.write_keyed_state_bytes(&id.into(), "counter-0-keyed", range, b"snapshot bytes")?;
 //!
 //! // The coordinator completes the checkpoint with the handles of every task.
 //! let task = SubtaskState::new("counter", 0, 2, 128).with_keyed(handle);

@@ -252,9 +252,11 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     /// too; call it to retry after a deletion failed.
     fn collect_garbage(&self) -> Result<()>;
 
-    /// Writes `bytes` (a canonical key-group snapshot of `key_group_range`) as state file
-    /// `name` of `target` and returns the handle listing it.
-    fn write_keyed_state(
+    /// Writes `bytes`, already encoded (a canonical key-group snapshot of `key_group_range`),
+    /// as state file `name` of `target` and returns the handle listing it. (To write a task's
+    /// state, use `task::snapshot_task`; to encode and write operator state,
+    /// `checkpoint::write_operator_state`.)
+    fn write_keyed_state_bytes(
         &self,
         target: &SnapshotTarget,
         name: &str,
@@ -266,9 +268,9 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
         KeyedStateHandle::new(key_group_range, vec![writer.finish()?])
     }
 
-    /// Writes `bytes` (a task's operator state) as state file `name` of `target` and returns
-    /// the handle listing it.
-    fn write_operator_state(
+    /// Writes `bytes`, already encoded (a task's operator state file), as state file `name` of
+    /// `target` and returns the handle listing it.
+    fn write_operator_state_bytes(
         &self,
         target: &SnapshotTarget,
         name: &str,

@@ -469,7 +469,7 @@ pub fn write_operator_state(
         }
     }
     writer.finish()?;
-    storage.write_operator_state(target, name, &bytes)
+    storage.write_operator_state_bytes(target, name, &bytes)
 }
 
 /// Reads a task's operator state back from its handle.

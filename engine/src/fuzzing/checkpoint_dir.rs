@@ -384,7 +384,7 @@ pub fn check_checkpoint_dir(data: &[u8]) {
             completed.last().map_or(1, |c| c.0.saturating_add(1)),
         ));
         let new = storage
-            .write_keyed_state(
+            .write_keyed_state_bytes(
                 &target,
                 "task-0",
                 KeyGroupRange::new(0, MAXP as u16 - 1).expect("a valid range"),
