@@ -55,10 +55,10 @@ pub trait KeyedStateBackend<K: Key> {
     /// One step of background TTL cleanup for state `id`, which the accessors take on each
     /// access to a state with a TTL: the heap backend checks a few more entries
     /// (`TtlConfig::incremental_cleanup`, R70); the LSM backend cleans up in compaction and does
-    /// nothing here.
+    /// nothing here. `now` is the access's time, read once by the accessor.
     #[doc(hidden)]
-    fn ttl_cleanup_step(&mut self, id: StateId) -> Result<()> {
-        let _ = id;
+    fn ttl_cleanup_step(&mut self, id: StateId, now: u64) -> Result<()> {
+        let _ = (id, now);
         Ok(())
     }
     /// The number of (key, namespace) entries over all states: a count in memory for the

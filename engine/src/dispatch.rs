@@ -162,8 +162,8 @@ impl<K: Key> KeyedStateBackend<K> for Backend<K> {
     fn clock(&self) -> &std::sync::Arc<dyn crate::clock::Clock> {
         delegate!(self, b => KeyedStateBackend::clock(b))
     }
-    fn ttl_cleanup_step(&mut self, id: StateId) -> Result<()> {
-        delegate!(self, b => b.ttl_cleanup_step(id))
+    fn ttl_cleanup_step(&mut self, id: StateId, now: u64) -> Result<()> {
+        delegate!(self, b => b.ttl_cleanup_step(id, now))
     }
     fn set_state_extra<H: StateHandle>(&mut self, handle: H, extra: H::Extra) -> Result<()> {
         delegate!(self, b => b.set_state_extra(handle, extra))

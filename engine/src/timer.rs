@@ -97,36 +97,32 @@ impl<N: Codec> Codec for TimerSlot<N> {
         self.namespace.encode(out);
     }
     fn decode_from(input: &mut &[u8]) -> std::result::Result<Self, CodecError> {
-        let domain = match u8::decode_from(input)? {
-            0 => TimeDomain::EventTime,
-            1 => TimeDomain::ProcessingTime,
-            other => {
-                return Err(CodecError::Invalid(Cow::Owned(format!(
-                    "timer domain {other} is neither 0 nor 1"
-                ))))
-            }
-        };
-        let ts: [u8; 8] = take8(input)?;
+        let (domain, timestamp) = decode_slot_header(input)?;
         Ok(TimerSlot {
             domain,
-            timestamp: timestamp_of(ts),
+            timestamp,
             namespace: N::decode_from(input)?,
         })
     }
 }
 
-fn take8(input: &mut &[u8]) -> std::result::Result<[u8; 8], CodecError> {
-    if input.len() < 8 {
-        return Err(CodecError::Truncated {
-            needed: 8,
-            available: input.len() as u64,
-        });
-    }
-    let (head, tail) = input.split_at(8);
-    *input = tail;
-    let mut out = [0u8; 8];
-    out.copy_from_slice(head);
-    Ok(out)
+/// Decodes the domain and timestamp that start a [`TimerSlot`]'s encoding (before the
+/// namespace), advancing `input`.
+pub(crate) fn decode_slot_header(
+    input: &mut &[u8],
+) -> std::result::Result<(TimeDomain, i64), CodecError> {
+    let domain = match u8::decode_from(input)? {
+        0 => TimeDomain::EventTime,
+        1 => TimeDomain::ProcessingTime,
+        other => {
+            return Err(CodecError::Invalid(Cow::Owned(format!(
+                "timer domain {other} is neither 0 nor 1"
+            ))))
+        }
+    };
+    let mut ts = [0u8; 8];
+    ts.copy_from_slice(crate::codec::take(input, 8)?);
+    Ok((domain, timestamp_of(ts)))
 }
 
 impl<N: Namespace> Namespace for TimerSlot<N> {}

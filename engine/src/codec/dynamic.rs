@@ -205,20 +205,13 @@ impl Schema {
                 Value::Tuple(items)
             }
             Schema::Timer(inner) => {
-                let domain = match take(input, 1)?[0] {
-                    0 => "event",
-                    1 => "processing",
-                    b => {
-                        return Err(CodecError::Invalid(Cow::Owned(format!(
-                            "timer domain {b:#04x} is neither 0 nor 1"
-                        ))))
-                    }
-                };
-                let mut ts = [0u8; 8];
-                ts.copy_from_slice(take(input, 8)?);
+                let (domain, timestamp) = crate::timer::decode_slot_header(input)?;
                 Value::Timer {
-                    domain,
-                    timestamp: (u64::from_be_bytes(ts) ^ (1 << 63)) as i64,
+                    domain: match domain {
+                        crate::timer::TimeDomain::EventTime => "event",
+                        crate::timer::TimeDomain::ProcessingTime => "processing",
+                    },
+                    timestamp,
                     namespace: Box::new(inner.decode_counted(input, budget)?),
                 }
             }

@@ -151,7 +151,7 @@ pub fn to_bytes<T: Codec>(value: &T) -> Vec<u8> {
 }
 
 #[inline]
-fn take<'a>(input: &mut &'a [u8], n: usize) -> Result<&'a [u8], CodecError> {
+pub(crate) fn take<'a>(input: &mut &'a [u8], n: usize) -> Result<&'a [u8], CodecError> {
     if input.len() < n {
         return Err(CodecError::Truncated {
             needed: n as u64,

@@ -391,14 +391,15 @@ impl<K: Key> HeapBackend<K> {
         Ok(())
     }
 
-    /// The (key, namespace) of every entry of `state` that `ns` accepts (all, if `None`); with
-    /// `ttl`, only those with something live at its time (R63).
-    fn keys_typed<S: StateHandle>(
+    /// `pick` of the key and namespace of every entry of `state` that `ns` accepts (all, if
+    /// `None`); with `ttl`, only those with something live at its time (R63).
+    fn keys_typed<S: StateHandle, T>(
         &self,
         state: S,
         ns: Option<&S::Namespace>,
         ttl: Option<(TtlConfig, u64)>,
-    ) -> Result<Vec<(K, S::Namespace)>> {
+        pick: impl Fn(&K, &S::Namespace) -> T,
+    ) -> Result<Vec<T>> {
         let table = self.table(state)?;
         Ok(table
             .iter()
@@ -406,7 +407,7 @@ impl<K: Key> HeapBackend<K> {
             .filter(|e| {
                 ttl.is_none_or(|(ttl, now)| S::stored_expiry(&e.state, &ttl, now) != Expiry::All)
             })
-            .map(|e| (e.key.clone(), e.ns.clone()))
+            .map(|e| pick(&e.key, &e.ns))
             .collect())
     }
 
@@ -544,8 +545,7 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
         Ok(())
     }
 
-    fn ttl_cleanup_step(&mut self, id: StateId) -> Result<()> {
-        let now = self.clock.now_millis();
+    fn ttl_cleanup_step(&mut self, id: StateId, now: u64) -> Result<()> {
         if let Some(r) = self.states.get_mut(id.0 as usize) {
             if let Some(ttl) = r.ttl {
                 let budget = ttl.incremental_cleanup_size();
@@ -560,11 +560,8 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
         let mut registered = 0;
         for r in &self.states {
             registered += match r.ttl {
-                // Expired entries do not count (R63): a scan of the state's frozen view.
-                Some(ttl) if !ttl.returns_expired() => {
-                    TtlFilteredTable::wrap(r.table.snapshot(), self.range, ttl, now)
-                        .entry_count()?
-                }
+                // Expired entries do not count (R63): a scan of the typed entries.
+                Some(ttl) if !ttl.returns_expired() => r.table.live_len(&ttl, now),
                 _ => r.table.len(),
             };
         }
@@ -824,20 +821,21 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
 
     fn keys<S: StateHandle>(&self, state: S, ns: &S::Namespace) -> Result<Vec<K>> {
         let id = state.id();
-        let found = if self.ttl_routed::<S>(id) {
-            self.keys_typed(S::Ttl::from_id(id), Some(ns), self.ttl_filter_of(id))?
+        let key = |k: &K, _: &S::Namespace| k.clone();
+        if self.ttl_routed::<S>(id) {
+            self.keys_typed(S::Ttl::from_id(id), Some(ns), self.ttl_filter_of(id), key)
         } else {
-            self.keys_typed(state, Some(ns), None)?
-        };
-        Ok(found.into_iter().map(|(k, _)| k).collect())
+            self.keys_typed(state, Some(ns), None, key)
+        }
     }
 
     fn keys_and_namespaces<S: StateHandle>(&self, state: S) -> Result<Vec<(K, S::Namespace)>> {
         let id = state.id();
+        let both = |k: &K, ns: &S::Namespace| (k.clone(), ns.clone());
         if self.ttl_routed::<S>(id) {
-            self.keys_typed(S::Ttl::from_id(id), None, self.ttl_filter_of(id))
+            self.keys_typed(S::Ttl::from_id(id), None, self.ttl_filter_of(id), both)
         } else {
-            self.keys_typed(state, None, None)
+            self.keys_typed(state, None, None, both)
         }
     }
 

@@ -15,6 +15,7 @@ use super::ttl_cleanup::CleanupCursor;
 use crate::codec::{to_bytes, Codec};
 use crate::key_group::KeyGroupRange;
 use crate::snapshot::{EncodedEntry, StateTableSnapshot};
+use crate::state::ttl::Expiry;
 use crate::state::{Key, StateHandle, StateMeta, TtlConfig};
 
 /// One (key, namespace) entry and its state.
@@ -99,6 +100,8 @@ impl<K: Key, H: StateHandle> StateTable<K, H> {
 pub(crate) trait ErasedTable: Send + 'static {
     fn snapshot(&self) -> Arc<dyn StateTableSnapshot>;
     fn len(&self) -> usize;
+    /// The entries with something live at `now` under `ttl` (a scan, without encoding).
+    fn live_len(&self, ttl: &TtlConfig, now: u64) -> usize;
     fn allocated_bytes(&self) -> usize;
     /// One step of incremental TTL cleanup (`ttl_cleanup::clean_step`).
     fn ttl_cleanup(
@@ -120,6 +123,11 @@ impl<K: Key, H: StateHandle> ErasedTable for StateTable<K, H> {
     }
     fn len(&self) -> usize {
         self.key_groups.iter().map(|m| m.len()).sum()
+    }
+    fn live_len(&self, ttl: &TtlConfig, now: u64) -> usize {
+        self.iter()
+            .filter(|e| H::stored_expiry(&e.state, ttl, now) != Expiry::All)
+            .count()
     }
     fn ttl_cleanup(
         &mut self,

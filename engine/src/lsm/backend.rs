@@ -496,14 +496,15 @@ impl<K: Key> LsmBackend<K> {
             .is_some_and(|s| s.ttl.is_some() && s.handle != Some(TypeId::of::<S>()))
     }
 
-    /// The (key, namespace) of every live entry of state `id` (checked as registered as `S` or,
-    /// with a TTL, as `S::Ttl`) whose namespace encodes to `ns` (all, if `None`); with a TTL
-    /// that hides expired state, only entries with something live (R63).
-    fn scan_keys<S: StateHandle>(
+    /// `pick` of the encoded key and namespace of every live entry of state `id` (checked as
+    /// registered as `S` or, with a TTL, as `S::Ttl`) whose namespace encodes to `ns` (all, if
+    /// `None`); with a TTL that hides expired state, only entries with something live (R63).
+    fn scan_keys<S: StateHandle, T>(
         &self,
         id: StateId,
         ns: Option<&[u8]>,
-    ) -> Result<Vec<(K, S::Namespace)>> {
+        pick: impl Fn(&[u8], &[u8]) -> std::result::Result<T, crate::codec::CodecError>,
+    ) -> Result<Vec<T>> {
         if self.ttl_routed::<S>(id) {
             self.state(S::Ttl::from_id(id))?;
         } else {
@@ -521,9 +522,7 @@ impl<K: Key> LsmBackend<K> {
             if ttl.is_some_and(|t| !any_live(&e.state, &t, now)) {
                 return;
             }
-            let decoded =
-                K::decode(&e.key).and_then(|k| Ok((k, S::Namespace::decode(&e.namespace)?)));
-            match decoded {
+            match pick(&e.key, &e.namespace) {
                 Ok(pair) => found.push(pair),
                 Err(source) => {
                     failure = Some(Error::Codec {
@@ -1278,12 +1277,13 @@ impl<K: Key> KeyedStateBackend<K> for LsmBackend<K> {
 
     fn keys<S: StateHandle>(&self, state: S, ns: &S::Namespace) -> Result<Vec<K>> {
         let ns_bytes = crate::codec::to_bytes(ns);
-        let found = self.scan_keys::<S>(state.id(), Some(&ns_bytes))?;
-        Ok(found.into_iter().map(|(k, _)| k).collect())
+        self.scan_keys::<S, K>(state.id(), Some(&ns_bytes), |k, _| K::decode(k))
     }
 
     fn keys_and_namespaces<S: StateHandle>(&self, state: S) -> Result<Vec<(K, S::Namespace)>> {
-        self.scan_keys::<S>(state.id(), None)
+        self.scan_keys::<S, _>(state.id(), None, |k, ns| {
+            Ok((K::decode(k)?, S::Namespace::decode(ns)?))
+        })
     }
 
     fn snapshot_state(&mut self) -> Result<StateSnapshot> {

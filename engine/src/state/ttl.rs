@@ -222,11 +222,9 @@ pub(crate) fn ttl_now<K: Key, B: KeyedStateBackend<K> + ?Sized>(
     let Some(config) = backend.state_ttl(id) else {
         return Ok(None);
     };
-    backend.ttl_cleanup_step(id)?;
-    Ok(Some(TtlNow {
-        config,
-        now: backend.clock().now_millis(),
-    }))
+    let now = backend.clock().now_millis();
+    backend.ttl_cleanup_step(id, now)?;
+    Ok(Some(TtlNow { config, now }))
 }
 
 /// How much of a stored state has expired (for the heap backend's cleanup).
