@@ -2,7 +2,7 @@
 //! [`config`](crate::config), and [`Backend`](crate::Backend), which picks the kind at run
 //! time, in [`dispatch`](crate::dispatch).
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::key_group::KeyGroupRange;
 use crate::snapshot::StateSnapshot;
 use crate::state::{
@@ -60,6 +60,33 @@ pub trait KeyedStateBackend<K: Key> {
     fn ttl_cleanup_step(&mut self, id: StateId, now: u64) -> Result<()> {
         let _ = (id, now);
         Ok(())
+    }
+    /// Whether the backend keeps the entries of timer state `id` in firing order per key group
+    /// (the LSM backend's timer layout), so that a timer service reads them a few at a time
+    /// with [`scan_timers`](Self::scan_timers) instead of holding them all in memory.
+    #[doc(hidden)]
+    fn timers_in_order(&self, id: StateId) -> bool {
+        let _ = id;
+        false
+    }
+    /// Visits the first `limit` timers of timer state `id` in `key_group` and the domain of
+    /// code `domain`, in firing order, as (timestamp, key bytes, namespace bytes after the
+    /// slot header). Only where [`timers_in_order`](Self::timers_in_order); elsewhere an
+    /// error.
+    #[doc(hidden)]
+    fn scan_timers(
+        &self,
+        id: StateId,
+        key_group: u16,
+        domain: u8,
+        limit: usize,
+        visit: &mut dyn FnMut(i64, &[u8], &[u8]),
+    ) -> Result<()> {
+        let _ = (key_group, domain, limit, visit);
+        Err(Error::InvalidArgument(format!(
+            "state {} is not kept in timer order by this backend",
+            id.0
+        )))
     }
     /// The number of (key, namespace) entries over all states: a count in memory for the
     /// heap backend, a scan of every state for the LSM backend.

@@ -168,6 +168,19 @@ impl<K: Key> KeyedStateBackend<K> for Backend<K> {
     fn set_state_extra<H: StateHandle>(&mut self, handle: H, extra: H::Extra) -> Result<()> {
         delegate!(self, b => b.set_state_extra(handle, extra))
     }
+    fn timers_in_order(&self, id: StateId) -> bool {
+        delegate!(self, b => b.timers_in_order(id))
+    }
+    fn scan_timers(
+        &self,
+        id: StateId,
+        key_group: u16,
+        domain: u8,
+        limit: usize,
+        visit: &mut dyn FnMut(i64, &[u8], &[u8]),
+    ) -> Result<()> {
+        delegate!(self, b => b.scan_timers(id, key_group, domain, limit, visit))
+    }
     fn entry_count(&self) -> Result<usize> {
         delegate!(self, b => b.entry_count())
     }

@@ -2,7 +2,9 @@
 //! registrations, deletions, watermark and processing-time advances, and restores (from a
 //! canonical snapshot, into the heap or the LSM backend) are applied to a timer service and to a
 //! model (an ordered set); every advance must fire exactly the model's due timers, in its order,
-//! each with its key current.
+//! each with its key current. The service caches one or two timers per key group, so that on
+//! the LSM backend (which keeps timers in the tree in firing order) most orders come from the
+//! tree and the caches refill often; flushes put timers and their tombstones in tables.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -21,6 +23,8 @@ enum Op {
     Advance(TimeDomain, i64),
     /// Snapshot and restore into the heap (false) or the LSM backend (true).
     Restore(bool),
+    /// Flush and compact the LSM tree (nothing on the heap backend).
+    Flush,
 }
 
 fn domain() -> impl Strategy<Value = TimeDomain> {
@@ -36,6 +40,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (domain(), 0u64..6, 0u8..3, -5i64..40).prop_map(|(d, k, n, t)| Op::Delete(d, k, n, t)),
         2 => (domain(), -5i64..45).prop_map(|(d, t)| Op::Advance(d, t)),
         1 => any::<bool>().prop_map(Op::Restore),
+        1 => Just(Op::Flush),
     ]
 }
 
@@ -58,9 +63,9 @@ fn config(lsm: bool) -> BackendConfig {
     config.max_parallelism(MAXP)
 }
 
-fn run(ops: &[Op], start_lsm: bool) -> Result<()> {
+fn run(ops: &[Op], start_lsm: bool, cache: usize) -> Result<()> {
     let mut b = Backend::open(config(start_lsm))?;
-    let mut timers = TimerService::<u64, u8>::register(&mut b, "t")?;
+    let mut timers = TimerService::<u64, u8>::register_with_cache(&mut b, "t", cache)?;
     let mut model: [BTreeSet<Modelled>; 2] = [BTreeSet::new(), BTreeSet::new()];
     let index = |d: TimeDomain| usize::from(d == TimeDomain::ProcessingTime);
     for (i, op) in ops.iter().enumerate() {
@@ -103,8 +108,24 @@ fn run(ops: &[Op], start_lsm: bool) -> Result<()> {
             Op::Restore(into_lsm) => {
                 let snapshot = b.snapshot_state()?;
                 b = Backend::restore(config(into_lsm), &[&snapshot])?;
-                timers = TimerService::<u64, u8>::register(&mut b, "t")?;
+                timers = TimerService::<u64, u8>::register_with_cache(&mut b, "t", cache)?;
             }
+            Op::Flush => {
+                if let Backend::Lsm(lsm) = &b {
+                    lsm.flush_and_compact()?;
+                }
+            }
+        }
+        if matches!(b, Backend::Lsm(_)) {
+            // At most `cache` timers per key group and domain in memory.
+            let bound = 2 * cache * MAXP as usize;
+            assert!(timers.timers_in_memory() <= bound, "op {i}: memory");
+        } else {
+            assert_eq!(
+                timers.timers_in_memory(),
+                model[0].len() + model[1].len(),
+                "op {i}: the heap backend holds every timer"
+            );
         }
         for d in [TimeDomain::EventTime, TimeDomain::ProcessingTime] {
             assert_eq!(
@@ -126,12 +147,18 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
     #[test]
-    fn timers_match_the_model_from_the_heap_backend(ops in proptest::collection::vec(op(), 1..80)) {
-        run(&ops, false).unwrap();
+    fn timers_match_the_model_from_the_heap_backend(
+        ops in proptest::collection::vec(op(), 1..80),
+        cache in 1usize..3,
+    ) {
+        run(&ops, false, cache).unwrap();
     }
 
     #[test]
-    fn timers_match_the_model_from_the_lsm_backend(ops in proptest::collection::vec(op(), 1..80)) {
-        run(&ops, true).unwrap();
+    fn timers_match_the_model_from_the_lsm_backend(
+        ops in proptest::collection::vec(op(), 1..80),
+        cache in 1usize..3,
+    ) {
+        run(&ops, true, cache).unwrap();
     }
 }

@@ -278,6 +278,7 @@ fn native_snapshot() -> NativeSnapshotRecord {
                 )
             },
         ],
+        timer_layout: true,
     }
 }
 
@@ -296,8 +297,8 @@ fn native_handle_matches_its_golden_file_and_damage_is_detected() {
 #[test]
 fn native_snapshot_matches_its_golden_file_and_damage_is_detected() {
     let encoded = native_snapshot().encode("chk-42/keyed-agg-0").unwrap();
-    let golden = check_golden("lsm_native_snapshot_v2.bin", &encoded);
-    assert_eq!(&golden[..6], b"FSLN\x02\x00");
+    let golden = check_golden("lsm_native_snapshot_v3.bin", &encoded);
+    assert_eq!(&golden[..6], b"FSLN\x03\x00");
     assert_eq!(golden[6..14], 42u64.to_le_bytes());
     assert_eq!(
         NativeSnapshotRecord::decode(&golden, "chk-42/keyed-agg-0").unwrap(),
@@ -311,6 +312,24 @@ fn native_snapshot_matches_its_golden_file_and_damage_is_detected() {
 }
 
 #[test]
+fn native_snapshots_of_version_2_are_still_read_in_the_keyed_layout() {
+    let path = golden_path("lsm_native_snapshot_v2.bin");
+    let golden = fs::read(&path).expect("the version-2 golden file is kept");
+    assert_eq!(&golden[..6], b"FSLN\x02\x00");
+    let decoded = NativeSnapshotRecord::decode(&golden, "chk-42/keyed-agg-0").unwrap();
+    assert_eq!(
+        decoded,
+        NativeSnapshotRecord {
+            timer_layout: false,
+            ..native_snapshot()
+        }
+    );
+    // Written again without the timer layout, it is the same file.
+    assert_eq!(decoded.encode("chk-42/keyed-agg-0").unwrap(), golden);
+    check_damage_is_detected(&golden, NativeSnapshotRecord::decode);
+}
+
+#[test]
 fn native_snapshots_of_version_1_are_still_read_without_an_origin() {
     let path = golden_path("lsm_native_snapshot_v1.bin");
     let golden = fs::read(&path).expect("the version-1 golden file is kept");
@@ -321,6 +340,7 @@ fn native_snapshots_of_version_1_are_still_read_without_an_origin() {
         decoded,
         NativeSnapshotRecord {
             origin: None,
+            timer_layout: false,
             ..native_snapshot()
         }
     );

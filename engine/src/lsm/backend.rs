@@ -27,6 +27,7 @@ use super::cache::{CacheStats, ShardedBlockCache};
 use super::checkpoint::{random_table_id_base, NativeJob, SharedTables};
 use super::config::{LsmBackground, LsmStorage};
 use super::key;
+use super::timer_key::{self, Layout};
 use super::merge::{push_list_element, ListElements};
 use super::pool::{step, LsmPool, Worker};
 use super::tree::{TableWriter, Tree, TreeOptions, TreeSnapshot, TreeStats, MANIFEST_NAME};
@@ -67,6 +68,20 @@ struct LsmState {
     extra: Option<Box<dyn Any + Send + Sync>>,
     /// The state's time-to-live, if it was registered with one (R60).
     ttl: Option<TtlConfig>,
+    /// How its tree keys are laid out (by its meta: timer states in firing order).
+    layout: Layout,
+}
+
+impl LsmState {
+    fn new(meta: StateMeta, handle: Option<TypeId>, extra: Option<Box<dyn Any + Send + Sync>>) -> Self {
+        LsmState {
+            layout: Layout::of(&meta),
+            meta,
+            handle,
+            extra,
+            ttl: None,
+        }
+    }
 }
 
 /// Counters of an LSM backend, from [`LsmBackend::stats`].
@@ -298,12 +313,7 @@ impl<K: Key> LsmBackend<K> {
         for meta in std::mem::take(&mut sink.metas) {
             let id = backend.next_id()?;
             backend.by_name.insert(meta.name.clone(), id);
-            backend.states.push(LsmState {
-                meta,
-                handle: None,
-                extra: None,
-                ttl: None,
-            });
+            backend.states.push(LsmState::new(meta, None, None));
         }
         Ok(())
     }
@@ -404,11 +414,15 @@ impl<K: Key> LsmBackend<K> {
     #[inline]
     fn entry_key<H: StateHandle>(&self, handle: H, ns: &H::Namespace) -> Result<Vec<u8>> {
         let cur = self.current()?;
-        self.state(handle)?;
+        let layout = self.state(handle)?.layout;
         let mut ns_bytes = Vec::new();
         ns.encode(&mut ns_bytes);
         let mut k = Vec::with_capacity(key::HEADER_LEN + 4 + cur.encoded.len() + ns_bytes.len());
-        key::encode_state_key(&mut k, handle.id(), cur.key_group, &cur.encoded, &ns_bytes);
+        layout
+            .encode(&mut k, handle.id(), cur.key_group, &cur.encoded, &ns_bytes)
+            .map_err(codec_error(|| {
+                format!("the namespace of state '{}'", self.name(handle.id()))
+            }))?;
         Ok(k)
     }
 
@@ -478,12 +492,11 @@ impl<K: Key> LsmBackend<K> {
             ));
         }
         let id = self.next_id()?;
-        self.states.push(LsmState {
-            meta: requested,
-            handle: Some(TypeId::of::<H>()),
-            extra: Some(Box::new(extra)),
-            ttl: None,
-        });
+        self.states.push(LsmState::new(
+            requested,
+            Some(TypeId::of::<H>()),
+            Some(Box::new(extra)),
+        ));
         self.by_name.insert(name.to_owned(), id);
         Ok(H::from_id(id))
     }
@@ -609,12 +622,13 @@ impl<K: Key> LsmBackend<K> {
     /// Every entry of `id` in the live tree, over the owned key groups, grouped into
     /// canonical entries; `visit` gets the key group too.
     fn visit_live(&self, id: StateId, visit: &mut dyn FnMut(u16, EncodedEntry)) -> Result<()> {
-        let kind = self.states[id.0 as usize].meta.kind;
+        let state = &self.states[id.0 as usize];
+        let (kind, layout) = (state.meta.kind, state.layout);
         for kg in self.range.iter() {
             let mut prefix = Vec::new();
             key::key_group_prefix(&mut prefix, id, kg);
             let entries = self.tree.scan_prefix(&prefix)?;
-            group_entries(kind, &self.name(id), entries, &mut |e| visit(kg, e))?;
+            group_entries(kind, layout, &self.name(id), entries, &mut |e| visit(kg, e))?;
         }
         Ok(())
     }
@@ -643,6 +657,7 @@ fn clear_working_dir(storage: &dyn Storage, dir: &str) -> Result<()> {
 /// canonical entries: one per (key, namespace), map entries gathered by user key.
 pub(crate) fn group_entries(
     kind: StateKind,
+    layout: Layout,
     state: &str,
     entries: Vec<(Vec<u8>, Vec<u8>)>,
     visit: &mut dyn FnMut(EncodedEntry),
@@ -652,6 +667,19 @@ pub(crate) fn group_entries(
         source,
     };
     let mut map: Option<EncodedEntry> = None;
+    if layout == Layout::Timer {
+        for (k, v) in entries {
+            let (key, namespace) = layout
+                .split(&k, |key, ns| (key.to_vec(), ns.to_vec()))
+                .map_err(bad_key)?;
+            visit(EncodedEntry {
+                key,
+                namespace,
+                state: EncodedState::Value(v),
+            });
+        }
+        return Ok(());
+    }
     for (k, v) in entries {
         let decoded = key::decode(&k).map_err(bad_key)?;
         match kind {
@@ -707,6 +735,7 @@ pub(crate) fn group_entries(
 /// The view of one state in a tree snapshot.
 struct LsmStateView {
     meta: StateMeta,
+    layout: Layout,
     id: StateId,
     range: KeyGroupRange,
     view: Arc<TreeSnapshot>,
@@ -734,7 +763,7 @@ impl StateTableSnapshot for LsmStateView {
         let mut prefix = Vec::new();
         key::key_group_prefix(&mut prefix, self.id, key_group);
         let entries = self.view.scan_prefix(&prefix)?;
-        group_entries(self.meta.kind, &self.meta.name, entries, visit)
+        group_entries(self.meta.kind, self.layout, &self.meta.name, entries, visit)
     }
 
     /// Value-like states go straight from the tree into the run (no owned entry per key);
@@ -749,11 +778,22 @@ impl StateTableSnapshot for LsmStateView {
         let mut prefix = Vec::new();
         key::key_group_prefix(&mut prefix, self.id, key_group);
         let name = &self.meta.name;
+        let bad_key = |source| Error::Codec {
+            what: format!("a key of state '{name}' in the LSM tree"),
+            source,
+        };
+        let timers = self.layout == Layout::Timer;
         self.view.visit_prefix(&prefix, &mut |k, v| {
-            let decoded = key::decode(k).map_err(|source| Error::Codec {
-                what: format!("a key of state '{name}' in the LSM tree"),
-                source,
-            })?;
+            if timers {
+                let decoded = timer_key::decode(k).map_err(bad_key)?;
+                run.push_with(
+                    |b| b.extend_from_slice(decoded.key),
+                    |b| decoded.slot_namespace(b),
+                    RunValueSource::Encode(&mut |b| b.extend_from_slice(v)),
+                );
+                return Ok(());
+            }
+            let decoded = key::decode(k).map_err(bad_key)?;
             run.push_with(
                 |b| b.extend_from_slice(decoded.key),
                 |b| b.extend_from_slice(decoded.namespace),
@@ -872,7 +912,17 @@ impl RestoreSink for RestoreRuns<'_> {
         match e.state {
             EncodedState::Value(v) => {
                 let start = self.data.len();
-                key::encode_state_key(&mut self.data, id, kg, &e.key, &e.namespace);
+                let layout = Layout::of(&self.metas[index as usize]);
+                if let Err(source) = layout.encode(&mut self.data, id, kg, &e.key, &e.namespace) {
+                    self.data.truncate(start);
+                    return Err(Error::Codec {
+                        what: format!(
+                            "a restored timer of state '{}'",
+                            self.metas[index as usize].name
+                        ),
+                        source,
+                    });
+                }
                 self.gather(index, start, &v)
             }
             EncodedState::List(elements) => {
@@ -970,6 +1020,53 @@ impl<K: Key> KeyedStateBackend<K> for LsmBackend<K> {
 
     fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    fn timers_in_order(&self, id: StateId) -> bool {
+        self.states
+            .get(id.0 as usize)
+            .is_some_and(|s| s.layout == Layout::Timer)
+    }
+
+    fn scan_timers(
+        &self,
+        id: StateId,
+        key_group: u16,
+        domain: u8,
+        limit: usize,
+        visit: &mut dyn FnMut(i64, &[u8], &[u8]),
+    ) -> Result<()> {
+        /// Timers read from the tree per call (bounded memory whatever `limit` is).
+        const CHUNK: usize = 1024;
+        if !self.timers_in_order(id) {
+            return Err(Error::InvalidArgument(format!(
+                "state '{}' is not a timer state",
+                self.name(id)
+            )));
+        }
+        if !self.range.contains(key_group) {
+            return Ok(());
+        }
+        let (mut start, end) = timer_key::domain_range(id, key_group, domain);
+        let mut left = limit;
+        while left > 0 {
+            let (entries, resume) = self.tree.scan_range_limited(&start, &end, left.min(CHUNK))?;
+            for (k, _) in &entries {
+                let bad = codec_error(|| format!("a timer of state '{}'", self.name(id)));
+                let t = timer_key::decode(k).map_err(bad)?;
+                let (_, timestamp) = crate::timer::decode_slot_header(&mut &t.slot_header[..])
+                    .map_err(codec_error(|| {
+                        format!("a timer of state '{}'", self.name(id))
+                    }))?;
+                visit(timestamp, t.key, t.namespace);
+            }
+            left -= entries.len();
+            match resume {
+                Some(next) => start = next,
+                None => break,
+            }
+        }
+        Ok(())
     }
 
     fn set_state_extra<H: StateHandle>(&mut self, handle: H, extra: H::Extra) -> Result<()> {
@@ -1299,6 +1396,7 @@ impl<K: Key> KeyedStateBackend<K> for LsmBackend<K> {
             .map(|(index, s)| {
                 let table = Arc::new(LsmStateView {
                     meta: s.meta.clone(),
+                    layout: s.layout,
                     id: StateId(index as u32),
                     range: self.range,
                     view: Arc::clone(&view),

@@ -313,6 +313,7 @@ impl NativeSnapshot for NativeJob {
             origin: Some(target.origin(name)),
             meta: self.meta.clone(),
             tables: records,
+            timer_layout: true,
         };
         let bytes = record.encode(name)?;
         let mut writer = storage.create_state_file(target, name)?;

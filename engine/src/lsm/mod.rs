@@ -73,6 +73,7 @@ pub mod merge;
 pub mod native_restore;
 pub mod pool;
 pub mod ranges;
+pub mod timer_key;
 pub mod tree;
 mod ttl_compaction;
 

@@ -25,6 +25,7 @@ use flowstate_formats::checkpoint::{
 
 use super::backend::{group_entries, LsmBackend};
 use super::key::{self, KeyRange};
+use super::timer_key::Layout;
 use super::tree::{TableHandle, TreeSnapshot, Version, MAX_LEVELS};
 use crate::checkpoint::{
     state_metas, CheckpointStorage, FileRestoreSource, KeyedStateHandle, StateFile,
@@ -133,6 +134,22 @@ impl NativeHandle {
             key_codec,
             range,
         })
+    }
+
+    /// How the snapshot's tables lay out the keys of state `meta`: timer states in the timer
+    /// layout from format version 3, every state in the keyed layout before.
+    pub(crate) fn layout(&self, meta: &StateMeta) -> Layout {
+        if self.record.timer_layout {
+            Layout::of(meta)
+        } else {
+            Layout::Keyed
+        }
+    }
+
+    /// Whether every state's keys are laid out as this build lays them out (so the tables can
+    /// be linked as they are).
+    pub(crate) fn current_layout(&self) -> bool {
+        self.metas.iter().all(|m| self.layout(m) == Layout::of(m))
     }
 
     /// The error for table `index`'s file.
@@ -251,7 +268,8 @@ impl RestoreSource for NativeRestoreSource {
             let mut prefix = Vec::new();
             key::key_group_prefix(&mut prefix, StateId(index as u32), key_group);
             let entries = self.view.scan_prefix(&prefix)?;
-            group_entries(meta.kind, &meta.name, entries, &mut |e| visit(index, e))?;
+            let layout = self.native.layout(meta);
+            group_entries(meta.kind, layout, &meta.name, entries, &mut |e| visit(index, e))?;
         }
         Ok(())
     }
@@ -383,7 +401,9 @@ impl<K: Key> LsmBackend<K> {
                 continue;
             }
             let states = preset.get_or_insert_with(|| native.metas.clone());
-            if *states != native.metas {
+            // Tables in another layout (timers before format version 3) are read entry by
+            // entry and written in this one.
+            if *states != native.metas || !native.current_layout() {
                 generic.push(Box::new(NativeRestoreSource::open(storage, handle)?));
                 continue;
             }

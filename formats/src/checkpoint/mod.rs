@@ -119,11 +119,6 @@ impl Frame {
         })
     }
 
-    /// A writer whose output starts with this frame's header, of its newest version.
-    pub(crate) fn writer<'a>(&self, file: &'a str) -> Writer<'a> {
-        self.writer_of(file, self.version)
-    }
-
     /// A writer whose output starts with this frame's header, of version `version`.
     pub(crate) fn writer_of<'a>(&self, file: &'a str, version: u16) -> Writer<'a> {
         let mut out = Vec::with_capacity(256);

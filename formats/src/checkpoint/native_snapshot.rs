@@ -8,15 +8,18 @@
 //!
 //! ## Format (spec/formats.md section 8)
 //!
-//! Integers are little-endian; the frame is the one of [`super`] (magic `FSLN`, version 2,
-//! CRC-32 over every byte before it). Version 1 lacks the origin fields and is still read.
+//! Integers are little-endian; the frame is the one of [`super`] (magic `FSLN`, version 3,
+//! CRC-32 over every byte before it). Version 3 has the bytes of version 2 and says that the
+//! tables key timer states in the timer layout (spec/lsm-key-layout.md section 9); in the
+//! tables of versions 1 and 2 every state has the keyed layout. Version 1 lacks the origin
+//! fields. All three are read.
 //!
 //! ```text
 //! offset  size  field
 //! 0       4     magic "FSLN" (46 53 4c 4e)
-//! 4       2     format version, u16 = 2
+//! 4       2     format version, u16 = 3 (2 or 1 in older files)
 //! 6       8     checkpoint id, u64
-//! 14      1     origin kind (version 2 only): 0 none, 1 checkpoint, 2 savepoint
+//! 14      1     origin kind (versions 2 and 3): 0 none, 1 checkpoint, 2 savepoint
 //!         ...   if not none: u16 name length | name (UTF-8, one path component): the
 //!               file's name in its snapshot's directory (formats.md 4.9)
 //!         4     meta block length m, u32
@@ -53,8 +56,11 @@ pub(crate) const NATIVE_FRAME: Frame = Frame {
 /// The magic number a native snapshot file starts with.
 pub const MAGIC: [u8; 4] = *b"FSLN";
 
-/// The format version this build writes (it reads 1 too).
-pub const VERSION: u16 = 2;
+/// The format version this build writes (it reads 1 and 2 too).
+pub const VERSION: u16 = 3;
+
+/// The first version whose tables key timer states in the timer layout.
+const TIMER_LAYOUT_VERSION: u16 = 3;
 
 /// The largest native snapshot file a reader should accept (256 MiB, as the LSM manifest).
 pub const MAX_NATIVE_SNAPSHOT_LEN: u64 = 256 << 20;
@@ -127,13 +133,22 @@ pub struct NativeSnapshotRecord {
     pub meta: SnapshotMeta,
     /// The tables: L0 newest first, then each deeper level by key.
     pub tables: Vec<NativeTableRecord>,
+    /// Whether the tables key timer states (value states of a `timer<…>` namespace) in the
+    /// timer layout of spec/lsm-key-layout.md section 9: true from version 3, which the
+    /// encoder writes when it is set (version 2 when not, for a snapshot in the old layout).
+    pub timer_layout: bool,
 }
 
 impl NativeSnapshotRecord {
     /// Encodes the file; `file` names the destination in errors about a record that breaks
     /// the format's rules.
     pub fn encode(&self, file: &str) -> Result<Vec<u8>> {
-        let mut w = NATIVE_FRAME.writer(file);
+        let version = if self.timer_layout {
+            VERSION
+        } else {
+            TIMER_LAYOUT_VERSION - 1
+        };
+        let mut w = NATIVE_FRAME.writer_of(file, version);
         w.u64(self.checkpoint_id);
         match &self.origin {
             None => w.u8(0),
@@ -175,6 +190,7 @@ impl NativeSnapshotRecord {
     /// Decodes a native snapshot file read from `file`.
     pub fn decode(bytes: &[u8], file: &str) -> Result<Self> {
         let mut r = NATIVE_FRAME.open(bytes, file)?;
+        let timer_layout = r.version >= TIMER_LAYOUT_VERSION;
         let checkpoint_id = r.u64()?;
         let origin = if r.version >= 2 {
             let at = r.pos();
@@ -237,6 +253,7 @@ impl NativeSnapshotRecord {
         Ok(NativeSnapshotRecord {
             checkpoint_id,
             origin,
+            timer_layout,
             meta,
             tables,
         })
@@ -360,14 +377,24 @@ mod tests {
                     largest: vec![0xff],
                 },
             ],
+            timer_layout: true,
         }
     }
 
     #[test]
     fn native_snapshots_round_trip() {
         let bytes = sample().encode("n").unwrap();
-        assert_eq!(&bytes[..6], b"FSLN\x02\x00");
+        assert_eq!(&bytes[..6], b"FSLN\x03\x00");
         assert_eq!(NativeSnapshotRecord::decode(&bytes, "n").unwrap(), sample());
+        // Without the timer layout: version 2, the same bytes after the version.
+        let old = NativeSnapshotRecord {
+            timer_layout: false,
+            ..sample()
+        };
+        let old_bytes = old.encode("n").unwrap();
+        assert_eq!(&old_bytes[..6], b"FSLN\x02\x00");
+        assert_eq!(old_bytes[6..old_bytes.len() - 4], bytes[6..bytes.len() - 4]);
+        assert_eq!(NativeSnapshotRecord::decode(&old_bytes, "n").unwrap(), old);
         // One encoding per record.
         let again = NativeSnapshotRecord::decode(&bytes, "n").unwrap();
         assert_eq!(again.encode("n").unwrap(), bytes);

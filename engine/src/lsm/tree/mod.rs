@@ -56,7 +56,7 @@ use flowstate_formats::table::{
 };
 use flowstate_formats::{Compression, FormatError};
 
-use super::entry::{Entry, Lookup};
+use super::entry::{Entry, EntryRef, Lookup};
 use super::key;
 use super::mem_table::{ImmutableMemTable, MemTable};
 use super::merge::{resolve_ranged, MergeLevel, MergingIter};
@@ -726,6 +726,76 @@ impl Tree {
         self.scan(start, Some(end), None)
     }
 
+    /// Up to `limit` live `(key, value)` pairs with `start <= key < end`, in key order, and
+    /// the key to go on from: `None` when the range holds no live pair after those returned.
+    ///
+    /// The work is bounded by `limit`, not by the range: the live memtable gives at most
+    /// `limit` values and a bounded number of tombstones per call (beyond them the call stops
+    /// early, with fewer pairs and a key to go on from), and the frozen memtables and tables
+    /// are merged lazily. A run of tombstones, such as the timers a service fired and deleted,
+    /// costs its length once per call that crosses it.
+    pub fn scan_range_limited(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Option<Vec<u8>>)> {
+        if start >= end || limit == 0 {
+            return Ok((Vec::new(), (start < end).then(|| start.to_vec())));
+        }
+        // Tombstones of the live memtable read per call beyond the values it gives.
+        const TOMBSTONES: usize = 4096;
+        let mut cut: Option<Vec<u8>> = None;
+        let mut sources: Vec<(Source, Arc<[RangeTombstone]>)> = Vec::new();
+        let version = {
+            let state = lock(&self.state);
+            let mut mem = Vec::new();
+            let (mut values, mut others) = (0usize, 0usize);
+            for (k, e) in state
+                .mem
+                .range(Bound::Included(start), Bound::Excluded(end))
+            {
+                if values == limit || others == TOMBSTONES {
+                    cut = Some(k.to_vec());
+                    break;
+                }
+                match e {
+                    EntryRef::Put(_) => values += 1,
+                    _ => others += 1,
+                }
+                mem.push(Ok((k.to_vec(), e.to_entry())));
+            }
+            let stop = cut.as_deref().unwrap_or(end);
+            let mem_ranges = state.mem.range_tombstones_within(start, Some(stop));
+            let mem_ranges = if mem_ranges.is_empty() {
+                ranges::none()
+            } else {
+                Arc::from(mem_ranges)
+            };
+            sources.push((Box::new(mem.into_iter()), mem_ranges));
+            for m in state.imms.iter().rev() {
+                sources.push((
+                    Box::new(
+                        Arc::clone(m).owned_entries(Bound::Included(start), Bound::Excluded(stop)),
+                    ),
+                    Arc::clone(m.range_tombstones()),
+                ));
+            }
+            Arc::clone(&state.version)
+        };
+        let stop = cut.clone().unwrap_or_else(|| end.to_vec());
+        let out = version.scan_with(sources, start, Some(&stop), None, limit)?;
+        let resume = if out.len() == limit {
+            // After the last pair returned: its key with a zero byte appended.
+            let mut next = out[out.len() - 1].0.clone();
+            next.push(0);
+            (next.as_slice() < end).then_some(next)
+        } else {
+            cut
+        };
+        Ok((out, resume))
+    }
+
     fn scan(
         &self,
         start: &[u8],
@@ -756,7 +826,7 @@ impl Tree {
             }
             Arc::clone(&state.version)
         };
-        version.scan_with(sources, start, end, prefix)
+        version.scan_with(sources, start, end, prefix, usize::MAX)
     }
 
     /// Forms a new version from the current one with `edit`, writes its manifest atomically

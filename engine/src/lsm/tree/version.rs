@@ -222,17 +222,18 @@ impl Version {
     /// key order.
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let end = key::prefix_successor(prefix);
-        self.scan_with(Vec::new(), prefix, end.as_deref(), Some(prefix))
+        self.scan_with(Vec::new(), prefix, end.as_deref(), Some(prefix), usize::MAX)
     }
 
     /// Merges `newer` (newest first, each with its range tombstones) with this version's
-    /// tables over `start .. end`.
+    /// tables over `start .. end`: the first `limit` live pairs.
     pub(super) fn scan_with(
         &self,
         newer: Vec<(Source, Arc<[RangeTombstone]>)>,
         start: &[u8],
         end: Option<&[u8]>,
         prefix: Option<&[u8]>,
+        limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let (mut sources, mut ranges): (Vec<Source>, Vec<Arc<[RangeTombstone]>>) =
             newer.into_iter().unzip();
@@ -250,9 +251,15 @@ impl Version {
             ranges.push(Arc::clone(&t.ranges));
         }
         let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
         for item in MergingIter::with_ranges(sources, ranges, MergeLevel::Bottom) {
             if let (k, Entry::Put(v)) = item? {
                 out.push((k, v));
+                if out.len() == limit {
+                    break;
+                }
             }
         }
         Ok(out)
@@ -407,6 +414,7 @@ impl TreeSnapshot {
                 )
             })
             .collect();
-        self.version.scan_with(sources, start, end, prefix)
+        self.version
+            .scan_with(sources, start, end, prefix, usize::MAX)
     }
 }

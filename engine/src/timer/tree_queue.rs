@@ -1,0 +1,218 @@
+//! The pending timers of one domain on a backend that keeps them in firing order (the LSM
+//! backend's timer layout): the backend holds them all; memory holds, per key group, a cache of
+//! the earliest few and, over the key groups, an ordered set of each group's earliest timer
+//! (Flink's `KeyGroupPartitionedPriorityQueue` over `RocksDBCachingPriorityQueueSet`s).
+//!
+//! Per key group the cache is the `n` earliest timers of the group in the backend, for some
+//! `n <= capacity`, and `complete` says whether they are all of them. Every change keeps that
+//! invariant:
+//!
+//! - a new timer earlier than the cache's last (or any, when complete) joins the cache, which
+//!   drops its last beyond `capacity` (that one stays in the backend: no longer complete); a
+//!   later one goes to the backend only;
+//! - a removed timer leaves the cache if it is there;
+//! - a cache that empties while incomplete is refilled at once from the backend, so the head of
+//!   a key group is always in memory.
+//!
+//! So memory holds at most `capacity` timers per owned key group, however many are pending.
+
+use std::collections::BTreeSet;
+
+use super::queued::Queued;
+use super::TimeDomain;
+use crate::backend::KeyedStateBackend;
+use crate::error::Result;
+use crate::key_group::KeyGroupRange;
+use crate::state::{Key, StateId};
+
+/// The earliest timers of one key group.
+#[derive(Debug, Default)]
+struct GroupCache {
+    cached: BTreeSet<Queued>,
+    /// Whether `cached` holds every timer of the group.
+    complete: bool,
+}
+
+/// The head of a key group in the set of heads: its earliest timer, then the group.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Head {
+    timer: Queued,
+    key_group: u16,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub(super) struct TreeQueue {
+    state: StateId,
+    domain: TimeDomain,
+    range: KeyGroupRange,
+    capacity: usize,
+    groups: Vec<GroupCache>,
+    heads: BTreeSet<Head>,
+    len: usize,
+}
+
+impl TreeQueue {
+    /// Reads the timers of `domain` of timer state `state` in the key groups of `range`: counts
+    /// them and caches the earliest `capacity` of each group.
+    pub(super) fn load<K: Key, B: KeyedStateBackend<K>>(
+        backend: &B,
+        state: StateId,
+        domain: TimeDomain,
+        capacity: usize,
+    ) -> Result<TreeQueue> {
+        let range = backend.key_group_range();
+        let mut queue = TreeQueue {
+            state,
+            domain,
+            range,
+            capacity,
+            groups: (0..range.len()).map(|_| GroupCache::default()).collect(),
+            heads: BTreeSet::new(),
+            len: 0,
+        };
+        for kg in range.iter() {
+            let index = queue.index(kg);
+            let group = &mut queue.groups[index];
+            let mut seen = 0usize;
+            backend.scan_timers(state, kg, domain.code(), usize::MAX, &mut |ts, key, ns| {
+                if seen < capacity {
+                    group.cached.insert(Queued::new(ts, key, ns));
+                }
+                seen += 1;
+            })?;
+            group.complete = seen <= capacity;
+            queue.len += seen;
+            if let Some(first) = group.cached.first() {
+                queue.heads.insert(Head {
+                    timer: first.clone(),
+                    key_group: kg,
+                });
+            }
+        }
+        Ok(queue)
+    }
+
+    fn index(&self, key_group: u16) -> usize {
+        usize::from(key_group - self.range.start())
+    }
+
+    /// The number of pending timers.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The number of timers held in memory (in the caches).
+    pub(super) fn cached(&self) -> usize {
+        self.groups.iter().map(|g| g.cached.len()).sum()
+    }
+
+    /// The earliest pending timer.
+    pub(super) fn first(&self) -> Option<&Queued> {
+        self.heads.first().map(|h| &h.timer)
+    }
+
+    /// Whether `timer` of `key_group` is pending, if the cache can tell (it can for timers up
+    /// to its last, and for all when complete); `None` means ask the backend.
+    pub(super) fn knows(&self, key_group: u16, timer: &Queued) -> Option<bool> {
+        let group = &self.groups[self.index(key_group)];
+        let within = group.complete || group.cached.last().is_some_and(|last| timer <= last);
+        within.then(|| group.cached.contains(timer))
+    }
+
+    /// Records a timer of `key_group` just written to the backend; `new` if it was not
+    /// pending before.
+    pub(super) fn added(&mut self, key_group: u16, timer: Queued, new: bool) {
+        if new {
+            self.len += 1;
+        }
+        let index = self.index(key_group);
+        let capacity = self.capacity;
+        let before = self.groups[index].cached.first().cloned();
+        let group = &mut self.groups[index];
+        if group.complete || group.cached.last().is_some_and(|last| timer < *last) {
+            group.cached.insert(timer);
+            if group.cached.len() > capacity {
+                group.cached.pop_last();
+                group.complete = false;
+            }
+        }
+        self.head_changed(key_group, before);
+    }
+
+    /// Records that a timer of `key_group` was just deleted from the backend; `existed` if
+    /// it was pending.
+    pub(super) fn removed<K: Key, B: KeyedStateBackend<K>>(
+        &mut self,
+        backend: &B,
+        key_group: u16,
+        timer: &Queued,
+        existed: bool,
+    ) -> Result<()> {
+        if existed {
+            self.len -= 1;
+        }
+        let index = self.index(key_group);
+        let before = self.groups[index].cached.first().cloned();
+        if self.groups[index].cached.remove(timer) {
+            self.refill_if_empty(backend, key_group)?;
+        }
+        self.head_changed(key_group, before);
+        Ok(())
+    }
+
+    /// Records that the earliest pending timer (`first`) of `key_group` was just deleted
+    /// from the backend, as it fires.
+    pub(super) fn popped<K: Key, B: KeyedStateBackend<K>>(
+        &mut self,
+        backend: &B,
+        key_group: u16,
+        timer: &Queued,
+    ) -> Result<()> {
+        self.removed(backend, key_group, timer, true)
+    }
+
+    /// Refills an incomplete, empty cache with the earliest timers of the group.
+    fn refill_if_empty<K: Key, B: KeyedStateBackend<K>>(
+        &mut self,
+        backend: &B,
+        key_group: u16,
+    ) -> Result<()> {
+        let index = self.index(key_group);
+        let capacity = self.capacity;
+        let group = &mut self.groups[index];
+        if !group.cached.is_empty() || group.complete {
+            return Ok(());
+        }
+        let mut seen = 0usize;
+        backend.scan_timers(
+            self.state,
+            key_group,
+            self.domain.code(),
+            capacity + 1,
+            &mut |ts, key, ns| {
+                if seen < capacity {
+                    group.cached.insert(Queued::new(ts, key, ns));
+                }
+                seen += 1;
+            },
+        )?;
+        group.complete = seen <= capacity;
+        Ok(())
+    }
+
+    /// Puts the set of heads right after `key_group`'s earliest timer was `before`.
+    fn head_changed(&mut self, key_group: u16, before: Option<Queued>) {
+        let after = self.groups[self.index(key_group)].cached.first();
+        if before.as_ref() == after {
+            return;
+        }
+        let after = after.cloned();
+        if let Some(timer) = before {
+            self.heads.remove(&Head { timer, key_group });
+        }
+        if let Some(timer) = after {
+            self.heads.insert(Head { timer, key_group });
+        }
+    }
+}
