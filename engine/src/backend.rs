@@ -70,8 +70,9 @@ pub trait KeyedStateBackend<K: Key> {
         false
     }
     /// Visits the first `limit` timers of timer state `id` in `key_group` and the domain of
-    /// code `domain`, in firing order, as (timestamp, key bytes, namespace bytes after the
-    /// slot header). Only where [`timers_in_order`](Self::timers_in_order); elsewhere an
+    /// code `domain` from the timer `from` on (timestamp, key bytes, namespace bytes; the
+    /// group's start if `None`), in firing order, as (timestamp, key bytes, namespace bytes
+    /// after the slot header). Only where [`timers_in_order`](Self::timers_in_order); elsewhere an
     /// error.
     #[doc(hidden)]
     fn scan_timers(
@@ -79,10 +80,11 @@ pub trait KeyedStateBackend<K: Key> {
         id: StateId,
         key_group: u16,
         domain: u8,
+        from: Option<(i64, &[u8], &[u8])>,
         limit: usize,
         visit: &mut dyn FnMut(i64, &[u8], &[u8]),
     ) -> Result<()> {
-        let _ = (key_group, domain, limit, visit);
+        let _ = (key_group, domain, from, limit, visit);
         Err(Error::InvalidArgument(format!(
             "state {} is not kept in timer order by this backend",
             id.0

@@ -176,10 +176,11 @@ impl<K: Key> KeyedStateBackend<K> for Backend<K> {
         id: StateId,
         key_group: u16,
         domain: u8,
+        from: Option<(i64, &[u8], &[u8])>,
         limit: usize,
         visit: &mut dyn FnMut(i64, &[u8], &[u8]),
     ) -> Result<()> {
-        delegate!(self, b => b.scan_timers(id, key_group, domain, limit, visit))
+        delegate!(self, b => b.scan_timers(id, key_group, domain, from, limit, visit))
     }
     fn entry_count(&self) -> Result<usize> {
         delegate!(self, b => b.entry_count())

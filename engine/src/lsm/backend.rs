@@ -1033,6 +1033,7 @@ impl<K: Key> KeyedStateBackend<K> for LsmBackend<K> {
         id: StateId,
         key_group: u16,
         domain: u8,
+        from: Option<(i64, &[u8], &[u8])>,
         limit: usize,
         visit: &mut dyn FnMut(i64, &[u8], &[u8]),
     ) -> Result<()> {
@@ -1048,6 +1049,17 @@ impl<K: Key> KeyedStateBackend<K> for LsmBackend<K> {
             return Ok(());
         }
         let (mut start, end) = timer_key::domain_range(id, key_group, domain);
+        if let Some((timestamp, key_bytes, ns)) = from {
+            let mut slot = Vec::with_capacity(crate::timer::SLOT_HEADER_LEN + ns.len());
+            slot.push(domain);
+            slot.extend_from_slice(&crate::timer::timestamp_bytes(timestamp));
+            slot.extend_from_slice(ns);
+            let mut first = Vec::new();
+            timer_key::encode(&mut first, id, key_group, key_bytes, &slot).map_err(
+                codec_error(|| format!("a timer of state '{}'", self.name(id))),
+            )?;
+            start = start.max(first);
+        }
         let mut left = limit;
         while left > 0 {
             let (entries, resume) = self.tree.scan_range_limited(&start, &end, left.min(CHUNK))?;

@@ -24,7 +24,9 @@ pub struct TimerSlot<N> {
 /// The length of a [`TimerSlot`]'s encoding before the namespace.
 pub(crate) const SLOT_HEADER_LEN: usize = 9;
 
-fn timestamp_bytes(ts: i64) -> [u8; 8] {
+/// A timestamp's 8 bytes in a slot: big-endian with the sign bit flipped (byte order = time
+/// order).
+pub(crate) fn timestamp_bytes(ts: i64) -> [u8; 8] {
     ((ts as u64) ^ (1 << 63)).to_be_bytes()
 }
 

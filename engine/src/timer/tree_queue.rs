@@ -15,6 +15,12 @@
 //!   a key group is always in memory.
 //!
 //! So memory holds at most `capacity` timers per owned key group, however many are pending.
+//!
+//! Fired timers leave tombstones in the tree until compaction drops them. So that a refill does
+//! not step over all of them each time, each group keeps a floor (Flink's seek hint): every
+//! timer in the tree below it is in the cache, and a refill reads from it. Firing the earliest
+//! timer raises the floor to it; a cache that drops a timer below the floor lowers the floor to
+//! that timer.
 
 use std::collections::BTreeSet;
 
@@ -31,6 +37,9 @@ struct GroupCache {
     cached: BTreeSet<Queued>,
     /// Whether `cached` holds every timer of the group.
     complete: bool,
+    /// Every timer of the group in the tree below this one is in `cached` (`None`: the
+    /// group's start).
+    floor: Option<Queued>,
 }
 
 /// The head of a key group in the set of heads: its earliest timer, then the group.
@@ -75,7 +84,7 @@ impl TreeQueue {
             let index = queue.index(kg);
             let group = &mut queue.groups[index];
             let mut seen = 0usize;
-            backend.scan_timers(state, kg, domain.code(), usize::MAX, &mut |ts, key, ns| {
+            backend.scan_timers(state, kg, domain.code(), None, usize::MAX, &mut |ts, key, ns| {
                 if seen < capacity {
                     group.cached.insert(Queued::new(ts, key, ns));
                 }
@@ -133,7 +142,11 @@ impl TreeQueue {
         if group.complete || group.cached.last().is_some_and(|last| timer < *last) {
             group.cached.insert(timer);
             if group.cached.len() > capacity {
-                group.cached.pop_last();
+                if let Some(dropped) = group.cached.pop_last() {
+                    if group.floor.as_ref().is_some_and(|floor| dropped < *floor) {
+                        group.floor = Some(dropped);
+                    }
+                }
                 group.complete = false;
             }
         }
@@ -162,13 +175,18 @@ impl TreeQueue {
     }
 
     /// Records that the earliest pending timer (`first`) of `key_group` was just deleted
-    /// from the backend, as it fires.
+    /// from the backend, as it fires: no timer below it is left in the tree.
     pub(super) fn popped<K: Key, B: KeyedStateBackend<K>>(
         &mut self,
         backend: &B,
         key_group: u16,
         timer: &Queued,
     ) -> Result<()> {
+        let index = self.index(key_group);
+        let group = &mut self.groups[index];
+        if group.floor.as_ref().is_none_or(|floor| floor < timer) {
+            group.floor = Some(timer.clone());
+        }
         self.removed(backend, key_group, timer, true)
     }
 
@@ -185,10 +203,15 @@ impl TreeQueue {
             return Ok(());
         }
         let mut seen = 0usize;
+        let from = group
+            .floor
+            .as_ref()
+            .map(|f| (f.timestamp, f.key(), f.namespace()));
         backend.scan_timers(
             self.state,
             key_group,
             self.domain.code(),
+            from,
             capacity + 1,
             &mut |ts, key, ns| {
                 if seen < capacity {
