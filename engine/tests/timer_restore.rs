@@ -56,7 +56,19 @@ fn fire_all(
     let config = config(kind, dir, p, i)?;
     let range = KeyGroupRange::for_operator(MAXP, p, i)?;
     let mut b = Backend::<u64>::restore_from(config, &**storage, &done.handles_for(range))?;
-    let mut timers = TimerService::<u64, u32>::register(&mut b, "t")?;
+    // A cache of two timers per key group and domain: on the LSM backend most timers stay in
+    // the tree and are read back as the caches empty (R79).
+    let mut timers = TimerService::<u64, u32>::register_with_cache(&mut b, "t", 2)?;
+    let pending = timers.len(TimeDomain::EventTime) + timers.len(TimeDomain::ProcessingTime);
+    if kind == "lsm" {
+        assert!(timers.timers_in_memory() <= 2 * 2 * range.len());
+        assert!(
+            pending > 4 * range.len(),
+            "{pending} timers: more than the caches"
+        );
+    } else {
+        assert_eq!(timers.timers_in_memory(), pending);
+    }
     let mut fired = Expected::new();
     for domain in [TimeDomain::EventTime, TimeDomain::ProcessingTime] {
         let mut record =
@@ -116,7 +128,7 @@ fn timers_fire_exactly_once_after_restores_and_rescales() -> Result<()> {
         }
         assert!(expected.len() > 1_000, "{} timers pending", expected.len());
         let done = storage.complete_checkpoint(CheckpointId(1), states)?;
-        for (to, p) in [("heap", 1), ("lsm", 3), ("heap", 2)] {
+        for (to, p) in [("heap", 1), ("lsm", 3), ("heap", 2), ("lsm", 2)] {
             let mut fired = Expected::new();
             for i in 0..p {
                 let got = fire_all(to, dir.path(), &storage, &done, p, i)?;
@@ -131,6 +143,79 @@ fn timers_fire_exactly_once_after_restores_and_rescales() -> Result<()> {
                 "{from} (incremental {incremental}) -> {to} at {p}"
             );
         }
+    }
+    Ok(())
+}
+
+/// Copies the directory `from` into `to`, recursively.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("the copy's directory is creatable");
+    for entry in std::fs::read_dir(from).expect("the fixture is readable") {
+        let entry = entry.expect("a directory entry");
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("a fixture file is copyable");
+        }
+    }
+}
+
+/// `engine/tests/data/native_v2_timers` is an incremental LSM checkpoint written by the build
+/// before the timer layout (native snapshot format version 2: its timer state's keys are in the
+/// keyed layout; max parallelism 8, one task): 40 keys with a `count` of `key * 10`, an
+/// event-time timer at `key * 5 - 50` in namespace `key % 3` and a processing-time timer at
+/// `1000 + key` in namespace 7 each. Restoring it must read its tables entry by entry and
+/// write the timers in the timer layout (formats.md 8.1), at the same and another
+/// parallelism, with every timer firing once.
+#[test]
+fn native_snapshots_of_version_2_restore_their_timers_into_the_timer_layout() -> Result<()> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let root = dir.path().join("checkpoints");
+    copy_dir(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/native_v2_timers"),
+        &root,
+    );
+    let snapshot = std::fs::read(root.join("chk-1/task-0")).expect("the fixture's snapshot");
+    assert_eq!(
+        &snapshot[..6],
+        b"FSLN\x02\x00",
+        "the fixture is a version-2 snapshot"
+    );
+    let storage = FsCheckpointStorage::open_local(&root, FsCheckpointOptions::default())?;
+    let done = storage
+        .latest_completed()?
+        .expect("the fixture's checkpoint 1");
+    let mut expected = Expected::new();
+    for key in 0..40u64 {
+        expected.insert((key, (key % 3) as u32, key as i64 * 5 - 50, 0));
+        expected.insert((key, 7, 1_000 + key as i64, 1));
+    }
+    for p in [1u32, 2] {
+        let mut fired = Expected::new();
+        for i in 0..p {
+            let range = KeyGroupRange::for_operator(8, p, i)?;
+            let config = BackendConfig::lsm(dir.path().join(format!("restored-{p}-{i}")))
+                .lsm_background(lsm::LsmBackground::Inline)
+                .max_parallelism(8)
+                .key_group_range(range);
+            let mut b = Backend::<u64>::restore_from(config, &storage, &done.handles_for(range))?;
+            let count = b.register(ValueStateDescriptor::<u64>::new("count"))?;
+            let mut timers = TimerService::<u64, u32>::register_with_cache(&mut b, "t", 1)?;
+            assert!(timers.timers_in_memory() <= 2 * range.len());
+            let mut record = |b: &mut Backend<u64>,
+                              _: &mut TimerService<u64, u32>,
+                              t: timer::Timer<u64, u32>| {
+                let code = u8::from(t.domain == TimeDomain::ProcessingTime);
+                assert!(fired.insert((t.key, t.namespace, t.timestamp, code)));
+                assert_eq!(b.value(&count).get()?, Some(t.key * 10));
+                Ok(())
+            };
+            timers.advance_watermark(&mut b, i64::MAX, &mut record)?;
+            timers.advance_processing_time(&mut b, i64::MAX, &mut record)?;
+            assert!(timers.is_empty());
+        }
+        assert_eq!(fired, expected, "at parallelism {p}");
     }
     Ok(())
 }

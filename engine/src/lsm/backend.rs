@@ -27,9 +27,9 @@ use super::cache::{CacheStats, ShardedBlockCache};
 use super::checkpoint::{random_table_id_base, NativeJob, SharedTables};
 use super::config::{LsmBackground, LsmStorage};
 use super::key;
-use super::timer_key::{self, Layout};
 use super::merge::{push_list_element, ListElements};
 use super::pool::{step, LsmPool, Worker};
+use super::timer_key::{self, Layout};
 use super::tree::{TableWriter, Tree, TreeOptions, TreeSnapshot, TreeStats, MANIFEST_NAME};
 use super::ttl_compaction::TtlCompactionFilter;
 use crate::backend::KeyedStateBackend;
@@ -73,7 +73,11 @@ struct LsmState {
 }
 
 impl LsmState {
-    fn new(meta: StateMeta, handle: Option<TypeId>, extra: Option<Box<dyn Any + Send + Sync>>) -> Self {
+    fn new(
+        meta: StateMeta,
+        handle: Option<TypeId>,
+        extra: Option<Box<dyn Any + Send + Sync>>,
+    ) -> Self {
         LsmState {
             layout: Layout::of(&meta),
             meta,
@@ -1055,14 +1059,16 @@ impl<K: Key> KeyedStateBackend<K> for LsmBackend<K> {
             slot.extend_from_slice(&crate::timer::timestamp_bytes(timestamp));
             slot.extend_from_slice(ns);
             let mut first = Vec::new();
-            timer_key::encode(&mut first, id, key_group, key_bytes, &slot).map_err(
-                codec_error(|| format!("a timer of state '{}'", self.name(id))),
-            )?;
+            timer_key::encode(&mut first, id, key_group, key_bytes, &slot).map_err(codec_error(
+                || format!("a timer of state '{}'", self.name(id)),
+            ))?;
             start = start.max(first);
         }
         let mut left = limit;
         while left > 0 {
-            let (entries, resume) = self.tree.scan_range_limited(&start, &end, left.min(CHUNK))?;
+            let (entries, resume) = self
+                .tree
+                .scan_range_limited(&start, &end, left.min(CHUNK))?;
             for (k, _) in &entries {
                 let bad = codec_error(|| format!("a timer of state '{}'", self.name(id)));
                 let t = timer_key::decode(k).map_err(bad)?;

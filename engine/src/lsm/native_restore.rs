@@ -269,7 +269,9 @@ impl RestoreSource for NativeRestoreSource {
             key::key_group_prefix(&mut prefix, StateId(index as u32), key_group);
             let entries = self.view.scan_prefix(&prefix)?;
             let layout = self.native.layout(meta);
-            group_entries(meta.kind, layout, &meta.name, entries, &mut |e| visit(index, e))?;
+            group_entries(meta.kind, layout, &meta.name, entries, &mut |e| {
+                visit(index, e)
+            })?;
         }
         Ok(())
     }

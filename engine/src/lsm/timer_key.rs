@@ -283,7 +283,10 @@ mod tests {
             user_key: None,
         };
         let timer_ns = TimerSlot::<String>::codec_name();
-        assert_eq!(Layout::of(&meta(StateKind::Value, &timer_ns)), Layout::Timer);
+        assert_eq!(
+            Layout::of(&meta(StateKind::Value, &timer_ns)),
+            Layout::Timer
+        );
         assert_eq!(Layout::of(&meta(StateKind::List, &timer_ns)), Layout::Keyed);
         assert_eq!(Layout::of(&meta(StateKind::Value, "string")), Layout::Keyed);
     }

@@ -47,8 +47,8 @@ use crate::backend::KeyedStateBackend;
 use crate::error::{Error, Result};
 use crate::state::{Key, Namespace, StateHandle, ValueState, ValueStateDescriptor};
 use queued::{MemoryQueue, Queued, INLINE};
-pub(crate) use slot::{decode_slot_header, timestamp_bytes, SLOT_HEADER_LEN};
 pub use slot::TimerSlot;
+pub(crate) use slot::{decode_slot_header, timestamp_bytes, SLOT_HEADER_LEN};
 use tree_queue::TreeQueue;
 
 /// The time a timer fires on.

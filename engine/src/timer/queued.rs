@@ -101,7 +101,6 @@ impl Ord for Queued {
     }
 }
 
-
 /// The pending timers of one domain, all in memory, in firing order: an ordered set, which
 /// deduplicates, deletes and pops the earliest in O(log n). (A binary heap with a set of live
 /// timers beside it, Flink's `HeapPriorityQueueSet` idea, registered faster but fired slower

@@ -74,12 +74,11 @@ pub(crate) fn decode_slot_header(
 
 impl<N: Namespace> Namespace for TimerSlot<N> {}
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timer::TimeDomain;
     use crate::codec::to_bytes;
+    use crate::timer::TimeDomain;
 
     #[test]
     fn slots_encode_in_time_order() {

@@ -84,12 +84,19 @@ impl TreeQueue {
             let index = queue.index(kg);
             let group = &mut queue.groups[index];
             let mut seen = 0usize;
-            backend.scan_timers(state, kg, domain.code(), None, usize::MAX, &mut |ts, key, ns| {
-                if seen < capacity {
-                    group.cached.insert(Queued::new(ts, key, ns));
-                }
-                seen += 1;
-            })?;
+            backend.scan_timers(
+                state,
+                kg,
+                domain.code(),
+                None,
+                usize::MAX,
+                &mut |ts, key, ns| {
+                    if seen < capacity {
+                        group.cached.insert(Queued::new(ts, key, ns));
+                    }
+                    seen += 1;
+                },
+            )?;
             group.complete = seen <= capacity;
             queue.len += seen;
             if let Some(first) = group.cached.first() {
