@@ -13,6 +13,11 @@ use crate::state::{
     ValueState, ValueStateDescriptor,
 };
 
+/// What `KeyedStateBackend::scan_timers` calls with each timer: its timestamp, key bytes and
+/// namespace bytes (after the slot header).
+#[doc(hidden)]
+pub type TimerVisitor<'a> = dyn FnMut(i64, &[u8], &[u8]) + 'a;
+
 /// Keyed state storage: per key (set with [`set_current_key`](Self::set_current_key)) and
 /// namespace, value, list, map, reducing and aggregating state.
 ///
@@ -82,7 +87,7 @@ pub trait KeyedStateBackend<K: Key> {
         domain: u8,
         from: Option<(i64, &[u8], &[u8])>,
         limit: usize,
-        visit: &mut dyn FnMut(i64, &[u8], &[u8]),
+        visit: &mut TimerVisitor<'_>,
     ) -> Result<()> {
         let _ = (key_group, domain, from, limit, visit);
         Err(Error::InvalidArgument(format!(

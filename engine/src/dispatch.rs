@@ -178,7 +178,7 @@ impl<K: Key> KeyedStateBackend<K> for Backend<K> {
         domain: u8,
         from: Option<(i64, &[u8], &[u8])>,
         limit: usize,
-        visit: &mut dyn FnMut(i64, &[u8], &[u8]),
+        visit: &mut crate::backend::TimerVisitor<'_>,
     ) -> Result<()> {
         delegate!(self, b => b.scan_timers(id, key_group, domain, from, limit, visit))
     }

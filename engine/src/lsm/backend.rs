@@ -1039,7 +1039,7 @@ impl<K: Key> KeyedStateBackend<K> for LsmBackend<K> {
         domain: u8,
         from: Option<(i64, &[u8], &[u8])>,
         limit: usize,
-        visit: &mut dyn FnMut(i64, &[u8], &[u8]),
+        visit: &mut crate::backend::TimerVisitor<'_>,
     ) -> Result<()> {
         /// Timers read from the tree per call (bounded memory whatever `limit` is).
         const CHUNK: usize = 1024;

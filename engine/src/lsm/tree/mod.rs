@@ -211,6 +211,10 @@ impl PrefixExtractor for NamespacePrefix {
     }
 }
 
+/// What [`Tree::scan_range_limited`] returns: the `(key, value)` pairs read, and the key to go
+/// on from (`None` when the range has no live pair after them).
+pub type LimitedScan = (Vec<(Vec<u8>, Vec<u8>)>, Option<Vec<u8>>);
+
 /// The number of tables and their bytes in one level.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LevelStats {
@@ -739,7 +743,7 @@ impl Tree {
         start: &[u8],
         end: &[u8],
         limit: usize,
-    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Option<Vec<u8>>)> {
+    ) -> Result<LimitedScan> {
         if start >= end || limit == 0 {
             return Ok((Vec::new(), (start < end).then(|| start.to_vec())));
         }
