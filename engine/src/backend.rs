@@ -28,8 +28,8 @@ pub type TimerVisitor<'a> = dyn FnMut(i64, &[u8], &[u8]) + 'a;
 /// [`reducing`](Self::reducing) and [`aggregating`](Self::aggregating).
 ///
 /// Every access needs a current key whose key group the backend owns; otherwise it fails with
-/// [`Error::NoCurrentKey`](crate::Error::NoCurrentKey) or
-/// [`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange).
+/// [`Error::NoCurrentKey`] or
+/// [`Error::KeyGroupOutOfRange`].
 pub trait KeyedStateBackend<K: Key> {
     /// The number of key groups of the job.
     fn max_parallelism(&self) -> u32;
@@ -100,7 +100,7 @@ pub trait KeyedStateBackend<K: Key> {
     fn entry_count(&self) -> Result<usize>;
 
     /// Registers a value state; registering the same name again with the same types returns the
-    /// same handle, with other types fails with [`Error::StateTypeMismatch`](crate::Error::StateTypeMismatch).
+    /// same handle, with other types fails with [`Error::StateTypeMismatch`].
     fn register_value<V: StateValue, N: Namespace>(
         &mut self,
         descriptor: &ValueStateDescriptor<V, N>,
