@@ -36,7 +36,7 @@ const FIXED_LEN: usize = HEADER_LEN + SLOT_HEADER_LEN + 4;
 /// How the tree keys of one state are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
-    /// `state | key group | key | namespace [| user key]` ([`key`](super::key)).
+    /// `state | key group | key | namespace [| user key]` ([`key`]).
     Keyed,
     /// `state | key group | domain | timestamp | key length | key | namespace` (this module).
     Timer,
