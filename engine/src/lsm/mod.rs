@@ -7,6 +7,8 @@
 //! - [`key`]: the byte layout of an entry key, `state id | key group | key | namespace
 //!   [| user key]`, prefix-safe so that a state, a key group, a key or a (key, namespace) is one
 //!   byte range (spec/lsm-key-layout.md);
+//! - [`timer_key`]: the timer layout, `state id | key group | domain | timestamp | key | namespace`,
+//!   in which timer states are kept so that each key group's timers are in firing order;
 //! - [`entry`]: what the tree stores under a key ([`Entry`]: a value, a tombstone or list-append
 //!   merge operands) and what a point read finds ([`Lookup`]);
 //! - [`mem_table`]: the [`MemTable`] the task thread writes into, and the [`ImmutableMemTable`]
@@ -27,7 +29,8 @@
 //! - [`backend`]: the [`LsmBackend`] that puts the five state types on a tree behind
 //!   [`KeyedStateBackend`](crate::KeyedStateBackend).
 //!
-//! Still to come: incremental checkpoints that share a tree's table files.
+//! Incremental checkpoints share a tree's table files between checkpoints (`checkpoint`,
+//! `native_restore`, spec/checkpoint-protocol.md).
 //!
 //! ```
 //! use flowstate::lsm::{key, merge, Entry, Lookup, MemTable, MergeLevel, MergingIter};
