@@ -64,6 +64,7 @@ pub fn encode_snapshot(
         block_size,
         file_name: FILE_NAME.to_owned(),
         origin: None,
+        delta: None,
     };
     encode_snapshot_with(meta, entries, options)
 }
@@ -85,7 +86,10 @@ pub fn encode_snapshot_with(
             w.begin_key_group(*kg)?;
             open = Some(*kg);
         }
-        w.add_entry(*state, key, ns, value.as_entry_value())?;
+        match value.as_entry_value() {
+            Some(v) => w.add_entry(*state, key, ns, v)?,
+            None => w.add_removal(*state, key, ns)?,
+        }
     }
     if open.is_some() {
         w.end_key_group()?;
@@ -254,15 +258,24 @@ pub fn check_snapshot_decode(data: &[u8]) {
         "random access and sequential reads agree"
     );
 
+    let delta = reader.delta().copied();
+    let encode = |compression| {
+        let options = SnapshotWriterOptions {
+            compression,
+            block_size: 4096,
+            file_name: FILE_NAME.to_owned(),
+            origin: None,
+            delta,
+        };
+        encode_snapshot_with(&meta, &entries, options)
+    };
     for compression in [Compression::None, Compression::Lz4] {
-        let again = encode_snapshot(&meta, &entries, compression, 4096)
-            .expect("the writer accepts what the reader accepted");
+        let again = encode(compression).expect("the writer accepts what the reader accepted");
         let (meta2, entries2) =
             decode_snapshot(&again, ReadLimits::default()).expect("a re-encoding decodes");
         assert_eq!(meta2, meta);
         assert_eq!(entries2, entries);
-        let third = encode_snapshot(&meta, &entries, compression, 4096)
-            .expect("the writer accepts what it accepted before");
+        let third = encode(compression).expect("the writer accepts what it accepted before");
         assert_eq!(third, again, "encoding is deterministic");
     }
 }

@@ -17,7 +17,7 @@ use std::fs;
 
 use common::*;
 use flowstate_formats::fuzzing;
-use flowstate_formats::snapshot::SnapshotReader;
+use flowstate_formats::snapshot::{SnapshotReader, SnapshotWriter, SnapshotWriterOptions};
 use flowstate_formats::{CompressionKind, ReadLimits};
 
 fn bless() -> bool {
@@ -100,6 +100,69 @@ fn committed_snapshots_record_their_origin_and_version_1_is_still_read() {
     let n = mixed.len();
     mixed[n - 12..n - 8].copy_from_slice(&2u32.to_le_bytes());
     assert!(SnapshotReader::open(&mixed[..], "mixed").is_err());
+}
+
+#[test]
+fn the_delta_file_encodes_to_the_committed_bytes_and_decodes_to_its_changes() {
+    let encoded = encode_golden_delta();
+    check_bytes(GOLDEN_DELTA, &encoded);
+    assert_eq!(
+        &encoded[8..12],
+        &3u32.to_le_bytes(),
+        "a delta file is version 3"
+    );
+    let r = SnapshotReader::open(&encoded[..], GOLDEN_DELTA).unwrap();
+    assert_eq!((r.version(), r.origin()), (3, None));
+    assert_eq!(r.delta(), Some(&golden_delta_of()));
+    let (meta, entries) = decode(&encoded).unwrap();
+    assert_eq!(meta, golden_meta());
+    assert_eq!(entries, golden_delta_entries());
+    // Every bit flip and every truncation is detected.
+    for i in 0..encoded.len() {
+        let mut damaged = encoded.clone();
+        damaged[i] ^= 0x10;
+        assert!(
+            decode(&damaged).is_err(),
+            "a flip at byte {i} went unnoticed"
+        );
+    }
+    for len in 0..encoded.len() {
+        assert!(decode(&encoded[..len]).is_err(), "truncated to {len}");
+    }
+    // A full file records no removal, and a delta's removals of a state come after its
+    // changes.
+    let full = SnapshotWriterOptions::default();
+    let mut w = SnapshotWriter::with_options(Vec::new(), &golden_meta(), full).unwrap();
+    w.begin_key_group(10).unwrap();
+    assert!(w.add_removal(0, &s("bob"), &[]).is_err());
+    let delta = SnapshotWriterOptions {
+        delta: Some(golden_delta_of()),
+        ..SnapshotWriterOptions::default()
+    };
+    let mut w = SnapshotWriter::with_options(Vec::new(), &golden_meta(), delta).unwrap();
+    w.begin_key_group(10).unwrap();
+    w.add_removal(0, &s("bob"), &[]).unwrap();
+    let value = 1u64.to_le_bytes();
+    let change = flowstate_formats::snapshot::EntryValue::Value(&value);
+    assert!(w.add_entry(0, &s("carl"), &[], change).is_err());
+    w.add_entry(
+        1,
+        &s("carl"),
+        &window_bytes(0),
+        flowstate_formats::snapshot::EntryValue::List(&[]),
+    )
+    .unwrap();
+    assert!(
+        w.add_removal(0, &s("zed"), &[]).is_err(),
+        "state 0 after state 1"
+    );
+}
+
+/// A time window's encoding (start, end), as the golden input writes it.
+fn window_bytes(start: i64) -> Vec<u8> {
+    let mut out = start.to_le_bytes().to_vec();
+    out.extend_from_slice(&(start + 60_000).to_le_bytes());
+    out
 }
 
 #[test]

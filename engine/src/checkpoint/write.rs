@@ -361,6 +361,15 @@ impl FileRestoreSource {
         let source = storage.open_state_file(file)?;
         let reader = SnapshotReader::open(source, file.path())?;
         file.check_origin(reader.origin())?;
+        if let Some(delta) = reader.delta() {
+            return Err(Error::IncompatibleSnapshot(format!(
+                "{} is a delta file (change {} after the base of checkpoint {}): it restores \
+                 only with its chain, through the handle that lists it",
+                file.path(),
+                delta.position,
+                delta.base_checkpoint
+            )));
+        }
         let meta = reader.meta();
         let range = KeyGroupRange::new(meta.key_group_start, meta.key_group_end)?;
         let (metas, key_codec) = state_metas(meta);
@@ -415,14 +424,11 @@ impl RestoreSource for FileRestoreSource {
         visit: &mut dyn FnMut(usize, EncodedEntry),
     ) -> Result<()> {
         self.reader.read_key_group::<Error>(key_group, |entry| {
-            let state = match entry.value {
-                DecodedValue::Value(v) => EncodedState::Value(v.to_vec()),
-                DecodedValue::List(items) => {
-                    EncodedState::List(items.map(<[u8]>::to_vec).collect())
-                }
-                DecodedValue::Map(pairs) => {
-                    EncodedState::Map(pairs.map(|(k, v)| (k.to_vec(), v.to_vec())).collect())
-                }
+            let Some(state) = encoded_state(&entry.value) else {
+                return Err(Error::IncompatibleSnapshot(format!(
+                    "{} holds a removal: it is a delta file",
+                    self.reader.file_name()
+                )));
             };
             visit(
                 entry.state_index as usize,
@@ -436,6 +442,18 @@ impl RestoreSource for FileRestoreSource {
         })?;
         Ok(())
     }
+}
+
+/// The state of a decoded entry as the engine holds it; `None` for a removal (delta files).
+pub(crate) fn encoded_state(value: &DecodedValue<'_>) -> Option<EncodedState> {
+    Some(match *value {
+        DecodedValue::Value(v) => EncodedState::Value(v.to_vec()),
+        DecodedValue::List(items) => EncodedState::List(items.map(<[u8]>::to_vec).collect()),
+        DecodedValue::Map(pairs) => {
+            EncodedState::Map(pairs.map(|(k, v)| (k.to_vec(), v.to_vec())).collect())
+        }
+        DecodedValue::Removed => return None,
+    })
 }
 
 fn mode_record(mode: OperatorStateMode) -> ModeRecord {

@@ -36,6 +36,9 @@ pub(crate) const TRAILER_LEN: usize = 4;
 /// lengths).
 pub(crate) const MIN_ENTRY_LEN: usize = 3;
 
+/// The fewest bytes a removal takes (delta files): empty key and namespace.
+pub(crate) const MIN_REMOVAL_LEN: usize = 2;
+
 /// The header of a key-group block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BlockHeader {
@@ -106,10 +109,12 @@ pub(crate) struct GroupState {
 }
 
 /// Reads the payload under `c` (one block), checking every rule of the format, and calls
-/// `visit` with each entry.
+/// `visit` with each entry. In a delta file (`delta`) a section's code is
+/// `2 × state index + removal`, and a removal section's entries are key and namespace only.
 pub(crate) fn parse_payload<'a, E: From<FormatError>>(
     c: &mut Cursor<'a>,
     shapes: &[ValueShape],
+    delta: bool,
     group: &mut GroupState,
     visit: &mut impl FnMut(DecodedEntry<'a>) -> Result<(), E>,
 ) -> Result<(), E> {
@@ -122,7 +127,12 @@ pub(crate) fn parse_payload<'a, E: From<FormatError>>(
     let mut prev: Option<(&'a [u8], &'a [u8])> = None;
     while !c.is_empty() {
         let at = c.pos();
-        let index = c.varint()?;
+        let code = c.varint()?;
+        let (index, removal) = if delta {
+            (code / 2, code % 2 == 1)
+        } else {
+            (code, false)
+        };
         let shape = usize::try_from(index)
             .ok()
             .and_then(|i| shapes.get(i))
@@ -136,26 +146,31 @@ pub(crate) fn parse_payload<'a, E: From<FormatError>>(
                     ),
                 )
             })?;
-        // `index` < `shapes.len()` <= MAX_STATES, so it fits u32.
-        let index = index as u32;
-        // Does the section continue the previous block's last state?
+        // `index` < `shapes.len()` <= MAX_STATES, so it and the code fit u32.
+        let (index, code) = (index as u32, code as u32);
+        // Does the section continue the previous block's last section?
         let continues = match group.prev_state {
             None => false,
-            Some(p) if index > p => false,
-            Some(p) if index == p && first_section && !first_block => true,
+            Some(p) if code > p => false,
+            Some(p) if code == p && first_section && !first_block => true,
             Some(p) => {
                 return Err(c
                     .corrupt_at(
                         at,
-                        format!("state section {index} follows state {p}: states must ascend"),
+                        format!("state section {code} follows section {p}: states must ascend"),
                     )
                     .into())
             }
         };
         first_section = false;
-        group.prev_state = Some(index);
+        group.prev_state = Some(code);
         let count_at = c.pos();
-        let count = c.count(MIN_ENTRY_LEN, "entry")?;
+        let min_len = if removal {
+            MIN_REMOVAL_LEN
+        } else {
+            MIN_ENTRY_LEN
+        };
+        let count = c.count(min_len, "entry")?;
         if count == 0 {
             return Err(c.corrupt_at(count_at, "empty state section").into());
         }
@@ -180,7 +195,11 @@ pub(crate) fn parse_payload<'a, E: From<FormatError>>(
                     )
                     .into());
             }
-            let value = parse_value(c, shape)?;
+            let value = if removal {
+                DecodedValue::Removed
+            } else {
+                parse_value(c, shape)?
+            };
             prev = Some((key, namespace));
             group.entries += 1;
             visit(DecodedEntry {

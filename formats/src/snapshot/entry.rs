@@ -92,6 +92,8 @@ pub enum DecodedValue<'a> {
     List(ListElements<'a>),
     /// The pairs of a map, strictly ascending by user key.
     Map(MapEntries<'a>),
+    /// The entry was removed (a removal section of a delta file, section 3.11): no state.
+    Removed,
 }
 
 impl DecodedValue<'_> {
@@ -103,6 +105,7 @@ impl DecodedValue<'_> {
             DecodedValue::Map(pairs) => {
                 OwnedValue::Map(pairs.map(|(k, v)| (k.to_vec(), v.to_vec())).collect())
             }
+            DecodedValue::Removed => OwnedValue::Removed,
         }
     }
 }
@@ -197,15 +200,20 @@ pub enum OwnedValue {
     List(Vec<Vec<u8>>),
     /// The pairs of a map, strictly ascending by user key.
     Map(Vec<(Vec<u8>, Vec<u8>)>),
+    /// A removal (delta files only).
+    Removed,
 }
 
 impl OwnedValue {
-    /// A borrowed view for [`SnapshotWriter::add_entry`](super::SnapshotWriter::add_entry).
-    pub fn as_entry_value(&self) -> EntryValue<'_> {
+    /// A borrowed view for [`SnapshotWriter::add_entry`](super::SnapshotWriter::add_entry);
+    /// `None` for a removal, which [`SnapshotWriter::add_removal`](super::SnapshotWriter::add_removal)
+    /// writes.
+    pub fn as_entry_value(&self) -> Option<EntryValue<'_>> {
         match self {
-            OwnedValue::Value(v) => EntryValue::Value(v),
-            OwnedValue::List(items) => EntryValue::List(items),
-            OwnedValue::Map(pairs) => EntryValue::Map(pairs),
+            OwnedValue::Value(v) => Some(EntryValue::Value(v)),
+            OwnedValue::List(items) => Some(EntryValue::List(items)),
+            OwnedValue::Map(pairs) => Some(EntryValue::Map(pairs)),
+            OwnedValue::Removed => None,
         }
     }
 }

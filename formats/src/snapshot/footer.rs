@@ -37,7 +37,8 @@ pub(crate) struct Footer {
 }
 
 impl Footer {
-    pub(crate) fn encode(&self) -> [u8; FOOTER_LEN] {
+    /// The footer of a file of format `version`.
+    pub(crate) fn encode(&self, version: u32) -> [u8; FOOTER_LEN] {
         let mut out = [0u8; FOOTER_LEN];
         out[0..8].copy_from_slice(&self.meta_offset.to_le_bytes());
         out[8..12].copy_from_slice(&self.meta_len.to_le_bytes());
@@ -48,7 +49,7 @@ impl Footer {
         out[32..40].copy_from_slice(&self.entry_count.to_le_bytes());
         let crc = checksum::crc32(&out[0..40]);
         out[40..44].copy_from_slice(&crc.to_le_bytes());
-        out[44..48].copy_from_slice(&VERSION.to_le_bytes());
+        out[44..48].copy_from_slice(&version.to_le_bytes());
         out[48..56].copy_from_slice(&MAGIC);
         out
     }

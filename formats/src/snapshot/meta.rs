@@ -1,5 +1,6 @@
 //! The meta block: what the snapshot covers and what each state is.
 
+use super::delta::DeltaOf;
 use std::collections::HashSet;
 use std::num::NonZeroU64;
 use std::ops::RangeInclusive;
@@ -220,13 +221,14 @@ impl SnapshotMeta {
     }
 
     /// Decodes a meta block of format `version` that spans `bytes` (found at `at` of `file`):
-    /// the meta, validated, and (version 2) the file's origin after it.
+    /// the meta, validated, (versions 2 and 3) the file's origin after it and (version 3,
+    /// a delta file) what the delta applies to.
     pub(crate) fn decode_block(
         bytes: &[u8],
         file: &str,
         at: u64,
         version: u32,
-    ) -> Result<(Self, Option<FileOrigin>), FormatError> {
+    ) -> Result<(Self, Option<FileOrigin>, Option<DeltaOf>), FormatError> {
         let mut c = Cursor::new(bytes, file, at);
         let meta = Self::decode_from(&mut c)?;
         let origin = if version >= 2 {
@@ -234,8 +236,13 @@ impl SnapshotMeta {
         } else {
             None
         };
+        let delta = if version >= 3 {
+            Some(DeltaOf::decode(&mut c)?)
+        } else {
+            None
+        };
         c.finish("meta block")?;
-        Ok((meta, origin))
+        Ok((meta, origin, delta))
     }
 
     /// Decodes a meta block without an origin (version 1; also the meta inside a native

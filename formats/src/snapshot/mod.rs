@@ -28,12 +28,17 @@
 //! entries may continue into the next block of the same key group: its first section then
 //! repeats the state index.
 //!
+//! A delta file (version 3, [`DeltaOf`]) holds changes since a base: its sections are coded
+//! `2 × state index` (entries that are new or changed) and `2 × state index + 1` (removals:
+//! key and namespace only), ascending by code.
+//!
 //! What the format cannot check: that a key belongs to the key group it is filed under (that
 //! needs the engine's key-group hash), and that the bytes decode with the recorded codecs.
 //!
 //! [`RandomAccess`]: crate::RandomAccess
 
 mod block;
+mod delta;
 mod entry;
 mod footer;
 mod index;
@@ -41,6 +46,7 @@ mod meta;
 mod reader;
 mod writer;
 
+pub use delta::DeltaOf;
 pub use entry::{DecodedEntry, DecodedValue, EntryValue, ListElements, MapEntries, OwnedValue};
 pub use index::KeyGroupLocation;
 pub use meta::{SnapshotMeta, StateKind, StateMetaRecord, ValueShape, MAX_STATES};
@@ -52,9 +58,13 @@ pub use crate::limits::{ReadLimits, MAX_BLOCK_LEN, MAX_META_LEN};
 /// The magic number at both ends of a snapshot file: `FLOWSNAP` in ASCII.
 pub const MAGIC: [u8; 8] = *b"FLOWSNAP";
 
-/// The format version this code writes: 2 (the meta block ends with the file's origin,
-/// spec/formats.md section 4.9).
-pub const VERSION: u32 = 2;
+/// The newest format version this code reads and writes: 3, a delta file (section 3.11;
+/// [`DeltaOf`]). Full files are written as version 2 (the meta block ends with the file's
+/// origin, spec/formats.md section 4.9), which version 3 extends.
+pub const VERSION: u32 = 3;
+
+/// The version of full files: 2.
+pub const FULL_VERSION: u32 = 2;
 
 /// The oldest format version this code reads: 1 (no origin).
 pub const MIN_VERSION: u32 = 1;

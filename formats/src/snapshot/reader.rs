@@ -11,6 +11,7 @@ use crate::random_access::{read_exact, read_into, RandomAccess};
 use crate::FormatError;
 
 use super::block::{self, BlockHeader, GroupState};
+use super::delta::DeltaOf;
 use super::entry::DecodedEntry;
 use super::footer::{Footer, FOOTER_LEN};
 use super::index::{self, KeyGroupLocation, Slot};
@@ -32,6 +33,7 @@ use crate::checkpoint::FileOrigin;
 pub struct SnapshotReader<R> {
     version: u32,
     origin: Option<FileOrigin>,
+    delta: Option<DeltaOf>,
     source: R,
     file: String,
     len: u64,
@@ -125,7 +127,7 @@ impl<R: RandomAccess> SnapshotReader<R> {
         let mut buf = Vec::new();
         read_into(&source, &file, HEADER_LEN, footer.meta_len.into(), &mut buf)?;
         checksum::verify(&buf, footer.meta_crc, &file, HEADER_LEN)?;
-        let (meta, origin) = SnapshotMeta::decode_block(&buf, &file, HEADER_LEN, version)?;
+        let (meta, origin, delta) = SnapshotMeta::decode_block(&buf, &file, HEADER_LEN, version)?;
         let expected = index::index_len(meta.key_group_count());
         if u64::from(footer.index_len) != expected {
             return Err(corrupt(
@@ -151,6 +153,7 @@ impl<R: RandomAccess> SnapshotReader<R> {
             source,
             version,
             origin,
+            delta,
             len,
             shapes: meta.shapes(),
             meta,
@@ -161,7 +164,12 @@ impl<R: RandomAccess> SnapshotReader<R> {
         })
     }
 
-    /// The file's format version (1 or 2).
+    /// What the file applies to if it is a delta file (version 3); `None` for a full file.
+    pub fn delta(&self) -> Option<&DeltaOf> {
+        self.delta.as_ref()
+    }
+
+    /// The file's format version (1, 2 or 3).
     pub fn version(&self) -> u32 {
         self.version
     }
@@ -327,7 +335,13 @@ impl<R: RandomAccess> SnapshotReader<R> {
                 )?;
                 Cursor::decompressed(&plain, file, pos)
             };
-            block::parse_payload(&mut cursor, &self.shapes, &mut group, &mut visit)?;
+            block::parse_payload(
+                &mut cursor,
+                &self.shapes,
+                self.delta.is_some(),
+                &mut group,
+                &mut visit,
+            )?;
             pos += block_len;
         }
         if group.entries != entries {

@@ -8,12 +8,13 @@ use crate::codec::varint;
 use crate::limits::MAX_BLOCK_LEN;
 use crate::FormatError;
 
-use super::block::{BlockHeader, MIN_ENTRY_LEN};
+use super::block::BlockHeader;
+use super::delta::DeltaOf;
 use super::entry::EntryValue;
 use super::footer::Footer;
 use super::index::{self, KeyGroupLocation, Slot};
 use super::meta::{SnapshotMeta, ValueShape};
-use super::{DEFAULT_BLOCK_SIZE, HEADER_LEN, MAGIC, VERSION};
+use super::{DEFAULT_BLOCK_SIZE, FULL_VERSION, HEADER_LEN, MAGIC, VERSION};
 use crate::checkpoint::FileOrigin;
 
 /// The most bytes a section header (state index and entry count varints) takes.
@@ -33,16 +34,20 @@ pub struct SnapshotWriterOptions {
     /// What the file belongs to, recorded at the end of the meta block (spec/formats.md
     /// section 4.9); `None` for a file written outside a checkpoint or savepoint.
     pub origin: Option<FileOrigin>,
+    /// `Some` for a delta file (format version 3, section 3.11): what it applies to. Its
+    /// entries are then changes, and [`SnapshotWriter::add_removal`] records removals.
+    pub delta: Option<DeltaOf>,
 }
 
 impl Default for SnapshotWriterOptions {
-    /// No compression, [`DEFAULT_BLOCK_SIZE`], file name `snapshot`, no origin.
+    /// No compression, [`DEFAULT_BLOCK_SIZE`], file name `snapshot`, no origin, a full file.
     fn default() -> Self {
         SnapshotWriterOptions {
             compression: Compression::None,
             block_size: DEFAULT_BLOCK_SIZE,
             file_name: "snapshot".to_owned(),
             origin: None,
+            delta: None,
         }
     }
 }
@@ -87,16 +92,20 @@ pub struct SnapshotWriter<W: Write> {
     pos: u64,
     meta_len: u32,
     meta_crc: u32,
+    /// The format version: 3 for a delta file, 2 for a full one.
+    version: u32,
     slots: Vec<Slot>,
     group: Option<OpenGroup>,
     last_group: Option<u16>,
+    /// Whether this is a delta file: sections are coded `2 × state + removal`.
+    delta: bool,
     /// Finished sections of the current block.
     payload: Vec<u8>,
     /// Entries of the open section.
     section: Vec<u8>,
     section_state: Option<u32>,
     section_count: u64,
-    /// The state and (key, namespace) of the last entry of the open key group.
+    /// The section code and (key, namespace) of the last entry of the open key group.
     prev_state: Option<u32>,
     prev_key: Vec<u8>,
     prev_ns: Vec<u8>,
@@ -148,6 +157,14 @@ impl<W: Write> SnapshotWriter<W> {
         let mut meta_bytes = Vec::new();
         meta.encode(&mut meta_bytes);
         FileOrigin::encode(options.origin.as_ref(), &mut meta_bytes);
+        if let Some(delta) = &options.delta {
+            delta.encode(&mut meta_bytes);
+        }
+        let version = if options.delta.is_some() {
+            VERSION
+        } else {
+            FULL_VERSION
+        };
         if meta_bytes.len() > crate::limits::MAX_META_LEN as usize {
             return Err(FormatError::LimitExceeded {
                 file,
@@ -167,6 +184,8 @@ impl<W: Write> SnapshotWriter<W> {
             pos: 0,
             meta_len: meta_bytes.len() as u32,
             meta_crc: checksum::crc32(&meta_bytes),
+            version,
+            delta: options.delta.is_some(),
             slots: vec![(0, 0, 0); meta.key_group_count()],
             group: None,
             last_group: None,
@@ -183,7 +202,7 @@ impl<W: Write> SnapshotWriter<W> {
         };
         let mut header = [0u8; HEADER_LEN as usize];
         header[..8].copy_from_slice(&MAGIC);
-        header[8..].copy_from_slice(&VERSION.to_le_bytes());
+        header[8..].copy_from_slice(&version.to_le_bytes());
         w.write(&header)?;
         w.write(&meta_bytes)?;
         Ok(w)
@@ -245,7 +264,7 @@ impl<W: Write> SnapshotWriter<W> {
     }
 
     /// Adds the entry (`key`, `namespace`) of state `state_index` with state `value` to the
-    /// open key group.
+    /// open key group (in a delta file: the entry is new or changed).
     ///
     /// Fails with [`FormatError::InvalidInput`] if no key group is open, the state index is
     /// unknown, the value's shape is not the state kind's, the entry does not follow the
@@ -258,6 +277,30 @@ impl<W: Write> SnapshotWriter<W> {
         namespace: &[u8],
         value: EntryValue<'_>,
     ) -> Result<(), FormatError> {
+        self.add(state_index, key, namespace, Some(value))
+    }
+
+    /// Records in a delta file that the entry (`key`, `namespace`) of state `state_index` was
+    /// removed since the base. Within a key group a state's removals come after its entries
+    /// (section order `2 × state`, then `2 × state + 1`), strictly ascending by (key,
+    /// namespace); a pair is not both changed and removed. The same failures as
+    /// [`add_entry`](Self::add_entry), and [`FormatError::InvalidInput`] in a full file.
+    pub fn add_removal(
+        &mut self,
+        state_index: u32,
+        key: &[u8],
+        namespace: &[u8],
+    ) -> Result<(), FormatError> {
+        self.add(state_index, key, namespace, None)
+    }
+
+    fn add(
+        &mut self,
+        state_index: u32,
+        key: &[u8],
+        namespace: &[u8],
+        value: Option<EntryValue<'_>>,
+    ) -> Result<(), FormatError> {
         self.check_usable()?;
         if self.group.is_none() {
             return Err(self.invalid("add_entry outside a key group: call begin_key_group first"));
@@ -268,20 +311,33 @@ impl<W: Write> SnapshotWriter<W> {
                 self.shapes.len()
             )));
         };
-        if value.shape() != shape {
-            return Err(self.invalid(format!(
-                "state {state_index} holds {shape:?} entries, not {:?}",
-                value.shape()
-            )));
+        let code = match (&value, self.delta) {
+            (None, false) => {
+                return Err(self.invalid("a full snapshot file records no removal"));
+            }
+            // The state index is below MAX_STATES (65 536), so its code fits u32.
+            (Some(_), true) => state_index * 2,
+            (None, true) => state_index * 2 + 1,
+            (Some(_), false) => state_index,
+        };
+        if let Some(value) = &value {
+            if value.shape() != shape {
+                return Err(self.invalid(format!(
+                    "state {state_index} holds {shape:?} entries, not {:?}",
+                    value.shape()
+                )));
+            }
         }
         match self.prev_state {
-            Some(p) if state_index < p => {
+            Some(p) if code < p => {
                 return Err(self.invalid(format!(
-                    "state {state_index} comes after state {p}: states must ascend within a key group"
+                    "state {state_index} comes after state {}: states must ascend within a key \
+                     group (in a delta file, each state's changes, then its removals)",
+                    if self.delta { p / 2 } else { p }
                 )))
             }
             Some(p)
-                if state_index == p
+                if code == p
                     && (key, namespace) <= (self.prev_key.as_slice(), self.prev_ns.as_slice()) =>
             {
                 return Err(self.invalid(format!(
@@ -290,7 +346,7 @@ impl<W: Write> SnapshotWriter<W> {
             }
             _ => {}
         }
-        if let EntryValue::Map(pairs) = value {
+        if let Some(EntryValue::Map(pairs)) = value {
             if pairs.windows(2).any(|w| w[0].0 >= w[1].0) {
                 return Err(self.invalid(format!(
                     "map user keys of state {state_index} are not strictly ascending"
@@ -301,8 +357,7 @@ impl<W: Write> SnapshotWriter<W> {
             + key.len()
             + varint::encoded_len(namespace.len() as u64)
             + namespace.len()
-            + value.encoded_len();
-        debug_assert!(entry_len >= MIN_ENTRY_LEN);
+            + value.as_ref().map_or(0, EntryValue::encoded_len);
         if entry_len + SECTION_HEADER_MAX > MAX_BLOCK_LEN as usize {
             self.failed = true;
             return Err(FormatError::LimitExceeded {
@@ -316,15 +371,17 @@ impl<W: Write> SnapshotWriter<W> {
         if self.pending_len() + SECTION_HEADER_MAX + entry_len > MAX_BLOCK_LEN as usize {
             self.flush_block()?;
         }
-        if self.section_state != Some(state_index) {
+        if self.section_state != Some(code) {
             self.close_section();
-            self.section_state = Some(state_index);
+            self.section_state = Some(code);
         }
         crate::record::put_bytes(key, &mut self.section);
         crate::record::put_bytes(namespace, &mut self.section);
-        value.encode(&mut self.section);
+        if let Some(value) = value {
+            value.encode(&mut self.section);
+        }
         self.section_count += 1;
-        self.prev_state = Some(state_index);
+        self.prev_state = Some(code);
         self.prev_key.clear();
         self.prev_key.extend_from_slice(key);
         self.prev_ns.clear();
@@ -447,7 +504,7 @@ impl<W: Write> SnapshotWriter<W> {
             entry_count: self.entries,
         };
         self.write(&index_bytes)?;
-        self.write(&footer.encode())?;
+        self.write(&footer.encode(self.version))?;
         if let Err(source) = self.out.flush() {
             return Err(FormatError::Io {
                 file: self.file.clone(),

@@ -14,7 +14,7 @@ use flowstate_formats::operator::{
     OperatorState, OperatorStateData, OperatorStateMeta, OperatorStateMode, OperatorStateWriter,
 };
 use flowstate_formats::snapshot::{
-    OwnedValue, SnapshotMeta, SnapshotWriterOptions, StateKind, StateMetaRecord,
+    DeltaOf, OwnedValue, SnapshotMeta, SnapshotWriterOptions, StateKind, StateMetaRecord,
 };
 use flowstate_formats::{CodecRecord, Compression, FormatError, ReadLimits};
 
@@ -224,9 +224,61 @@ pub fn encode_golden(compression: Compression) -> Vec<u8> {
         block_size: GOLDEN_BLOCK_SIZE,
         file_name: "golden".into(),
         origin: Some(golden_origin()),
+        delta: None,
     };
     fuzzing::encode_snapshot_with(&golden_meta(), &golden_entries(), options)
         .expect("the golden input is valid")
+}
+
+/// The golden delta file (format version 3, spec/formats.md 3.11).
+pub const GOLDEN_DELTA: &str = "snapshot_delta_v3.bin";
+
+/// What the golden delta applies to.
+pub fn golden_delta_of() -> DeltaOf {
+    DeltaOf {
+        base_checkpoint: 7,
+        position: 2,
+    }
+}
+
+/// The golden delta's changes over [`golden_meta`]: changed entries and removals in three key
+/// groups, in the order a reader returns them (per key group, per state its changes, then its
+/// removals).
+pub fn golden_delta_entries() -> Vec<Entry> {
+    let unit = Vec::new;
+    vec![
+        (
+            10,
+            0,
+            s("alice"),
+            unit(),
+            OwnedValue::Value(8u64.to_le_bytes().to_vec()),
+        ),
+        (10, 0, s("bob"), unit(), OwnedValue::Removed),
+        (10, 1, s("alice"), window(60_000), OwnedValue::Removed),
+        (
+            12,
+            2,
+            s("carol"),
+            unit(),
+            OwnedValue::Map(vec![(s("lang"), s("de"))]),
+        ),
+        (12, 2, s("bob"), unit(), OwnedValue::Removed),
+        (16, 0, s("dave"), unit(), OwnedValue::Removed),
+    ]
+}
+
+/// The golden delta written without compression.
+pub fn encode_golden_delta() -> Vec<u8> {
+    let options = SnapshotWriterOptions {
+        compression: Compression::None,
+        block_size: GOLDEN_BLOCK_SIZE,
+        file_name: "golden-delta".into(),
+        origin: None,
+        delta: Some(golden_delta_of()),
+    };
+    fuzzing::encode_snapshot_with(&golden_meta(), &golden_delta_entries(), options)
+        .expect("the golden delta is valid")
 }
 
 /// Decodes a whole snapshot with the default limits.
@@ -351,7 +403,7 @@ pub fn forge_snapshot(meta: &SnapshotMeta, blocks: &[ForgedBlock]) -> Vec<u8> {
     let total: u64 = slots.iter().map(|s| s.2).sum();
     footer.extend_from_slice(&total.to_le_bytes());
     footer.extend_from_slice(&crc32(&footer).to_le_bytes());
-    footer.extend_from_slice(&flowstate_formats::snapshot::VERSION.to_le_bytes());
+    footer.extend_from_slice(&flowstate_formats::snapshot::FULL_VERSION.to_le_bytes());
     footer.extend_from_slice(b"FLOWSNAP");
     out.extend_from_slice(&footer);
     out
