@@ -94,11 +94,30 @@ pub fn inspect(which: &Which) -> ToolResult<()> {
                 inspect_native(&storage, handle)?;
                 continue;
             }
-            for file in handle.files() {
+            // A heap incremental checkpoint's files are its chain: a base, then deltas.
+            let files = if handle.kind() == KeyedHandleKind::HeapChain {
+                println!(
+                    "      heap incremental checkpoint: a chain of {} shared file(s), {} bytes",
+                    handle.shared_files().len(),
+                    handle.shared_files().iter().map(StateFile::size).sum::<u64>()
+                );
+                handle.shared_files()
+            } else {
+                handle.files()
+            };
+            for file in files {
                 let reader = open_snapshot(&storage, file)?;
                 let meta = reader.meta();
+                let role = match reader.delta() {
+                    Some(d) => format!(
+                        " delta {} of the base of checkpoint {}:",
+                        d.position, d.base_checkpoint
+                    ),
+                    None if handle.kind() == KeyedHandleKind::HeapChain => " base:".to_owned(),
+                    None => String::new(),
+                };
                 println!(
-                    "      {} ({} bytes): {} entries in {} key groups with data, key codec {}@{}",
+                    "      {} ({} bytes):{role} {} entries in {} key groups with data, key codec {}@{}",
                     file.path(),
                     file.size(),
                     reader.entry_count(),

@@ -59,6 +59,55 @@ pub trait StateTableSnapshot: Send + Sync {
     fn ttl_millis(&self) -> Option<std::num::NonZeroU64> {
         None
     }
+
+    /// This view as `Any`, so that [`diffable_with`](Self::diffable_with) can recognise an
+    /// earlier view of its own kind; `None` for views that cannot be compared.
+    #[doc(hidden)]
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
+
+    /// Whether [`changes_since`](Self::changes_since) can tell what changed since `base`, an
+    /// earlier view of the same state of the same backend (the heap backend's views can).
+    #[doc(hidden)]
+    fn diffable_with(&self, base: &dyn StateTableSnapshot) -> bool {
+        let _ = base;
+        false
+    }
+
+    /// Visits what changed in `key_group` since `base` (for which
+    /// [`diffable_with`](Self::diffable_with) holds): each (key, namespace) whose state is new
+    /// or different, with its state, and each one removed, in no particular order. The heap
+    /// backend's incremental checkpoints write this as a delta file.
+    #[doc(hidden)]
+    fn changes_since(
+        &self,
+        base: &dyn StateTableSnapshot,
+        key_group: u16,
+        visit: &mut dyn FnMut(Change),
+    ) -> Result<()> {
+        let _ = (base, key_group, visit);
+        Err(crate::Error::InvalidArgument(format!(
+            "the view of state '{}' cannot tell its changes",
+            self.meta().name
+        )))
+    }
+}
+
+/// One change of a (key, namespace) entry between two views of a state
+/// ([`StateTableSnapshot::changes_since`]).
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The entry is new or its state changed: the whole entry as it is now.
+    Changed(EncodedEntry),
+    /// The entry was removed.
+    Removed {
+        /// The key's encoding.
+        key: Vec<u8>,
+        /// The namespace's encoding.
+        namespace: Vec<u8>,
+    },
 }
 
 /// The encoded entries of one state in one key group, in one buffer: what the asynchronous

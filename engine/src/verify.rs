@@ -26,7 +26,8 @@ use flowstate_formats::snapshot::SnapshotReader;
 use flowstate_formats::table::TableReader;
 
 use crate::checkpoint::{
-    CheckpointStorage, CompletedCheckpoint, KeyedStateHandle, OperatorStateHandle, StateFile,
+    ChainRestoreSource, CheckpointStorage, CompletedCheckpoint, KeyedStateHandle,
+    OperatorStateHandle, StateFile,
 };
 use crate::lsm::native_restore::NativeRestoreSource;
 use crate::snapshot::RestoreSource;
@@ -111,6 +112,19 @@ pub fn verify_checkpoint(
                     }
                 }
                 KeyedHandleKind::LsmNative => verify_native(storage, handle, &mut report),
+                KeyedHandleKind::HeapChain => {
+                    let damaged_before = report.damage.len();
+                    for file in handle.shared_files() {
+                        verify_canonical(storage, file, &mut report);
+                    }
+                    // Sound files that do not make a chain (out of order, mixed bases).
+                    if report.damage.len() == damaged_before {
+                        if let Err(e) = ChainRestoreSource::open(storage, handle) {
+                            let first = handle.shared_files().first().map_or("", |f| f.path());
+                            report.push(first, &e);
+                        }
+                    }
+                }
             }
         }
         for handle in &task.operator {

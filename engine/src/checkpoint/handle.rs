@@ -112,7 +112,9 @@ impl StateFile {
 /// reads only its key groups (spec/formats.md). A handle of kind [`KeyedHandleKind::LsmNative`]
 /// lists a native LSM snapshot: its first file describes the tables, its other files are
 /// tables private to the snapshot (a native savepoint), and its [shared
-/// files](Self::shared_files) are tables under `shared/` (an incremental checkpoint).
+/// files](Self::shared_files) are tables under `shared/` (an incremental checkpoint). A handle
+/// of kind [`KeyedHandleKind::HeapChain`] has no file of its own: its shared files are a heap
+/// backend's incremental checkpoint, a full canonical file then delta files, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KeyedStateHandle {
     kind: KeyedHandleKind,
@@ -143,6 +145,17 @@ impl KeyedStateHandle {
         Self::with_kind(KeyedHandleKind::LsmNative, key_group_range, files, shared)
     }
 
+    /// A handle of a heap backend's incremental checkpoint: `chain` lists its shared files in
+    /// order, a full canonical file then its delta files (spec/formats.md 3.11).
+    pub fn heap_chain(key_group_range: KeyGroupRange, chain: Vec<StateFile>) -> Result<Self> {
+        Self::with_kind(
+            KeyedHandleKind::HeapChain,
+            key_group_range,
+            Vec::new(),
+            chain,
+        )
+    }
+
     fn with_kind(
         kind: KeyedHandleKind,
         key_group_range: KeyGroupRange,
@@ -159,7 +172,14 @@ impl KeyedStateHandle {
                 "a keyed state handle covers at least one key group".into(),
             ));
         }
-        if files.is_empty() {
+        if kind == KeyedHandleKind::HeapChain {
+            if !files.is_empty() || shared.is_empty() {
+                return Err(Error::InvalidArgument(
+                    "a heap chain handle lists no file of its own and at least one shared file"
+                        .into(),
+                ));
+            }
+        } else if files.is_empty() {
             return Err(Error::InvalidArgument(
                 "a keyed state handle lists at least one file".into(),
             ));

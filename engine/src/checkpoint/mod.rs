@@ -43,6 +43,7 @@
 //! # Ok::<(), flowstate::Error>(())
 //! ```
 
+mod chain;
 mod completed;
 mod fs;
 mod handle;
@@ -52,6 +53,7 @@ mod write;
 
 use std::fmt;
 
+pub use chain::ChainRestoreSource;
 pub use completed::CompletedCheckpoint;
 pub use fs::{FsCheckpointOptions, FsCheckpointStorage};
 pub use handle::{KeyedStateHandle, OperatorStateHandle, StateFile, SubtaskState};

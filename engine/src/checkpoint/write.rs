@@ -392,9 +392,10 @@ impl FileRestoreSource {
         for handle in handles {
             if handle.kind() != flowstate_formats::checkpoint::KeyedHandleKind::KeyGroupFiles {
                 return Err(Error::InvalidArgument(format!(
-                    "the handle of {} is a native LSM snapshot, not canonical files: open it \
-                     with open_restore_sources or restore with Backend::restore_from",
-                    handle.files()[0].path()
+                    "the handle of key groups {} is a {:?} handle, not canonical files: open \
+                     it with open_restore_sources or restore with Backend::restore_from",
+                    handle.key_group_range(),
+                    handle.kind()
                 )));
             }
             for file in handle.files() {

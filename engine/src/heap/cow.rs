@@ -439,6 +439,24 @@ impl<T: Clone> CowMap<T> {
         self.buckets.len()
     }
 
+    /// Whether bucket `b` of this map and of `other` are one and the same allocation: a map
+    /// and an earlier snapshot of it share every bucket no write touched since (copy on write),
+    /// so their entries are the same. `false` if either map has no bucket `b`.
+    pub(crate) fn same_bucket(&self, other: &Self, b: usize) -> bool {
+        match (self.buckets.get(b), other.buckets.get(b)) {
+            (Some(x), Some(y)) => Arc::ptr_eq(&x.slots, &y.slots),
+            _ => false,
+        }
+    }
+
+    /// The entries of bucket `b` (none if there is no such bucket).
+    pub(crate) fn bucket_entries(&self, b: usize) -> impl Iterator<Item = &T> + '_ {
+        self.buckets
+            .get(b)
+            .into_iter()
+            .flat_map(|bucket| bucket.iter())
+    }
+
     /// Judges every entry of bucket `b` (if it exists): kept, removed, or replaced by another
     /// value of the same key. Returns the number of entries judged. The bucket is rewritten
     /// (a fresh allocation, so a snapshot sharing the old one keeps it) only if something

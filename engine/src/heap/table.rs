@@ -14,7 +14,7 @@ use super::cow::CowMap;
 use super::ttl_cleanup::CleanupCursor;
 use crate::codec::{to_bytes, Codec};
 use crate::key_group::KeyGroupRange;
-use crate::snapshot::{EncodedEntry, StateTableSnapshot};
+use crate::snapshot::{Change, EncodedEntry, StateTableSnapshot};
 use crate::state::ttl::Expiry;
 use crate::state::{Key, StateHandle, StateMeta, TtlConfig};
 
@@ -155,9 +155,84 @@ struct TableSnapshot<K, H: StateHandle> {
     key_groups: Arc<Vec<Arc<KeyGroupMap<K, H>>>>,
 }
 
+impl<K: Key, H: StateHandle> TableSnapshot<K, H> {
+    /// `base` as a view of this same table type and range.
+    fn same_table<'a>(&self, base: &'a dyn StateTableSnapshot) -> Option<&'a Self> {
+        base.as_any()?
+            .downcast_ref::<Self>()
+            .filter(|b| b.range == self.range && b.key_groups.len() == self.key_groups.len())
+    }
+}
+
 impl<K: Key, H: StateHandle> StateTableSnapshot for TableSnapshot<K, H> {
     fn meta(&self) -> &StateMeta {
         &self.meta
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
+    fn diffable_with(&self, base: &dyn StateTableSnapshot) -> bool {
+        self.same_table(base).is_some()
+    }
+
+    /// Compares the key group's map with the base's bucket by bucket: buckets still shared
+    /// with the base (copy on write: no write touched them since) hold the same entries and are
+    /// skipped; the entries of the other buckets are matched by (key, namespace) and their
+    /// encoded states compared. Work is proportional to the buckets written since the base.
+    fn changes_since(
+        &self,
+        base: &dyn StateTableSnapshot,
+        key_group: u16,
+        visit: &mut dyn FnMut(Change),
+    ) -> crate::Result<()> {
+        let Some(base) = self.same_table(base) else {
+            return Err(crate::Error::InvalidArgument(format!(
+                "state '{}': the base is not an earlier view of this table",
+                self.meta.name
+            )));
+        };
+        let Some(index) = self.range.index_of(key_group) else {
+            return Ok(());
+        };
+        let (old, new) = (&base.key_groups[index], &self.key_groups[index]);
+        if Arc::ptr_eq(old, new) {
+            return Ok(());
+        }
+        let buckets = old.bucket_count().max(new.bucket_count());
+        let mut before: std::collections::HashMap<
+            (Vec<u8>, Vec<u8>),
+            &Entry<K, H::Namespace, H::Stored>,
+        > = std::collections::HashMap::new();
+        let mut after = Vec::new();
+        for b in 0..buckets {
+            if new.same_bucket(old, b) {
+                continue;
+            }
+            for e in old.bucket_entries(b) {
+                before.insert((to_bytes(&e.key), to_bytes(&e.ns)), e);
+            }
+            after.extend(new.bucket_entries(b));
+        }
+        for e in after {
+            let (key, namespace) = (to_bytes(&e.key), to_bytes(&e.ns));
+            let state = H::encode_stored(&e.state);
+            if let Some(was) = before.remove(&(key.clone(), namespace.clone())) {
+                if H::encode_stored(&was.state) == state {
+                    continue;
+                }
+            }
+            visit(Change::Changed(EncodedEntry {
+                key,
+                namespace,
+                state,
+            }));
+        }
+        for ((key, namespace), _) in before {
+            visit(Change::Removed { key, namespace });
+        }
+        Ok(())
     }
     fn entry_count(&self) -> crate::Result<usize> {
         Ok(self.key_groups.iter().map(|m| m.len()).sum())

@@ -28,7 +28,8 @@ use super::key::{self, KeyRange};
 use super::timer_key::Layout;
 use super::tree::{TableHandle, TreeSnapshot, Version, MAX_LEVELS};
 use crate::checkpoint::{
-    state_metas, CheckpointStorage, FileRestoreSource, KeyedStateHandle, StateFile,
+    state_metas, ChainRestoreSource, CheckpointStorage, FileRestoreSource, KeyedStateHandle,
+    StateFile,
 };
 use crate::config::BackendConfig;
 use crate::error::{Error, Result};
@@ -278,7 +279,8 @@ impl RestoreSource for NativeRestoreSource {
 }
 
 /// Opens a restore source for every handle of `handles`, whatever its kind: canonical files
-/// as [`FileRestoreSource`]s, native snapshots as [`NativeRestoreSource`]s.
+/// as [`FileRestoreSource`]s, native snapshots as [`NativeRestoreSource`]s, heap chains as
+/// [`ChainRestoreSource`]s.
 pub fn open_restore_sources(
     storage: &dyn CheckpointStorage,
     handles: &[KeyedStateHandle],
@@ -293,6 +295,9 @@ pub fn open_restore_sources(
             }
             KeyedHandleKind::LsmNative => {
                 sources.push(Box::new(NativeRestoreSource::open(storage, handle)?));
+            }
+            KeyedHandleKind::HeapChain => {
+                sources.push(Box::new(ChainRestoreSource::open(storage, handle)?));
             }
         }
     }
@@ -388,11 +393,18 @@ impl<K: Key> LsmBackend<K> {
         let mut generic: Vec<Box<dyn RestoreSource>> = Vec::new();
         let tree = Arc::clone(backend.tree());
         for handle in handles {
-            if handle.kind() != KeyedHandleKind::LsmNative {
-                for file in handle.files() {
-                    generic.push(Box::new(FileRestoreSource::open(storage, file)?));
+            match handle.kind() {
+                KeyedHandleKind::LsmNative => {}
+                KeyedHandleKind::KeyGroupFiles => {
+                    for file in handle.files() {
+                        generic.push(Box::new(FileRestoreSource::open(storage, file)?));
+                    }
+                    continue;
                 }
-                continue;
+                KeyedHandleKind::HeapChain => {
+                    generic.push(Box::new(ChainRestoreSource::open(storage, handle)?));
+                    continue;
+                }
             }
             let native = NativeHandle::open(storage, handle)?;
             if native.record.meta.max_parallelism != max_parallelism

@@ -10,7 +10,7 @@ use super::ttl::{encoded_timestamp, TtlConfig};
 use super::StateMeta;
 use crate::error::Result;
 use crate::key_group::KeyGroupRange;
-use crate::snapshot::{EncodedEntry, EncodedState, StateTableSnapshot};
+use crate::snapshot::{Change, EncodedEntry, EncodedState, StateTableSnapshot};
 
 /// How much of an entry's state is live.
 #[derive(Debug, PartialEq, Eq)]
@@ -134,6 +134,57 @@ impl StateTableSnapshot for TtlFilteredTable {
 
     fn ttl_millis(&self) -> Option<NonZeroU64> {
         NonZeroU64::new(self.ttl.ttl_millis())
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
+    fn diffable_with(&self, base: &dyn StateTableSnapshot) -> bool {
+        Self::inner_of(base).is_some_and(|b| self.inner.diffable_with(b))
+    }
+
+    /// The inner view's changes, filtered as a full snapshot is: a changed entry keeps only
+    /// what is live at this view's instant, and one with nothing live is a removal. (An entry
+    /// unchanged since the base keeps in the base's file what expired since: a restore hides
+    /// it, R64, and the next full file leaves it out.)
+    fn changes_since(
+        &self,
+        base: &dyn StateTableSnapshot,
+        key_group: u16,
+        visit: &mut dyn FnMut(Change),
+    ) -> Result<()> {
+        let Some(base) = Self::inner_of(base) else {
+            return Err(crate::Error::InvalidArgument(format!(
+                "state '{}': the base is not a view with a TTL",
+                self.meta().name
+            )));
+        };
+        let (ttl, now) = (self.ttl, self.now);
+        self.inner
+            .changes_since(base, key_group, &mut |change| match change {
+                Change::Changed(mut e) => match live(&e.state, &ttl, now) {
+                    Live::All => visit(Change::Changed(e)),
+                    Live::Part(state) => {
+                        e.state = state;
+                        visit(Change::Changed(e))
+                    }
+                    Live::Nothing => visit(Change::Removed {
+                        key: e.key,
+                        namespace: e.namespace,
+                    }),
+                },
+                removed => visit(removed),
+            })
+    }
+}
+
+impl TtlFilteredTable {
+    /// The view a TTL-filtered `view` wraps.
+    fn inner_of(view: &dyn StateTableSnapshot) -> Option<&dyn StateTableSnapshot> {
+        view.as_any()?
+            .downcast_ref::<TtlFilteredTable>()
+            .map(|t| &*t.inner)
     }
 }
 

@@ -15,6 +15,8 @@
 //!                 | u32 file count (>= 1) | state file ...
 //!              or u8 kind = 2 (LSM native) | u16 first | u16 last
 //!                 | u32 file count (>= 1) | state file ... | u32 shared count | state file ...
+//!              or u8 kind = 3 (heap chain) | u16 first | u16 last
+//!                 | u32 file count (= 0) | u32 shared count (>= 1) | state file ...
 //! operator handle u8 kind = 1 (one file) | state file
 //! ```
 //!
@@ -26,7 +28,9 @@
 //! backend: its first file is the native snapshot file (formats.md section 8), the other files
 //! are table files private to the snapshot (a native savepoint), and the shared files are
 //! tables under `shared/` that several checkpoints may reference (an incremental checkpoint).
-//! A decoder rejects kinds it does not know.
+//! Kind 3 is a heap backend's incremental checkpoint: no file of its own, and its shared files
+//! are a chain, in order: a full canonical file (the base) and then delta files (formats.md
+//! 3.11), each applied on top of the ones before. A decoder rejects kinds it does not know.
 
 use super::{Frame, Reader, Result, Writer};
 
@@ -44,6 +48,10 @@ pub const KEYED_KIND_KEY_GROUP_FILES: u8 = 1;
 /// private table files and shared table files.
 pub const KEYED_KIND_LSM_NATIVE: u8 = 2;
 
+/// The kind byte of a keyed handle holding a heap backend's incremental checkpoint: a chain of
+/// shared files, a base then deltas.
+pub const KEYED_KIND_HEAP_CHAIN: u8 = 3;
+
 /// What a keyed state handle's files are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum KeyedHandleKind {
@@ -53,6 +61,9 @@ pub enum KeyedHandleKind {
     /// A native LSM snapshot (kind byte 2): the first file is the native snapshot file, the
     /// others private table files; shared files are tables under `shared/`.
     LsmNative,
+    /// A heap backend's incremental checkpoint (kind byte 3): no file of its own; the shared
+    /// files are its chain, a full canonical file then delta files, in order.
+    HeapChain,
 }
 
 impl KeyedHandleKind {
@@ -61,6 +72,7 @@ impl KeyedHandleKind {
         match self {
             KeyedHandleKind::KeyGroupFiles => KEYED_KIND_KEY_GROUP_FILES,
             KeyedHandleKind::LsmNative => KEYED_KIND_LSM_NATIVE,
+            KeyedHandleKind::HeapChain => KEYED_KIND_HEAP_CHAIN,
         }
     }
 
@@ -69,6 +81,7 @@ impl KeyedHandleKind {
         match byte {
             KEYED_KIND_KEY_GROUP_FILES => Some(KeyedHandleKind::KeyGroupFiles),
             KEYED_KIND_LSM_NATIVE => Some(KeyedHandleKind::LsmNative),
+            KEYED_KIND_HEAP_CHAIN => Some(KeyedHandleKind::HeapChain),
             _ => None,
         }
     }
@@ -202,9 +215,10 @@ pub struct KeyedStateHandleRecord {
     pub kind: KeyedHandleKind,
     /// The first and the last key group (inclusive); `first <= last < 32768`.
     pub key_group_range: (u16, u16),
-    /// The files, at least one.
+    /// The files: at least one, none for [`KeyedHandleKind::HeapChain`].
     pub files: Vec<StateFileRecord>,
-    /// The shared files (kind [`KeyedHandleKind::LsmNative`] only; empty otherwise).
+    /// The shared files (kinds [`KeyedHandleKind::LsmNative`] and, at least one,
+    /// [`KeyedHandleKind::HeapChain`]; empty otherwise).
     pub shared: Vec<StateFileRecord>,
 }
 
@@ -246,16 +260,24 @@ impl KeyedStateHandleRecord {
         }
         let at = r.pos();
         let count = r.count(MIN_FILE_LEN)?;
-        if count == 0 {
+        let chain = kind == KeyedHandleKind::HeapChain;
+        if count == 0 && !chain {
             return Err(r.invalid(at, "a keyed state handle lists no file"));
+        }
+        if count > 0 && chain {
+            return Err(r.invalid(at, "a heap chain handle lists no file of its own"));
         }
         let mut files = Vec::with_capacity(count);
         for _ in 0..count {
             files.push(StateFileRecord::read(r)?);
         }
         let mut shared = Vec::new();
-        if kind == KeyedHandleKind::LsmNative {
+        if kind != KeyedHandleKind::KeyGroupFiles {
+            let at = r.pos();
             let count = r.count(MIN_FILE_LEN)?;
+            if count == 0 && chain {
+                return Err(r.invalid(at, "a heap chain handle lists an empty chain"));
+            }
             shared.reserve(count);
             for _ in 0..count {
                 shared.push(StateFileRecord::read(r)?);
@@ -278,14 +300,20 @@ impl KeyedStateHandleRecord {
         check_range(first, last).map_err(|reason| w.invalid(reason))?;
         w.u16(first);
         w.u16(last);
-        if self.files.is_empty() {
+        let chain = self.kind == KeyedHandleKind::HeapChain;
+        if self.files.is_empty() && !chain {
             return Err(w.invalid("a keyed state handle lists no file"));
+        }
+        if chain && (!self.files.is_empty() || self.shared.is_empty()) {
+            return Err(w.invalid(
+                "a heap chain handle lists no file of its own and at least one shared file",
+            ));
         }
         w.count(self.files.len())?;
         for file in &self.files {
             file.write(w)?;
         }
-        if self.kind == KeyedHandleKind::LsmNative {
+        if self.kind != KeyedHandleKind::KeyGroupFiles {
             w.count(self.shared.len())?;
             for file in &self.shared {
                 file.write(w)?;
