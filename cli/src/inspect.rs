@@ -99,7 +99,11 @@ pub fn inspect(which: &Which) -> ToolResult<()> {
                 println!(
                     "      heap incremental checkpoint: a chain of {} shared file(s), {} bytes",
                     handle.shared_files().len(),
-                    handle.shared_files().iter().map(StateFile::size).sum::<u64>()
+                    handle
+                        .shared_files()
+                        .iter()
+                        .map(StateFile::size)
+                        .sum::<u64>()
                 );
                 handle.shared_files()
             } else {

@@ -27,6 +27,7 @@ pub struct BackendConfig {
     key_group_range: Option<KeyGroupRange>,
     clock: Arc<dyn Clock>,
     lsm: Option<LsmConfig>,
+    heap_incremental: Option<crate::heap::HeapIncremental>,
 }
 
 impl BackendConfig {
@@ -38,6 +39,7 @@ impl BackendConfig {
             key_group_range: None,
             clock: Arc::new(SystemClock),
             lsm: None,
+            heap_incremental: None,
         }
     }
 
@@ -158,6 +160,27 @@ impl BackendConfig {
     /// The kind of backend.
     pub fn get_kind(&self) -> &BackendKind {
         &self.kind
+    }
+
+    /// Heap: incremental checkpoints (default off). A checkpoint then writes only what changed
+    /// since the last checkpoint the backend was told completed, as a delta file under
+    /// `shared/`, until the chain reaches the limits of `limits` and a new full base is written
+    /// (spec/checkpoint-protocol.md, "Heap incremental checkpoints"). Savepoints stay full and
+    /// canonical. Ignored by the LSM backend, whose incremental checkpoints are
+    /// [`lsm_incremental_checkpoints`](Self::lsm_incremental_checkpoints).
+    pub fn heap_incremental_checkpoints(
+        mut self,
+        limits: impl Into<Option<crate::heap::HeapIncremental>>,
+    ) -> Self {
+        if self.kind == BackendKind::Heap {
+            self.heap_incremental = limits.into();
+        }
+        self
+    }
+
+    /// The heap backend's incremental checkpoint limits, if they are on.
+    pub fn get_heap_incremental(&self) -> Option<crate::heap::HeapIncremental> {
+        self.heap_incremental
     }
 
     /// The configured max parallelism.

@@ -55,6 +55,7 @@ pub mod key_group;
 pub mod lsm;
 mod mmap;
 pub mod operator;
+mod random;
 pub(crate) mod restore;
 pub mod snapshot;
 pub mod state;

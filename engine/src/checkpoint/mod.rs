@@ -45,6 +45,7 @@
 
 mod chain;
 mod completed;
+mod delta;
 mod fs;
 mod handle;
 mod memory;
@@ -55,6 +56,7 @@ use std::fmt;
 
 pub use chain::ChainRestoreSource;
 pub use completed::CompletedCheckpoint;
+pub(crate) use delta::{diffable, write_delta};
 pub use fs::{FsCheckpointOptions, FsCheckpointStorage};
 pub use handle::{KeyedStateHandle, OperatorStateHandle, StateFile, SubtaskState};
 pub use memory::{MemoryCheckpointStorage, DEFAULT_MAX_STATE_SIZE};
@@ -63,7 +65,7 @@ pub use write::{
     read_operator_state, snapshot_meta, write_canonical, write_operator_state, FileRestoreSource,
     PendingSnapshot, SnapshotResult, SnapshotStats,
 };
-pub(crate) use write::{state_metas, NativeSnapshot};
+pub(crate) use write::{state_metas, write_state_file, NativeSnapshot};
 
 /// The name of the file that completes a checkpoint or savepoint, in its directory.
 pub const METADATA_FILE: &str = "_metadata";

@@ -207,7 +207,7 @@ pub fn write_canonical<W: Write>(
 }
 
 /// Adapts a [`StateFileWriter`](super::StateFileWriter) to `std::io::Write`.
-struct FileSink(Box<dyn super::StateFileWriter>);
+pub(crate) struct FileSink(Box<dyn super::StateFileWriter>);
 
 impl Write for FileSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -325,17 +325,31 @@ impl PendingSnapshot {
             return native.run(&self.target, &self.storage, &self.name);
         }
         let writer = self.storage.create_state_file(&self.target, &self.name)?;
-        let path = writer.path().to_owned();
-        let mut sink = BufWriter::with_capacity(1 << 20, FileSink(writer));
         let origin = Some(self.target.origin(&self.name));
-        let stats = write_canonical(&self.view, &mut sink, self.compression, &path, origin)?;
-        let sink = sink
-            .into_inner()
-            .map_err(|e| Error::io(path.clone(), e.into_error()))?;
-        let file: StateFile = sink.0.finish()?;
+        let (view, compression) = (&self.view, self.compression);
+        let (file, stats) = write_state_file(writer, |sink, path| {
+            write_canonical(view, sink, compression, path, origin)
+        })?;
         let handle = KeyedStateHandle::new(self.view.key_group_range(), vec![file])?;
         Ok(SnapshotResult { handle, stats })
     }
+}
+
+/// Writes a state file through `writer`, buffered, with `write` (given the output and the
+/// file's path), then finishes it (sync, atomic publication) and returns it with `write`'s
+/// result.
+pub(crate) fn write_state_file<T>(
+    writer: Box<dyn super::StateFileWriter>,
+    write: impl FnOnce(&mut BufWriter<FileSink>, &str) -> Result<T>,
+) -> Result<(StateFile, T)> {
+    let path = writer.path().to_owned();
+    let mut sink = BufWriter::with_capacity(1 << 20, FileSink(writer));
+    let result = write(&mut sink, &path)?;
+    let sink = sink
+        .into_inner()
+        .map_err(|e| Error::io(path.clone(), e.into_error()))?;
+    let file: StateFile = sink.0.finish()?;
+    Ok((file, result))
 }
 
 /// A canonical key-group snapshot file read back as a [`RestoreSource`].

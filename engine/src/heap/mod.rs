@@ -6,6 +6,7 @@
 
 mod cow;
 mod exclusive;
+mod incremental;
 pub(crate) mod restore;
 mod table;
 mod ttl_cleanup;
@@ -31,6 +32,8 @@ use crate::state::{
     ReducingStateDescriptor, StateHandle, StateId, StateMeta, StateValue, TtlConfig, ValueState,
     ValueStateDescriptor,
 };
+pub use incremental::HeapIncremental;
+use incremental::{HeapChainJob, Tracker};
 use table::{entry_hash, Entry, ErasedTable, StateTable};
 use ttl_cleanup::CleanupCursor;
 
@@ -87,6 +90,8 @@ pub struct HeapBackend<K: Key> {
     /// Restored states not registered yet, in encoded form (see `restore.rs`).
     pending: Vec<restore::PendingState>,
     clock: Arc<dyn Clock>,
+    /// Incremental checkpoints, if configured, and what the backend knows of them.
+    incremental: Option<(HeapIncremental, Arc<parking_lot::Mutex<Tracker>>, u64)>,
 }
 
 impl<K: Key> HeapBackend<K> {
@@ -103,6 +108,13 @@ impl<K: Key> HeapBackend<K> {
             by_name: HashMap::new(),
             pending: Vec::new(),
             clock: config.get_clock().clone(),
+            incremental: config.get_heap_incremental().map(|options| {
+                (
+                    options,
+                    Arc::new(parking_lot::Mutex::new(Tracker::default())),
+                    crate::random::random_u64(),
+                )
+            }),
         })
     }
 
@@ -861,14 +873,61 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
         ))
     }
 
-    /// Nothing to release: the heap backend holds nothing per checkpoint (the frozen view
-    /// belongs to the `PendingSnapshot` and is freed when its `run()` returns).
-    fn notify_checkpoint_complete(&mut self, _id: crate::checkpoint::CheckpointId) -> Result<()> {
+    /// With incremental checkpoints, checkpoint `id` becomes the base of later deltas (its
+    /// view is kept, the views of older checkpoints in flight are dropped). Otherwise nothing
+    /// to release: the frozen view belongs to the `PendingSnapshot`.
+    fn notify_checkpoint_complete(&mut self, id: crate::checkpoint::CheckpointId) -> Result<()> {
+        if let Some((_, tracker, _)) = &self.incremental {
+            tracker.lock().complete(id.0);
+        }
         Ok(())
     }
 
-    /// Nothing to drop: see `notify_checkpoint_complete`.
-    fn notify_checkpoint_aborted(&mut self, _id: crate::checkpoint::CheckpointId) -> Result<()> {
+    /// With incremental checkpoints, forgets checkpoint `id`'s view: no delta is written
+    /// against it.
+    fn notify_checkpoint_aborted(&mut self, id: crate::checkpoint::CheckpointId) -> Result<()> {
+        if let Some((_, tracker, _)) = &self.incremental {
+            tracker.lock().abort(id.0);
+        }
         Ok(())
+    }
+
+    /// A canonical file, or with incremental checkpoints configured and `target` a checkpoint,
+    /// a delta file (or a new base) under `shared/` and a handle listing its chain
+    /// (`incremental.rs`).
+    fn snapshot(
+        &mut self,
+        target: impl Into<crate::checkpoint::SnapshotTarget>,
+        storage: &Arc<dyn crate::checkpoint::CheckpointStorage>,
+        name: &str,
+    ) -> Result<crate::checkpoint::PendingSnapshot> {
+        let target = target.into();
+        let view = self.snapshot_state()?;
+        let incremental = self
+            .incremental
+            .as_ref()
+            .filter(|_| target.kind() == crate::checkpoint::SnapshotKind::Checkpoint);
+        let Some((options, tracker, uid)) = incremental else {
+            return Ok(crate::checkpoint::PendingSnapshot::new(
+                view,
+                target,
+                storage.clone(),
+                name,
+            ));
+        };
+        let job = HeapChainJob {
+            view: view.clone(),
+            tracker: Arc::clone(tracker),
+            options: *options,
+            compression: flowstate_formats::Compression::None,
+            uid: *uid,
+        };
+        Ok(crate::checkpoint::PendingSnapshot::native(
+            view,
+            target,
+            storage.clone(),
+            name,
+            Box::new(job),
+        ))
     }
 }

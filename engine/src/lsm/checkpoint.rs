@@ -21,8 +21,8 @@
 //! published under which name, by which checkpoint, and whether that checkpoint completed
 //! (spec/checkpoint-protocol.md section 8).
 
+use crate::random::random_u64;
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -110,17 +110,6 @@ impl SharedTables {
     pub(crate) fn len(&self) -> usize {
         self.tables.len()
     }
-}
-
-/// 64 random bits from the standard library's per-process random hasher keys.
-fn random_u64() -> u64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
 }
 
 /// A random table-id base for a new tree: a multiple of 2^24 (so 16 M tables fit before the

@@ -1,5 +1,7 @@
 //! Pieces the engine's integration tests share.
 
+pub mod all_kinds;
+
 use flowstate::AggregateFunction;
 
 /// Sum and count of `i64` inputs: an aggregating state's function whose accumulator, result

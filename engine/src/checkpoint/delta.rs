@@ -1,0 +1,111 @@
+//! Writing a delta file (spec/formats.md 3.11): what changed in a frozen view since an earlier
+//! view of the same backend, key group by key group.
+
+use std::io::Write;
+use std::time::Instant;
+
+use flowstate_formats::snapshot::{DeltaOf, EntryValue, SnapshotWriter, SnapshotWriterOptions};
+use flowstate_formats::Compression;
+
+use super::write::{snapshot_meta, SnapshotStats};
+use crate::error::Result;
+use crate::snapshot::{Change, EncodedRun, RunStateRef, StateSnapshot, StateTableSnapshot};
+
+/// Whether every state of `view` can be written as changes since `base`: each state is either
+/// new (not in `base`) or [`diffable_with`](StateTableSnapshot::diffable_with) its base, and
+/// both views cover the same key groups.
+pub(crate) fn diffable(view: &StateSnapshot, base: &StateSnapshot) -> bool {
+    view.key_group_range() == base.key_group_range()
+        && view.max_parallelism() == base.max_parallelism()
+        && base
+            .states()
+            .iter()
+            .all(|b| view.state(&b.meta().name).is_some())
+        && view
+            .states()
+            .iter()
+            .all(|s| match base.state(&s.meta().name) {
+                None => true,
+                Some(b) => b.meta() == s.meta() && s.diffable_with(&**b),
+            })
+}
+
+/// Writes the changes of `view` since `base` (for which [`diffable`] holds) to `out` as a delta
+/// file `delta`: per key group, each state's changed entries (the whole entries of a state new
+/// since `base`), then its removals.
+pub(crate) fn write_delta<W: Write>(
+    view: &StateSnapshot,
+    base: &StateSnapshot,
+    out: W,
+    compression: Compression,
+    file_name: &str,
+    delta: DeltaOf,
+) -> Result<SnapshotStats> {
+    let started = Instant::now();
+    let meta = snapshot_meta(view);
+    let options = SnapshotWriterOptions {
+        compression,
+        file_name: file_name.to_owned(),
+        origin: None,
+        delta: Some(delta),
+        ..Default::default()
+    };
+    let mut writer = SnapshotWriter::with_options(out, &meta, options)?;
+    let bases: Vec<Option<&dyn StateTableSnapshot>> = view
+        .states()
+        .iter()
+        .map(|s| base.state(&s.meta().name).map(|b| &**b))
+        .collect();
+    let mut changed: Vec<EncodedRun> = view
+        .states()
+        .iter()
+        .map(|_| EncodedRun::default())
+        .collect();
+    let mut removed: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![Vec::new(); view.states().len()];
+    let mut key_groups = 0;
+    for kg in view.key_group_range().iter() {
+        let mut any = false;
+        for (i, state) in view.states().iter().enumerate() {
+            let (run, gone) = (&mut changed[i], &mut removed[i]);
+            run.clear();
+            gone.clear();
+            match bases[i] {
+                None => state.encode_key_group(kg, run)?,
+                Some(b) => state.changes_since(b, kg, &mut |change| match change {
+                    Change::Changed(e) => run.push_entry(e),
+                    Change::Removed { key, namespace } => gone.push((key, namespace)),
+                })?,
+            }
+            run.sort();
+            gone.sort_unstable();
+            any |= !run.is_empty() || !gone.is_empty();
+        }
+        if !any {
+            continue;
+        }
+        key_groups += 1;
+        writer.begin_key_group(kg)?;
+        for (index, (run, gone)) in changed.iter().zip(&removed).enumerate() {
+            for e in run.iter() {
+                let value = match e.state {
+                    RunStateRef::Value(v) => EntryValue::Value(v),
+                    RunStateRef::List(l) => EntryValue::List(l),
+                    RunStateRef::Map(m) => EntryValue::Map(m),
+                };
+                writer.add_entry(index as u32, e.key, e.namespace, value)?;
+            }
+            for (key, namespace) in gone {
+                writer.add_removal(index as u32, key, namespace)?;
+            }
+        }
+        writer.end_key_group()?;
+    }
+    let summary = writer.finish()?;
+    Ok(SnapshotStats {
+        bytes: summary.len,
+        entries: summary.entry_count,
+        key_groups,
+        duration: started.elapsed(),
+        ..SnapshotStats::default()
+    })
+}

@@ -1,0 +1,146 @@
+//! The five state kinds (and a windowed value) over `u64` keys, a model of them, a function
+//! that changes every kind of a key and one that checks a backend against the model: what the
+//! tests of incremental checkpoints (LSM and heap) restore and compare.
+#![allow(dead_code)] // each test binary uses some of the shared pieces
+
+use std::collections::BTreeMap;
+
+use flowstate::*;
+
+use super::Sum;
+
+pub struct Handles {
+    pub value: ValueState<u64>,
+    pub list: ListState<String>,
+    pub map: MapState<u32, f64>,
+    pub reducing: ReducingState<i64>,
+    pub aggregating: AggregatingState<Sum>,
+    pub windowed: ValueState<u64, TimeWindow>,
+}
+
+pub fn register(b: &mut Backend<u64>) -> Handles {
+    Handles {
+        value: b
+            .register(ValueStateDescriptor::<u64>::new("value"))
+            .unwrap(),
+        list: b
+            .register(ListStateDescriptor::<String>::new("list"))
+            .unwrap(),
+        map: b
+            .register(MapStateDescriptor::<u32, f64>::new("map"))
+            .unwrap(),
+        reducing: b
+            .register(ReducingStateDescriptor::<i64>::new("reducing", |a, b| {
+                a + b
+            }))
+            .unwrap(),
+        aggregating: b
+            .register(AggregatingStateDescriptor::new("aggregating", Sum))
+            .unwrap(),
+        windowed: b
+            .register(ValueStateDescriptor::<u64>::new("windowed").with_namespace::<TimeWindow>())
+            .unwrap(),
+    }
+}
+
+pub fn window(k: u64) -> TimeWindow {
+    TimeWindow::new((k % 3) as i64 * 10, (k % 3) as i64 * 10 + 10)
+}
+
+/// The expected state of every key.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Model {
+    pub value: BTreeMap<u64, u64>,
+    pub list: BTreeMap<u64, Vec<String>>,
+    pub map: BTreeMap<u64, BTreeMap<u32, f64>>,
+    pub reducing: BTreeMap<u64, i64>,
+    pub aggregating: BTreeMap<u64, (i64, u32)>,
+    pub windowed: BTreeMap<u64, u64>,
+}
+
+/// The `t`-th touch of key `k`: changes every state kind, on the backend and in the model.
+pub fn touch(b: &mut Backend<u64>, h: &Handles, m: &mut Model, k: u64, t: u64) {
+    b.set_current_key(&k);
+    b.value(&h.value).update(k * 10 + t).unwrap();
+    m.value.insert(k, k * 10 + t);
+    if (k + t) % 2 == 0 {
+        b.list(&h.list).add(format!("e{k}-{t}")).unwrap();
+        m.list.entry(k).or_default().push(format!("e{k}-{t}"));
+    }
+    if t % 5 == 4 {
+        b.map(&h.map).clear().unwrap();
+        m.map.remove(&k);
+    } else {
+        b.map(&h.map)
+            .put((t % 4) as u32, k as f64 + t as f64)
+            .unwrap();
+        m.map
+            .entry(k)
+            .or_default()
+            .insert((t % 4) as u32, k as f64 + t as f64);
+    }
+    b.reducing(&h.reducing).add(k as i64 + 1).unwrap();
+    *m.reducing.entry(k).or_default() += k as i64 + 1;
+    b.aggregating(&h.aggregating).add(t as i64).unwrap();
+    let acc = m.aggregating.entry(k).or_default();
+    acc.0 += t as i64;
+    acc.1 += 1;
+    if t % 3 == 2 {
+        b.value(&h.windowed).namespace(&window(k)).clear().unwrap();
+        m.windowed.remove(&k);
+    } else {
+        b.value(&h.windowed)
+            .namespace(&window(k))
+            .update(t)
+            .unwrap();
+        m.windowed.insert(k, t);
+    }
+}
+
+/// Checks that `b` holds exactly the model's state of the keys it owns; returns how many
+/// keys of `keys` it owns.
+pub fn check(b: &mut Backend<u64>, h: &Handles, m: &Model, keys: u64) -> u64 {
+    let mut owned = 0;
+    for k in 0..keys {
+        b.set_current_key(&k);
+        if !b
+            .current_key_group()
+            .is_some_and(|kg| b.key_group_range().contains(kg))
+        {
+            continue;
+        }
+        owned += 1;
+        assert_eq!(
+            b.value(&h.value).get().unwrap(),
+            m.value.get(&k).copied(),
+            "value of {k}"
+        );
+        assert_eq!(
+            b.list(&h.list).get().unwrap(),
+            m.list.get(&k).cloned().unwrap_or_default(),
+            "list of {k}"
+        );
+        let map: BTreeMap<u32, f64> = b.map(&h.map).entries().unwrap().into_iter().collect();
+        assert_eq!(
+            map,
+            m.map.get(&k).cloned().unwrap_or_default(),
+            "map of {k}"
+        );
+        assert_eq!(
+            b.reducing(&h.reducing).get().unwrap(),
+            m.reducing.get(&k).copied(),
+            "reducing of {k}"
+        );
+        assert_eq!(
+            b.aggregating(&h.aggregating).get().unwrap(),
+            m.aggregating.get(&k).copied(),
+            "aggregating of {k}"
+        );
+        assert_eq!(
+            b.value(&h.windowed).namespace(&window(k)).get().unwrap(),
+            m.windowed.get(&k).copied(),
+            "windowed of {k}"
+        );
+    }
+    owned
+}

@@ -1,0 +1,397 @@
+//! Incremental checkpoints of the heap backend (spec/checkpoint-protocol.md, "Heap incremental
+//! checkpoints"): what they ship, how chains consolidate and are collected, and restores from
+//! them at any parallelism into either backend, checked against a model of every state kind;
+//! then a property test with checkpoints, aborts, lost notifications and restores at random
+//! points.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use flowstate::checkpoint::{
+    CheckpointStorage, FsCheckpointOptions, FsCheckpointStorage, KeyedStateHandle, SnapshotResult,
+    SnapshotTarget, SubtaskState,
+};
+use flowstate::heap::HeapIncremental;
+use flowstate::lsm::LsmBackground;
+use flowstate::*;
+use flowstate_formats::checkpoint::KeyedHandleKind;
+use proptest::prelude::*;
+
+use common::all_kinds::{check, register, touch, Handles, Model};
+
+const MAXP: u32 = 128;
+
+fn heap(range: KeyGroupRange, limits: HeapIncremental) -> BackendConfig {
+    BackendConfig::heap()
+        .max_parallelism(MAXP)
+        .key_group_range(range)
+        .heap_incremental_checkpoints(limits)
+}
+
+fn fs_storage(dir: &std::path::Path, retained: usize) -> Arc<dyn CheckpointStorage> {
+    Arc::new(
+        FsCheckpointStorage::open_local(
+            dir,
+            FsCheckpointOptions::default().with_retained(retained),
+        )
+        .unwrap(),
+    )
+}
+
+struct Task {
+    backend: Backend<u64>,
+    handles: Handles,
+}
+
+fn new_task(limits: HeapIncremental) -> Task {
+    let mut backend = Backend::open(heap(KeyGroupRange::all(MAXP).unwrap(), limits)).unwrap();
+    let handles = register(&mut backend);
+    Task { backend, handles }
+}
+
+/// Takes checkpoint `id` of `task` and completes it in `storage`; notifies the backend.
+fn checkpoint(task: &mut Task, storage: &Arc<dyn CheckpointStorage>, id: u64) -> SnapshotResult {
+    let done = task
+        .backend
+        .snapshot(CheckpointId(id), storage, "op-0")
+        .unwrap()
+        .run()
+        .unwrap();
+    let state = SubtaskState::new("op", 0, 1, MAXP).with_keyed(done.handle.clone());
+    storage
+        .complete_checkpoint(CheckpointId(id), vec![state])
+        .unwrap();
+    task.backend
+        .notify_checkpoint_complete(CheckpointId(id))
+        .unwrap();
+    done
+}
+
+/// Restores task `i` of `p` from the latest completed checkpoint into the heap (incremental
+/// again) or the LSM backend, its states registered.
+fn restore(
+    storage: &Arc<dyn CheckpointStorage>,
+    dir: &std::path::Path,
+    lsm: bool,
+    p: u32,
+    i: u32,
+) -> (Backend<u64>, Handles) {
+    let done = storage.latest_completed().unwrap().expect("a checkpoint");
+    let range = KeyGroupRange::for_operator(MAXP, p, i).unwrap();
+    let config = if lsm {
+        BackendConfig::lsm(dir.join(format!("lsm-{p}-{i}")))
+            .max_parallelism(MAXP)
+            .key_group_range(range)
+            .lsm_background(LsmBackground::Inline)
+    } else {
+        heap(range, HeapIncremental::default())
+    };
+    let mut b = Backend::restore_from(config, &**storage, &done.handles_for(range)).unwrap();
+    let h = register(&mut b);
+    (b, h)
+}
+
+/// Every task of a restore at parallelism `p` together holds exactly the model.
+fn check_restores(
+    storage: &Arc<dyn CheckpointStorage>,
+    dir: &std::path::Path,
+    m: &Model,
+    keys: u64,
+) {
+    for (lsm, p) in [(false, 1), (false, 2), (true, 3)] {
+        let mut owned = 0;
+        for i in 0..p {
+            let (mut b, h) = restore(storage, dir, lsm, p, i);
+            owned += check(&mut b, &h, m, keys);
+        }
+        assert_eq!(
+            owned, keys,
+            "lsm {lsm}, parallelism {p}: every key owned once"
+        );
+    }
+}
+
+fn chain(handle: &KeyedStateHandle) -> Vec<String> {
+    assert_eq!(handle.kind(), KeyedHandleKind::HeapChain);
+    assert!(handle.files().is_empty());
+    handle
+        .shared_files()
+        .iter()
+        .map(|f| f.path().to_owned())
+        .collect()
+}
+
+#[test]
+fn deltas_ship_only_the_changes_and_restore_at_any_parallelism_into_either_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = fs_storage(&dir.path().join("chk"), 2);
+    let keys = 2_000;
+    let mut task = new_task(HeapIncremental::default());
+    let mut m = Model::default();
+    for k in 0..keys {
+        touch(&mut task.backend, &task.handles, &mut m, k, 0);
+    }
+    let base = checkpoint(&mut task, &storage, 1);
+    assert_eq!(
+        chain(&base.handle).len(),
+        1,
+        "the first checkpoint is a base"
+    );
+    assert!(chain(&base.handle)[0].ends_with(".base"));
+    assert_eq!(base.stats.new_shared_files, 1);
+    check_restores(&storage, dir.path(), &m, keys);
+
+    // 1% of the keys change: the delta holds about 1% of the bytes.
+    for k in (0..keys).step_by(100) {
+        touch(&mut task.backend, &task.handles, &mut m, k, 1);
+    }
+    let delta = checkpoint(&mut task, &storage, 2);
+    let files = chain(&delta.handle);
+    assert_eq!(files.len(), 2);
+    assert_eq!(files[0], chain(&base.handle)[0], "the base is shared");
+    assert!(files[1].ends_with(".delta"));
+    assert!(
+        delta.stats.new_shared_bytes * 20 < base.stats.new_shared_bytes,
+        "a 1% delta of {} bytes beside a base of {}",
+        delta.stats.new_shared_bytes,
+        base.stats.new_shared_bytes
+    );
+    check_restores(&storage, dir.path(), &m, keys);
+
+    // Removals: values, whole maps and windows cleared (touch clears some), keys emptied.
+    for k in (0..keys).step_by(7) {
+        task.backend.set_current_key(&k);
+        task.backend.value(&task.handles.value).clear().unwrap();
+        m.value.remove(&k);
+        task.backend.list(&task.handles.list).clear().unwrap();
+        m.list.remove(&k);
+        touch(&mut task.backend, &task.handles, &mut m, k, 4);
+    }
+    let third = checkpoint(&mut task, &storage, 3);
+    assert_eq!(chain(&third.handle).len(), 3);
+    check_restores(&storage, dir.path(), &m, keys);
+
+    // Nothing changed: an empty delta.
+    let fourth = checkpoint(&mut task, &storage, 4);
+    assert_eq!(chain(&fourth.handle).len(), 4);
+    assert_eq!(fourth.stats.entries, 0);
+    check_restores(&storage, dir.path(), &m, keys);
+
+    // Savepoints stay full and canonical.
+    let pending = task
+        .backend
+        .snapshot(
+            SnapshotTarget::savepoint(CheckpointId(5), "sp-5"),
+            &storage,
+            "op-0",
+        )
+        .unwrap();
+    assert!(!pending.is_native());
+    let sp = pending.run().unwrap();
+    assert_eq!(sp.handle.kind(), KeyedHandleKind::KeyGroupFiles);
+}
+
+#[test]
+fn chains_consolidate_and_old_files_are_collected() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = fs_storage(&dir.path().join("chk"), 1);
+    let keys = 500;
+    let limits = HeapIncremental {
+        max_deltas: 2,
+        max_delta_ratio: 0.5,
+    };
+    let mut task = new_task(limits);
+    let mut m = Model::default();
+    for k in 0..keys {
+        touch(&mut task.backend, &task.handles, &mut m, k, 0);
+    }
+    let mut lens = Vec::new();
+    for id in 1..=5 {
+        touch(&mut task.backend, &task.handles, &mut m, id, id);
+        let done = checkpoint(&mut task, &storage, id);
+        lens.push(chain(&done.handle).len());
+        // Retaining one checkpoint, shared/ holds exactly the files of its chain.
+        let refs = storage.shared_file_references().unwrap();
+        let present: BTreeSet<String> = refs.keys().cloned().collect();
+        let listed: BTreeSet<String> = chain(&done.handle).into_iter().collect();
+        assert_eq!(
+            present, listed,
+            "checkpoint {id}: shared/ holds its chain only"
+        );
+        assert!(refs.values().all(|&n| n == 1));
+    }
+    assert_eq!(lens, [1, 2, 3, 1, 2], "after two deltas, a new base");
+    check_restores(&storage, dir.path(), &m, keys);
+
+    // Deltas that outgrow the ratio: every key changes, so the next checkpoint is a base.
+    for k in 0..keys {
+        touch(&mut task.backend, &task.handles, &mut m, k, 9);
+    }
+    let big = checkpoint(&mut task, &storage, 6);
+    assert_eq!(
+        chain(&big.handle).len(),
+        3,
+        "a delta as large as the base is written"
+    );
+    touch(&mut task.backend, &task.handles, &mut m, 1, 10);
+    let after = checkpoint(&mut task, &storage, 7);
+    assert_eq!(
+        chain(&after.handle).len(),
+        1,
+        "then the ratio asks for a new base"
+    );
+    check_restores(&storage, dir.path(), &m, keys);
+}
+
+#[test]
+fn deltas_are_relative_to_the_last_confirmed_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = fs_storage(&dir.path().join("chk"), 3);
+    let keys = 300;
+    let mut task = new_task(HeapIncremental::default());
+    let mut m = Model::default();
+    for k in 0..keys {
+        touch(&mut task.backend, &task.handles, &mut m, k, 0);
+    }
+    checkpoint(&mut task, &storage, 1);
+    // Checkpoint 2 is written, then aborted; 3 is written in flight beside it.
+    touch(&mut task.backend, &task.handles, &mut m, 5, 1);
+    let two = task
+        .backend
+        .snapshot(CheckpointId(2), &storage, "op-0")
+        .unwrap();
+    touch(&mut task.backend, &task.handles, &mut m, 6, 1);
+    let three = task
+        .backend
+        .snapshot(CheckpointId(3), &storage, "op-0")
+        .unwrap();
+    let two = two.run().unwrap();
+    storage.abort_checkpoint(CheckpointId(2)).unwrap();
+    task.backend
+        .notify_checkpoint_aborted(CheckpointId(2))
+        .unwrap();
+    let three = three.run().unwrap();
+    assert_eq!(chain(&two.handle).len(), 2);
+    assert_eq!(
+        chain(&three.handle)[..1],
+        chain(&two.handle)[..1],
+        "both deltas of the base of checkpoint 1"
+    );
+    let state = SubtaskState::new("op", 0, 1, MAXP).with_keyed(three.handle.clone());
+    storage
+        .complete_checkpoint(CheckpointId(3), vec![state])
+        .unwrap();
+    // The notification of 3 is lost: checkpoint 4 is still a delta of checkpoint 1's view.
+    touch(&mut task.backend, &task.handles, &mut m, 7, 1);
+    let four = checkpoint(&mut task, &storage, 4);
+    assert_eq!(chain(&four.handle).len(), 2);
+    check_restores(&storage, dir.path(), &m, keys);
+    // A restored backend starts a chain of its own.
+    let (mut b, h) = restore(&storage, dir.path(), false, 1, 0);
+    touch(&mut b, &h, &mut m, 8, 2);
+    let mut task = Task {
+        backend: b,
+        handles: h,
+    };
+    let five = checkpoint(&mut task, &storage, 5);
+    assert_eq!(chain(&five.handle).len(), 1);
+    check_restores(&storage, dir.path(), &m, keys);
+}
+
+/// What the property test does.
+#[derive(Debug, Clone)]
+enum Op {
+    Touch(u64, u64),
+    ClearValue(u64),
+    /// A checkpoint: completed (else aborted), and then notified or not.
+    Checkpoint {
+        complete: bool,
+        notify: bool,
+    },
+    /// Restore the latest completed checkpoint into a heap backend.
+    Restore,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0u64..40, 0u64..8).prop_map(|(k, t)| Op::Touch(k, t)),
+        1 => (0u64..40).prop_map(Op::ClearValue),
+        3 => (any::<bool>(), any::<bool>()).prop_map(|(c, n)| Op::Checkpoint {
+            complete: c || n,
+            notify: n || !c,
+        }),
+        1 => Just(Op::Restore),
+    ]
+}
+
+fn run_model(ops: &[Op], max_deltas: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = fs_storage(&dir.path().join("chk"), 2);
+    let limits = HeapIncremental {
+        max_deltas,
+        max_delta_ratio: 4.0,
+    };
+    let keys = 40;
+    let mut task = new_task(limits);
+    let mut m = Model::default();
+    let mut completed: Option<Model> = None;
+    for (id, op) in (1u64..).zip(ops) {
+        match *op {
+            Op::Touch(k, t) => touch(&mut task.backend, &task.handles, &mut m, k, t),
+            Op::ClearValue(k) => {
+                task.backend.set_current_key(&k);
+                task.backend.value(&task.handles.value).clear().unwrap();
+                m.value.remove(&k);
+            }
+            Op::Checkpoint { complete, notify } => {
+                let done = task
+                    .backend
+                    .snapshot(CheckpointId(id), &storage, "op-0")
+                    .unwrap()
+                    .run()
+                    .unwrap();
+                let cid = CheckpointId(id);
+                if complete {
+                    let state = SubtaskState::new("op", 0, 1, MAXP).with_keyed(done.handle);
+                    storage.complete_checkpoint(cid, vec![state]).unwrap();
+                    completed = Some(m.clone());
+                    if notify {
+                        task.backend.notify_checkpoint_complete(cid).unwrap();
+                    }
+                } else {
+                    storage.abort_checkpoint(cid).unwrap();
+                    if notify {
+                        task.backend.notify_checkpoint_aborted(cid).unwrap();
+                    }
+                }
+            }
+            Op::Restore => {
+                let Some(at) = &completed else { continue };
+                let (b, h) = restore(&storage, dir.path(), false, 1, 0);
+                task = Task {
+                    backend: b,
+                    handles: h,
+                };
+                m = at.clone();
+                assert_eq!(check(&mut task.backend, &task.handles, &m, keys), keys);
+            }
+        }
+    }
+    if let Some(at) = &completed {
+        check_restores(&storage, dir.path(), at, keys);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn chains_restore_the_state_of_their_checkpoint(
+        ops in proptest::collection::vec(op(), 1..40),
+        max_deltas in 1u32..4,
+    ) {
+        run_model(&ops, max_deltas);
+    }
+}
