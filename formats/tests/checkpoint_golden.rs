@@ -294,6 +294,44 @@ fn native_handle_matches_its_golden_file_and_damage_is_detected() {
     check_damage_is_detected(&golden, KeyedStateHandleRecord::decode);
 }
 
+/// A heap incremental checkpoint's handle: a base and two deltas, with checksums (version 2).
+fn heap_chain_handle() -> KeyedStateHandleRecord {
+    let shared = |name: &str, size: u64, crc: u32| StateFileRecord {
+        path: format!("shared/{name}"),
+        size,
+        crc32c: Some(crc),
+    };
+    KeyedStateHandleRecord {
+        kind: KeyedHandleKind::HeapChain,
+        key_group_range: (64, 127),
+        files: Vec::new(),
+        shared: vec![
+            shared("op-1-0123456789abcdef-0000000000000007.base", 90_000, 0x0bad_cafe),
+            shared("op-1-0123456789abcdef-0000000000000008.delta", 900, 0x1234_5678),
+            shared("op-1-0123456789abcdef-0000000000000009.delta", 850, 0x9abc_def0),
+        ],
+    }
+}
+
+#[test]
+fn heap_chain_handle_matches_its_golden_file_and_damage_is_detected() {
+    let encoded = heap_chain_handle().encode("handle").unwrap();
+    let golden = check_golden("keyed_state_handle_heap_chain_v2.bin", &encoded);
+    assert_eq!(golden[6], 3, "kind byte 3: heap chain");
+    assert_eq!(
+        KeyedStateHandleRecord::decode(&golden, "handle").unwrap(),
+        heap_chain_handle()
+    );
+    check_damage_is_detected(&golden, KeyedStateHandleRecord::decode);
+    // A chain lists no file of its own and at least one shared file.
+    let mut own = heap_chain_handle();
+    own.files = vec![own.shared[0].clone()];
+    assert!(own.encode("f").is_err());
+    let mut empty = heap_chain_handle();
+    empty.shared.clear();
+    assert!(empty.encode("f").is_err());
+}
+
 #[test]
 fn native_snapshot_matches_its_golden_file_and_damage_is_detected() {
     let encoded = native_snapshot().encode("chk-42/keyed-agg-0").unwrap();
