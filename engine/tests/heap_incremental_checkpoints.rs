@@ -395,3 +395,98 @@ proptest! {
         run_model(&ops, max_deltas);
     }
 }
+
+#[test]
+fn states_with_a_ttl_write_deltas_as_full_snapshots_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = fs_storage(&dir.path().join("chk"), 2);
+    let clock = Arc::new(ManualClock::new(1_000));
+    let config = heap(
+        KeyGroupRange::all(MAXP).unwrap(),
+        HeapIncremental::default(),
+    )
+    .clock(clock.clone());
+    let mut b = Backend::<u64>::open(config).unwrap();
+    let ttl = TtlConfig::after(std::time::Duration::from_millis(100));
+    let v = b
+        .register(ValueStateDescriptor::<u64>::new("v").with_ttl(ttl))
+        .unwrap();
+    let l = b
+        .register(ListStateDescriptor::<u32>::new("l").with_ttl(ttl))
+        .unwrap();
+    for k in 0..20u64 {
+        b.set_current_key(&k);
+        b.value(&v).update(k).unwrap();
+        b.list(&l).add(1).unwrap();
+    }
+    let run = |b: &mut Backend<u64>, id: u64| {
+        let done = b
+            .snapshot(CheckpointId(id), &storage, "op-0")
+            .unwrap()
+            .run()
+            .unwrap();
+        let state = SubtaskState::new("op", 0, 1, MAXP).with_keyed(done.handle.clone());
+        storage
+            .complete_checkpoint(CheckpointId(id), vec![state])
+            .unwrap();
+        b.notify_checkpoint_complete(CheckpointId(id)).unwrap();
+        done
+    };
+    run(&mut b, 1);
+    // At 1 060, keys 0..10 get a second list element and keys 10..20 a new value.
+    clock.set(1_060);
+    for k in 0..20u64 {
+        b.set_current_key(&k);
+        if k < 10 {
+            b.list(&l).add(2).unwrap();
+        } else {
+            b.value(&v).update(k + 100).unwrap();
+        }
+    }
+    // At 1 120 what was written at 1 000 has expired: a changed list keeps only its element of
+    // 1 060; an unchanged expired value stays in the base's file and is hidden on restore.
+    clock.set(1_120);
+    let delta = run(&mut b, 2);
+    assert_eq!(chain(&delta.handle).len(), 2);
+    let done = storage.latest_completed().unwrap().unwrap();
+    let restore_at = |now: u64| {
+        let clock = Arc::new(ManualClock::new(now));
+        let config = BackendConfig::heap().max_parallelism(MAXP).clock(clock);
+        let mut r = Backend::<u64>::restore_from(
+            config,
+            &*storage,
+            &done.handles_for(KeyGroupRange::all(MAXP).unwrap()),
+        )
+        .unwrap();
+        let v = r
+            .register(ValueStateDescriptor::<u64>::new("v").with_ttl(ttl))
+            .unwrap();
+        let l = r
+            .register(ListStateDescriptor::<u32>::new("l").with_ttl(ttl))
+            .unwrap();
+        (r, v, l)
+    };
+    let (mut r, rv, rl) = restore_at(1_120);
+    for k in 0..20u64 {
+        r.set_current_key(&k);
+        if k < 10 {
+            assert_eq!(
+                r.list(&rl).get().unwrap(),
+                vec![2],
+                "key {k}: the live element"
+            );
+            assert_eq!(
+                r.value(&rv).get().unwrap(),
+                None,
+                "key {k}: expired in the base"
+            );
+        } else {
+            assert_eq!(r.list(&rl).get().unwrap(), Vec::<u32>::new(), "key {k}");
+            assert_eq!(r.value(&rv).get().unwrap(), Some(k + 100), "key {k}");
+        }
+    }
+    // What the chain holds counts the same as a full snapshot's live entries.
+    let full = b.snapshot_state().unwrap().entry_count().unwrap();
+    let (mut r, _, _) = restore_at(1_120);
+    assert_eq!(r.snapshot_state().unwrap().entry_count().unwrap(), full);
+}

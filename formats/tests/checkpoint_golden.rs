@@ -306,9 +306,21 @@ fn heap_chain_handle() -> KeyedStateHandleRecord {
         key_group_range: (64, 127),
         files: Vec::new(),
         shared: vec![
-            shared("op-1-0123456789abcdef-0000000000000007.base", 90_000, 0x0bad_cafe),
-            shared("op-1-0123456789abcdef-0000000000000008.delta", 900, 0x1234_5678),
-            shared("op-1-0123456789abcdef-0000000000000009.delta", 850, 0x9abc_def0),
+            shared(
+                "op-1-0123456789abcdef-0000000000000007.base",
+                90_000,
+                0x0bad_cafe,
+            ),
+            shared(
+                "op-1-0123456789abcdef-0000000000000008.delta",
+                900,
+                0x1234_5678,
+            ),
+            shared(
+                "op-1-0123456789abcdef-0000000000000009.delta",
+                850,
+                0x9abc_def0,
+            ),
         ],
     }
 }
