@@ -15,6 +15,7 @@ use flowstate::checkpoint::{
 };
 use flowstate::heap::HeapIncremental;
 use flowstate::lsm::LsmBackground;
+use flowstate::storage::{CrashMode, MemStorage};
 use flowstate::*;
 use flowstate_formats::checkpoint::KeyedHandleKind;
 use proptest::prelude::*;
@@ -489,4 +490,110 @@ fn states_with_a_ttl_write_deltas_as_full_snapshots_would() {
     let full = b.snapshot_state().unwrap().entry_count().unwrap();
     let (mut r, _, _) = restore_at(1_120);
     assert_eq!(r.snapshot_state().unwrap().entry_count().unwrap(), full);
+}
+
+/// Checkpoint 3 consolidates (a new base after one delta), and completing it with one
+/// checkpoint retained deletes the old chain. The checkpoint storage's MemStorage fails from
+/// its n-th operation on (n = 1, 1 + step, ...) through checkpoint 3's publication, completion
+/// and collection, crashes as `mode` says, heals and reopens: the latest complete checkpoint
+/// restores to the model of its moment and `shared/` holds exactly what it references.
+fn consolidation_crash_sweep(mode: CrashMode, step: u64) {
+    let keys = 300;
+    let mut n = 1;
+    let mut outcomes = BTreeSet::new();
+    loop {
+        let mem = Arc::new(MemStorage::with_seed(n));
+        let open = |mem: &Arc<MemStorage>| -> Arc<dyn CheckpointStorage> {
+            Arc::new(
+                FsCheckpointStorage::open(mem.clone(), FsCheckpointOptions::default()).unwrap(),
+            )
+        };
+        let storage = open(&mem);
+        let mut task = new_task(HeapIncremental {
+            max_deltas: 1,
+            max_delta_ratio: 10.0,
+        });
+        let mut m = Model::default();
+        for k in 0..keys {
+            touch(&mut task.backend, &task.handles, &mut m, k, 0);
+        }
+        checkpoint(&mut task, &storage, 1);
+        for k in (0..keys).step_by(11) {
+            touch(&mut task.backend, &task.handles, &mut m, k, 1);
+        }
+        let two = checkpoint(&mut task, &storage, 2);
+        assert_eq!(chain(&two.handle).len(), 2);
+        let second = m.clone();
+        for k in (0..keys).step_by(7) {
+            touch(&mut task.backend, &task.handles, &mut m, k, 2);
+        }
+        let start = mem.op_count();
+        mem.fail_after(n);
+        let result = task
+            .backend
+            .snapshot(CheckpointId(3), &storage, "op-0")
+            .and_then(|p| p.run())
+            .and_then(|done| {
+                assert_eq!(chain(&done.handle).len(), 1, "checkpoint 3 is a new base");
+                storage.complete_checkpoint(
+                    CheckpointId(3),
+                    vec![SubtaskState::new("op", 0, 1, MAXP).with_keyed(done.handle)],
+                )
+            });
+        let acknowledged = result.is_ok();
+        let reached = mem.op_count() - start >= n;
+        mem.crash_with(mode);
+        mem.heal();
+        let storage = open(&mem);
+        let latest = storage.latest_completed().unwrap().unwrap();
+        if acknowledged {
+            assert_eq!(
+                latest.id(),
+                CheckpointId(3),
+                "n = {n}: an acknowledged checkpoint"
+            );
+        }
+        outcomes.insert(latest.id().0);
+        let expected = if latest.id() == CheckpointId(3) {
+            &m
+        } else {
+            &second
+        };
+        let all = KeyGroupRange::all(MAXP).unwrap();
+        let mut restored = Backend::<u64>::restore_from(
+            BackendConfig::heap().max_parallelism(MAXP),
+            &*storage,
+            &latest.handles_for(all),
+        )
+        .unwrap_or_else(|e| panic!("n = {n}: {e}"));
+        let h = register(&mut restored);
+        assert_eq!(check(&mut restored, &h, expected, keys), keys, "n = {n}");
+        let refs = storage.shared_file_references().unwrap();
+        assert!(
+            refs.values().all(|&c| c > 0),
+            "n = {n}: garbage left: {refs:?}"
+        );
+        if !reached {
+            assert!(acknowledged);
+            break;
+        }
+        n += step;
+    }
+    assert!(
+        outcomes.contains(&2) && outcomes.contains(&3),
+        "{outcomes:?}"
+    );
+    assert!(n > 5, "the sweep covered the publication steps: {n}");
+}
+
+#[test]
+fn a_crash_at_every_step_of_a_consolidation_loses_nothing() {
+    consolidation_crash_sweep(CrashMode::DropUnsynced, 1);
+}
+
+#[test]
+fn torn_crashes_during_a_consolidation_lose_nothing() {
+    for seed in [1, 2] {
+        consolidation_crash_sweep(CrashMode::Torn { seed }, 3);
+    }
 }
