@@ -53,7 +53,7 @@ fn check_latest(
         .expect("the latest checkpoint after recovery reads")?;
     let id = latest.id().0;
     let model = expected(id).unwrap_or_else(|| panic!("checkpoint {id} may not be the latest"));
-    let mut tasks = restore_tasks(1, None, |config, range| {
+    let mut tasks = restore_tasks(1, None, crate::BackendConfig::heap(), |config, range| {
         Backend::<u64>::restore_from(config, storage, &latest.handles_for(range))
             .expect("the latest checkpoint after recovery restores")
     });
@@ -186,13 +186,13 @@ pub fn check_crash_recovery(data: &[u8]) {
         .load_checkpoint(CheckpointId(id))
         .expect("the latest checkpoint loads");
     let storage: Arc<dyn CheckpointStorage> = Arc::new(storage);
-    let mut tasks = restore_tasks(1, None, |config, range| {
+    let mut tasks = restore_tasks(1, None, crate::BackendConfig::heap(), |config, range| {
         Backend::<u64>::restore_from(config, &*storage, &done.handles_for(range))
             .expect("the latest checkpoint restores")
     });
     checkpoint(&mut tasks[0], &storage, CheckpointId(next_id), true)
         .expect("a checkpoint after recovery completes");
-    let mut after = restore_tasks(1, None, |config, range| {
+    let mut after = restore_tasks(1, None, crate::BackendConfig::heap(), |config, range| {
         let latest = storage
             .latest_completed()
             .expect("the checkpoints read")

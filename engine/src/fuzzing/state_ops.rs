@@ -321,6 +321,8 @@ pub(super) struct Run {
     /// Whether restored LSM backends flush (and so compact) on every write; otherwise their
     /// writes stay in the memtable, over the tables the restore ingested.
     flush_every_write: bool,
+    /// Whether heap tasks take incremental checkpoints (chains of at most two deltas).
+    heap_incremental: bool,
 }
 
 /// Whether the run of input `data` may restore into LSM backends: its 64-bit FNV-1a hash is a
@@ -349,6 +351,20 @@ impl Run {
             },
             lsm: lsm_input(data),
             flush_every_write: b & 0x10 == 0x10,
+            heap_incremental: b & 0x20 == 0x20,
+        }
+    }
+
+    /// The configuration of a heap task of this run.
+    fn heap_config(self) -> BackendConfig {
+        let config = BackendConfig::heap().max_parallelism(MAXP);
+        if self.heap_incremental {
+            config.heap_incremental_checkpoints(crate::heap::HeapIncremental {
+                max_deltas: 2,
+                max_delta_ratio: 1.0,
+            })
+        } else {
+            config
         }
     }
 }
@@ -360,7 +376,8 @@ impl Run {
 ///
 /// The first byte configures the run: bits 0–1 the compression of snapshot blocks and LSM
 /// table blocks (none, LZ4, zstd, none); bit 4 makes restored LSM backends flush and compact
-/// on every write. Restores go into LSM backends only on inputs whose [`lsm_input`] hash says
+/// on every write; bit 5 gives heap tasks incremental checkpoints (chains of at most two
+/// deltas, so that checkpoints write bases, deltas and consolidations). Restores go into LSM backends only on inputs whose [`lsm_input`] hash says
 /// so (an eighth of them); on the others every restore is into heap backends. Then each operation takes four bytes: opcode, key, namespace or user key, value.
 /// The namespace is the third byte modulo 4 and the map's user key its upper bits modulo 8.
 /// Opcodes below `0xF0`, modulo 18: value update (0) and clear (1); list add (2), update (3)
@@ -383,8 +400,7 @@ pub fn check_state_ops(data: &[u8]) {
         return;
     };
     let run = Run::new(config, data);
-    let mut live = Backend::<u64>::open(BackendConfig::heap().max_parallelism(MAXP))
-        .expect("a valid configuration");
+    let mut live = Backend::<u64>::open(run.heap_config()).expect("a valid configuration");
     let handles = register(&mut live);
     let mut tasks = vec![(live, handles)];
     let mut model = Model::default();
@@ -413,7 +429,8 @@ pub fn check_state_ops(data: &[u8]) {
                     .expect("the latest checkpoint reads")
                     .expect("a checkpoint completed");
                 let lsm = run.lsm_if(v & 4 == 0);
-                tasks = restore_checkpoint(&checkpoints, &latest, u32::from(v % 4) + 1, lsm);
+                let p = u32::from(v % 4) + 1;
+                tasks = restore_checkpoint(&checkpoints, &latest, p, lsm, run.heap_config());
                 check(&mut tasks, &expected);
                 model = expected;
             }
@@ -438,7 +455,8 @@ pub fn check_state_ops(data: &[u8]) {
                     continue;
                 };
                 let lsm = run.lsm_if(code == 11);
-                tasks = restore_round(&views, u32::from(v % 4) + 1, lsm, run.compression);
+                let p = u32::from(v % 4) + 1;
+                tasks = restore_round(&views, p, lsm, run.compression, run.heap_config());
                 check(&mut tasks, &expected);
                 model = expected;
             }
@@ -460,7 +478,7 @@ pub fn check_state_ops(data: &[u8]) {
     // A held snapshot still shows its moment, whatever happened since.
     if let Some((views, expected)) = held {
         check(
-            &mut restore_round(&views, 1, None, run.compression),
+            &mut restore_round(&views, 1, None, run.compression, run.heap_config()),
             &expected,
         );
     }
@@ -479,7 +497,7 @@ pub fn check_state_ops(data: &[u8]) {
             .expect("the latest checkpoint reads")
             .expect("a checkpoint completed");
         check(
-            &mut restore_checkpoint(&checkpoints, &latest, 2, None),
+            &mut restore_checkpoint(&checkpoints, &latest, 2, None, BackendConfig::heap()),
             &expected,
         );
     }
@@ -548,18 +566,21 @@ fn restore_checkpoint(
     done: &crate::CompletedCheckpoint,
     p: u32,
     lsm: Option<Run>,
+    heap: BackendConfig,
 ) -> Vec<Task> {
-    restore_tasks(p, lsm, |config, range| {
+    restore_tasks(p, lsm, heap, |config, range| {
         Backend::<u64>::restore_from(config, &**storage, &done.handles_for(range))
             .expect("a checkpoint restores at any parallelism")
     })
 }
 
 /// `p` tasks, each restored by `restore` into an LSM backend configured as `lsm` says
-/// ([`lsm_config`]) or, with `None`, a heap backend of its key-group range, with their states registered.
+/// ([`lsm_config`]) or, with `None`, a heap backend configured as `heap` for its key-group
+/// range, with their states registered.
 pub(super) fn restore_tasks(
     p: u32,
     lsm: Option<Run>,
+    heap: BackendConfig,
     restore: impl Fn(BackendConfig, KeyGroupRange) -> Backend<u64>,
 ) -> Vec<Task> {
     (0..p)
@@ -569,7 +590,7 @@ pub(super) fn restore_tasks(
             let config = if let Some(run) = lsm {
                 lsm_config(run.flush_every_write, run.compression)
             } else {
-                BackendConfig::heap()
+                heap.clone()
             };
             let mut backend = restore(config.max_parallelism(MAXP).key_group_range(range), range);
             let handles = register(&mut backend);
@@ -586,6 +607,7 @@ fn restore_round(
     p: u32,
     lsm: Option<Run>,
     compression: Compression,
+    heap: BackendConfig,
 ) -> Vec<Task> {
     let storage: Arc<dyn CheckpointStorage> = Arc::new(crate::MemoryCheckpointStorage::new());
     let target = crate::SnapshotTarget::checkpoint(crate::CheckpointId(1));
@@ -611,7 +633,7 @@ fn restore_round(
         .iter()
         .map(|s| s as &dyn crate::RestoreSource)
         .collect();
-    restore_tasks(p, lsm, |config, _| {
+    restore_tasks(p, lsm, heap, |config, _| {
         Backend::<u64>::restore(config, &sources)
             .expect("a snapshot round restores at any parallelism")
     })
