@@ -106,7 +106,9 @@ fn main() -> Result<()> {
     let runs = arg(3, 3).max(1);
     let dir = tempfile::tempdir().map_err(|e| Error::InvalidConfig(e.to_string()))?;
     let dir = dir.path();
-    println!("{keys} u64 -> u64 value keys, {runs} runs, medians; checkpoints on the local disk (fsync)");
+    println!(
+        "{keys} u64 -> u64 value keys, {runs} runs, medians; checkpoints on the local disk (fsync)"
+    );
 
     // 1. Bytes and asynchronous time of a delta beside a full checkpoint of the same state.
     println!("\n| changed | delta bytes | full bytes | bytes delta / full | delta async (ms) | full async (ms) | time delta / full |");
@@ -147,7 +149,9 @@ fn main() -> Result<()> {
     }
 
     // 2. The access path with tracking (incremental checkpoints) on and off.
-    println!("\n| incremental | {updates} updates (ms, checkpoints excluded) | Mupdates/s | on / off |");
+    println!(
+        "\n| incremental | {updates} updates (ms, checkpoints excluded) | Mupdates/s | on / off |"
+    );
     println!("|---|---:|---:|---:|");
     let mut base = None;
     for incremental in [false, true] {

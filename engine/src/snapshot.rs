@@ -60,35 +60,29 @@ pub trait StateTableSnapshot: Send + Sync {
         None
     }
 
-    /// This view as `Any`, so that [`diffable_with`](Self::diffable_with) can recognise an
-    /// earlier view of its own kind; `None` for views that cannot be compared.
+    /// Whether [`changes_since`](Self::changes_since) can tell what changed since the
+    /// backend's snapshot of epoch `epoch` (the heap backend's views with incremental
+    /// checkpoints on can, back to the oldest epoch they keep removals for).
     #[doc(hidden)]
-    fn as_any(&self) -> Option<&dyn std::any::Any> {
-        None
-    }
-
-    /// Whether [`changes_since`](Self::changes_since) can tell what changed since `base`, an
-    /// earlier view of the same state of the same backend (the heap backend's views can).
-    #[doc(hidden)]
-    fn diffable_with(&self, base: &dyn StateTableSnapshot) -> bool {
-        let _ = base;
+    fn tracks_changes_since(&self, epoch: u32) -> bool {
+        let _ = epoch;
         false
     }
 
-    /// Visits what changed in `key_group` since `base` (for which
-    /// [`diffable_with`](Self::diffable_with) holds): each (key, namespace) whose state is new
-    /// or different, with its state, and each one removed, in no particular order. The heap
-    /// backend's incremental checkpoints write this as a delta file.
+    /// Visits what changed in `key_group` since the backend's snapshot of epoch `epoch` (for
+    /// which [`tracks_changes_since`](Self::tracks_changes_since) holds): each (key,
+    /// namespace) written since, with its state, and each one removed since, in no particular
+    /// order. The heap backend's incremental checkpoints write this as a delta file.
     #[doc(hidden)]
     fn changes_since(
         &self,
-        base: &dyn StateTableSnapshot,
+        epoch: u32,
         key_group: u16,
         visit: &mut dyn FnMut(Change),
     ) -> Result<()> {
-        let _ = (base, key_group, visit);
+        let _ = (epoch, key_group, visit);
         Err(crate::Error::InvalidArgument(format!(
-            "the view of state '{}' cannot tell its changes",
+            "the view of state '{}' does not track its changes",
             self.meta().name
         )))
     }

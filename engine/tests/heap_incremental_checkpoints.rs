@@ -174,10 +174,34 @@ fn deltas_ship_only_the_changes_and_restore_at_any_parallelism_into_either_backe
     assert_eq!(chain(&third.handle).len(), 3);
     check_restores(&storage, dir.path(), &m, keys);
 
+    // One user key removed from maps that keep others: the entry changes in place.
+    for k in (0..keys).step_by(5) {
+        task.backend.set_current_key(&k);
+        let map = &task.handles.map;
+        let first = task
+            .backend
+            .map(map)
+            .entries()
+            .unwrap()
+            .first()
+            .map(|e| e.0);
+        if let Some(u) = first {
+            task.backend.map(map).remove(&u).unwrap();
+            let entry = m.map.get_mut(&k).expect("the model has the map");
+            entry.remove(&u);
+            if entry.is_empty() {
+                m.map.remove(&k);
+            }
+        }
+    }
+    let removed = checkpoint(&mut task, &storage, 4);
+    assert_eq!(chain(&removed.handle).len(), 4);
+    check_restores(&storage, dir.path(), &m, keys);
+
     // Nothing changed: an empty delta.
-    let fourth = checkpoint(&mut task, &storage, 4);
-    assert_eq!(chain(&fourth.handle).len(), 4);
-    assert_eq!(fourth.stats.entries, 0);
+    let fifth = checkpoint(&mut task, &storage, 5);
+    assert_eq!(chain(&fifth.handle).len(), 5);
+    assert_eq!(fifth.stats.entries, 0);
     check_restores(&storage, dir.path(), &m, keys);
 
     // Savepoints stay full and canonical.
@@ -306,6 +330,8 @@ fn deltas_are_relative_to_the_last_confirmed_checkpoint() {
 enum Op {
     Touch(u64, u64),
     ClearValue(u64),
+    /// Removes one user key of a key's map (the map stays if other user keys remain).
+    MapRemove(u64, u32),
     /// A checkpoint: completed (else aborted), and then notified or not.
     Checkpoint {
         complete: bool,
@@ -319,6 +345,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0u64..40, 0u64..8).prop_map(|(k, t)| Op::Touch(k, t)),
         1 => (0u64..40).prop_map(Op::ClearValue),
+        2 => (0u64..40, 0u32..4).prop_map(|(k, u)| Op::MapRemove(k, u)),
         3 => (any::<bool>(), any::<bool>()).prop_map(|(c, n)| Op::Checkpoint {
             complete: c || n,
             notify: n || !c,
@@ -345,6 +372,16 @@ fn run_model(ops: &[Op], max_deltas: u32) {
                 task.backend.set_current_key(&k);
                 task.backend.value(&task.handles.value).clear().unwrap();
                 m.value.remove(&k);
+            }
+            Op::MapRemove(k, u) => {
+                task.backend.set_current_key(&k);
+                task.backend.map(&task.handles.map).remove(&u).unwrap();
+                if let Some(map) = m.map.get_mut(&k) {
+                    map.remove(&u);
+                    if map.is_empty() {
+                        m.map.remove(&k);
+                    }
+                }
             }
             Op::Checkpoint { complete, notify } => {
                 let done = task

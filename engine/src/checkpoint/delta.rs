@@ -9,33 +9,20 @@ use flowstate_formats::Compression;
 
 use super::write::{snapshot_meta, SnapshotStats};
 use crate::error::Result;
-use crate::snapshot::{Change, EncodedRun, RunStateRef, StateSnapshot, StateTableSnapshot};
+use crate::snapshot::{Change, EncodedRun, RunStateRef, StateSnapshot};
 
-/// Whether every state of `view` can be written as changes since `base`: each state is either
-/// new (not in `base`) or [`diffable_with`](StateTableSnapshot::diffable_with) its base, and
-/// both views cover the same key groups.
-pub(crate) fn diffable(view: &StateSnapshot, base: &StateSnapshot) -> bool {
-    view.key_group_range() == base.key_group_range()
-        && view.max_parallelism() == base.max_parallelism()
-        && base
-            .states()
-            .iter()
-            .all(|b| view.state(&b.meta().name).is_some())
-        && view
-            .states()
-            .iter()
-            .all(|s| match base.state(&s.meta().name) {
-                None => true,
-                Some(b) => b.meta() == s.meta() && s.diffable_with(&**b),
-            })
+/// Whether every state of `view` can be written as the changes since the backend's snapshot
+/// of epoch `epoch`.
+pub(crate) fn diffable(view: &StateSnapshot, epoch: u32) -> bool {
+    view.states().iter().all(|s| s.tracks_changes_since(epoch))
 }
 
-/// Writes the changes of `view` since `base` (for which [`diffable`] holds) to `out` as a delta
-/// file `delta`: per key group, each state's changed entries (the whole entries of a state new
-/// since `base`), then its removals.
+/// Writes the changes of `view` since the backend's snapshot of epoch `since` (for which
+/// [`diffable`] holds) to `out` as a delta file `delta`: per key group, each state's changed
+/// entries, then its removals.
 pub(crate) fn write_delta<W: Write>(
     view: &StateSnapshot,
-    base: &StateSnapshot,
+    since: u32,
     out: W,
     compression: Compression,
     file_name: &str,
@@ -51,11 +38,6 @@ pub(crate) fn write_delta<W: Write>(
         ..Default::default()
     };
     let mut writer = SnapshotWriter::with_options(out, &meta, options)?;
-    let bases: Vec<Option<&dyn StateTableSnapshot>> = view
-        .states()
-        .iter()
-        .map(|s| base.state(&s.meta().name).map(|b| &**b))
-        .collect();
     let mut changed: Vec<EncodedRun> = view
         .states()
         .iter()
@@ -69,13 +51,10 @@ pub(crate) fn write_delta<W: Write>(
             let (run, gone) = (&mut changed[i], &mut removed[i]);
             run.clear();
             gone.clear();
-            match bases[i] {
-                None => state.encode_key_group(kg, run)?,
-                Some(b) => state.changes_since(b, kg, &mut |change| match change {
-                    Change::Changed(e) => run.push_entry(e),
-                    Change::Removed { key, namespace } => gone.push((key, namespace)),
-                })?,
-            }
+            state.changes_since(since, kg, &mut |change| match change {
+                Change::Changed(e) => run.push_entry(e),
+                Change::Removed { key, namespace } => gone.push((key, namespace)),
+            })?;
             run.sort();
             gone.sort_unstable();
             any |= !run.is_empty() || !gone.is_empty();

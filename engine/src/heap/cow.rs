@@ -40,8 +40,17 @@ const BUCKET_HASH_SHIFT: u32 = 32;
 /// Slots of a new bucket's array.
 const MIN_SLOTS: usize = 8;
 
-/// A slot: empty, or an entry with its tag (hash bits 0..31, lowest bit set so it is non-zero).
-type Slot<T> = Option<(NonZeroU32, T)>;
+/// What a full slot holds beside its entry: the tag (hash bits 0..31, lowest bit set so it is
+/// non-zero) and the epoch of the entry's last write (see [`CowMap::iter_since`]). Eight bytes,
+/// which an entry aligned to 8 bytes left as padding after a bare tag.
+#[derive(Debug, Clone, Copy)]
+struct Stamp {
+    tag: NonZeroU32,
+    epoch: u32,
+}
+
+/// A slot: empty, or an entry with its stamp.
+type Slot<T> = Option<(Stamp, T)>;
 
 #[inline]
 fn tag_of(hash: u64) -> NonZeroU32 {
@@ -134,10 +143,10 @@ impl<T: Clone> Bucket<T> {
             match &slots[i] {
                 None => return None,
                 Some((t, e)) => {
-                    if *t == tag && eq(e) {
+                    if t.tag == tag && eq(e) {
                         return Some(i);
                     }
-                    if distance(*t, i, n) < dist {
+                    if distance(t.tag, i, n) < dist {
                         return None;
                     }
                 }
@@ -170,15 +179,15 @@ impl<T: Clone> Bucket<T> {
     /// Inserts an entry known to be absent, growing the slots first if needed, and returns
     /// its slot. Robin Hood: an entry that has probed further than the one in a slot takes the
     /// slot, and the displaced entry continues the probe.
-    fn insert_absent(&mut self, tag: NonZeroU32, entry: T) -> usize {
+    fn insert_absent(&mut self, stamp: Stamp, entry: T) -> usize {
         if !fits(self.len as usize + 1, self.slots.len()) {
             self.rebuild(slots_for(self.len as usize + 1));
         }
         let slots = self.slots_mut();
         let n = slots.len();
-        let mut i = home(tag, n);
+        let mut i = home(stamp.tag, n);
         let mut dist = 0;
-        let mut carry: Slot<T> = Some((tag, entry));
+        let mut carry: Slot<T> = Some((stamp, entry));
         let mut placed = None;
         let at = loop {
             match &slots[i] {
@@ -187,7 +196,7 @@ impl<T: Clone> Bucket<T> {
                     break placed.unwrap_or(i);
                 }
                 Some((t, _)) => {
-                    let d = distance(*t, i, n);
+                    let d = distance(t.tag, i, n);
                     if d < dist {
                         std::mem::swap(&mut slots[i], &mut carry);
                         placed.get_or_insert(i);
@@ -208,8 +217,8 @@ impl<T: Clone> Bucket<T> {
     fn rebuild(&mut self, slot_count: usize) {
         let mut fresh = Bucket::with_slots(slot_count);
         let old = std::mem::replace(&mut self.slots, Arc::from(Vec::new()));
-        for_each_owned(old, |tag, entry| {
-            fresh.insert_absent(tag, entry);
+        for_each_owned(old, |stamp, entry| {
+            fresh.insert_absent(stamp, entry);
         });
         *self = fresh;
     }
@@ -221,8 +230,8 @@ impl<T: Clone> Bucket<T> {
         let (_, removed) = slots[i].take().expect("remove_at is called on a full slot");
         let mut j = if i + 1 == n { 0 } else { i + 1 };
         // Shift the rest of the run back by one until an entry that is at its start (or a gap).
-        while let Some((tag, _)) = &slots[j] {
-            if distance(*tag, j, n) == 0 {
+        while let Some((stamp, _)) = &slots[j] {
+            if distance(stamp.tag, j, n) == 0 {
                 break;
             }
             slots[i] = slots[j].take();
@@ -240,19 +249,19 @@ impl<T: Clone> Bucket<T> {
 
 /// Calls `f` with every entry of `slots`, moving them out if nothing else shares the slots and
 /// cloning them otherwise.
-fn for_each_owned<T: Clone>(slots: Arc<[Slot<T>]>, mut f: impl FnMut(NonZeroU32, T)) {
+fn for_each_owned<T: Clone>(slots: Arc<[Slot<T>]>, mut f: impl FnMut(Stamp, T)) {
     let mut slots = slots;
     match Arc::get_mut(&mut slots) {
         Some(owned) => {
             for slot in owned.iter_mut() {
-                if let Some((tag, entry)) = slot.take() {
-                    f(tag, entry);
+                if let Some((stamp, entry)) = slot.take() {
+                    f(stamp, entry);
                 }
             }
         }
         None => {
-            for (tag, entry) in slots.iter().flatten() {
-                f(*tag, entry.clone());
+            for (stamp, entry) in slots.iter().flatten() {
+                f(*stamp, entry.clone());
             }
         }
     }
@@ -330,21 +339,30 @@ impl<T: Clone> CowMap<T> {
         bucket.slots[i].as_ref().map(|(_, e)| e)
     }
 
-    /// The entry with `hash` for which `eq` holds, for writing. A bucket shared with a
-    /// snapshot is copied first, and only if the entry is in it.
+    /// The entry with `hash` for which `eq` holds, for writing in `epoch` (recorded as its
+    /// last write). A bucket shared with a snapshot is copied first, and only if the entry is
+    /// in it.
     #[inline]
-    pub(crate) fn get_mut(&mut self, hash: u64, eq: impl FnMut(&T) -> bool) -> Option<&mut T> {
+    pub(crate) fn get_mut(
+        &mut self,
+        hash: u64,
+        eq: impl FnMut(&T) -> bool,
+        epoch: u32,
+    ) -> Option<&mut T> {
         if self.buckets.is_empty() {
             return None;
         }
         let b = self.bucket_index(hash);
         let bucket = &mut self.buckets[b];
         let i = bucket.find(tag_of(hash), eq)?;
-        bucket.slots_mut()[i].as_mut().map(|(_, e)| e)
+        bucket.slots_mut()[i].as_mut().map(|(stamp, e)| {
+            stamp.epoch = epoch;
+            e
+        })
     }
 
     /// The entry with `hash` for which `eq` holds, inserted with `make` if absent, and whether
-    /// it was inserted.
+    /// it was inserted; for writing in `epoch` (recorded as its last write).
     ///
     /// The map grows (splits one bucket) before the lookup when one more entry would pass the
     /// target load, so that the lookup happens once whether the entry is present or not.
@@ -356,6 +374,7 @@ impl<T: Clone> CowMap<T> {
         eq: impl FnMut(&T) -> bool,
         make: impl FnOnce() -> T,
         rehash: impl Fn(&T) -> u64,
+        epoch: u32,
     ) -> (&mut T, bool) {
         if self.buckets.is_empty() {
             self.buckets.push(Bucket::with_slots(MIN_SLOTS));
@@ -372,12 +391,15 @@ impl<T: Clone> CowMap<T> {
                 // Make the entry before counting it, so a panic in `make` leaves `len` right.
                 let entry = make();
                 self.len += 1;
-                (bucket.insert_absent(tag, entry), true)
+                (bucket.insert_absent(Stamp { tag, epoch }, entry), true)
             }
         };
         let entry = bucket.slots_mut()[i]
             .as_mut()
-            .map(|(_, e)| e)
+            .map(|(stamp, e)| {
+                stamp.epoch = epoch;
+                e
+            })
             .expect("the slot was just found or filled");
         (entry, inserted)
     }
@@ -402,11 +424,11 @@ impl<T: Clone> CowMap<T> {
         let slots = slots_for(taken.len as usize / 2 + 1);
         let mut stay = Bucket::with_slots(slots);
         let mut moved = Bucket::with_slots(slots);
-        for_each_owned(taken.slots, |tag, entry| {
+        for_each_owned(taken.slots, |stamp, entry| {
             if bucket_bits(rehash(&entry)) & high_bit == 0 {
-                stay.insert_absent(tag, entry);
+                stay.insert_absent(stamp, entry);
             } else {
-                moved.insert_absent(tag, entry);
+                moved.insert_absent(stamp, entry);
             }
         });
         self.buckets[old] = stay;
@@ -439,22 +461,17 @@ impl<T: Clone> CowMap<T> {
         self.buckets.len()
     }
 
-    /// Whether bucket `b` of this map and of `other` are one and the same allocation: a map
-    /// and an earlier snapshot of it share every bucket no write touched since (copy on write),
-    /// so their entries are the same. `false` if either map has no bucket `b`.
-    pub(crate) fn same_bucket(&self, other: &Self, b: usize) -> bool {
-        match (self.buckets.get(b), other.buckets.get(b)) {
-            (Some(x), Some(y)) => Arc::ptr_eq(&x.slots, &y.slots),
-            _ => false,
-        }
-    }
-
-    /// The entries of bucket `b` (none if there is no such bucket).
-    pub(crate) fn bucket_entries(&self, b: usize) -> impl Iterator<Item = &T> + '_ {
-        self.buckets
-            .get(b)
-            .into_iter()
-            .flat_map(|bucket| bucket.iter())
+    /// The entries whose last write was in an epoch after `epoch` (the epoch a writer passes
+    /// to [`get_mut`](Self::get_mut) and [`get_or_insert_with`](Self::get_or_insert_with)):
+    /// what changed since a snapshot taken in `epoch`. Cleanup keeps an entry's epoch.
+    pub(crate) fn iter_since(&self, epoch: u32) -> impl Iterator<Item = &T> + '_ {
+        self.buckets.iter().flat_map(move |b| {
+            b.slots
+                .iter()
+                .flatten()
+                .filter(move |(stamp, _)| stamp.epoch > epoch)
+                .map(|(_, e)| e)
+        })
     }
 
     /// Judges every entry of bucket `b` (if it exists): kept, removed, or replaced by another
@@ -487,13 +504,13 @@ impl<T: Clone> CowMap<T> {
             let mut fresh = Bucket::with_slots(slots_for(kept).min(old.slots.len()));
             let mut removed = 0;
             let entries = old.slots.iter().flatten();
-            for ((tag, entry), verdict) in entries.zip(verdicts) {
+            for ((stamp, entry), verdict) in entries.zip(verdicts) {
                 match verdict {
                     Verdict::Keep => {
-                        fresh.insert_absent(*tag, entry.clone());
+                        fresh.insert_absent(*stamp, entry.clone());
                     }
                     Verdict::Replace(with) => {
-                        fresh.insert_absent(*tag, with);
+                        fresh.insert_absent(*stamp, with);
                     }
                     Verdict::Remove => removed += 1,
                 }
@@ -535,7 +552,7 @@ mod tests {
     /// copied (with its bucket pointers) before it is written.
     fn put(m: &mut Arc<CowMap<(u64, u64)>>, k: u64, v: u64) {
         exclusive(m)
-            .get_or_insert_with(hash(k), |e| e.0 == k, || (k, 0), |e| hash(e.0))
+            .get_or_insert_with(hash(k), |e| e.0 == k, || (k, 0), |e| hash(e.0), 1)
             .0
              .1 = v;
     }
@@ -617,7 +634,7 @@ mod tests {
             .map(|b| Arc::strong_count(&b.slots))
             .collect();
         let writer = exclusive(&mut live);
-        assert!(writer.get_mut(hash(99_999), |e| e.0 == 99_999).is_none());
+        assert!(writer.get_mut(hash(99_999), |e| e.0 == 99_999, 1).is_none());
         assert!(writer.remove(hash(99_999), |e| e.0 == 99_999).is_none());
         drop(live);
         let after: Vec<usize> = frozen
@@ -659,10 +676,55 @@ mod tests {
     }
 
     #[test]
+    fn epochs_tell_what_was_written_since_through_splits_copies_and_cleanup() {
+        let mut m: Arc<CowMap<(u64, u64)>> = Arc::new(CowMap::default());
+        let write = |m: &mut Arc<CowMap<(u64, u64)>>, k: u64, epoch: u32| {
+            exclusive(m)
+                .get_or_insert_with(hash(k), |e| e.0 == k, || (k, 0), |e| hash(e.0), epoch)
+                .0
+                 .1 = u64::from(epoch);
+        };
+        for k in 0..1_000 {
+            write(&mut m, k, 1);
+        }
+        let frozen = m.clone();
+        // Epoch 2: new keys (which split buckets), rewrites and a change through get_mut.
+        for k in (0..3_000).step_by(3) {
+            write(&mut m, k, 2);
+        }
+        if let Some(e) = exclusive(&mut m).get_mut(hash(1), |e| e.0 == 1, 2) {
+            e.1 = 22;
+        }
+        // Cleanup keeps what it keeps with its epoch.
+        let map = exclusive(&mut m);
+        for b in 0..map.bucket_count() {
+            map.clean_bucket(b, |&(k, v)| {
+                if k == 4 {
+                    Verdict::Replace((k, v))
+                } else {
+                    Verdict::Keep
+                }
+            });
+        }
+        let mut since: Vec<u64> = m.iter_since(1).map(|e| e.0).collect();
+        since.sort_unstable();
+        let mut expected: Vec<u64> = (0..3_000).step_by(3).chain([1]).collect();
+        expected.sort_unstable();
+        assert_eq!(since, expected);
+        assert_eq!(m.iter_since(0).count(), m.len());
+        assert_eq!(m.iter_since(2).count(), 0);
+        assert_eq!(
+            frozen.iter_since(1).count(),
+            0,
+            "the snapshot keeps its epochs"
+        );
+    }
+
+    #[test]
     fn colliding_hashes_still_work() {
         let mut m: CowMap<(u64, u64)> = CowMap::default();
         for k in 0..500 {
-            let (_, inserted) = m.get_or_insert_with(7, |e| e.0 == k, || (k, k), |_| 7);
+            let (_, inserted) = m.get_or_insert_with(7, |e| e.0 == k, || (k, k), |_| 7, 1);
             assert!(inserted);
         }
         assert_eq!(m.len(), 500);
@@ -693,7 +755,7 @@ mod tests {
                 );
             } else {
                 exclusive(&mut m)
-                    .get_or_insert_with(weak(k), |e| e.0 == k, || (k, 0), |e| weak(e.0))
+                    .get_or_insert_with(weak(k), |e| e.0 == k, || (k, 0), |e| weak(e.0), 1)
                     .0
                      .1 = step;
                 model.insert(k, step);

@@ -3,13 +3,15 @@
 //! as a delta file under `shared/`, and its handle lists the chain it completes: the base (a
 //! full canonical file) and every delta since.
 //!
-//! Change tracking costs nothing on the access path: the copy-on-write maps already keep, for a
-//! snapshot, every bucket no write has touched since shared with the live map. The backend
-//! keeps the view of the last confirmed checkpoint (and of the ones in flight), and the
-//! asynchronous phase compares the new view with it bucket by bucket
+//! Change tracking is tied to the maps' versions: every snapshot starts a new *epoch* of the
+//! backend, every write records its epoch in the entry's slot (in bytes the slot had as
+//! padding), and every removal is logged with its epoch per key group. A delta since the
+//! confirmed checkpoint of epoch `e` is then the entries written after `e` and the logged
+//! removals after `e` of pairs no longer there
 //! ([`StateTableSnapshot::changes_since`](crate::snapshot::StateTableSnapshot::changes_since)).
-//! The price is memory: the confirmed view holds the old version of every bucket written
-//! since.
+//! No view is kept beyond the checkpoint's own asynchronous phase, so writes copy no more
+//! buckets than without incremental checkpoints; the removal log is pruned at each
+//! confirmation.
 //!
 //! A delta is relative to the last checkpoint `notify_checkpoint_complete` confirmed, so
 //! several checkpoints may be in flight and any may abort. Once the chain has
@@ -67,10 +69,10 @@ struct Chain {
     delta_bytes: u64,
 }
 
-/// A checkpoint's view and the chain its handle lists.
+/// A checkpoint's epoch and the chain its handle lists.
 #[derive(Clone)]
 struct Written {
-    view: StateSnapshot,
+    epoch: u32,
     chain: Chain,
 }
 
@@ -84,14 +86,16 @@ pub(crate) struct Tracker {
 
 impl Tracker {
     /// Checkpoint `id` completed: it becomes the base of later deltas (if it is the newest
-    /// confirmed), and checkpoints in flight before it are forgotten.
-    pub(crate) fn complete(&mut self, id: u64) {
+    /// confirmed), and checkpoints in flight before it are forgotten. Returns the epoch of the
+    /// confirmed base: removals of it and before need no log any more.
+    pub(crate) fn complete(&mut self, id: u64) -> Option<u32> {
         if let Some(written) = self.in_flight.remove(&id) {
             if self.confirmed.as_ref().is_none_or(|(c, _)| *c < id) {
                 self.confirmed = Some((id, written));
             }
         }
         self.in_flight.retain(|&k, _| k > id);
+        self.confirmed.as_ref().map(|(_, w)| w.epoch)
     }
 
     /// Checkpoint `id` aborted: its files are not a base for anything.
@@ -116,6 +120,8 @@ impl Tracker {
 /// The asynchronous phase of a heap incremental checkpoint.
 pub(crate) struct HeapChainJob {
     pub(crate) view: StateSnapshot,
+    /// The epoch of the view (of the newest writes it holds).
+    pub(crate) epoch: u32,
     pub(crate) tracker: Arc<Mutex<Tracker>>,
     pub(crate) options: HeapIncremental,
     pub(crate) compression: Compression,
@@ -125,8 +131,8 @@ pub(crate) struct HeapChainJob {
 
 impl HeapChainJob {
     /// The confirmed checkpoint to write a delta against, if there is one and the chain may
-    /// grow: not past its limits, every state comparable, every file still in the storage
-    /// (reserved for `target`).
+    /// grow: older than this view, not past its limits, every state tracking its changes since
+    /// it, every file still in the storage (reserved for `target`).
     fn base(
         &self,
         target: &SnapshotTarget,
@@ -139,7 +145,8 @@ impl HeapChainJob {
         let deltas = chain.files.len() as u64 - 1;
         let too_long = deltas >= u64::from(self.options.max_deltas)
             || chain.delta_bytes as f64 > self.options.max_delta_ratio * chain.base_bytes as f64;
-        if too_long || !crate::checkpoint::diffable(&self.view, &base.view) {
+        let older = base.epoch < self.epoch;
+        if too_long || !older || !crate::checkpoint::diffable(&self.view, base.epoch) {
             return Ok(None);
         }
         for file in &chain.files {
@@ -175,7 +182,7 @@ impl NativeSnapshot for HeapChainJob {
         let (file, stats) = write_state_file(writer, |sink, path| match &base {
             Some(b) => crate::checkpoint::write_delta(
                 view,
-                &b.view,
+                b.epoch,
                 sink,
                 compression,
                 path,
@@ -213,7 +220,7 @@ impl NativeSnapshot for HeapChainJob {
         self.tracker.lock().written(
             id,
             Written {
-                view: self.view,
+                epoch: self.epoch,
                 chain,
             },
         );
@@ -227,12 +234,7 @@ mod tests {
 
     fn written(id: u64) -> Written {
         Written {
-            view: StateSnapshot::new(
-                128,
-                crate::KeyGroupRange::all(128).expect("128 is a valid max parallelism"),
-                crate::state::CodecInfo::of::<u64>(),
-                Vec::new(),
-            ),
+            epoch: id as u32,
             chain: Chain {
                 files: Vec::new(),
                 base_checkpoint: id,

@@ -92,6 +92,9 @@ pub struct HeapBackend<K: Key> {
     clock: Arc<dyn Clock>,
     /// Incremental checkpoints, if configured, and what the backend knows of them.
     incremental: Option<(HeapIncremental, Arc<parking_lot::Mutex<Tracker>>, u64)>,
+    /// The epoch of writes: one more than the number of snapshots taken (see
+    /// `incremental.rs`). Every write records it in the entry's slot.
+    epoch: u32,
 }
 
 impl<K: Key> HeapBackend<K> {
@@ -115,6 +118,7 @@ impl<K: Key> HeapBackend<K> {
                     crate::random::random_u64(),
                 )
             }),
+            epoch: 1,
         })
     }
 
@@ -249,6 +253,7 @@ impl<K: Key> HeapBackend<K> {
         ns: &H::Namespace,
         make: impl FnOnce(&H::Extra) -> H::Stored,
     ) -> Result<(&mut H::Stored, bool, &H::Extra)> {
+        let epoch = self.epoch;
         let (cur, index, table) = self.parts_mut(state)?;
         let hash = entry_hash(&table.hasher, cur.hash, ns);
         let rehash = table.rehasher();
@@ -265,6 +270,7 @@ impl<K: Key> HeapBackend<K> {
                 state: make(extra),
             },
             rehash,
+            epoch,
         );
         Ok((&mut entry.state, inserted, extra))
     }
@@ -297,16 +303,18 @@ impl<K: Key> HeapBackend<K> {
         ns: &H::Namespace,
         change: impl FnOnce(&mut H::Stored) -> bool,
     ) -> Result<()> {
+        let epoch = self.epoch;
         let (cur, index, table) = self.parts_mut(state)?;
         let hash = entry_hash(&table.hasher, cur.hash, ns);
         let map = table.map_mut(index);
         let eq = |e: &Entry<K, H::Namespace, H::Stored>| e.key == cur.key && e.ns == *ns;
-        let remove = match map.get_mut(hash, eq) {
+        let remove = match map.get_mut(hash, eq, epoch) {
             Some(entry) => change(&mut entry.state),
             None => false,
         };
         if remove {
             map.remove(hash, eq);
+            table.log_removal(index, epoch, &cur.key, ns);
         }
         Ok(())
     }
@@ -317,12 +325,17 @@ impl<K: Key> HeapBackend<K> {
         if !self.read(state, ns, |s, _| s.is_some())? {
             return Ok(None);
         }
+        let epoch = self.epoch;
         let (cur, index, table) = self.parts_mut(state)?;
         let hash = entry_hash(&table.hasher, cur.hash, ns);
         let map = table.map_mut(index);
-        Ok(map
+        let removed = map
             .remove(hash, |e| e.key == cur.key && e.ns == *ns)
-            .map(|e| e.state))
+            .map(|e| e.state);
+        if removed.is_some() {
+            table.log_removal(index, epoch, &cur.key, ns);
+        }
+        Ok(removed)
     }
 
     fn register_state<H: StateHandle>(&mut self, name: &str, extra: H::Extra) -> Result<H> {
@@ -349,6 +362,9 @@ impl<K: Key> HeapBackend<K> {
         })?);
         let meta = H::meta(name);
         let mut table = StateTable::<K, H>::new(meta.clone(), extra, self.hasher, self.range);
+        if self.incremental.is_some() {
+            table.track_removals();
+        }
         if let Some(position) = restored {
             self.fill_from_pending(&mut table, position)?;
             self.pending.remove(position);
@@ -468,6 +484,7 @@ impl<K: Key> HeapBackend<K> {
                         state: stored,
                     },
                     rehash,
+                    self.epoch,
                 );
                 if !inserted {
                     return Err(Error::IncompatibleSnapshot(format!(
@@ -853,13 +870,18 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
 
     fn snapshot_state(&mut self) -> Result<StateSnapshot> {
         let now = self.clock.now_millis();
+        let epoch = self.epoch;
+        // Writes after the snapshot belong to the next epoch (incremental.rs).
+        self.epoch = self.epoch.checked_add(1).ok_or_else(|| {
+            Error::InvalidArgument("more than 2^32 snapshots of one heap backend".into())
+        })?;
         let mut states: Vec<Arc<dyn StateTableSnapshot>> = self
             .states
             .iter()
             .map(|r| match r.ttl {
                 // Full snapshots leave out what has expired (R65).
-                Some(ttl) => TtlFilteredTable::wrap(r.table.snapshot(), self.range, ttl, now),
-                None => r.table.snapshot(),
+                Some(ttl) => TtlFilteredTable::wrap(r.table.snapshot(epoch), self.range, ttl, now),
+                None => r.table.snapshot(epoch),
             })
             .collect();
         for pending in &self.pending {
@@ -878,7 +900,11 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
     /// to release: the frozen view belongs to the `PendingSnapshot`.
     fn notify_checkpoint_complete(&mut self, id: crate::checkpoint::CheckpointId) -> Result<()> {
         if let Some((_, tracker, _)) = &self.incremental {
-            tracker.lock().complete(id.0);
+            if let Some(base) = tracker.lock().complete(id.0) {
+                for r in &mut self.states {
+                    r.table.prune_removals(base);
+                }
+            }
         }
         Ok(())
     }
@@ -902,6 +928,7 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
         name: &str,
     ) -> Result<crate::checkpoint::PendingSnapshot> {
         let target = target.into();
+        let epoch = self.epoch;
         let view = self.snapshot_state()?;
         let incremental = self
             .incremental
@@ -917,6 +944,7 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
         };
         let job = HeapChainJob {
             view: view.clone(),
+            epoch,
             tracker: Arc::clone(tracker),
             options: *options,
             compression: flowstate_formats::Compression::None,

@@ -28,30 +28,17 @@ impl StateTableSnapshot for PendingState {
     fn meta(&self) -> &StateMeta {
         &self.meta
     }
-    fn as_any(&self) -> Option<&dyn std::any::Any> {
-        Some(self)
-    }
-    /// A restored state not registered since: the same entries as the base's, if the base is
-    /// the same pending state.
-    fn diffable_with(&self, base: &dyn StateTableSnapshot) -> bool {
-        base.as_any()
-            .and_then(|b| b.downcast_ref::<PendingState>())
-            .is_some_and(|b| Arc::ptr_eq(&b.key_groups, &self.key_groups))
+    /// A restored state not registered yet never changes.
+    fn tracks_changes_since(&self, _epoch: u32) -> bool {
+        true
     }
     fn changes_since(
         &self,
-        base: &dyn StateTableSnapshot,
+        _epoch: u32,
         _key_group: u16,
         _visit: &mut dyn FnMut(crate::snapshot::Change),
     ) -> Result<()> {
-        if self.diffable_with(base) {
-            Ok(())
-        } else {
-            Err(Error::InvalidArgument(format!(
-                "restored state '{}': the base is not the same pending state",
-                self.meta.name
-            )))
-        }
+        Ok(())
     }
     fn entry_count(&self) -> Result<usize> {
         Ok(self.key_groups.iter().map(Vec::len).sum())

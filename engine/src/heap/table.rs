@@ -43,6 +43,32 @@ pub(crate) fn entry_hash<N: Hash>(hasher: &FixedState, key_hash: u64, ns: &N) ->
     }
 }
 
+/// The most removals a table logs between two confirmed checkpoints; past it the log is
+/// dropped and the next incremental checkpoint writes a full base.
+const MAX_LOGGED_REMOVALS: usize = 1 << 20;
+
+/// The (key, namespace) pairs removed from each key group of a table, each with the epoch of
+/// its removal: what a delta needs beyond the entries' epochs (heap incremental checkpoints;
+/// spec/checkpoint-protocol.md 8.8). A snapshot shares it; the first removal after a snapshot
+/// copies it (it holds only the removals since the last confirmed checkpoint).
+pub(crate) struct Removals<K, N> {
+    by_group: Arc<Vec<Vec<(u32, K, N)>>>,
+    logged: usize,
+    /// Removals of this epoch and before may be missing (the log overflowed): no delta can
+    /// be written since an epoch before it.
+    lost_upto: u32,
+}
+
+impl<K, N> Clone for Removals<K, N> {
+    fn clone(&self) -> Self {
+        Removals {
+            by_group: Arc::clone(&self.by_group),
+            logged: self.logged,
+            lost_upto: self.lost_upto,
+        }
+    }
+}
+
 /// The typed table of one registered state.
 pub(crate) struct StateTable<K, H: StateHandle> {
     pub(crate) meta: Arc<StateMeta>,
@@ -50,6 +76,8 @@ pub(crate) struct StateTable<K, H: StateHandle> {
     pub(crate) hasher: FixedState,
     pub(crate) range: KeyGroupRange,
     pub(crate) key_groups: Arc<Vec<Arc<KeyGroupMap<K, H>>>>,
+    /// Removals since the last confirmed checkpoint, with incremental checkpoints on.
+    pub(crate) removals: Option<Removals<K, H::Namespace>>,
 }
 
 impl<K: Key, H: StateHandle> StateTable<K, H> {
@@ -68,7 +96,33 @@ impl<K: Key, H: StateHandle> StateTable<K, H> {
             hasher,
             range,
             key_groups: Arc::new(key_groups),
+            removals: None,
         }
+    }
+
+    /// Logs the removals of this table from now on (heap incremental checkpoints).
+    pub(crate) fn track_removals(&mut self) {
+        self.removals = Some(Removals {
+            by_group: Arc::new(vec![Vec::new(); self.range.len()]),
+            logged: 0,
+            lost_upto: 0,
+        });
+    }
+
+    /// Records that `key` in `ns` was removed from key group `index` in `epoch`, if removals
+    /// are logged.
+    pub(crate) fn log_removal(&mut self, index: usize, epoch: u32, key: &K, ns: &H::Namespace) {
+        let Some(r) = &mut self.removals else {
+            return;
+        };
+        if r.logged >= MAX_LOGGED_REMOVALS {
+            r.by_group = Arc::new(vec![Vec::new(); self.range.len()]);
+            r.logged = 0;
+            r.lost_upto = epoch;
+            return;
+        }
+        Arc::make_mut(&mut r.by_group)[index].push((epoch, key.clone(), ns.clone()));
+        r.logged += 1;
     }
 
     /// The key-group map at `index`, for reading.
@@ -90,6 +144,23 @@ impl<K: Key, H: StateHandle> StateTable<K, H> {
         move |e| entry_hash(&hasher, hasher.hash_one(&e.key), &e.ns)
     }
 
+    /// Forgets the removals of epoch `upto` and before: a confirmed checkpoint of that epoch
+    /// is the base of every later delta.
+    pub(crate) fn prune(&mut self, upto: u32) {
+        if let Some(r) = &mut self.removals {
+            if r.by_group
+                .iter()
+                .any(|g| g.iter().any(|(e, _, _)| *e <= upto))
+            {
+                let groups = Arc::make_mut(&mut r.by_group);
+                for g in groups.iter_mut() {
+                    g.retain(|(e, _, _)| *e > upto);
+                }
+                r.logged = groups.iter().map(Vec::len).sum();
+            }
+        }
+    }
+
     /// Visits every entry of every key group.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Entry<K, H::Namespace, H::Stored>> + '_ {
         self.key_groups.iter().flat_map(|m| m.iter())
@@ -98,7 +169,10 @@ impl<K: Key, H: StateHandle> StateTable<K, H> {
 
 /// What the backend needs of a table without knowing its types.
 pub(crate) trait ErasedTable: Send + 'static {
-    fn snapshot(&self) -> Arc<dyn StateTableSnapshot>;
+    /// A frozen view of the table, taken in `epoch` (the epoch of the writes it holds).
+    fn snapshot(&self, epoch: u32) -> Arc<dyn StateTableSnapshot>;
+    /// Forgets logged removals of epoch `upto` and before (`StateTable::prune`).
+    fn prune_removals(&mut self, upto: u32);
     fn len(&self) -> usize;
     /// The entries with something live at `now` under `ttl` (a scan, without encoding).
     fn live_len(&self, ttl: &TtlConfig, now: u64) -> usize;
@@ -114,12 +188,18 @@ pub(crate) trait ErasedTable: Send + 'static {
 }
 
 impl<K: Key, H: StateHandle> ErasedTable for StateTable<K, H> {
-    fn snapshot(&self) -> Arc<dyn StateTableSnapshot> {
+    fn snapshot(&self, epoch: u32) -> Arc<dyn StateTableSnapshot> {
         Arc::new(TableSnapshot::<K, H> {
             meta: self.meta.clone(),
             range: self.range,
             key_groups: self.key_groups.clone(),
+            hasher: self.hasher,
+            epoch,
+            removals: self.removals.clone(),
         })
+    }
+    fn prune_removals(&mut self, upto: u32) {
+        self.prune(upto);
     }
     fn len(&self) -> usize {
         self.key_groups.iter().map(|m| m.len()).sum()
@@ -153,15 +233,10 @@ struct TableSnapshot<K, H: StateHandle> {
     meta: Arc<StateMeta>,
     range: KeyGroupRange,
     key_groups: Arc<Vec<Arc<KeyGroupMap<K, H>>>>,
-}
-
-impl<K: Key, H: StateHandle> TableSnapshot<K, H> {
-    /// `base` as a view of this same table type and range.
-    fn same_table<'a>(&self, base: &'a dyn StateTableSnapshot) -> Option<&'a Self> {
-        base.as_any()?
-            .downcast_ref::<Self>()
-            .filter(|b| b.range == self.range && b.key_groups.len() == self.key_groups.len())
-    }
+    hasher: FixedState,
+    /// The epoch of the newest writes it holds.
+    epoch: u32,
+    removals: Option<Removals<K, H::Namespace>>,
 }
 
 impl<K: Key, H: StateHandle> StateTableSnapshot for TableSnapshot<K, H> {
@@ -169,71 +244,59 @@ impl<K: Key, H: StateHandle> StateTableSnapshot for TableSnapshot<K, H> {
         &self.meta
     }
 
-    fn as_any(&self) -> Option<&dyn std::any::Any> {
-        Some(self)
+    fn tracks_changes_since(&self, epoch: u32) -> bool {
+        self.removals
+            .as_ref()
+            .is_some_and(|r| epoch >= r.lost_upto && epoch < self.epoch)
     }
 
-    fn diffable_with(&self, base: &dyn StateTableSnapshot) -> bool {
-        self.same_table(base).is_some()
-    }
-
-    /// Compares the key group's map with the base's bucket by bucket: buckets still shared
-    /// with the base (copy on write: no write touched them since) hold the same entries and are
-    /// skipped; the entries of the other buckets are matched by (key, namespace) and their
-    /// encoded states compared. Work is proportional to the buckets written since the base.
+    /// The entries whose last write came after `epoch` (their slots record it), and the
+    /// logged removals after `epoch` of pairs the view does not hold: work proportional to
+    /// the entries of the key group (a comparison each) plus the changes (encoded).
     fn changes_since(
         &self,
-        base: &dyn StateTableSnapshot,
+        epoch: u32,
         key_group: u16,
         visit: &mut dyn FnMut(Change),
     ) -> crate::Result<()> {
-        let Some(base) = self.same_table(base) else {
+        let Some(removals) = self
+            .removals
+            .as_ref()
+            .filter(|_| self.tracks_changes_since(epoch))
+        else {
             return Err(crate::Error::InvalidArgument(format!(
-                "state '{}': the base is not an earlier view of this table",
+                "state '{}' does not track its changes since epoch {epoch}",
                 self.meta.name
             )));
         };
         let Some(index) = self.range.index_of(key_group) else {
             return Ok(());
         };
-        let (old, new) = (&base.key_groups[index], &self.key_groups[index]);
-        if Arc::ptr_eq(old, new) {
-            return Ok(());
-        }
-        let buckets = old.bucket_count().max(new.bucket_count());
-        let mut before: std::collections::HashMap<
-            (Vec<u8>, Vec<u8>),
-            &Entry<K, H::Namespace, H::Stored>,
-        > = std::collections::HashMap::new();
-        let mut after = Vec::new();
-        for b in 0..buckets {
-            if new.same_bucket(old, b) {
-                continue;
-            }
-            for e in old.bucket_entries(b) {
-                before.insert((to_bytes(&e.key), to_bytes(&e.ns)), e);
-            }
-            after.extend(new.bucket_entries(b));
-        }
-        for e in after {
-            let (key, namespace) = (to_bytes(&e.key), to_bytes(&e.ns));
-            let state = H::encode_stored(&e.state);
-            if let Some(was) = before.remove(&(key.clone(), namespace.clone())) {
-                if H::encode_stored(&was.state) == state {
-                    continue;
-                }
-            }
+        let map = &self.key_groups[index];
+        for e in map.iter_since(epoch) {
             visit(Change::Changed(EncodedEntry {
-                key,
-                namespace,
-                state,
+                key: to_bytes(&e.key),
+                namespace: to_bytes(&e.ns),
+                state: H::encode_stored(&e.state),
             }));
         }
-        for ((key, namespace), _) in before {
+        let mut gone: Vec<(Vec<u8>, Vec<u8>)> = removals.by_group[index]
+            .iter()
+            .filter(|(e, _, _)| *e > epoch)
+            .filter(|(_, key, ns)| {
+                let hash = entry_hash(&self.hasher, self.hasher.hash_one(key), ns);
+                map.get(hash, |e| e.key == *key && e.ns == *ns).is_none()
+            })
+            .map(|(_, key, ns)| (to_bytes(key), to_bytes(ns)))
+            .collect();
+        gone.sort_unstable();
+        gone.dedup();
+        for (key, namespace) in gone {
             visit(Change::Removed { key, namespace });
         }
         Ok(())
     }
+
     fn entry_count(&self) -> crate::Result<usize> {
         Ok(self.key_groups.iter().map(|m| m.len()).sum())
     }

@@ -136,12 +136,8 @@ impl StateTableSnapshot for TtlFilteredTable {
         NonZeroU64::new(self.ttl.ttl_millis())
     }
 
-    fn as_any(&self) -> Option<&dyn std::any::Any> {
-        Some(self)
-    }
-
-    fn diffable_with(&self, base: &dyn StateTableSnapshot) -> bool {
-        Self::inner_of(base).is_some_and(|b| self.inner.diffable_with(b))
+    fn tracks_changes_since(&self, epoch: u32) -> bool {
+        self.inner.tracks_changes_since(epoch)
     }
 
     /// The inner view's changes, filtered as a full snapshot is: a changed entry keeps only
@@ -150,19 +146,13 @@ impl StateTableSnapshot for TtlFilteredTable {
     /// it, R64, and the next full file leaves it out.)
     fn changes_since(
         &self,
-        base: &dyn StateTableSnapshot,
+        epoch: u32,
         key_group: u16,
         visit: &mut dyn FnMut(Change),
     ) -> Result<()> {
-        let Some(base) = Self::inner_of(base) else {
-            return Err(crate::Error::InvalidArgument(format!(
-                "state '{}': the base is not a view with a TTL",
-                self.meta().name
-            )));
-        };
         let (ttl, now) = (self.ttl, self.now);
         self.inner
-            .changes_since(base, key_group, &mut |change| match change {
+            .changes_since(epoch, key_group, &mut |change| match change {
                 Change::Changed(mut e) => match live(&e.state, &ttl, now) {
                     Live::All => visit(Change::Changed(e)),
                     Live::Part(state) => {
@@ -176,15 +166,6 @@ impl StateTableSnapshot for TtlFilteredTable {
                 },
                 removed => visit(removed),
             })
-    }
-}
-
-impl TtlFilteredTable {
-    /// The view a TTL-filtered `view` wraps.
-    fn inner_of(view: &dyn StateTableSnapshot) -> Option<&dyn StateTableSnapshot> {
-        view.as_any()?
-            .downcast_ref::<TtlFilteredTable>()
-            .map(|t| &*t.inner)
     }
 }
 
