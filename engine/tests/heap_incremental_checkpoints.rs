@@ -634,3 +634,45 @@ fn torn_crashes_during_a_consolidation_lose_nothing() {
         consolidation_crash_sweep(CrashMode::Torn { seed }, 3);
     }
 }
+
+#[test]
+fn verify_checks_every_file_of_a_chain_and_a_damaged_delta_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("chk");
+    let storage = fs_storage(&root, 1);
+    let keys = 400;
+    let mut task = new_task(HeapIncremental::default());
+    let mut m = Model::default();
+    for k in 0..keys {
+        touch(&mut task.backend, &task.handles, &mut m, k, 0);
+    }
+    checkpoint(&mut task, &storage, 1);
+    touch(&mut task.backend, &task.handles, &mut m, 3, 1);
+    let done = checkpoint(&mut task, &storage, 2);
+    let latest = storage.latest_completed().unwrap().unwrap();
+    let report = flowstate::verify::verify_checkpoint(&*storage, &latest);
+    assert!(report.damage.is_empty(), "{:?}", report.damage);
+    assert_eq!(report.files, 2, "the base and the delta");
+    // A flipped byte in the delta: verify names it, a restore refuses it.
+    let delta = root.join(&chain(&done.handle)[1]);
+    let mut bytes = std::fs::read(&delta).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&delta, &bytes).unwrap();
+    let report = flowstate::verify::verify_checkpoint(&*storage, &latest);
+    assert!(
+        report
+            .damage
+            .iter()
+            .any(|d| d.file == chain(&done.handle)[1]),
+        "{:?}",
+        report.damage
+    );
+    let all = KeyGroupRange::all(MAXP).unwrap();
+    let restored = Backend::<u64>::restore_from(
+        BackendConfig::heap().max_parallelism(MAXP),
+        &*storage,
+        &latest.handles_for(all),
+    );
+    assert!(restored.is_err());
+}

@@ -19,8 +19,8 @@
 //! Fired timers leave tombstones in the tree until compaction drops them. So that a refill does
 //! not step over all of them each time, each group keeps a floor (Flink's seek hint): every
 //! timer in the tree below it is in the cache, and a refill reads from it. Firing the earliest
-//! timer raises the floor to it; a cache that drops a timer below the floor lowers the floor to
-//! that timer.
+//! timer raises the floor to it; a timer below the floor that goes to the tree only (dropped
+//! by a full cache, or registered later than the cache's last) lowers the floor to it.
 
 use std::collections::BTreeSet;
 
@@ -40,6 +40,14 @@ struct GroupCache {
     /// Every timer of the group in the tree below this one is in `cached` (`None`: the
     /// group's start).
     floor: Option<Queued>,
+}
+
+/// Keeps the floor's promise for `timer`, in the tree and not in the cache: every timer below
+/// the floor is cached, so a floor above it comes down to it.
+fn lower_floor(group: &mut GroupCache, timer: Queued) {
+    if group.floor.as_ref().is_some_and(|floor| timer < *floor) {
+        group.floor = Some(timer);
+    }
 }
 
 /// The head of a key group in the set of heads: its earliest timer, then the group.
@@ -150,12 +158,13 @@ impl TreeQueue {
             group.cached.insert(timer);
             if group.cached.len() > capacity {
                 if let Some(dropped) = group.cached.pop_last() {
-                    if group.floor.as_ref().is_some_and(|floor| dropped < *floor) {
-                        group.floor = Some(dropped);
-                    }
+                    lower_floor(group, dropped);
                 }
                 group.complete = false;
             }
+        } else {
+            // In the tree only: below the floor, it becomes the floor.
+            lower_floor(group, timer);
         }
         self.head_changed(key_group, before);
     }
