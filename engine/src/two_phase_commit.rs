@@ -252,6 +252,18 @@ impl<T: Transactional> TwoPhaseCommitSink<T> {
         let _ = checkpoint;
     }
 
+    /// Ends the sink at the end of the task: aborts the open transaction and returns the
+    /// target. Records written since the last [`pre_commit`](Self::pre_commit) are discarded,
+    /// so call it once the task's final checkpoint (taken after its last record) completed.
+    /// Transactions still pending stay so in that checkpoint's operator state: a restore from
+    /// it commits them.
+    pub fn close(mut self) -> Result<T, T::Error> {
+        if let Some(txn) = self.current.take() {
+            self.target.abort(txn)?;
+        }
+        Ok(self.target)
+    }
+
     /// The checkpoints that have pre-committed transactions waiting for their completion.
     pub fn pending_checkpoints(&self) -> Vec<CheckpointId> {
         self.pending.iter().map(|(id, _)| *id).collect()
@@ -509,6 +521,22 @@ mod tests {
         assert_eq!(target.visible(), vec!["task 0", "task 1"]);
         assert!(target.world().commits.values().all(|&n| n == 1));
         assert_eq!(target.world().aborted.len(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn close_aborts_the_open_transaction_and_keeps_the_committed_ones() -> Result<(), Error> {
+        let target = Memory::default();
+        let mut store = OperatorStateStore::new();
+        let mut sink = open(&target, &mut store);
+        sink.write("a")?;
+        sink.pre_commit(&mut store, CheckpointId(1))?;
+        sink.notify_checkpoint_complete(&mut store, CheckpointId(1))?;
+        sink.write("lost: after the last barrier")?;
+        sink.close()?;
+        assert_eq!(target.visible(), vec!["a"]);
+        assert_eq!(target.world().aborted, vec![2]);
+        assert!(target.world().open.is_empty());
         Ok(())
     }
 

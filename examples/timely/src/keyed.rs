@@ -175,6 +175,13 @@ impl KeyedTask {
         Ok(())
     }
 
+    /// Ends the task after its final checkpoint completed: the sink aborts its open (empty)
+    /// transaction.
+    pub fn close(self) -> Result<()> {
+        self.sink.close()?;
+        Ok(())
+    }
+
     /// The last checkpoint this task was notified of.
     pub fn notified(&self) -> u64 {
         self.notified

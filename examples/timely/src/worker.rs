@@ -250,6 +250,12 @@ pub fn run(worker: &mut Worker, ctx: &RunContext) -> Result<WorkerSummary, Strin
     while worker.has_dataflows() {
         worker.step_or_park(Some(Duration::from_millis(1)));
     }
+    // The dataflow is gone, and with it the operator's handle on the task.
+    if let Ok(task) = Rc::try_unwrap(task) {
+        task.into_inner()
+            .close()
+            .map_err(|e| format!("worker {index}: closing the keyed task: {e}"))?;
+    }
     let completed = (index == 0).then(|| coordinator.borrow().completed().clone());
     Ok(WorkerSummary { completed, records })
 }
