@@ -425,7 +425,7 @@ mod tests {
         drop(sink);
         assert!(target.visible().is_empty());
 
-        let mut store = restored(&[checkpoint_1.clone()], 1, 0);
+        let mut store = restored(std::slice::from_ref(&checkpoint_1), 1, 0);
         let mut sink = open(&target, &mut store);
         assert_eq!(target.visible(), vec!["a", "b"]);
         // The transaction open at the barrier was aborted; "c" comes again from the replay.

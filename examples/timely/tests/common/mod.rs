@@ -1,6 +1,9 @@
 //! Running the example binary: a job's runs, with a watchdog so that a hung run fails the test
 //! instead of hanging it, and the committed output read back.
 
+// Each test file uses a part of this module.
+#![allow(dead_code)]
+
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
