@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use flowstate::checkpoint::{read_operator_state, write_operator_state};
 use flowstate::file_sink::{committed_files, FileSink};
-use flowstate::key_group::operator_index_for_key_group;
+use flowstate::key_group::operator_index_of;
 use flowstate::operator::{OperatorListState, OperatorStateStore};
 use flowstate::task::{restore_task, snapshot_task, TaskId, TaskSnapshotResult};
 use flowstate::timer::TimerService;
@@ -392,8 +392,7 @@ impl Job {
     }
 
     fn route(&self, user: u64) -> usize {
-        let kg = key_group_for(&flowstate::codec::to_bytes(&user), self.max_parallelism);
-        operator_index_for_key_group(self.max_parallelism, self.parallelism, kg) as usize
+        operator_index_of(&user, self.max_parallelism, self.parallelism) as usize
     }
 }
 

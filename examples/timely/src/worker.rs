@@ -9,9 +9,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowstate::key_group::operator_index_for_key_group;
+use flowstate::key_group::operator_index_of;
 use flowstate::task::TaskId;
-use flowstate::{key_group_of, CheckpointStorage, CompletedCheckpoint};
+use flowstate::{CheckpointStorage, CompletedCheckpoint};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::{Concat, Probe};
@@ -119,13 +119,7 @@ pub fn run(worker: &mut Worker, ctx: &RunContext) -> Result<WorkerSummary, Strin
         let acks = source_acks.to_stream(scope);
         let operator_task = Rc::clone(&task);
         // Records go to the worker whose key-group range holds their key's group.
-        let route = move |r: &Record| {
-            u64::from(operator_index_for_key_group(
-                mp,
-                peers,
-                key_group_of(&r.key, mp),
-            ))
-        };
+        let route = move |r: &Record| u64::from(operator_index_of(&r.key, mp, peers));
         let keyed_acks = records.unary_frontier(
             Exchange::new(route),
             "keyed",
