@@ -8,12 +8,11 @@ use std::sync::Arc;
 
 use flowstate::file_sink::FileSink;
 use flowstate::operator::OperatorStateStore;
-use flowstate::task::{restore_task, snapshot_task, TaskId};
+use flowstate::task::{restore_task, snapshot_task, PendingTaskSnapshot, TaskId};
 use flowstate::timer::TimerService;
 use flowstate::two_phase_commit::TwoPhaseCommitSink;
 use flowstate::*;
 
-use crate::ack::Ack;
 use crate::input::{processing_order, InputSpec, Record};
 use crate::output::{WindowResult, RECENT};
 
@@ -96,9 +95,14 @@ impl KeyedTask {
     }
 
     /// Processes the records of `epoch` (in a fixed order), fires the windows the epoch's
-    /// watermark closes into the sink, then takes the task's part of checkpoint `epoch + 1`:
-    /// the sink pre-commits, the state is snapshotted. Returns the acknowledgement.
-    pub fn process_epoch(&mut self, epoch: u64, mut records: Vec<Record>) -> Result<Ack> {
+    /// watermark closes into the sink, then takes the synchronous phase of the task's part of
+    /// checkpoint `epoch + 1`: the sink pre-commits, the state is frozen. Returns the
+    /// asynchronous phase, to run on any thread.
+    pub fn process_epoch(
+        &mut self,
+        epoch: u64,
+        mut records: Vec<Record>,
+    ) -> Result<PendingTaskSnapshot> {
         processing_order(&mut records);
         let (b, s) = (&mut self.backend, &self.states);
         for r in &records {
@@ -151,15 +155,13 @@ impl KeyedTask {
         )?;
         let id = CheckpointId(epoch + 1);
         self.sink.pre_commit(&mut self.operator_state, id)?;
-        let written = snapshot_task(
+        snapshot_task(
             &mut self.backend,
             &self.operator_state,
             &self.task,
             id,
             &self.storage,
-        )?
-        .run()?;
-        Ok(Ack::new(id.0, &written.state))
+        )
     }
 
     /// Checkpoint `id` completed (seen in the checkpoint directory): the backend is told, the

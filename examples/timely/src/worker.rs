@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use flowstate::key_group::operator_index_of;
@@ -14,7 +15,7 @@ use flowstate::task::TaskId;
 use flowstate::{CheckpointStorage, CompletedCheckpoint};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
-use timely::dataflow::operators::{Concat, Probe};
+use timely::dataflow::operators::{Capability, Concat, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
@@ -123,11 +124,17 @@ pub fn run(worker: &mut Worker, ctx: &RunContext) -> Result<WorkerSummary, Strin
         let keyed_acks = records.unary_frontier(
             Exchange::new(route),
             "keyed",
-            move |mut capability, _info| {
+            move |mut capability, info| {
                 capability.downgrade(&start);
                 let mut capability = Some(capability);
                 let mut stash: BTreeMap<u64, Vec<Record>> = BTreeMap::new();
                 let mut next = start;
+                // Asynchronous phases running on their own threads, each with a capability for
+                // its epoch: the acknowledgement goes out at that epoch once the files are
+                // written, and the epoch stays open downstream until then.
+                let mut writing: Vec<(Capability<u64>, JoinHandle<flowstate::Result<Ack>>)> =
+                    Vec::new();
+                let activator = scope.activator_for(Rc::clone(&info.address));
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
                         // Every message is sent at one epoch; one with no time carries nothing.
@@ -145,7 +152,7 @@ pub fn run(worker: &mut Worker, ctx: &RunContext) -> Result<WorkerSummary, Strin
                         .min(spec.epochs);
                     while next < limit {
                         let records = stash.remove(&next).unwrap_or_default();
-                        let ack = operator_task
+                        let pending = operator_task
                             .borrow_mut()
                             .process_epoch(next, records)
                             .unwrap_or_else(|e| {
@@ -157,11 +164,13 @@ pub fn run(worker: &mut Worker, ctx: &RunContext) -> Result<WorkerSummary, Strin
                             );
                             std::process::exit(CRASH_EXIT);
                         }
-                        if let Some(cap) = &capability {
-                            output.session(cap).give(ack);
-                        }
-                        next += 1;
                         if let Some(cap) = &mut capability {
+                            let id = next + 1;
+                            let thread = std::thread::spawn(move || {
+                                pending.run().map(|written| Ack::new(id, &written.state))
+                            });
+                            writing.push((cap.clone(), thread));
+                            next += 1;
                             if next < spec.epochs {
                                 cap.downgrade(&next);
                             }
@@ -169,6 +178,21 @@ pub fn run(worker: &mut Worker, ctx: &RunContext) -> Result<WorkerSummary, Strin
                     }
                     if next >= spec.epochs {
                         capability = None;
+                    }
+                    let (done, running): (Vec<_>, Vec<_>) = writing
+                        .drain(..)
+                        .partition(|(_, thread)| thread.is_finished());
+                    writing = running;
+                    for (cap, thread) in done {
+                        match thread.join() {
+                            Ok(Ok(ack)) => output.session(&cap).give(ack),
+                            Ok(Err(e)) => fatal(format!("worker {index}, snapshot: {e}")),
+                            Err(_) => fatal(format!("worker {index}: a snapshot thread panicked")),
+                        }
+                    }
+                    if !writing.is_empty() {
+                        // Look again shortly: the threads do not wake the worker.
+                        activator.activate_after(Duration::from_millis(1));
                     }
                 }
             },
