@@ -312,6 +312,8 @@ mod tests {
         visible: BTreeMap<u64, Vec<String>>,
         commits: BTreeMap<u64, u32>,
         aborted: Vec<u64>,
+        /// While set, every commit fails (the external system is down).
+        refuse_commits: bool,
     }
 
     /// A target over a shared [`World`], which outlives the tasks (as a database would).
@@ -358,6 +360,9 @@ mod tests {
         }
         fn commit(&mut self, txn: u64) -> Result<(), Error> {
             let mut w = self.world();
+            if w.refuse_commits {
+                return Err(Error::InvalidArgument("the system is down".into()));
+            }
             *w.commits.entry(txn).or_default() += 1;
             if let Some(records) = w.prepared.remove(&txn) {
                 w.visible.insert(txn, records);
@@ -537,6 +542,32 @@ mod tests {
         assert_eq!(target.visible(), vec!["a"]);
         assert_eq!(target.world().aborted, vec![2]);
         assert!(target.world().open.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn a_failed_commit_stays_pending_for_the_next_notification_and_the_checkpoint(
+    ) -> Result<(), Error> {
+        let target = Memory::default();
+        let mut store = OperatorStateStore::new();
+        let mut sink = open(&target, &mut store);
+        sink.write("a")?;
+        sink.pre_commit(&mut store, CheckpointId(1))?;
+        target.world().refuse_commits = true;
+        assert!(sink
+            .notify_checkpoint_complete(&mut store, CheckpointId(1))
+            .is_err());
+        assert_eq!(sink.pending_checkpoints(), vec![CheckpointId(1)]);
+        sink.write("b")?;
+        sink.pre_commit(&mut store, CheckpointId(2))?;
+        // The next checkpoint still holds transaction 1 as pending: a restore would commit it.
+        let checkpoint_2 = store.snapshot();
+        target.world().refuse_commits = false;
+        sink.notify_checkpoint_complete(&mut store, CheckpointId(2))?;
+        assert_eq!(target.visible(), vec!["a", "b"]);
+        let mut restored_store = restored(&[checkpoint_2], 1, 0);
+        let _sink = open(&target, &mut restored_store);
+        assert_eq!(target.visible(), vec!["a", "b"]);
         Ok(())
     }
 
