@@ -208,7 +208,8 @@ pub fn snapshot_operator_task(
     })
 }
 
-/// A restored task: its keyed state backend and its operator state.
+/// A task's keyed state backend and its operator state: restored ([`restore_task`]) or fresh
+/// ([`open_task`]).
 pub struct RestoredTask<K: Key> {
     /// The keyed state of the key groups the task owns.
     pub backend: Backend<K>,
@@ -223,6 +224,20 @@ impl<K: Key> std::fmt::Debug for RestoredTask<K> {
             .field("key_groups", &self.backend.key_group_range())
             .finish_non_exhaustive()
     }
+}
+
+/// Opens `task` fresh, for a job started without a checkpoint: the backend `config` describes,
+/// owning the key groups of task `index` of `parallelism` (the config's key-group range is set
+/// to that, as [`restore_task`] does), and an empty operator state. So an embedder has one
+/// path: `restore_task` when there is a checkpoint to start from, `open_task` when there is none.
+pub fn open_task<K: Key>(config: BackendConfig, task: &TaskId) -> Result<RestoredTask<K>> {
+    task.check()?;
+    let range =
+        KeyGroupRange::for_operator(config.get_max_parallelism(), task.parallelism, task.index)?;
+    Ok(RestoredTask {
+        backend: Backend::open(config.key_group_range(range))?,
+        operator_state: OperatorStateStore::new(),
+    })
 }
 
 /// Restores `task` from checkpoint or savepoint `from` of `storage`, at any parallelism: the

@@ -152,3 +152,19 @@ fn a_task_with_operator_state_only_snapshots_and_restores_at_another_parallelism
     assert!(none.snapshot().states.is_empty());
     Ok(())
 }
+
+#[test]
+fn a_fresh_task_owns_its_key_group_range_like_a_restored_one() -> Result<()> {
+    use flowstate::task::open_task;
+    for i in 0..3u32 {
+        let task = TaskId::new("counter", i, 3);
+        let fresh = open_task::<u64>(BackendConfig::heap().max_parallelism(MAXP), &task)?;
+        assert_eq!(
+            fresh.backend.key_group_range(),
+            KeyGroupRange::for_operator(MAXP, 3, i)?
+        );
+        assert!(fresh.operator_state.snapshot().states.is_empty());
+    }
+    assert!(open_task::<u64>(BackendConfig::heap(), &TaskId::new("counter", 3, 3)).is_err());
+    Ok(())
+}

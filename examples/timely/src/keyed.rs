@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use flowstate::file_sink::FileSink;
 use flowstate::operator::OperatorStateStore;
-use flowstate::task::{restore_task, snapshot_task, PendingTaskSnapshot, TaskId};
+use flowstate::task::{open_task, restore_task, snapshot_task, PendingTaskSnapshot, TaskId};
 use flowstate::timer::TimerService;
 use flowstate::two_phase_commit::TwoPhaseCommitSink;
 use flowstate::*;
@@ -52,18 +52,11 @@ impl KeyedTask {
         out: &Path,
     ) -> Result<Self> {
         let config = BackendConfig::heap().max_parallelism(max_parallelism);
-        let (mut backend, mut operator_state) = match from {
-            Some(done) => {
-                let restored = restore_task::<u64>(config, &*storage, done, &task)?;
-                (restored.backend, restored.operator_state)
-            }
-            None => {
-                let range =
-                    KeyGroupRange::for_operator(max_parallelism, task.parallelism, task.index)?;
-                let backend = Backend::<u64>::open(config.key_group_range(range))?;
-                (backend, OperatorStateStore::new())
-            }
+        let opened = match from {
+            Some(done) => restore_task::<u64>(config, &*storage, done, &task)?,
+            None => open_task::<u64>(config, &task)?,
         };
+        let (mut backend, mut operator_state) = (opened.backend, opened.operator_state);
         let states = States {
             count: backend.register(ValueStateDescriptor::<u64>::new("count"))?,
             recent: backend.register(ListStateDescriptor::<i64>::new("recent"))?,
