@@ -7,6 +7,10 @@
 //! event-time tumbling window per user (the sum of its amounts per window of
 //! [`WINDOW_MS`] events) fires on timers as the watermark (the offset) passes each window's
 //! end, and adds its result to the user's emitted totals, exactly once through failures.
+//! Each fired window is also written out, as a line in a file of `<dir>/output/`, through a
+//! two-phase-commit file sink per task (pre-committed at each checkpoint, committed when the
+//! checkpoint completes, committed again or aborted after a restore): the check reads the
+//! committed files back and finds every window result exactly once.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,9 +18,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use flowstate::checkpoint::{read_operator_state, write_operator_state};
-use flowstate::key_group::operator_index_for_key_group;
+use flowstate::file_sink::{committed_files, FileSink};
+use flowstate::key_group::operator_index_of;
 use flowstate::operator::{OperatorListState, OperatorStateStore};
+use flowstate::task::{restore_task, snapshot_task, TaskId, TaskSnapshotResult};
 use flowstate::timer::TimerService;
+use flowstate::two_phase_commit::TwoPhaseCommitSink;
 use flowstate::*;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -66,6 +73,8 @@ pub struct DemoArgs {
 /// Makes the configuration of each task's backend: the same operator code runs on either kind.
 struct Backends {
     lsm_dir: Option<PathBuf>,
+    /// Where the sinks commit their files.
+    output_dir: PathBuf,
     /// The clock of every backend: the time of the event being processed (one millisecond an
     /// event), which the TTL of the session state runs on.
     clock: Arc<ManualClock>,
@@ -77,6 +86,7 @@ impl Backends {
     fn new(args: &DemoArgs) -> Self {
         Backends {
             lsm_dir: (args.backend == "lsm").then(|| args.dir.join("lsm-work")),
+            output_dir: args.dir.join("output"),
             clock: Arc::new(ManualClock::new(0)),
             generation: std::cell::Cell::new(0),
         }
@@ -84,6 +94,13 @@ impl Backends {
 
     fn next_job(&self) {
         self.generation.set(self.generation.get() + 1);
+    }
+
+    /// The file sink of task `task` of `parallelism` in the current job: its transactions
+    /// are named after the task and the job, so no two runs that may commit share a name.
+    fn files(&self, task: u32, parallelism: u32) -> Result<FileSink> {
+        let prefix = format!("job{}-task{task}of{parallelism}", self.generation.get());
+        FileSink::new(&self.output_dir, prefix)
     }
 
     fn config(&self, max_parallelism: u32, range: KeyGroupRange, task: u32) -> BackendConfig {
@@ -204,29 +221,46 @@ fn register(b: &mut Backend<u64>) -> Result<States> {
     })
 }
 
-/// One keyed task: its backend, state handles and window timers.
+/// One keyed task: its backend, state handles and window timers, and its operator state,
+/// where its sink keeps its transactions.
 struct Task {
     backend: Backend<u64>,
     states: States,
     timers: TimerService<u64, TimeWindow>,
+    operator_state: OperatorStateStore,
+    /// The window results, to files through a two-phase commit.
+    sink: TwoPhaseCommitSink<FileSink>,
 }
 
+/// The name of the operator state of a task's sink.
+const SINK_STATE: &str = "window-results";
+
 impl Task {
-    /// A task on `backend` (fresh or restored): its states and timers registered.
-    fn new(mut backend: Backend<u64>) -> Result<Task> {
+    /// A task on `backend` and `operator_state` (fresh or restored): its states and timers
+    /// registered, its sink opened on `files` (committing the transactions a restored
+    /// checkpoint holds pending, aborting the one open at its barrier).
+    fn new(
+        mut backend: Backend<u64>,
+        mut operator_state: OperatorStateStore,
+        files: FileSink,
+    ) -> Result<Task> {
         let states = register(&mut backend)?;
         let timers = TimerService::register(&mut backend, "windows")?;
+        let sink = TwoPhaseCommitSink::open(files, &mut operator_state, SINK_STATE)?;
         Ok(Task {
             backend,
             states,
             timers,
+            operator_state,
+            sink,
         })
     }
 
     /// Fires the windows whose end the watermark passed: each adds its sum to the user's
-    /// emitted totals.
+    /// emitted totals and writes `<user> <window start> <sum>` to the sink.
     fn advance_watermark(&mut self, watermark: i64) -> Result<()> {
         let (sum, emitted) = (self.states.window_sum, self.states.emitted);
+        let sink = &mut self.sink;
         self.timers
             .advance_watermark(&mut self.backend, watermark, |b, _, timer| {
                 let result = b.reducing(&sum).namespace(&timer.namespace).get()?;
@@ -234,7 +268,13 @@ impl Task {
                 let (n, total) = b.value(&emitted).get()?.unwrap_or((0, 0));
                 b.value(&emitted)
                     .update((n + 1, total + result.unwrap_or(0)))?;
-                Ok(())
+                let line = format!(
+                    "{} {} {}\n",
+                    timer.key,
+                    timer.namespace.start,
+                    result.unwrap_or(0)
+                );
+                sink.write(line.as_bytes())
             })?;
         Ok(())
     }
@@ -287,7 +327,12 @@ impl Job {
         for i in 0..parallelism {
             let range = KeyGroupRange::for_operator(max_parallelism, parallelism, i)?;
             let config = backends.config(max_parallelism, range, i);
-            tasks.push(Task::new(Backend::<u64>::open(config)?)?);
+            let files = backends.files(i, parallelism)?;
+            tasks.push(Task::new(
+                Backend::<u64>::open(config)?,
+                OperatorStateStore::new(),
+                files,
+            )?);
         }
         let mut source = OperatorStateStore::new();
         let offset_state = source.list_state(&offset_descriptor())?;
@@ -315,10 +360,12 @@ impl Job {
             let range = KeyGroupRange::for_operator(max_parallelism, parallelism, i)?;
             let config = backends.config(max_parallelism, range, i);
             // Canonical files (heap) and native snapshots (LSM, incremental) alike: the LSM
-            // backend links the tables of its own checkpoints.
-            let backend =
-                Backend::<u64>::restore_from(config, &**storage, &done.handles_for(range))?;
-            tasks.push(Task::new(backend)?);
+            // backend links the tables of its own checkpoints. The operator state holds the
+            // sink's transactions, redistributed over the new parallelism.
+            let task = TaskId::new(OPERATOR, i, parallelism);
+            let restored = restore_task::<u64>(config, &**storage, done, &task)?;
+            let files = backends.files(i, parallelism)?;
+            tasks.push(Task::new(restored.backend, restored.operator_state, files)?);
         }
         let handle = done
             .operator_handles("source", 0)
@@ -345,8 +392,7 @@ impl Job {
     }
 
     fn route(&self, user: u64) -> usize {
-        let kg = key_group_for(&flowstate::codec::to_bytes(&user), self.max_parallelism);
-        operator_index_for_key_group(self.max_parallelism, self.parallelism, kg) as usize
+        operator_index_of(&user, self.max_parallelism, self.parallelism) as usize
     }
 }
 
@@ -354,9 +400,11 @@ impl Job {
 struct InFlight {
     id: CheckpointId,
     sync: Duration,
-    writers: Vec<JoinHandle<Result<SnapshotResult>>>,
+    /// The sinks' pre-commits (flush and fsync of each task's output file), before the
+    /// synchronous phase.
+    pre_commit: Duration,
+    writers: Vec<JoinHandle<Result<TaskSnapshotResult>>>,
     source: OperatorStateHandle,
-    parallelism: u32,
 }
 
 #[derive(Default)]
@@ -365,6 +413,7 @@ struct Figures {
     busy: Duration,
     checkpoints: u64,
     sync: Vec<Duration>,
+    pre_commit: Vec<Duration>,
     asynchronous: Vec<Duration>,
     bytes: u64,
     restores: Vec<(u32, u32, Duration, u64)>,
@@ -403,13 +452,26 @@ fn start_checkpoint(
     storage: &Arc<dyn CheckpointStorage>,
     compression: Compression,
 ) -> Result<InFlight> {
+    // The sinks first: each task's transaction is pre-committed and kept in the operator
+    // state that the task's snapshot then copies.
+    let started = Instant::now();
+    for task in &mut job.tasks {
+        task.sink.pre_commit(&mut task.operator_state, id)?;
+    }
+    let pre_commit = started.elapsed();
     let started = Instant::now();
     let mut pendings = Vec::new();
+    let parallelism = job.parallelism;
     for (i, task) in job.tasks.iter_mut().enumerate() {
-        let pending = task
-            .backend
-            .snapshot(id, storage, &format!("{OPERATOR}-{i}"))?
-            .with_compression(compression);
+        let task_id = TaskId::new(OPERATOR, i as u32, parallelism);
+        let pending = snapshot_task(
+            &mut task.backend,
+            &task.operator_state,
+            &task_id,
+            id,
+            storage,
+        )?
+        .with_compression(compression);
         pendings.push(pending);
     }
     job.source
@@ -430,9 +492,9 @@ fn start_checkpoint(
     Ok(InFlight {
         id,
         sync,
+        pre_commit,
         writers,
         source,
-        parallelism: job.parallelism,
     })
 }
 
@@ -451,7 +513,7 @@ fn finish_checkpoint(
         id: flight.id.0,
         ..CheckpointFigures::default()
     };
-    for (i, writer) in flight.writers.into_iter().enumerate() {
+    for writer in flight.writers {
         let result = writer
             .join()
             .map_err(|_| "an asynchronous phase panicked")??;
@@ -460,14 +522,13 @@ fn finish_checkpoint(
         this.shared_files += result.stats.shared_files;
         this.shared_bytes += result.stats.shared_bytes;
         slowest = slowest.max(result.stats.duration);
-        tasks.push(
-            SubtaskState::new(OPERATOR, i as u32, flight.parallelism, max_parallelism)
-                .with_keyed(result.handle),
-        );
+        tasks.push(result.state);
     }
     storage.complete_checkpoint(flight.id, tasks)?;
     for task in &mut job.tasks {
         task.backend.notify_checkpoint_complete(flight.id)?;
+        task.sink
+            .notify_checkpoint_complete(&mut task.operator_state, flight.id)?;
     }
     let references = storage.shared_file_references()?;
     this.shared_dir_files = references.len() as u64;
@@ -482,6 +543,7 @@ fn finish_checkpoint(
     figures.per_checkpoint.push(this);
     figures.checkpoints += 1;
     figures.sync.push(flight.sync);
+    figures.pre_commit.push(flight.pre_commit);
     figures.asynchronous.push(slowest);
     Ok(())
 }
@@ -721,24 +783,43 @@ pub fn run(args: &DemoArgs) -> DemoResult<()> {
             &mut figures,
         )?;
     }
+    if job.offset % args.checkpoint_every != 0 {
+        // The end of the input: a final checkpoint, so that the sinks commit the last window
+        // results (as Flink's final checkpoint at the end of a bounded input).
+        let flight = start_checkpoint(&mut job, CheckpointId(next_id), &storage, compression)?;
+        finish_checkpoint(
+            flight,
+            &mut job,
+            &storage,
+            args.max_parallelism,
+            &mut figures,
+        )?;
+    }
     bar.finish_and_clear();
     let elapsed = started.elapsed();
 
-    let checked = verify(args, &mut job)?;
+    let checked = verify(args, &mut job, &backends.output_dir)?;
     print_summary(args, &job, &figures, elapsed, checked);
     Ok(())
 }
 
-/// Checks every key against a tally of the whole stream computed without any state backend.
-fn verify(args: &DemoArgs, job: &mut Job) -> DemoResult<u64> {
+/// What the check verified: keys, and window results read back from the committed files.
+struct Checked {
+    keys: u64,
+    results: u64,
+    files: u64,
+}
+
+/// Checks every key against a tally of the whole stream computed without any state backend,
+/// and the committed output files: every fired window's result exactly once.
+fn verify(args: &DemoArgs, job: &mut Job, output_dir: &std::path::Path) -> DemoResult<Checked> {
     let mut events = vec![0u64; args.keys as usize];
     let mut totals = vec![0i64; args.keys as usize];
     let mut last = vec![None; args.keys as usize];
     // Per user: the windows that fired by the end (their end - 1 <= the last watermark) and
-    // the sum of their amounts; the amounts of the window still open.
+    // the sum of their amounts, by window start; the amounts of the window still open.
     let watermark = args.events.saturating_sub(1) as i64;
-    let mut fired: Vec<(std::collections::BTreeSet<i64>, i64)> =
-        vec![(std::collections::BTreeSet::new(), 0); args.keys as usize];
+    let mut fired = vec![std::collections::BTreeMap::<i64, i64>::new(); args.keys as usize];
     let mut open = vec![std::collections::BTreeMap::<i64, i64>::new(); args.keys as usize];
     for offset in 0..args.events {
         let e = event_at(args.seed, args.keys, offset);
@@ -747,8 +828,7 @@ fn verify(args: &DemoArgs, job: &mut Job) -> DemoResult<u64> {
         last[e.user as usize] = Some(offset);
         let w = window_of(offset);
         if w.end - 1 <= watermark {
-            fired[e.user as usize].0.insert(w.start);
-            fired[e.user as usize].1 += e.amount;
+            *fired[e.user as usize].entry(w.start).or_default() += e.amount;
         } else {
             *open[e.user as usize].entry(w.start).or_default() += e.amount;
         }
@@ -776,8 +856,8 @@ fn verify(args: &DemoArgs, job: &mut Job) -> DemoResult<u64> {
         if visits != n {
             return Err(format!("key {user}: {visits} visits in the map, expected {n}").into());
         }
-        let (windows, window_total) = &fired[user as usize];
-        let want = (windows.len() as u64, *window_total);
+        let windows = &fired[user as usize];
+        let want = (windows.len() as u64, windows.values().sum::<i64>());
         let got = b.value(&s.emitted).get()?.unwrap_or((0, 0));
         if got != want {
             return Err(format!(
@@ -818,7 +898,53 @@ fn verify(args: &DemoArgs, job: &mut Job) -> DemoResult<u64> {
         }
         checked += 1;
     }
-    Ok(checked)
+    // The committed output: each line a fired window's result, each exactly once.
+    let (mut results, mut files) = (0u64, 0u64);
+    for file in committed_files(output_dir)? {
+        files += 1;
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        for line in text.lines() {
+            let parsed: Vec<i64> = line
+                .split(' ')
+                .map(str::parse)
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| format!("{}: bad line {line:?}: {e}", file.display()))?;
+            let &[user, start, sum] = parsed.as_slice() else {
+                return Err(format!("{}: bad line {line:?}", file.display()).into());
+            };
+            let want = usize::try_from(user)
+                .ok()
+                .and_then(|u| fired.get_mut(u))
+                .and_then(|windows| windows.remove(&start));
+            if want != Some(sum) {
+                return Err(format!(
+                    "{}: window result {line:?} is {}: the output is not exactly-once",
+                    file.display(),
+                    match want {
+                        None => "a duplicate or was never fired".to_string(),
+                        Some(w) => format!("wrong (expected sum {w})"),
+                    }
+                )
+                .into());
+            }
+            results += 1;
+        }
+    }
+    if let Some((user, windows)) = fired.iter().enumerate().find(|(_, w)| !w.is_empty()) {
+        return Err(format!(
+            "user {user}: {} fired window result(s) missing from the committed output \
+             (first: window {:?})",
+            windows.len(),
+            windows.keys().next()
+        )
+        .into());
+    }
+    Ok(Checked {
+        keys: checked,
+        results,
+        files,
+    })
 }
 
 fn stats(samples: &[Duration]) -> (f64, f64) {
@@ -830,7 +956,7 @@ fn stats(samples: &[Duration]) -> (f64, f64) {
     (mean.as_secs_f64() * 1e3, max.as_secs_f64() * 1e3)
 }
 
-fn print_summary(args: &DemoArgs, job: &Job, f: &Figures, elapsed: Duration, checked: u64) {
+fn print_summary(args: &DemoArgs, job: &Job, f: &Figures, elapsed: Duration, checked: Checked) {
     let (sync_mean, sync_max) = stats(&f.sync);
     let (async_mean, async_max) = stats(&f.asynchronous);
     println!();
@@ -852,6 +978,12 @@ fn print_summary(args: &DemoArgs, job: &Job, f: &Figures, elapsed: Duration, che
         "sync phase mean (ms, all tasks)", sync_mean
     );
     println!("{:<44} {:>16.3}", "sync phase max (ms)", sync_max);
+    let (pre_mean, pre_max) = stats(&f.pre_commit);
+    println!(
+        "{:<44} {:>16}",
+        "sink pre-commit mean, max (ms, all tasks)",
+        format!("{pre_mean:.3}, {pre_max:.3}")
+    );
     println!(
         "{:<44} {:>16.1}",
         "async phase mean (ms, slowest task)", async_mean
@@ -897,13 +1029,23 @@ fn print_summary(args: &DemoArgs, job: &Job, f: &Figures, elapsed: Duration, che
         );
     }
     println!("{:<44} {:>16}", "final parallelism", job.parallelism);
-    println!("{:<44} {:>16}", "keys verified against the tally", checked);
+    println!(
+        "{:<44} {:>16}",
+        "keys verified against the tally", checked.keys
+    );
+    println!(
+        "{:<44} {:>16}",
+        "window results committed (2PC file sink)", checked.results
+    );
+    println!("{:<44} {:>16}", "committed output files", checked.files);
     println!(
         "\nOK: exactly-once: after {} failure(s) and recovery from checkpoints, every key's five states \
          equal a tally of the stream computed without failures, its event-time windows fired on \
          timers exactly once, and its session state (TTL {} ms of event time) lives exactly if \
-         its last event is that recent.",
+         its last event is that recent. The committed output files in {} hold every fired \
+         window's result exactly once.",
         f.restores.len(),
-        SESSION_GAP_MS
+        SESSION_GAP_MS,
+        args.dir.join("output").display()
     );
 }

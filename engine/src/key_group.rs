@@ -100,6 +100,30 @@ pub fn operator_index_for_key_group(max_parallelism: u32, parallelism: u32, key_
     (u64::from(key_group) * u64::from(parallelism) / u64::from(max_parallelism)) as u32
 }
 
+/// The index of the task, of `parallelism`, that owns `key`: where an engine routes a record
+/// ([`operator_index_for_key_group`] of [`key_group_of`]). Task `i` owns
+/// [`KeyGroupRange::for_operator`]`(max_parallelism, parallelism, i)`.
+///
+/// ```
+/// use flowstate::key_group::{operator_index_of, KeyGroupRange};
+/// use flowstate::key_group_of;
+/// let task = operator_index_of(&"alice".to_string(), 128, 3);
+/// let range = KeyGroupRange::for_operator(128, 3, task)?;
+/// assert!(range.contains(key_group_of(&"alice".to_string(), 128)));
+/// # Ok::<(), flowstate::Error>(())
+/// ```
+pub fn operator_index_of<K: crate::codec::Codec>(
+    key: &K,
+    max_parallelism: u32,
+    parallelism: u32,
+) -> u32 {
+    operator_index_for_key_group(
+        max_parallelism,
+        parallelism,
+        key_group_of(key, max_parallelism),
+    )
+}
+
 /// The max parallelism Flink derives from a parallelism when none is configured:
 /// `min(max(round_up_to_power_of_two(p + p / 2), 128), 32768)`.
 pub fn default_max_parallelism(parallelism: u32) -> u32 {

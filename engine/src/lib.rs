@@ -48,6 +48,7 @@ pub mod codec;
 pub mod config;
 pub mod dispatch;
 mod error;
+pub mod file_sink;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod heap;
@@ -62,6 +63,7 @@ pub mod state;
 pub mod storage;
 pub mod task;
 pub mod timer;
+pub mod two_phase_commit;
 pub mod verify;
 
 pub use backend::KeyedStateBackend;

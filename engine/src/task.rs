@@ -97,7 +97,8 @@ impl TaskId {
 /// A task's snapshot between its synchronous phase and its completion: `run` (on any thread)
 /// writes the keyed state and the operator state.
 pub struct PendingTaskSnapshot {
-    keyed: PendingSnapshot,
+    /// `None` for a task with operator state only ([`snapshot_operator_task`]).
+    keyed: Option<PendingSnapshot>,
     operator: OperatorStateSnapshot,
     storage: Arc<dyn CheckpointStorage>,
     target: SnapshotTarget,
@@ -120,7 +121,7 @@ impl std::fmt::Debug for PendingTaskSnapshot {
 pub struct TaskSnapshotResult {
     /// The task's state, for [`CheckpointStorage::complete`].
     pub state: SubtaskState,
-    /// What writing the keyed state did.
+    /// What writing the keyed state did (all zero for a task without keyed state).
     pub stats: SnapshotStats,
 }
 
@@ -129,14 +130,18 @@ impl PendingTaskSnapshot {
     /// the task has any) as files of the snapshot, and returns the task's state. On an error
     /// nothing is published; the embedder aborts the checkpoint.
     pub fn run(self) -> Result<TaskSnapshotResult> {
-        let keyed = self.keyed.run()?;
         let mut state = SubtaskState::new(
             self.task.operator_id.clone(),
             self.task.index,
             self.task.parallelism,
             self.max_parallelism,
-        )
-        .with_keyed(keyed.handle);
+        );
+        let mut stats = SnapshotStats::default();
+        if let Some(keyed) = self.keyed {
+            let keyed = keyed.run()?;
+            state = state.with_keyed(keyed.handle);
+            stats = keyed.stats;
+        }
         if !self.operator.states.is_empty() {
             let handle = write_operator_state(
                 &*self.storage,
@@ -146,10 +151,14 @@ impl PendingTaskSnapshot {
             )?;
             state = state.with_operator(handle);
         }
-        Ok(TaskSnapshotResult {
-            state,
-            stats: keyed.stats,
-        })
+        Ok(TaskSnapshotResult { state, stats })
+    }
+
+    /// Writes the keyed state's blocks with `compression` (see
+    /// [`PendingSnapshot::with_compression`]); no effect on a task without keyed state.
+    pub fn with_compression(mut self, compression: flowstate_formats::Compression) -> Self {
+        self.keyed = self.keyed.map(|k| k.with_compression(compression));
+        self
     }
 }
 
@@ -168,7 +177,7 @@ pub fn snapshot_task<K: Key, B: KeyedStateBackend<K>>(
     let target = target.into();
     let keyed = backend.snapshot(target.clone(), storage, &task.keyed_file_name())?;
     Ok(PendingTaskSnapshot {
-        keyed,
+        keyed: Some(keyed),
         operator: operator_state.snapshot(),
         storage: Arc::clone(storage),
         target,
@@ -177,7 +186,30 @@ pub fn snapshot_task<K: Key, B: KeyedStateBackend<K>>(
     })
 }
 
-/// A restored task: its keyed state backend and its operator state.
+/// The synchronous phase of the snapshot of a task with operator state only (a source, a
+/// sink): copies `operator_state`, for checkpoint or savepoint `target` of `storage`, of an
+/// operator of `max_parallelism` (the job's, as the keyed operators'). Restore it with
+/// [`restore_operator_task`].
+pub fn snapshot_operator_task(
+    operator_state: &OperatorStateStore,
+    task: &TaskId,
+    max_parallelism: u32,
+    target: impl Into<SnapshotTarget>,
+    storage: &Arc<dyn CheckpointStorage>,
+) -> Result<PendingTaskSnapshot> {
+    task.check()?;
+    Ok(PendingTaskSnapshot {
+        keyed: None,
+        operator: operator_state.snapshot(),
+        storage: Arc::clone(storage),
+        target: target.into(),
+        task: task.clone(),
+        max_parallelism,
+    })
+}
+
+/// A task's keyed state backend and its operator state: restored ([`restore_task`]) or fresh
+/// ([`open_task`]).
 pub struct RestoredTask<K: Key> {
     /// The keyed state of the key groups the task owns.
     pub backend: Backend<K>,
@@ -192,6 +224,20 @@ impl<K: Key> std::fmt::Debug for RestoredTask<K> {
             .field("key_groups", &self.backend.key_group_range())
             .finish_non_exhaustive()
     }
+}
+
+/// Opens `task` fresh, for a job started without a checkpoint: the backend `config` describes,
+/// owning the key groups of task `index` of `parallelism` (the config's key-group range is set
+/// to that, as [`restore_task`] does), and an empty operator state. So an embedder has one
+/// path: `restore_task` when there is a checkpoint to start from, `open_task` when there is none.
+pub fn open_task<K: Key>(config: BackendConfig, task: &TaskId) -> Result<RestoredTask<K>> {
+    task.check()?;
+    let range =
+        KeyGroupRange::for_operator(config.get_max_parallelism(), task.parallelism, task.index)?;
+    Ok(RestoredTask {
+        backend: Backend::open(config.key_group_range(range))?,
+        operator_state: OperatorStateStore::new(),
+    })
 }
 
 /// Restores `task` from checkpoint or savepoint `from` of `storage`, at any parallelism: the
@@ -209,6 +255,23 @@ pub fn restore_task<K: Key>(
     let range = KeyGroupRange::for_operator(max_parallelism, task.parallelism, task.index)?;
     let handles = from.keyed_handles_for(&task.operator_id, range);
     let backend = Backend::restore_from(config.key_group_range(range), storage, &handles)?;
+    let operator_state = restore_operator_task(storage, from, task)?;
+    Ok(RestoredTask {
+        backend,
+        operator_state,
+    })
+}
+
+/// Restores the operator state of `task` from checkpoint or savepoint `from` of `storage`, at
+/// any parallelism: the operator's operator state redistributed to task `index` of
+/// `parallelism` (empty if the operator had none). [`restore_task`] does this too; this alone
+/// serves a task without keyed state.
+pub fn restore_operator_task(
+    storage: &dyn CheckpointStorage,
+    from: &CompletedCheckpoint,
+    task: &TaskId,
+) -> Result<OperatorStateStore> {
+    task.check()?;
     let mut snapshots = Vec::new();
     for old in from
         .tasks()
@@ -220,13 +283,9 @@ pub fn restore_task<K: Key>(
         }
     }
     let refs: Vec<&OperatorStateSnapshot> = snapshots.iter().collect();
-    let operator_state = if refs.is_empty() {
-        OperatorStateStore::new()
+    if refs.is_empty() {
+        Ok(OperatorStateStore::new())
     } else {
-        OperatorStateStore::restore(&refs, task.parallelism, task.index)?
-    };
-    Ok(RestoredTask {
-        backend,
-        operator_state,
-    })
+        OperatorStateStore::restore(&refs, task.parallelism, task.index)
+    }
 }

@@ -119,3 +119,52 @@ fn a_task_index_past_the_parallelism_is_refused() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn a_task_with_operator_state_only_snapshots_and_restores_at_another_parallelism() -> Result<()> {
+    use flowstate::task::{restore_operator_task, snapshot_operator_task};
+    let storage: Arc<dyn CheckpointStorage> = Arc::new(MemoryCheckpointStorage::new());
+    let splits = ListStateDescriptor::<(u32, u64)>::new("split-offsets");
+    let mut states = Vec::new();
+    for i in 0..2u32 {
+        let mut source = OperatorStateStore::new();
+        let handle = source.list_state(&splits)?;
+        source
+            .list(&handle)
+            .update(vec![(2 * i, 100), (2 * i + 1, 200)])?;
+        let task = TaskId::new("source", i, 2);
+        let written =
+            snapshot_operator_task(&source, &task, MAXP, CheckpointId(1), &storage)?.run()?;
+        assert!(written.state.keyed.is_empty());
+        assert_eq!(written.state.max_parallelism, MAXP);
+        states.push(written.state);
+    }
+    let done = storage.complete_checkpoint(CheckpointId(1), states)?;
+    let mut all = Vec::new();
+    for i in 0..3u32 {
+        let mut source = restore_operator_task(&*storage, &done, &TaskId::new("source", i, 3))?;
+        let handle = source.list_state(&splits)?;
+        all.extend(source.list(&handle).get()?);
+    }
+    assert_eq!(all, vec![(0, 100), (1, 200), (2, 100), (3, 200)]);
+    // An operator the checkpoint has no state of restores empty.
+    let none = restore_operator_task(&*storage, &done, &TaskId::new("other", 0, 1))?;
+    assert!(none.snapshot().states.is_empty());
+    Ok(())
+}
+
+#[test]
+fn a_fresh_task_owns_its_key_group_range_like_a_restored_one() -> Result<()> {
+    use flowstate::task::open_task;
+    for i in 0..3u32 {
+        let task = TaskId::new("counter", i, 3);
+        let fresh = open_task::<u64>(BackendConfig::heap().max_parallelism(MAXP), &task)?;
+        assert_eq!(
+            fresh.backend.key_group_range(),
+            KeyGroupRange::for_operator(MAXP, 3, i)?
+        );
+        assert!(fresh.operator_state.snapshot().states.is_empty());
+    }
+    assert!(open_task::<u64>(BackendConfig::heap(), &TaskId::new("counter", 3, 3)).is_err());
+    Ok(())
+}

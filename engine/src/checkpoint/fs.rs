@@ -92,8 +92,20 @@ pub struct FsCheckpointStorage {
     max_state_size: Option<u64>,
     /// Serializes completion, abort, garbage collection and directory creation.
     inner: Mutex<Inner>,
-    /// Opened for inspection only: nothing is cleaned up, written or deleted.
-    read_only: bool,
+    /// What this instance may do with the root.
+    access: Access,
+}
+
+/// What an [`FsCheckpointStorage`] instance may do with its root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// The one instance that manages the root: cleans up at start, completes, aborts, deletes.
+    Owner,
+    /// A task-side instance (in another process than the owner): writes the state files of
+    /// checkpoints and savepoints and reads completed ones; never deletes.
+    Tasks,
+    /// Inspection only: nothing is cleaned up, written or deleted.
+    ReadOnly,
 }
 
 #[derive(Debug, Default)]
@@ -153,7 +165,7 @@ impl FsCheckpointStorage {
             clock: options.clock,
             max_state_size,
             inner: Mutex::new(Inner::default()),
-            read_only: false,
+            access: Access::Owner,
         };
         this.recover()?;
         Ok(this)
@@ -163,7 +175,21 @@ impl FsCheckpointStorage {
     /// tools): no start-up cleanup, and every method that would write or delete fails with
     /// [`Error::InvalidArgument`]. Reading checkpoints, savepoints and state files works.
     pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Self> {
-        let dir = dir.as_ref();
+        Self::open_without_cleanup(dir.as_ref(), Access::ReadOnly)
+    }
+
+    /// Opens the checkpoints of local directory `dir`, which another instance owns (opened
+    /// with [`open_local`](Self::open_local), in the process that completes checkpoints), for
+    /// the tasks of another process: no start-up cleanup; state files of checkpoints and
+    /// savepoints can be written, and completed checkpoints read; completing, aborting,
+    /// garbage collection and shared files (incremental checkpoints) fail with
+    /// [`Error::InvalidArgument`]. The owner must have been opened first (its start-up cleanup
+    /// removes incomplete checkpoints).
+    pub fn open_for_tasks(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_without_cleanup(dir.as_ref(), Access::Tasks)
+    }
+
+    fn open_without_cleanup(dir: &Path, access: Access) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::InvalidArgument(format!(
                 "{} is not a directory of checkpoints",
@@ -176,15 +202,28 @@ impl FsCheckpointStorage {
             clock: Arc::new(crate::clock::SystemClock),
             max_state_size: None,
             inner: Mutex::new(Inner::default()),
-            read_only: true,
+            access,
         })
     }
 
+    /// Fails unless state files may be written (the owner or a task-side instance).
     fn writable(&self) -> Result<()> {
-        if self.read_only {
+        if self.access == Access::ReadOnly {
             return Err(Error::InvalidArgument(
                 "checkpoint storage opened read-only: nothing can be written or deleted".into(),
             ));
+        }
+        Ok(())
+    }
+
+    /// Fails unless this instance manages the root (completes, aborts, deletes, shares files).
+    fn owner(&self, what: &str) -> Result<()> {
+        self.writable()?;
+        if self.access == Access::Tasks {
+            return Err(Error::InvalidArgument(format!(
+                "checkpoint storage opened for tasks: {what} is for the instance that owns the \
+                 root (FsCheckpointStorage::open_local)"
+            )));
         }
         Ok(())
     }
@@ -382,7 +421,7 @@ impl FsCheckpointStorage {
     /// Checks that `target` may take shared files (an open checkpoint) and that `name` may
     /// name one; returns its path.
     pub(super) fn shared_path(&self, target: &SnapshotTarget, name: &str) -> Result<String> {
-        self.writable()?;
+        self.owner("a shared file")?;
         if target.kind() != SnapshotKind::Checkpoint {
             return Err(Error::InvalidArgument(format!(
                 "{target} cannot have shared files: a savepoint is self-contained"
@@ -632,7 +671,7 @@ impl CheckpointStorage for FsCheckpointStorage {
         target: &SnapshotTarget,
         tasks: Vec<SubtaskState>,
     ) -> Result<CompletedCheckpoint> {
-        self.writable()?;
+        self.owner("completing a snapshot")?;
         let dir = self.target_dir(target)?;
         let mut inner = self.lock();
         self.check_open_target(target, &dir)?;
@@ -677,7 +716,7 @@ impl CheckpointStorage for FsCheckpointStorage {
     }
 
     fn abort(&self, target: &SnapshotTarget) -> Result<()> {
-        self.writable()?;
+        self.owner("aborting a snapshot")?;
         let dir = self.target_dir(target)?;
         let mut inner = self.lock();
         if target.kind() == SnapshotKind::Checkpoint
@@ -743,7 +782,7 @@ impl CheckpointStorage for FsCheckpointStorage {
     }
 
     fn collect_garbage(&self) -> Result<()> {
-        self.writable()?;
+        self.owner("garbage collection")?;
         let mut inner = self.lock();
         self.collect_garbage_locked(&mut inner, false)
     }

@@ -289,6 +289,8 @@ fn parse_at(s: &str, depth: usize) -> Option<(Schema, &str)> {
         "char" => Schema::Char,
         "unit" => Schema::Unit,
         "string" => Schema::String,
+        // A file sink's transaction (file_sink::FileTxn) is encoded as its file name.
+        "file-sink-txn" => Schema::String,
         "time-window" => Schema::TimeWindow,
         _ => return None,
     };
