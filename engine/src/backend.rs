@@ -43,6 +43,9 @@ pub trait KeyedStateBackend<K: Key> {
     fn current_key_group(&self) -> Option<u16>;
     /// What the state with `id` is, if this backend has it.
     fn state_meta(&self, id: StateId) -> Option<&StateMeta>;
+    /// The id of the state named `name`, if one is registered (the LSM backend also knows
+    /// restored states not registered yet).
+    fn state_id(&self, name: &str) -> Option<StateId>;
     /// The time-to-live state `id` was registered with, if any (spec/state-semantics.md R60).
     fn state_ttl(&self, id: StateId) -> Option<TtlConfig>;
     /// Gives state `id` a time-to-live: what registering a descriptor `with_ttl` does after
@@ -320,6 +323,47 @@ pub trait KeyedStateBackend<K: Key> {
             storage.clone(),
             name,
         ))
+    }
+
+    /// The handle of the state registered as `name`, for operator code that finds its state by
+    /// name at run time (an engine that builds operators from a plan) rather than keeping the
+    /// handle [`register`](Self::register) returned. `H` is the handle type it was registered
+    /// as (with or without a TTL): another kind or other codecs are
+    /// [`Error::StateTypeMismatch`], a name no state has is [`Error::InvalidArgument`].
+    ///
+    /// ```
+    /// use flowstate::*;
+    /// let mut backend = Backend::<u64>::open(BackendConfig::heap())?;
+    /// backend.register(ValueStateDescriptor::<u64>::new("count"))?;
+    /// // Elsewhere, by name:
+    /// let count: ValueState<u64> = backend.handle("count")?;
+    /// backend.set_current_key(&7);
+    /// backend.value(&count).update(1)?;
+    /// assert!(backend.handle::<ListState<u64>>("count").is_err());
+    /// assert!(backend.handle::<ValueState<u64>>("missing").is_err());
+    /// # Ok::<(), flowstate::Error>(())
+    /// ```
+    fn handle<H: StateHandle>(&self, name: &str) -> Result<H>
+    where
+        Self: Sized,
+    {
+        let id = self
+            .state_id(name)
+            .ok_or_else(|| Error::InvalidArgument(format!("no state is named '{name}'")))?;
+        let requested = if self.state_ttl(id).is_some() {
+            <H::Ttl as StateHandle>::meta(name)
+        } else {
+            H::meta(name)
+        };
+        match self.state_meta(id) {
+            Some(registered) if *registered == requested => Ok(H::from_id(id)),
+            Some(registered) => Err(Error::StateTypeMismatch {
+                name: name.to_owned(),
+                registered: registered.to_string(),
+                requested: requested.to_string(),
+            }),
+            None => Err(Error::UnknownState { id: id.0 }),
+        }
     }
 
     /// Registers `descriptor` and returns its handle.

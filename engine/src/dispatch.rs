@@ -153,6 +153,9 @@ impl<K: Key> KeyedStateBackend<K> for Backend<K> {
     fn state_meta(&self, id: StateId) -> Option<&StateMeta> {
         delegate!(self, b => b.state_meta(id))
     }
+    fn state_id(&self, name: &str) -> Option<StateId> {
+        delegate!(self, b => b.state_id(name))
+    }
     fn state_ttl(&self, id: StateId) -> Option<crate::state::TtlConfig> {
         delegate!(self, b => b.state_ttl(id))
     }

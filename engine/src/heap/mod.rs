@@ -546,6 +546,10 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
         self.states.get(id.0 as usize).map(|r| &r.meta)
     }
 
+    fn state_id(&self, name: &str) -> Option<StateId> {
+        self.by_name.get(name).copied()
+    }
+
     fn state_ttl(&self, id: StateId) -> Option<TtlConfig> {
         self.states.get(id.0 as usize).and_then(|r| r.ttl)
     }

@@ -992,6 +992,10 @@ impl<K: Key> KeyedStateBackend<K> for LsmBackend<K> {
         self.states.get(id.0 as usize).map(|s| &s.meta)
     }
 
+    fn state_id(&self, name: &str) -> Option<StateId> {
+        self.by_name.get(name).copied()
+    }
+
     /// Scans every state: O(entries), unlike the heap backend's count.
     fn entry_count(&self) -> Result<usize> {
         let mut n = 0;

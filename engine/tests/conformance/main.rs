@@ -2771,6 +2771,56 @@ fn keys_and_namespaces_lists_every_entry<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// `handle(name)`: the handle of a state found by name (with or without a TTL, of every kind);
+/// another kind or codec is a type mismatch, an unknown name an error; the handle reads and
+/// writes what the registered one does, also after a restore (into the heap backend).
+fn handles_are_found_by_name<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    b.register(MapStateDescriptor::<u32, String>::new("m").with_namespace::<u8>())?;
+    b.register(
+        ListStateDescriptor::<u32>::new("l")
+            .with_ttl(TtlConfig::after(std::time::Duration::from_secs(3600))),
+    )?;
+    b.set_current_key(&3);
+    b.value(&v).update(9)?;
+    let by_name: ValueState<u64> = b.handle("v")?;
+    assert_eq!(b.value(&by_name).get()?, Some(9));
+    let m: MapState<u32, String, u8> = b.handle("m")?;
+    b.map(&m).namespace(&1).put(2, "two".into())?;
+    let l: ListState<u32> = b.handle("l")?;
+    b.list(&l).add(5)?;
+    assert_eq!(
+        b.list(&l).get()?,
+        vec![5],
+        "a TTL state by its user-facing handle"
+    );
+    assert_err!(
+        b.handle::<ValueState<u32>>("v"),
+        Error::StateTypeMismatch { .. },
+        "another value codec"
+    );
+    assert_err!(
+        b.handle::<ListState<u64>>("v"),
+        Error::StateTypeMismatch { .. },
+        "another kind"
+    );
+    assert_err!(
+        b.handle::<ValueState<u64>>("nope"),
+        Error::InvalidArgument(_),
+        "an unknown name"
+    );
+    assert_eq!(b.state_id("v"), Some(v.id()));
+    assert_eq!(b.state_id("nope"), None);
+    let snapshot = b.snapshot_state()?;
+    let mut r = Backend::<u64>::restore(BackendConfig::heap().max_parallelism(MAXP), &[&snapshot])?;
+    r.register(ValueStateDescriptor::<u64>::new("v"))?;
+    let again: ValueState<u64> = r.handle("v")?;
+    r.set_current_key(&3);
+    assert_eq!(r.value(&again).get()?, Some(9));
+    Ok(())
+}
+
 macro_rules! conformance_suite {
     ($module:ident, $factory:expr) => {
         conformance_suite!(@cases $module, $factory;
@@ -2860,6 +2910,7 @@ macro_rules! conformance_suite {
             reads_return_copies,
             merge_reducing_order,
             keys_and_namespaces_lists_every_entry,
+            handles_are_found_by_name,
             ttl_value_expires_and_the_read_removes_it,
             ttl_reads_restamp_with_on_read_and_write,
             ttl_return_expired_if_not_cleaned_up,
