@@ -408,6 +408,29 @@ fn savepoints_are_relocatable_and_untouched_by_retention(f: Fixture) {
     );
     assert_intact(&*storage, &moved, 2);
 
+    // Found by id, as checkpoints are (checkpoint directories are not searched); the copy
+    // makes two savepoints numbered 2, which is ambiguous.
+    assert_eq!(
+        storage.savepoints().unwrap(),
+        vec![
+            (CheckpointId(2), "moved".to_owned()),
+            (CheckpointId(2), "savepoints/before-upgrade".to_owned())
+        ]
+    );
+    assert!(storage.load_savepoint_by_id(CheckpointId(2)).is_err());
+    // A damaged _metadata is an error naming it, not skipped.
+    let mut bytes = raw.read_all("moved/_metadata", 1 << 20).unwrap();
+    bytes[10] ^= 1;
+    raw.write_atomic("moved/_metadata", &bytes).unwrap();
+    let err = storage.savepoints().unwrap_err().to_string();
+    assert!(err.contains("moved/_metadata"), "{err}");
+    raw.remove_dir_all("moved").unwrap();
+    assert_eq!(
+        storage.load_savepoint_by_id(CheckpointId(2)).unwrap(),
+        savepoint
+    );
+    assert!(storage.load_savepoint_by_id(CheckpointId(3)).is_err());
+
     // Savepoint directories may not sit in the managed layout.
     for bad in [
         "chk-9",

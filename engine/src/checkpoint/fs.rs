@@ -781,6 +781,39 @@ impl CheckpointStorage for FsCheckpointStorage {
         CompletedCheckpoint::from_record(record, dir.to_string(), &|p| Ok(format!("{dir}/{p}")))
     }
 
+    fn savepoints(&self) -> Result<Vec<(CheckpointId, String)>> {
+        let mut found = Vec::new();
+        let mut dirs = vec![(ROOT.to_owned(), 0usize)];
+        while let Some((dir, depth)) = dirs.pop() {
+            for name in self.storage.list_dir(&dir)? {
+                let top = depth == 0;
+                let reserved = name == SHARED_DIR
+                    || name == TASK_OWNED_DIR
+                    || CheckpointId::from_dir_name(&name).is_some();
+                if is_temp_name(&name) || (top && (reserved || name == METADATA_FILE)) {
+                    continue;
+                }
+                let path = if top {
+                    name.clone()
+                } else {
+                    format!("{dir}/{name}")
+                };
+                if name == METADATA_FILE {
+                    let record = self.read_metadata(&path)?;
+                    if SnapshotKind::from_record(record.kind) == SnapshotKind::Savepoint {
+                        found.push((CheckpointId(record.checkpoint_id), dir.clone()));
+                    }
+                } else if depth + 1 < super::MAX_SAVEPOINT_DEPTH
+                    && self.storage.list_dir(&path).is_ok()
+                {
+                    dirs.push((path, depth + 1));
+                }
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
     fn collect_garbage(&self) -> Result<()> {
         self.owner("garbage collection")?;
         let mut inner = self.lock();

@@ -162,6 +162,10 @@ impl CheckpointStorage for MemoryCheckpointStorage {
         self.inner.load_savepoint(dir)
     }
 
+    fn savepoints(&self) -> Result<Vec<(CheckpointId, String)>> {
+        self.inner.savepoints()
+    }
+
     fn collect_garbage(&self) -> Result<()> {
         self.inner.collect_garbage()
     }

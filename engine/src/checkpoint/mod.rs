@@ -67,6 +67,10 @@ pub use write::{
 };
 pub(crate) use write::{state_metas, write_state_file, NativeSnapshot};
 
+/// How deep under the root [`CheckpointStorage::savepoints`] looks for savepoint directories,
+/// in path components (`savepoints/2026/sp-7` is 3).
+pub const MAX_SAVEPOINT_DEPTH: usize = 4;
+
 /// The name of the file that completes a checkpoint or savepoint, in its directory.
 pub const METADATA_FILE: &str = "_metadata";
 

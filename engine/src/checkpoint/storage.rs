@@ -247,6 +247,37 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     /// Reads the completed savepoint in directory `dir` (relative to the storage root).
     fn load_savepoint(&self, dir: &str) -> Result<CompletedCheckpoint>;
 
+    /// The completed savepoints under the root: every directory up to
+    /// [`MAX_SAVEPOINT_DEPTH`](super::MAX_SAVEPOINT_DEPTH) components deep (outside `chk-<n>`,
+    /// `shared` and `taskowned`) that holds a savepoint's `_metadata`, as (id, directory),
+    /// ascending. A `_metadata` that cannot be read is an error naming it, never skipped.
+    fn savepoints(&self) -> Result<Vec<(CheckpointId, String)>>;
+
+    /// Reads the savepoint numbered `id`, found among [`savepoints`](Self::savepoints), as
+    /// checkpoints are found by id. None with that id, or several (savepoint ids are the
+    /// embedder's choice), is [`Error::InvalidArgument`](crate::Error::InvalidArgument) naming
+    /// them: load one by directory then.
+    fn load_savepoint_by_id(&self, id: CheckpointId) -> Result<CompletedCheckpoint> {
+        let dirs: Vec<String> = self
+            .savepoints()?
+            .into_iter()
+            .filter(|(found, _)| *found == id)
+            .map(|(_, dir)| dir)
+            .collect();
+        match dirs.as_slice() {
+            [dir] => self.load_savepoint(dir),
+            [] => Err(crate::Error::InvalidArgument(format!(
+                "no savepoint numbered {} under the checkpoint root",
+                id.0
+            ))),
+            several => Err(crate::Error::InvalidArgument(format!(
+                "savepoints in {} are all numbered {}: load one by its directory",
+                several.join(", "),
+                id.0
+            ))),
+        }
+    }
+
     /// Applies retention now: deletes completed checkpoints beyond the newest N and
     /// incomplete checkpoints older than the newest completed one. Completion does this
     /// too; call it to retry after a deletion failed.
