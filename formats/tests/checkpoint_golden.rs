@@ -294,6 +294,42 @@ fn native_handle_matches_its_golden_file_and_damage_is_detected() {
     check_damage_is_detected(&golden, KeyedStateHandleRecord::decode);
 }
 
+/// A task's state standing alone: a heap chain handle and an operator handle (version 2).
+fn task_state() -> TaskStateRecord {
+    TaskStateRecord {
+        operator_id: "window-sum".into(),
+        subtask_index: 1,
+        parallelism: 2,
+        max_parallelism: 128,
+        keyed: vec![heap_chain_handle()],
+        operator: vec![OperatorStateHandleRecord {
+            file: StateFileRecord {
+                path: "chk-9/window-sum-1-operator".into(),
+                size: 211,
+                crc32c: Some(0x5eed_5eed),
+            },
+        }],
+    }
+}
+
+#[test]
+fn a_task_state_standing_alone_matches_its_golden_file_and_damage_is_detected() {
+    let encoded = task_state().encode("ack").unwrap();
+    let golden = check_golden("task_state_v2.bin", &encoded);
+    assert_eq!(&golden[..6], b"FSTS\x02\x00");
+    assert_eq!(
+        TaskStateRecord::decode(&golden, "ack").unwrap(),
+        task_state()
+    );
+    check_damage_is_detected(&golden, TaskStateRecord::decode);
+    // The rules of _metadata's task records hold: an index past the parallelism is refused.
+    let bad = TaskStateRecord {
+        subtask_index: 2,
+        ..task_state()
+    };
+    assert!(bad.encode("f").is_err());
+}
+
 /// A heap incremental checkpoint's handle: a base and two deltas, with checksums (version 2).
 fn heap_chain_handle() -> KeyedStateHandleRecord {
     let shared = |name: &str, size: u64, crc: u32| StateFileRecord {

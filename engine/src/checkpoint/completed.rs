@@ -1,6 +1,6 @@
 //! A completed checkpoint or savepoint, as its `_metadata` file describes it.
 
-use flowstate_formats::checkpoint::{CheckpointMetadataRecord, TaskStateRecord};
+use flowstate_formats::checkpoint::CheckpointMetadataRecord;
 
 use super::handle::{KeyedStateHandle, OperatorStateHandle, StateFile, SubtaskState};
 use super::{CheckpointId, SnapshotKind, METADATA_FILE};
@@ -51,7 +51,7 @@ impl CompletedCheckpoint {
         let tasks = record
             .tasks
             .into_iter()
-            .map(|task| subtask_from_record(task)?.map_paths(rebase))
+            .map(|task| SubtaskState::from_record(task)?.map_paths(rebase))
             .collect::<Result<_>>()?;
         Ok(CompletedCheckpoint::new(
             CheckpointId(record.checkpoint_id),
@@ -159,7 +159,7 @@ impl CompletedCheckpoint {
         let tasks = self
             .tasks
             .iter()
-            .map(|t| Ok(subtask_to_record(&t.map_paths(relativize)?)))
+            .map(|t| Ok(SubtaskState::to_record(&t.map_paths(relativize)?)))
             .collect::<Result<_>>()?;
         Ok(CheckpointMetadataRecord {
             checkpoint_id: self.id.0,
@@ -168,40 +168,6 @@ impl CompletedCheckpoint {
             tasks,
         })
     }
-}
-
-fn subtask_to_record(task: &SubtaskState) -> TaskStateRecord {
-    TaskStateRecord {
-        operator_id: task.operator_id.clone(),
-        subtask_index: task.subtask_index,
-        parallelism: task.parallelism,
-        max_parallelism: task.max_parallelism,
-        keyed: task.keyed.iter().map(KeyedStateHandle::to_record).collect(),
-        operator: task
-            .operator
-            .iter()
-            .map(OperatorStateHandle::to_record)
-            .collect(),
-    }
-}
-
-fn subtask_from_record(task: TaskStateRecord) -> Result<SubtaskState> {
-    Ok(SubtaskState {
-        operator_id: task.operator_id,
-        subtask_index: task.subtask_index,
-        parallelism: task.parallelism,
-        max_parallelism: task.max_parallelism,
-        keyed: task
-            .keyed
-            .into_iter()
-            .map(KeyedStateHandle::from_record)
-            .collect::<Result<_>>()?,
-        operator: task
-            .operator
-            .into_iter()
-            .map(OperatorStateHandle::from_record)
-            .collect::<Result<_>>()?,
-    })
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use flowstate_formats::checkpoint::{
     check_relative_path, FileOrigin, KeyedHandleKind, KeyedStateHandleRecord,
-    OperatorStateHandleRecord, StateFileRecord,
+    OperatorStateHandleRecord, StateFileRecord, TaskStateRecord,
 };
 
 use crate::error::{Error, Result};
@@ -346,6 +346,69 @@ pub struct SubtaskState {
 }
 
 impl SubtaskState {
+    /// The record of this state (paths as they are).
+    pub fn to_record(&self) -> TaskStateRecord {
+        TaskStateRecord {
+            operator_id: self.operator_id.clone(),
+            subtask_index: self.subtask_index,
+            parallelism: self.parallelism,
+            max_parallelism: self.max_parallelism,
+            keyed: self.keyed.iter().map(KeyedStateHandle::to_record).collect(),
+            operator: self
+                .operator
+                .iter()
+                .map(OperatorStateHandle::to_record)
+                .collect(),
+        }
+    }
+
+    /// The state of a record (paths relative to the storage root).
+    pub fn from_record(record: TaskStateRecord) -> Result<Self> {
+        Ok(SubtaskState {
+            operator_id: record.operator_id,
+            subtask_index: record.subtask_index,
+            parallelism: record.parallelism,
+            max_parallelism: record.max_parallelism,
+            keyed: record
+                .keyed
+                .into_iter()
+                .map(KeyedStateHandle::from_record)
+                .collect::<Result<_>>()?,
+            operator: record
+                .operator
+                .into_iter()
+                .map(OperatorStateHandle::from_record)
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    /// The state encoded standing alone (spec/formats.md section 4.10), to send it from a task
+    /// to the coordinator that completes the checkpoint, in another thread or process.
+    /// Fails only for a state that breaks the format's rules (an empty operator id, an index
+    /// or parallelism out of range, a handle past the max parallelism): `InvalidArgument`.
+    ///
+    /// ```
+    /// use flowstate::*;
+    /// let file = StateFile::with_checksum("chk-3/op-0-keyed", 1_000, 0xfeed)?;
+    /// let handle = KeyedStateHandle::new(KeyGroupRange::all(128)?, vec![file])?;
+    /// let state = SubtaskState::new("op", 0, 1, 128).with_keyed(handle);
+    /// let bytes = state.to_bytes()?;
+    /// assert_eq!(SubtaskState::from_bytes(&bytes, "ack from task 0")?, state);
+    /// # Ok::<(), flowstate::Error>(())
+    /// ```
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        self.to_record()
+            .encode("subtask state")
+            .map_err(|e| Error::InvalidArgument(e.to_string()))
+    }
+
+    /// Decodes a state written by [`to_bytes`](Self::to_bytes); `what` names the bytes in
+    /// errors (a message, a file). Damage is an error, never a wrong state: the encoding ends
+    /// with a CRC-32.
+    pub fn from_bytes(bytes: &[u8], what: &str) -> Result<Self> {
+        Self::from_record(TaskStateRecord::decode(bytes, what)?)
+    }
+
     /// The state of subtask `subtask_index` of `parallelism` of operator `operator_id`, with
     /// no handles yet.
     pub fn new(

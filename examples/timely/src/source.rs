@@ -84,6 +84,6 @@ impl SourceTask {
             &self.storage,
         )?
         .run()?;
-        Ok(Ack::new(id.0, &written.state))
+        Ack::new(id.0, &written.state)
     }
 }

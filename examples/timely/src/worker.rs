@@ -167,7 +167,9 @@ pub fn run(worker: &mut Worker, ctx: &RunContext) -> Result<WorkerSummary, Strin
                         if let Some(cap) = &mut capability {
                             let id = next + 1;
                             let thread = std::thread::spawn(move || {
-                                pending.run().map(|written| Ack::new(id, &written.state))
+                                pending
+                                    .run()
+                                    .and_then(|written| Ack::new(id, &written.state))
                             });
                             writing.push((cap.clone(), thread));
                             next += 1;

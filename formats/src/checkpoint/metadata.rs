@@ -103,7 +103,43 @@ pub struct TaskStateRecord {
     pub operator: Vec<OperatorStateHandleRecord>,
 }
 
+/// The frame of a task's state standing alone (`FSTS`).
+pub(crate) const TASK_FRAME: Frame = Frame {
+    magic: *b"FSTS",
+    version: 2,
+    oldest: 1,
+};
+
 impl TaskStateRecord {
+    /// Encodes the task's state standing alone (framed, with its checksum: formats.md 4.10), to
+    /// send it from a task to whoever completes the checkpoint. Version 2 when every file
+    /// carries a checksum, 1 when none does. `file` names the destination in errors.
+    pub fn encode(&self, file: &str) -> Result<Vec<u8>> {
+        let files = self
+            .keyed
+            .iter()
+            .flat_map(|h| h.files.iter().chain(&h.shared))
+            .chain(self.operator.iter().map(|h| &h.file));
+        let version = super::handle::version_for(files).map_err(|reason| {
+            crate::FormatError::InvalidInput {
+                file: file.to_string(),
+                reason: reason.into(),
+            }
+        })?;
+        let mut w = TASK_FRAME.writer_of(file, version);
+        self.write(&mut w)?;
+        Ok(w.finish())
+    }
+
+    /// Decodes a task's state standing alone, as written by [`encode`](Self::encode); errors
+    /// name `file`.
+    pub fn decode(bytes: &[u8], file: &str) -> Result<Self> {
+        let mut r = TASK_FRAME.open(bytes, file)?;
+        let task = Self::read(&mut r)?;
+        r.finish()?;
+        Ok(task)
+    }
+
     fn check(&self) -> Result<(), String> {
         if self.operator_id.is_empty() {
             return Err("empty operator id".into());
