@@ -65,14 +65,17 @@ pub struct DemoArgs {
     /// No progress bar (for logs and CI).
     #[arg(long)]
     quiet: bool,
-    /// The keyed state backend: heap (in memory) or lsm (an LSM tree in `<dir>/lsm-work`).
-    #[arg(long, default_value = "heap", value_parser = ["heap", "lsm"])]
+    /// The keyed state backend: heap (in memory), heap-incremental (in memory, incremental
+    /// checkpoints: deltas under `<dir>/shared`) or lsm (an LSM tree in `<dir>/lsm-work`).
+    #[arg(long, default_value = "heap", value_parser = ["heap", "heap-incremental", "lsm"])]
     backend: String,
 }
 
 /// Makes the configuration of each task's backend: the same operator code runs on either kind.
 struct Backends {
     lsm_dir: Option<PathBuf>,
+    /// Heap backends take incremental checkpoints (deltas under `shared/`).
+    heap_incremental: bool,
     /// Where the sinks commit their files.
     output_dir: PathBuf,
     /// The clock of every backend: the time of the event being processed (one millisecond an
@@ -86,6 +89,7 @@ impl Backends {
     fn new(args: &DemoArgs) -> Self {
         Backends {
             lsm_dir: (args.backend == "lsm").then(|| args.dir.join("lsm-work")),
+            heap_incremental: args.backend == "heap-incremental",
             output_dir: args.dir.join("output"),
             clock: Arc::new(ManualClock::new(0)),
             generation: std::cell::Cell::new(0),
@@ -105,6 +109,8 @@ impl Backends {
 
     fn config(&self, max_parallelism: u32, range: KeyGroupRange, task: u32) -> BackendConfig {
         let config = match &self.lsm_dir {
+            None if self.heap_incremental => BackendConfig::heap()
+                .heap_incremental_checkpoints(flowstate::heap::HeapIncremental::default()),
             None => BackendConfig::heap(),
             Some(dir) => {
                 BackendConfig::lsm(dir.join(format!("job{}-task{task}", self.generation.get())))

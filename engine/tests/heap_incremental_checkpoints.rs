@@ -676,3 +676,48 @@ fn verify_checks_every_file_of_a_chain_and_a_damaged_delta_is_refused() {
     );
     assert!(restored.is_err());
 }
+
+#[test]
+fn bases_and_deltas_are_compressed_as_the_pending_snapshot_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = 1_000;
+    let mut sizes = Vec::new();
+    for compression in [
+        flowstate_formats::Compression::None,
+        flowstate_formats::Compression::Lz4,
+    ] {
+        let storage = fs_storage(&dir.path().join(format!("{compression:?}")), 2);
+        let mut task = new_task(HeapIncremental::default());
+        let mut m = Model::default();
+        for k in 0..keys {
+            touch(&mut task.backend, &task.handles, &mut m, k, 0);
+        }
+        let mut bytes = 0;
+        for id in 1..=2 {
+            touch(&mut task.backend, &task.handles, &mut m, id, id);
+            let done = task
+                .backend
+                .snapshot(CheckpointId(id), &storage, "op-0")
+                .unwrap()
+                .with_compression(compression)
+                .run()
+                .unwrap();
+            bytes += done.stats.new_shared_bytes;
+            let state = SubtaskState::new("op", 0, 1, MAXP).with_keyed(done.handle);
+            storage
+                .complete_checkpoint(CheckpointId(id), vec![state])
+                .unwrap();
+            task.backend
+                .notify_checkpoint_complete(CheckpointId(id))
+                .unwrap();
+        }
+        sizes.push(bytes);
+        check_restores(&storage, dir.path(), &m, keys);
+    }
+    assert!(
+        sizes[1] < sizes[0],
+        "LZ4 {} bytes, none {}",
+        sizes[1],
+        sizes[0]
+    );
+}

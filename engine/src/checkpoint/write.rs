@@ -239,12 +239,14 @@ pub struct PendingSnapshot {
 /// file (the LSM backend's incremental checkpoints and native savepoints).
 pub(crate) trait NativeSnapshot: Send {
     /// Writes the snapshot as state file `name` of `target` (and the shared files it needs)
-    /// and returns its handle.
+    /// and returns its handle; `compression` is the block compression asked of the pending
+    /// snapshot, for the files in the canonical format it writes.
     fn run(
         self: Box<Self>,
         target: &SnapshotTarget,
         storage: &Arc<dyn CheckpointStorage>,
         name: &str,
+        compression: Compression,
     ) -> Result<SnapshotResult>;
 }
 
@@ -322,7 +324,7 @@ impl PendingSnapshot {
     /// nothing is published; the embedder aborts the checkpoint.
     pub fn run(self) -> Result<SnapshotResult> {
         if let Some(native) = self.native {
-            return native.run(&self.target, &self.storage, &self.name);
+            return native.run(&self.target, &self.storage, &self.name, self.compression);
         }
         let writer = self.storage.create_state_file(&self.target, &self.name)?;
         let origin = Some(self.target.origin(&self.name));

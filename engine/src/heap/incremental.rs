@@ -124,7 +124,6 @@ pub(crate) struct HeapChainJob {
     pub(crate) epoch: u32,
     pub(crate) tracker: Arc<Mutex<Tracker>>,
     pub(crate) options: HeapIncremental,
-    pub(crate) compression: Compression,
     /// Random bits that make this backend's shared file names its own.
     pub(crate) uid: u64,
 }
@@ -164,6 +163,7 @@ impl NativeSnapshot for HeapChainJob {
         target: &SnapshotTarget,
         storage: &Arc<dyn CheckpointStorage>,
         name: &str,
+        compression: Compression,
     ) -> Result<SnapshotResult> {
         if target.kind() != SnapshotKind::Checkpoint {
             return Err(Error::InvalidArgument(
@@ -178,7 +178,7 @@ impl NativeSnapshot for HeapChainJob {
         };
         let file_name = format!("{name}-{:016x}-{id:016x}.{kind}", self.uid);
         let writer = storage.create_shared_file(target, &file_name)?;
-        let (view, compression) = (&self.view, self.compression);
+        let view = &self.view;
         let (file, stats) = write_state_file(writer, |sink, path| match &base {
             Some(b) => crate::checkpoint::write_delta(
                 view,

@@ -951,7 +951,6 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
             epoch,
             tracker: Arc::clone(tracker),
             options: *options,
-            compression: flowstate_formats::Compression::None,
             uid: *uid,
         };
         Ok(crate::checkpoint::PendingSnapshot::native(

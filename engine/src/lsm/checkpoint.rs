@@ -255,11 +255,14 @@ impl NativeJob {
 }
 
 impl NativeSnapshot for NativeJob {
+    /// Tables keep the compression of the tree's options (`compression` is for canonical
+    /// files).
     fn run(
         self: Box<Self>,
         target: &SnapshotTarget,
         storage: &Arc<dyn CheckpointStorage>,
         name: &str,
+        _compression: flowstate_formats::Compression,
     ) -> Result<SnapshotResult> {
         let started = Instant::now();
         let private = target.kind() == SnapshotKind::Savepoint;
