@@ -216,7 +216,15 @@ impl<T: Transactional> TwoPhaseCommitSink<T> {
             }
             self.pending.push((checkpoint, txn));
         }
-        self.current = Some(self.target.begin()?);
+        match self.target.begin() {
+            Ok(txn) => self.current = Some(txn),
+            Err(e) => {
+                // The pre-committed transaction must reach the operator state all the same,
+                // or a snapshot taken now would lose it.
+                self.store(operator_state)?;
+                return Err(e);
+            }
+        }
         self.store(operator_state)
     }
 
@@ -314,6 +322,8 @@ mod tests {
         aborted: Vec<u64>,
         /// While set, every commit fails (the external system is down).
         refuse_commits: bool,
+        /// While set, every begin fails.
+        refuse_begins: bool,
     }
 
     /// A target over a shared [`World`], which outlives the tasks (as a database would).
@@ -338,6 +348,9 @@ mod tests {
         type Error = Error;
         fn begin(&mut self) -> Result<u64, Error> {
             let mut w = self.world();
+            if w.refuse_begins {
+                return Err(Error::InvalidArgument("no new transaction now".into()));
+            }
             w.next += 1;
             let id = w.next;
             w.open.insert(id, Vec::new());
@@ -568,6 +581,24 @@ mod tests {
         let mut restored_store = restored(&[checkpoint_2], 1, 0);
         let _sink = open(&target, &mut restored_store);
         assert_eq!(target.visible(), vec!["a", "b"]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_failed_begin_after_a_pre_commit_still_keeps_the_pending_transaction() -> Result<(), Error>
+    {
+        let target = Memory::default();
+        let mut store = OperatorStateStore::new();
+        let mut sink = open(&target, &mut store);
+        sink.write("a")?;
+        target.world().refuse_begins = true;
+        assert!(sink.pre_commit(&mut store, CheckpointId(1)).is_err());
+        // The operator state holds the pre-committed transaction: a restore commits it.
+        let checkpoint_1 = store.snapshot();
+        let mut restored_store = restored(&[checkpoint_1], 1, 0);
+        target.world().refuse_begins = false;
+        let _sink = open(&target, &mut restored_store);
+        assert_eq!(target.visible(), vec!["a"]);
         Ok(())
     }
 

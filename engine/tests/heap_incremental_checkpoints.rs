@@ -721,3 +721,64 @@ fn bases_and_deltas_are_compressed_as_the_pending_snapshot_asks() {
         sizes[0]
     );
 }
+
+/// TTL cleanup that removes a whole entry changed since the base logs the removal, or a restore
+/// would bring back the base's version: here a map user key removed after the base, still live
+/// in the base's file (found in review).
+#[test]
+fn ttl_cleanup_of_an_entry_changed_since_the_base_is_a_removal() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = fs_storage(&dir.path().join("chk"), 2);
+    let clock = Arc::new(ManualClock::new(1_000));
+    let config = heap(
+        KeyGroupRange::all(MAXP).unwrap(),
+        HeapIncremental::default(),
+    )
+    .clock(clock.clone());
+    let mut b = Backend::<u64>::open(config).unwrap();
+    let ttl = TtlConfig::after(std::time::Duration::from_millis(100)).incremental_cleanup(1_000);
+    let m = b
+        .register(MapStateDescriptor::<u32, u32>::new("m").with_ttl(ttl))
+        .unwrap();
+    let run = |b: &mut Backend<u64>, id: u64| {
+        let done = b
+            .snapshot(CheckpointId(id), &storage, "op-0")
+            .unwrap()
+            .run()
+            .unwrap();
+        let state = SubtaskState::new("op", 0, 1, MAXP).with_keyed(done.handle);
+        storage
+            .complete_checkpoint(CheckpointId(id), vec![state])
+            .unwrap();
+        b.notify_checkpoint_complete(CheckpointId(id)).unwrap();
+    };
+    b.set_current_key(&1);
+    b.map(&m).put(1, 10).unwrap();
+    clock.set(1_090);
+    b.map(&m).put(2, 20).unwrap();
+    run(&mut b, 1);
+    clock.set(1_095);
+    b.map(&m).remove(&2).unwrap();
+    // At 1 101 user key 1 has expired: an access to another key's state cleans the entry up.
+    clock.set(1_101);
+    b.set_current_key(&2);
+    assert_eq!(b.map(&m).get(&1).unwrap(), None);
+    run(&mut b, 2);
+    b.set_current_key(&1);
+    assert_eq!(b.map(&m).get(&2).unwrap(), None, "the live backend");
+    let done = storage.latest_completed().unwrap().unwrap();
+    let config = BackendConfig::heap()
+        .max_parallelism(MAXP)
+        .clock(Arc::new(ManualClock::new(1_101)));
+    let mut r = Backend::<u64>::restore_from(
+        config,
+        &*storage,
+        &done.handles_for(KeyGroupRange::all(MAXP).unwrap()),
+    )
+    .unwrap();
+    let rm = r
+        .register(MapStateDescriptor::<u32, u32>::new("m").with_ttl(ttl))
+        .unwrap();
+    r.set_current_key(&1);
+    assert_eq!(r.map(&rm).get(&2).unwrap(), None, "not brought back");
+}

@@ -579,10 +579,12 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
     }
 
     fn ttl_cleanup_step(&mut self, id: StateId, now: u64) -> Result<()> {
+        let epoch = self.epoch;
         if let Some(r) = self.states.get_mut(id.0 as usize) {
             if let Some(ttl) = r.ttl {
                 let budget = ttl.incremental_cleanup_size();
-                r.table.ttl_cleanup(&mut r.cleanup, budget, &ttl, now);
+                r.table
+                    .ttl_cleanup(&mut r.cleanup, budget, &ttl, now, epoch);
             }
         }
         Ok(())

@@ -50,9 +50,10 @@ const MAX_LOGGED_REMOVALS: usize = 1 << 20;
 /// The (key, namespace) pairs removed from each key group of a table, each with the epoch of
 /// its removal: what a delta needs beyond the entries' epochs (heap incremental checkpoints;
 /// spec/checkpoint-protocol.md 8.8). A snapshot shares it; the first removal after a snapshot
-/// copies it (it holds only the removals since the last confirmed checkpoint).
+/// copies the vector of per-group pointers and that key group's log only (a log holds only the
+/// removals since the last confirmed checkpoint).
 pub(crate) struct Removals<K, N> {
-    by_group: Arc<Vec<Vec<(u32, K, N)>>>,
+    by_group: Arc<Vec<Arc<Vec<(u32, K, N)>>>>,
     logged: usize,
     /// Removals of this epoch and before may be missing (the log overflowed): no delta can
     /// be written since an epoch before it.
@@ -103,7 +104,7 @@ impl<K: Key, H: StateHandle> StateTable<K, H> {
     /// Logs the removals of this table from now on (heap incremental checkpoints).
     pub(crate) fn track_removals(&mut self) {
         self.removals = Some(Removals {
-            by_group: Arc::new(vec![Vec::new(); self.range.len()]),
+            by_group: Arc::new(vec![Arc::new(Vec::new()); self.range.len()]),
             logged: 0,
             lost_upto: 0,
         });
@@ -116,12 +117,16 @@ impl<K: Key, H: StateHandle> StateTable<K, H> {
             return;
         };
         if r.logged >= MAX_LOGGED_REMOVALS {
-            r.by_group = Arc::new(vec![Vec::new(); self.range.len()]);
+            r.by_group = Arc::new(vec![Arc::new(Vec::new()); self.range.len()]);
             r.logged = 0;
             r.lost_upto = epoch;
             return;
         }
-        Arc::make_mut(&mut r.by_group)[index].push((epoch, key.clone(), ns.clone()));
+        Arc::make_mut(&mut Arc::make_mut(&mut r.by_group)[index]).push((
+            epoch,
+            key.clone(),
+            ns.clone(),
+        ));
         r.logged += 1;
     }
 
@@ -148,15 +153,13 @@ impl<K: Key, H: StateHandle> StateTable<K, H> {
     /// is the base of every later delta.
     pub(crate) fn prune(&mut self, upto: u32) {
         if let Some(r) = &mut self.removals {
-            if r.by_group
-                .iter()
-                .any(|g| g.iter().any(|(e, _, _)| *e <= upto))
-            {
+            let stale = |g: &[(u32, K, H::Namespace)]| g.iter().any(|(e, _, _)| *e <= upto);
+            if r.by_group.iter().any(|g| stale(g)) {
                 let groups = Arc::make_mut(&mut r.by_group);
-                for g in groups.iter_mut() {
-                    g.retain(|(e, _, _)| *e > upto);
+                for g in groups.iter_mut().filter(|g| stale(g)) {
+                    Arc::make_mut(g).retain(|(e, _, _)| *e > upto);
                 }
-                r.logged = groups.iter().map(Vec::len).sum();
+                r.logged = groups.iter().map(|g| g.len()).sum();
             }
         }
     }
@@ -184,6 +187,7 @@ pub(crate) trait ErasedTable: Send + 'static {
         budget: usize,
         ttl: &TtlConfig,
         now: u64,
+        epoch: u32,
     ) -> usize;
 }
 
@@ -215,8 +219,9 @@ impl<K: Key, H: StateHandle> ErasedTable for StateTable<K, H> {
         budget: usize,
         ttl: &TtlConfig,
         now: u64,
+        epoch: u32,
     ) -> usize {
-        super::ttl_cleanup::clean_step(self, cursor, budget, ttl, now)
+        super::ttl_cleanup::clean_step(self, cursor, budget, ttl, now, epoch)
     }
     fn allocated_bytes(&self) -> usize {
         self.key_groups.capacity() * std::mem::size_of::<usize>()

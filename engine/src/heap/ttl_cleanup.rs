@@ -28,6 +28,7 @@ pub(crate) fn clean_step<K: Key, H: StateHandle>(
     budget: usize,
     ttl: &TtlConfig,
     now: u64,
+    epoch: u32,
 ) -> usize {
     let groups = table.key_groups.len();
     if groups == 0 || budget == 0 {
@@ -61,9 +62,22 @@ pub(crate) fn clean_step<K: Key, H: StateHandle>(
             steps += 1;
         }
         if expired {
+            // Whole entries removed are logged as any removal is (heap incremental
+            // checkpoints): the base may hold another version of them that is still live.
+            let track = table.removals.is_some();
+            let mut gone = Vec::new();
             table
                 .map_mut(cursor.key_group)
-                .clean_bucket(cursor.bucket, |e| judge::<K, H>(e, ttl, now));
+                .clean_bucket(cursor.bucket, |e| {
+                    let verdict = judge::<K, H>(e, ttl, now);
+                    if track && matches!(verdict, Verdict::Remove) {
+                        gone.push((e.key.clone(), e.ns.clone()));
+                    }
+                    verdict
+                });
+            for (key, ns) in gone {
+                table.log_removal(cursor.key_group, epoch, &key, &ns);
+            }
             cursor.slot = slots;
         }
         if cursor.slot >= slots {

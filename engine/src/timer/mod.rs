@@ -199,6 +199,24 @@ impl<K: Key, N: Namespace> TimerService<K, N> {
         }
     }
 
+    /// Fails if reading timers back from the backend failed earlier (the order in memory may
+    /// then miss some): such a service is not used again; register it anew on a backend
+    /// restored from a checkpoint.
+    fn check_usable(&self) -> Result<()> {
+        let failed = match &self.queues {
+            Queues::Memory(_) => None,
+            Queues::Tree(q) => q.iter().find_map(TreeQueue::failure),
+        };
+        match failed {
+            None => Ok(()),
+            Some(reason) => Err(Error::InvalidArgument(format!(
+                "timer service '{}' failed reading its timers ({reason}): register it again \
+                 on a backend restored from a checkpoint",
+                self.name
+            ))),
+        }
+    }
+
     /// Registers a timer of `domain` at `timestamp` for the current key in `namespace`; a timer
     /// already registered there is not added twice (R73).
     pub fn register_timer<B: KeyedStateBackend<K>>(
@@ -208,6 +226,7 @@ impl<K: Key, N: Namespace> TimerService<K, N> {
         namespace: &N,
         timestamp: i64,
     ) -> Result<()> {
+        self.check_usable()?;
         let queued = self.queued(backend, timestamp, namespace)?;
         let slot = TimerSlot {
             domain,
@@ -224,7 +243,7 @@ impl<K: Key, N: Namespace> TimerService<K, N> {
             }
             Queues::Tree(queues) => {
                 let queue = &mut queues[domain.index()];
-                let kg = backend.current_key_group().ok_or(Error::NoCurrentKey)?;
+                let kg = owned_key_group(backend)?;
                 let new = match queue.knows(kg, &queued) {
                     Some(pending) => !pending,
                     None => backend.value(&self.state).namespace(&slot).get()?.is_none(),
@@ -247,6 +266,7 @@ impl<K: Key, N: Namespace> TimerService<K, N> {
         namespace: &N,
         timestamp: i64,
     ) -> Result<()> {
+        self.check_usable()?;
         let queued = self.queued(backend, timestamp, namespace)?;
         let slot = TimerSlot {
             domain,
@@ -263,7 +283,7 @@ impl<K: Key, N: Namespace> TimerService<K, N> {
             }
             Queues::Tree(queues) => {
                 let queue = &mut queues[domain.index()];
-                let kg = backend.current_key_group().ok_or(Error::NoCurrentKey)?;
+                let kg = owned_key_group(backend)?;
                 let pending = match queue.knows(kg, &queued) {
                     Some(pending) => pending,
                     None => backend.value(&self.state).namespace(&slot).get()?.is_some(),
@@ -329,6 +349,7 @@ impl<K: Key, N: Namespace> TimerService<K, N> {
         domain: TimeDomain,
         time: i64,
     ) -> Result<Option<Timer<K, N>>> {
+        self.check_usable()?;
         let Some(queued) = self.first(domain) else {
             return Ok(None);
         };
@@ -356,7 +377,7 @@ impl<K: Key, N: Namespace> TimerService<K, N> {
             }
             Queues::Tree(queues) => {
                 // The timer's key is current: its key group is the timer's.
-                let kg = backend.current_key_group().ok_or(Error::NoCurrentKey)?;
+                let kg = owned_key_group(backend)?;
                 queues[domain.index()].popped(backend, kg, &queued)?;
             }
         }
@@ -431,6 +452,21 @@ impl<K: Key, N: Namespace> TimerService<K, N> {
         let key_len = buf.len();
         namespace.encode(&mut buf);
         Ok(Queued::new(timestamp, &buf[..key_len], &buf[key_len..]))
+    }
+}
+
+/// The current key's group, which the backend must own (as every state access requires):
+/// `NoCurrentKey` or `KeyGroupOutOfRange` otherwise.
+fn owned_key_group<K: Key, B: KeyedStateBackend<K>>(backend: &B) -> Result<u16> {
+    let kg = backend.current_key_group().ok_or(Error::NoCurrentKey)?;
+    let range = backend.key_group_range();
+    if range.contains(kg) {
+        Ok(kg)
+    } else {
+        Err(Error::KeyGroupOutOfRange {
+            key_group: kg,
+            range,
+        })
     }
 }
 

@@ -67,6 +67,9 @@ pub(super) struct TreeQueue {
     groups: Vec<GroupCache>,
     heads: BTreeSet<Head>,
     len: usize,
+    /// Why a refill failed, if one did: the caches may then miss timers, and the service
+    /// refuses further use.
+    failed: Option<String>,
 }
 
 impl TreeQueue {
@@ -87,6 +90,7 @@ impl TreeQueue {
             groups: (0..range.len()).map(|_| GroupCache::default()).collect(),
             heads: BTreeSet::new(),
             len: 0,
+            failed: None,
         };
         for kg in range.iter() {
             let index = queue.index(kg);
@@ -119,6 +123,11 @@ impl TreeQueue {
 
     fn index(&self, key_group: u16) -> usize {
         usize::from(key_group - self.range.start())
+    }
+
+    /// Why reading timers back failed, if it did (see `failed`).
+    pub(super) fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
     }
 
     /// The number of pending timers.
@@ -183,11 +192,18 @@ impl TreeQueue {
         }
         let index = self.index(key_group);
         let before = self.groups[index].cached.first().cloned();
-        if self.groups[index].cached.remove(timer) {
-            self.refill_if_empty(backend, key_group)?;
-        }
+        let refilled = if self.groups[index].cached.remove(timer) {
+            self.refill_if_empty(backend, key_group)
+        } else {
+            Ok(())
+        };
+        // The heads follow the cache even when a refill failed; the queue is then marked
+        // failed (the group may hold timers no cache shows).
         self.head_changed(key_group, before);
-        Ok(())
+        if let Err(e) = &refilled {
+            self.failed = Some(e.to_string());
+        }
+        refilled
     }
 
     /// Records that the earliest pending timer (`first`) of `key_group` was just deleted
