@@ -93,7 +93,7 @@ fn callbacks_that_register_and_delete_during_advance_match_a_model() {
         let mut wm = -10i64;
         for step in 0..120 {
             match rng.next(6) {
-                0 | 1 | 2 => {
+                0..=2 => {
                     let (k, n, t) = (rng.next(6), rng.next(3) as u8, wm + rng.next(30) as i64);
                     b.set_current_key(&k);
                     timers.register_event_time_timer(&mut b, &n, t).unwrap();

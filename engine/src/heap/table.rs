@@ -43,6 +43,14 @@ pub(crate) fn entry_hash<N: Hash>(hasher: &FixedState, key_hash: u64, ns: &N) ->
     }
 }
 
+/// The removals logged in one key group: (epoch, key, namespace), shared with snapshots.
+type GroupRemovals<K, N> = Arc<Vec<(u32, K, N)>>;
+
+/// Empty logs for `groups` key groups, each its own allocation.
+fn empty_logs<K, N>(groups: usize) -> Arc<Vec<GroupRemovals<K, N>>> {
+    Arc::new((0..groups).map(|_| Arc::new(Vec::new())).collect())
+}
+
 /// The most removals a table logs between two confirmed checkpoints; past it the log is
 /// dropped and the next incremental checkpoint writes a full base.
 const MAX_LOGGED_REMOVALS: usize = 1 << 20;
@@ -53,7 +61,7 @@ const MAX_LOGGED_REMOVALS: usize = 1 << 20;
 /// copies the vector of per-group pointers and that key group's log only (a log holds only the
 /// removals since the last confirmed checkpoint).
 pub(crate) struct Removals<K, N> {
-    by_group: Arc<Vec<Arc<Vec<(u32, K, N)>>>>,
+    by_group: Arc<Vec<GroupRemovals<K, N>>>,
     logged: usize,
     /// Removals of this epoch and before may be missing (the log overflowed): no delta can
     /// be written since an epoch before it.
@@ -104,7 +112,7 @@ impl<K: Key, H: StateHandle> StateTable<K, H> {
     /// Logs the removals of this table from now on (heap incremental checkpoints).
     pub(crate) fn track_removals(&mut self) {
         self.removals = Some(Removals {
-            by_group: Arc::new(vec![Arc::new(Vec::new()); self.range.len()]),
+            by_group: empty_logs(self.range.len()),
             logged: 0,
             lost_upto: 0,
         });
@@ -117,7 +125,7 @@ impl<K: Key, H: StateHandle> StateTable<K, H> {
             return;
         };
         if r.logged >= MAX_LOGGED_REMOVALS {
-            r.by_group = Arc::new(vec![Arc::new(Vec::new()); self.range.len()]);
+            r.by_group = empty_logs(self.range.len());
             r.logged = 0;
             r.lost_upto = epoch;
             return;
