@@ -1,5 +1,6 @@
 //! A sweep of damage over every file of a checkpoint like the demo's (an LSM task with an
-//! incremental checkpoint, a heap task with a canonical file, operator state): seeded bit flips,
+//! incremental checkpoint, a heap task with a canonical file, operator state) plus a heap task
+//! with incremental checkpoints (a base and a delta under `shared/`): seeded bit flips,
 //! truncations, an appended byte, swapped blocks, and each file replaced by the file of the same
 //! name from the older checkpoint. Every case must be a typed error from a restore and damage
 //! reported by `verify`, never a panic and never a success.
@@ -48,6 +49,14 @@ fn build(root: &Path, work: &Path) -> Arc<dyn CheckpointStorage> {
         )
         .unwrap(),
     ];
+    // A second operator: one heap task with incremental checkpoints (a chain: a base at
+    // checkpoint 1, a delta at checkpoint 2).
+    let mut chained = Backend::<u64>::open(
+        BackendConfig::heap()
+            .max_parallelism(MAXP)
+            .heap_incremental_checkpoints(flowstate::heap::HeapIncremental::default()),
+    )
+    .unwrap();
     let mut offsets = OperatorStateStore::new();
     let offset = offsets
         .list_state(&ListStateDescriptor::<u64>::new("offset"))
@@ -69,6 +78,19 @@ fn build(root: &Path, work: &Path) -> Arc<dyn CheckpointStorage> {
             }
         }
         offsets.list(&offset).update(vec![id * 1_000 + 7]).unwrap();
+        let total = chained
+            .register(ValueStateDescriptor::<u64>::new("total"))
+            .unwrap();
+        for k in (0..2_000u64).step_by(if id == 1 { 1 } else { 9 }) {
+            chained.set_current_key(&k);
+            chained.value(&total).update(k + id).unwrap();
+        }
+        if id == 2 {
+            for k in (0..2_000u64).step_by(31) {
+                chained.set_current_key(&k);
+                chained.value(&total).clear().unwrap();
+            }
+        }
         let mut states = Vec::new();
         for (i, b) in tasks.iter_mut().enumerate() {
             let done = b
@@ -86,10 +108,16 @@ fn build(root: &Path, work: &Path) -> Arc<dyn CheckpointStorage> {
         )
         .unwrap();
         states.push(SubtaskState::new("source", 0, 1, 1).with_operator(source));
+        let done = chained
+            .snapshot(CheckpointId(id), &storage, "chained-0")
+            .unwrap()
+            .run()
+            .unwrap();
+        states.push(SubtaskState::new("chained", 0, 1, MAXP).with_keyed(done.handle));
         storage
             .complete_checkpoint(CheckpointId(id), states)
             .unwrap();
-        for b in &mut tasks {
+        for b in tasks.iter_mut().chain([&mut chained]) {
             b.notify_checkpoint_complete(CheckpointId(id)).unwrap();
         }
     }
@@ -104,10 +132,16 @@ fn restore_all(root: &Path) -> Result<()> {
     let mut backend = Backend::<u64>::restore_from(
         BackendConfig::heap().max_parallelism(MAXP),
         &storage,
-        &done.handles_for(all),
+        &done.keyed_handles_for("op", all),
     )?;
     backend.register(ValueStateDescriptor::<u64>::new("count"))?;
     backend.register(ListStateDescriptor::<u32>::new("seen"))?;
+    let mut chained = Backend::<u64>::restore_from(
+        BackendConfig::heap().max_parallelism(MAXP),
+        &storage,
+        &done.keyed_handles_for("chained", all),
+    )?;
+    chained.register(ValueStateDescriptor::<u64>::new("total"))?;
     for handle in done.operator_handles("source", 0) {
         read_operator_state(&storage, handle)?;
     }
