@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use flowstate::checkpoint::SnapshotStats;
 use flowstate::heap::HeapIncremental;
 use flowstate::*;
-use flowstate_benches::{arg, SplitMix64};
+use flowstate_benches::{arg, change_values, load_values, SplitMix64};
 
 const MAXP: u32 = 128;
 
@@ -36,30 +36,6 @@ fn open(incremental: Option<HeapIncremental>) -> Result<(Backend<u64>, ValueStat
     )?;
     let state = b.register(ValueStateDescriptor::<u64>::new("value"))?;
     Ok((b, state))
-}
-
-fn load(b: &mut Backend<u64>, state: ValueState<u64>, keys: u64) -> Result<()> {
-    for k in 0..keys {
-        b.set_current_key(&k);
-        b.value(&state).update(k)?;
-    }
-    Ok(())
-}
-
-/// Updates `count` random keys of `keys` with new values.
-fn change(
-    b: &mut Backend<u64>,
-    state: ValueState<u64>,
-    keys: u64,
-    count: u64,
-    rng: &mut SplitMix64,
-) -> Result<()> {
-    for _ in 0..count {
-        let k = rng.below(keys);
-        b.set_current_key(&k);
-        b.value(&state).update(rng.next_u64())?;
-    }
-    Ok(())
 }
 
 fn storage(dir: &Path) -> Result<Arc<dyn CheckpointStorage>> {
@@ -118,11 +94,11 @@ fn main() -> Result<()> {
         let (mut delta_bytes, mut full_bytes) = (0, 0);
         for run in 0..runs {
             let (mut b, state) = open(Some(HeapIncremental::default()))?;
-            load(&mut b, state, keys)?;
+            load_values(&mut b, state, keys)?;
             let inc = storage(&dir.join(format!("d-{share}-{run}")))?;
             checkpoint(&mut b, &inc, 1)?;
             let mut rng = SplitMix64::new(run);
-            change(&mut b, state, keys, (keys as f64 * share) as u64, &mut rng)?;
+            change_values(&mut b, state, keys, (keys as f64 * share) as u64, &mut rng)?;
             let (stats, took, _) = checkpoint(&mut b, &inc, 2)?;
             delta_bytes = new_bytes(&stats);
             delta_ms.push(took);
@@ -158,14 +134,14 @@ fn main() -> Result<()> {
         let mut times = Vec::new();
         for run in 0..runs {
             let (mut b, state) = open(incremental.then(HeapIncremental::default))?;
-            load(&mut b, state, keys)?;
+            load_values(&mut b, state, keys)?;
             let chk = storage(&dir.join(format!("a-{incremental}-{run}")))?;
             checkpoint(&mut b, &chk, 1)?;
             let mut rng = SplitMix64::new(100 + run);
             let mut took = Duration::ZERO;
             for round in 0..10 {
                 let t = Instant::now();
-                change(&mut b, state, keys, updates / 10, &mut rng)?;
+                change_values(&mut b, state, keys, updates / 10, &mut rng)?;
                 took += t.elapsed();
                 checkpoint(&mut b, &chk, round + 2)?;
             }
@@ -205,13 +181,13 @@ fn main() -> Result<()> {
         Ok::<_, Error>(median(times))
     };
     let (mut b, state) = open(Some(limits))?;
-    load(&mut b, state, keys)?;
+    load_values(&mut b, state, keys)?;
     let chk = storage(&dir.join("chain"))?;
     let mut rng = SplitMix64::new(9);
     let mut full_time = None;
     for deltas in 0..=8u64 {
         if deltas > 0 {
-            change(&mut b, state, keys, keys / 100, &mut rng)?;
+            change_values(&mut b, state, keys, keys / 100, &mut rng)?;
         }
         let (_, _, done) = checkpoint(&mut b, &chk, deltas + 1)?;
         if ![0, 2, 4, 8].contains(&deltas) {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use flowstate::checkpoint::SnapshotStats;
 use flowstate::lsm::{CheckpointAwareOptions, CompactionPolicy, TreeOptions};
 use flowstate::*;
-use flowstate_benches::{arg, SplitMix64};
+use flowstate_benches::{arg, change_values, load_values, SplitMix64};
 
 const MAXP: u32 = 128;
 
@@ -35,30 +35,6 @@ fn open(dir: &Path, incremental: bool) -> Result<Backend<u64>> {
             .max_parallelism(MAXP)
             .lsm_incremental_checkpoints(incremental),
     )
-}
-
-fn load(b: &mut Backend<u64>, state: ValueState<u64>, keys: u64) -> Result<()> {
-    for k in 0..keys {
-        b.set_current_key(&k);
-        b.value(&state).update(k)?;
-    }
-    Ok(())
-}
-
-/// Changes `share` of `keys` keys (random keys, new values).
-fn change(
-    b: &mut Backend<u64>,
-    state: ValueState<u64>,
-    keys: u64,
-    share: f64,
-    rng: &mut SplitMix64,
-) -> Result<()> {
-    for _ in 0..(keys as f64 * share) as u64 {
-        let k = rng.below(keys);
-        b.set_current_key(&k);
-        b.value(&state).update(rng.next_u64())?;
-    }
-    Ok(())
 }
 
 /// Takes checkpoint `id`, completes it and notifies the backend; returns its figures.
@@ -100,7 +76,7 @@ fn mb(bytes: u64) -> f64 {
 fn sync_phase(dir: &Path, entries: u64) -> Result<()> {
     let mut b = open(&dir.join(format!("sync-{entries}")), true)?;
     let state = b.register(ValueStateDescriptor::<u64>::new("value"))?;
-    load(&mut b, state, entries)?;
+    load_values(&mut b, state, entries)?;
     let storage = storage(&dir.join(format!("sync-chk-{entries}")))?;
     let mut times = Vec::new();
     for id in 1..=50 {
@@ -187,7 +163,7 @@ fn run_policy(
     // 2. New bytes after changing 0.1%, 1% and 10%, beside a full checkpoint of the same state.
     let mut rng = SplitMix64::new(7);
     let state = inc.register(ValueStateDescriptor::<u64>::new("value"))?;
-    load(&mut inc, state, keys)?;
+    load_values(&mut inc, state, keys)?;
     settle(&inc)?;
     let inc_storage = storage(&dir.join("inc-chk"))?;
     let full_storage = storage(&dir.join("full-chk"))?;
@@ -203,7 +179,13 @@ fn run_policy(
     println!("| change | incremental: new bytes | async | full canonical: bytes | async | new / full | referenced |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for share in [0.001, 0.01, 0.1] {
-        change(&mut inc, state, keys, share, &mut rng)?;
+        change_values(
+            &mut inc,
+            state,
+            keys,
+            (keys as f64 * share) as u64,
+            &mut rng,
+        )?;
         settle(&inc)?;
         id += 1;
         // The full checkpoint of the same state: the canonical file of the same view.
@@ -247,7 +229,7 @@ fn run_policy(
         _ => 0,
     };
     for _ in 0..rounds {
-        change(&mut inc, state, keys, 0.01, &mut rng)?;
+        change_values(&mut inc, state, keys, (keys as f64 * 0.01) as u64, &mut rng)?;
         settle(&inc)?;
         id += 1;
         let (stats, _, _) = checkpoint(&mut inc, &inc_storage, id)?;
@@ -285,7 +267,7 @@ fn run_policy(
     };
     let (mut bytes_sum, mut bytes_max) = (0u64, 0u64);
     for _ in 0..steady {
-        change(&mut inc, state, keys, 0.01, &mut rng)?;
+        change_values(&mut inc, state, keys, (keys as f64 * 0.01) as u64, &mut rng)?;
         settle(&inc)?;
         id += 1;
         let (stats, _, _) = checkpoint(&mut inc, &inc_storage, id)?;

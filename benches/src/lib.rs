@@ -123,6 +123,35 @@ pub fn arg(n: usize, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// Sets value state `state` of keys `0..keys` to the key itself, one current key at a time.
+pub fn load_values<B: flowstate::KeyedStateBackend<u64>>(
+    b: &mut B,
+    state: flowstate::ValueState<u64>,
+    keys: u64,
+) -> flowstate::Result<()> {
+    for k in 0..keys {
+        b.set_current_key(&k);
+        b.value(&state).update(k)?;
+    }
+    Ok(())
+}
+
+/// Updates value state `state` of `count` random keys of `0..keys` with random values.
+pub fn change_values<B: flowstate::KeyedStateBackend<u64>>(
+    b: &mut B,
+    state: flowstate::ValueState<u64>,
+    keys: u64,
+    count: u64,
+    rng: &mut SplitMix64,
+) -> flowstate::Result<()> {
+    for _ in 0..count {
+        let k = rng.below(keys);
+        b.set_current_key(&k);
+        b.value(&state).update(rng.next_u64())?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

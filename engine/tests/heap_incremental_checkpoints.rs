@@ -15,9 +15,10 @@ use flowstate::checkpoint::{
 };
 use flowstate::heap::HeapIncremental;
 use flowstate::lsm::LsmBackground;
-use flowstate::storage::{CrashMode, MemStorage};
+use flowstate::storage::CrashMode;
 use flowstate::*;
 use flowstate_formats::checkpoint::KeyedHandleKind;
+use flowstate_formats::Compression;
 use proptest::prelude::*;
 
 use common::all_kinds::{check, register, touch, Handles, Model};
@@ -52,21 +53,37 @@ fn new_task(limits: HeapIncremental) -> Task {
     Task { backend, handles }
 }
 
-/// Takes checkpoint `id` of `task` and completes it in `storage`; notifies the backend.
-fn checkpoint(task: &mut Task, storage: &Arc<dyn CheckpointStorage>, id: u64) -> SnapshotResult {
-    let done = task
-        .backend
-        .snapshot(CheckpointId(id), storage, "op-0")
+/// Writes checkpoint `id` of `b` (task 0 of 1 of operator `op`) with `compression`.
+fn write(
+    b: &mut Backend<u64>,
+    storage: &Arc<dyn CheckpointStorage>,
+    id: u64,
+    compression: Compression,
+) -> SnapshotResult {
+    b.snapshot(CheckpointId(id), storage, "op-0")
         .unwrap()
+        .with_compression(compression)
         .run()
-        .unwrap();
-    let state = SubtaskState::new("op", 0, 1, MAXP).with_keyed(done.handle.clone());
+        .unwrap()
+}
+
+/// Completes checkpoint `id` with `handle` in `storage`.
+fn complete(storage: &Arc<dyn CheckpointStorage>, id: u64, handle: KeyedStateHandle) {
+    let state = SubtaskState::new("op", 0, 1, MAXP).with_keyed(handle);
     storage
         .complete_checkpoint(CheckpointId(id), vec![state])
         .unwrap();
-    task.backend
-        .notify_checkpoint_complete(CheckpointId(id))
-        .unwrap();
+}
+
+/// Takes checkpoint `id` of `b`, completes it in `storage` and notifies the backend.
+fn checkpoint(
+    b: &mut Backend<u64>,
+    storage: &Arc<dyn CheckpointStorage>,
+    id: u64,
+) -> SnapshotResult {
+    let done = write(b, storage, id, Compression::None);
+    complete(storage, id, done.handle.clone());
+    b.notify_checkpoint_complete(CheckpointId(id)).unwrap();
     done
 }
 
@@ -134,7 +151,7 @@ fn deltas_ship_only_the_changes_and_restore_at_any_parallelism_into_either_backe
     for k in 0..keys {
         touch(&mut task.backend, &task.handles, &mut m, k, 0);
     }
-    let base = checkpoint(&mut task, &storage, 1);
+    let base = checkpoint(&mut task.backend, &storage, 1);
     assert_eq!(
         chain(&base.handle).len(),
         1,
@@ -148,7 +165,7 @@ fn deltas_ship_only_the_changes_and_restore_at_any_parallelism_into_either_backe
     for k in (0..keys).step_by(100) {
         touch(&mut task.backend, &task.handles, &mut m, k, 1);
     }
-    let delta = checkpoint(&mut task, &storage, 2);
+    let delta = checkpoint(&mut task.backend, &storage, 2);
     let files = chain(&delta.handle);
     assert_eq!(files.len(), 2);
     assert_eq!(files[0], chain(&base.handle)[0], "the base is shared");
@@ -170,7 +187,7 @@ fn deltas_ship_only_the_changes_and_restore_at_any_parallelism_into_either_backe
         m.list.remove(&k);
         touch(&mut task.backend, &task.handles, &mut m, k, 4);
     }
-    let third = checkpoint(&mut task, &storage, 3);
+    let third = checkpoint(&mut task.backend, &storage, 3);
     assert_eq!(chain(&third.handle).len(), 3);
     check_restores(&storage, dir.path(), &m, keys);
 
@@ -194,12 +211,12 @@ fn deltas_ship_only_the_changes_and_restore_at_any_parallelism_into_either_backe
             }
         }
     }
-    let removed = checkpoint(&mut task, &storage, 4);
+    let removed = checkpoint(&mut task.backend, &storage, 4);
     assert_eq!(chain(&removed.handle).len(), 4);
     check_restores(&storage, dir.path(), &m, keys);
 
     // Nothing changed: an empty delta.
-    let fifth = checkpoint(&mut task, &storage, 5);
+    let fifth = checkpoint(&mut task.backend, &storage, 5);
     assert_eq!(chain(&fifth.handle).len(), 5);
     assert_eq!(fifth.stats.entries, 0);
     check_restores(&storage, dir.path(), &m, keys);
@@ -235,7 +252,7 @@ fn chains_consolidate_and_old_files_are_collected() {
     let mut lens = Vec::new();
     for id in 1..=5 {
         touch(&mut task.backend, &task.handles, &mut m, id, id);
-        let done = checkpoint(&mut task, &storage, id);
+        let done = checkpoint(&mut task.backend, &storage, id);
         lens.push(chain(&done.handle).len());
         // Retaining one checkpoint, shared/ holds exactly the files of its chain.
         let refs = storage.shared_file_references().unwrap();
@@ -254,14 +271,14 @@ fn chains_consolidate_and_old_files_are_collected() {
     for k in 0..keys {
         touch(&mut task.backend, &task.handles, &mut m, k, 9);
     }
-    let big = checkpoint(&mut task, &storage, 6);
+    let big = checkpoint(&mut task.backend, &storage, 6);
     assert_eq!(
         chain(&big.handle).len(),
         3,
         "a delta as large as the base is written"
     );
     touch(&mut task.backend, &task.handles, &mut m, 1, 10);
-    let after = checkpoint(&mut task, &storage, 7);
+    let after = checkpoint(&mut task.backend, &storage, 7);
     assert_eq!(
         chain(&after.handle).len(),
         1,
@@ -280,7 +297,7 @@ fn deltas_are_relative_to_the_last_confirmed_checkpoint() {
     for k in 0..keys {
         touch(&mut task.backend, &task.handles, &mut m, k, 0);
     }
-    checkpoint(&mut task, &storage, 1);
+    checkpoint(&mut task.backend, &storage, 1);
     // Checkpoint 2 is written, then aborted; 3 is written in flight beside it.
     touch(&mut task.backend, &task.handles, &mut m, 5, 1);
     let two = task
@@ -310,7 +327,7 @@ fn deltas_are_relative_to_the_last_confirmed_checkpoint() {
         .unwrap();
     // The notification of 3 is lost: checkpoint 4 is still a delta of checkpoint 1's view.
     touch(&mut task.backend, &task.handles, &mut m, 7, 1);
-    let four = checkpoint(&mut task, &storage, 4);
+    let four = checkpoint(&mut task.backend, &storage, 4);
     assert_eq!(chain(&four.handle).len(), 2);
     check_restores(&storage, dir.path(), &m, keys);
     // A restored backend starts a chain of its own.
@@ -320,7 +337,7 @@ fn deltas_are_relative_to_the_last_confirmed_checkpoint() {
         backend: b,
         handles: h,
     };
-    let five = checkpoint(&mut task, &storage, 5);
+    let five = checkpoint(&mut task.backend, &storage, 5);
     assert_eq!(chain(&five.handle).len(), 1);
     check_restores(&storage, dir.path(), &m, keys);
 }
@@ -384,16 +401,10 @@ fn run_model(ops: &[Op], max_deltas: u32) {
                 }
             }
             Op::Checkpoint { complete, notify } => {
-                let done = task
-                    .backend
-                    .snapshot(CheckpointId(id), &storage, "op-0")
-                    .unwrap()
-                    .run()
-                    .unwrap();
+                let done = write(&mut task.backend, &storage, id, Compression::None);
                 let cid = CheckpointId(id);
                 if complete {
-                    let state = SubtaskState::new("op", 0, 1, MAXP).with_keyed(done.handle);
-                    storage.complete_checkpoint(cid, vec![state]).unwrap();
+                    self::complete(&storage, id, done.handle);
                     completed = Some(m.clone());
                     if notify {
                         task.backend.notify_checkpoint_complete(cid).unwrap();
@@ -457,20 +468,7 @@ fn states_with_a_ttl_write_deltas_as_full_snapshots_would() {
         b.value(&v).update(k).unwrap();
         b.list(&l).add(1).unwrap();
     }
-    let run = |b: &mut Backend<u64>, id: u64| {
-        let done = b
-            .snapshot(CheckpointId(id), &storage, "op-0")
-            .unwrap()
-            .run()
-            .unwrap();
-        let state = SubtaskState::new("op", 0, 1, MAXP).with_keyed(done.handle.clone());
-        storage
-            .complete_checkpoint(CheckpointId(id), vec![state])
-            .unwrap();
-        b.notify_checkpoint_complete(CheckpointId(id)).unwrap();
-        done
-    };
-    run(&mut b, 1);
+    checkpoint(&mut b, &storage, 1);
     // At 1 060, keys 0..10 get a second list element and keys 10..20 a new value.
     clock.set(1_060);
     for k in 0..20u64 {
@@ -484,7 +482,7 @@ fn states_with_a_ttl_write_deltas_as_full_snapshots_would() {
     // At 1 120 what was written at 1 000 has expired: a changed list keeps only its element of
     // 1 060; an unchanged expired value stays in the base's file and is hidden on restore.
     clock.set(1_120);
-    let delta = run(&mut b, 2);
+    let delta = checkpoint(&mut b, &storage, 2);
     assert_eq!(chain(&delta.handle).len(), 2);
     let done = storage.latest_completed().unwrap().unwrap();
     let restore_at = |now: u64| {
@@ -536,16 +534,7 @@ fn states_with_a_ttl_write_deltas_as_full_snapshots_would() {
 /// restores to the model of its moment and `shared/` holds exactly what it references.
 fn consolidation_crash_sweep(mode: CrashMode, step: u64) {
     let keys = 300;
-    let mut n = 1;
-    let mut outcomes = BTreeSet::new();
-    loop {
-        let mem = Arc::new(MemStorage::with_seed(n));
-        let open = |mem: &Arc<MemStorage>| -> Arc<dyn CheckpointStorage> {
-            Arc::new(
-                FsCheckpointStorage::open(mem.clone(), FsCheckpointOptions::default()).unwrap(),
-            )
-        };
-        let storage = open(&mem);
+    let trial = |storage: &Arc<dyn CheckpointStorage>, arm: &mut dyn FnMut()| {
         let mut task = new_task(HeapIncremental {
             max_deltas: 1,
             max_delta_ratio: 10.0,
@@ -554,21 +543,20 @@ fn consolidation_crash_sweep(mode: CrashMode, step: u64) {
         for k in 0..keys {
             touch(&mut task.backend, &task.handles, &mut m, k, 0);
         }
-        checkpoint(&mut task, &storage, 1);
+        checkpoint(&mut task.backend, storage, 1);
         for k in (0..keys).step_by(11) {
             touch(&mut task.backend, &task.handles, &mut m, k, 1);
         }
-        let two = checkpoint(&mut task, &storage, 2);
+        let two = checkpoint(&mut task.backend, storage, 2);
         assert_eq!(chain(&two.handle).len(), 2);
         let second = m.clone();
         for k in (0..keys).step_by(7) {
             touch(&mut task.backend, &task.handles, &mut m, k, 2);
         }
-        let start = mem.op_count();
-        mem.fail_after(n);
+        arm();
         let result = task
             .backend
-            .snapshot(CheckpointId(3), &storage, "op-0")
+            .snapshot(CheckpointId(3), storage, "op-0")
             .and_then(|p| p.run())
             .and_then(|done| {
                 assert_eq!(chain(&done.handle).len(), 1, "checkpoint 3 is a new base");
@@ -577,50 +565,17 @@ fn consolidation_crash_sweep(mode: CrashMode, step: u64) {
                     vec![SubtaskState::new("op", 0, 1, MAXP).with_keyed(done.handle)],
                 )
             });
-        let acknowledged = result.is_ok();
-        let reached = mem.op_count() - start >= n;
-        mem.crash_with(mode);
-        mem.heal();
-        let storage = open(&mem);
-        let latest = storage.latest_completed().unwrap().unwrap();
-        if acknowledged {
-            assert_eq!(
-                latest.id(),
-                CheckpointId(3),
-                "n = {n}: an acknowledged checkpoint"
-            );
-        }
-        outcomes.insert(latest.id().0);
-        let expected = if latest.id() == CheckpointId(3) {
-            &m
-        } else {
-            &second
-        };
-        let all = KeyGroupRange::all(MAXP).unwrap();
-        let mut restored = Backend::<u64>::restore_from(
+        (second, m, result.is_ok())
+    };
+    let restore = |storage: &Arc<dyn CheckpointStorage>, latest: &CompletedCheckpoint, n: u64| {
+        Backend::<u64>::restore_from(
             BackendConfig::heap().max_parallelism(MAXP),
-            &*storage,
-            &latest.handles_for(all),
+            &**storage,
+            &latest.handles_for(KeyGroupRange::all(MAXP).unwrap()),
         )
-        .unwrap_or_else(|e| panic!("n = {n}: {e}"));
-        let h = register(&mut restored);
-        assert_eq!(check(&mut restored, &h, expected, keys), keys, "n = {n}");
-        let refs = storage.shared_file_references().unwrap();
-        assert!(
-            refs.values().all(|&c| c > 0),
-            "n = {n}: garbage left: {refs:?}"
-        );
-        if !reached {
-            assert!(acknowledged);
-            break;
-        }
-        n += step;
-    }
-    assert!(
-        outcomes.contains(&2) && outcomes.contains(&3),
-        "{outcomes:?}"
-    );
-    assert!(n > 5, "the sweep covered the publication steps: {n}");
+        .unwrap_or_else(|e| panic!("n = {n}: {e}"))
+    };
+    common::all_kinds::crash_sweep(mode, step, keys, 3, trial, restore);
 }
 
 #[test]
@@ -646,9 +601,9 @@ fn verify_checks_every_file_of_a_chain_and_a_damaged_delta_is_refused() {
     for k in 0..keys {
         touch(&mut task.backend, &task.handles, &mut m, k, 0);
     }
-    checkpoint(&mut task, &storage, 1);
+    checkpoint(&mut task.backend, &storage, 1);
     touch(&mut task.backend, &task.handles, &mut m, 3, 1);
-    let done = checkpoint(&mut task, &storage, 2);
+    let done = checkpoint(&mut task.backend, &storage, 2);
     let latest = storage.latest_completed().unwrap().unwrap();
     let report = flowstate::verify::verify_checkpoint(&*storage, &latest);
     assert!(report.damage.is_empty(), "{:?}", report.damage);
@@ -682,10 +637,7 @@ fn bases_and_deltas_are_compressed_as_the_pending_snapshot_asks() {
     let dir = tempfile::tempdir().unwrap();
     let keys = 1_000;
     let mut sizes = Vec::new();
-    for compression in [
-        flowstate_formats::Compression::None,
-        flowstate_formats::Compression::Lz4,
-    ] {
+    for compression in [Compression::None, Compression::Lz4] {
         let storage = fs_storage(&dir.path().join(format!("{compression:?}")), 2);
         let mut task = new_task(HeapIncremental::default());
         let mut m = Model::default();
@@ -695,18 +647,9 @@ fn bases_and_deltas_are_compressed_as_the_pending_snapshot_asks() {
         let mut bytes = 0;
         for id in 1..=2 {
             touch(&mut task.backend, &task.handles, &mut m, id, id);
-            let done = task
-                .backend
-                .snapshot(CheckpointId(id), &storage, "op-0")
-                .unwrap()
-                .with_compression(compression)
-                .run()
-                .unwrap();
+            let done = write(&mut task.backend, &storage, id, compression);
             bytes += done.stats.new_shared_bytes;
-            let state = SubtaskState::new("op", 0, 1, MAXP).with_keyed(done.handle);
-            storage
-                .complete_checkpoint(CheckpointId(id), vec![state])
-                .unwrap();
+            complete(&storage, id, done.handle);
             task.backend
                 .notify_checkpoint_complete(CheckpointId(id))
                 .unwrap();
@@ -740,30 +683,18 @@ fn ttl_cleanup_of_an_entry_changed_since_the_base_is_a_removal() {
     let m = b
         .register(MapStateDescriptor::<u32, u32>::new("m").with_ttl(ttl))
         .unwrap();
-    let run = |b: &mut Backend<u64>, id: u64| {
-        let done = b
-            .snapshot(CheckpointId(id), &storage, "op-0")
-            .unwrap()
-            .run()
-            .unwrap();
-        let state = SubtaskState::new("op", 0, 1, MAXP).with_keyed(done.handle);
-        storage
-            .complete_checkpoint(CheckpointId(id), vec![state])
-            .unwrap();
-        b.notify_checkpoint_complete(CheckpointId(id)).unwrap();
-    };
     b.set_current_key(&1);
     b.map(&m).put(1, 10).unwrap();
     clock.set(1_090);
     b.map(&m).put(2, 20).unwrap();
-    run(&mut b, 1);
+    checkpoint(&mut b, &storage, 1);
     clock.set(1_095);
     b.map(&m).remove(&2).unwrap();
     // At 1 101 user key 1 has expired: an access to another key's state cleans the entry up.
     clock.set(1_101);
     b.set_current_key(&2);
     assert_eq!(b.map(&m).get(&1).unwrap(), None);
-    run(&mut b, 2);
+    checkpoint(&mut b, &storage, 2);
     b.set_current_key(&1);
     assert_eq!(b.map(&m).get(&2).unwrap(), None, "the live backend");
     let done = storage.latest_completed().unwrap().unwrap();

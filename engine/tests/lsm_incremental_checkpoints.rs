@@ -627,22 +627,12 @@ fn torn_crashes_while_publishing_and_deleting_shared_files_lose_nothing() {
 /// operation on (n = 1, 1 + step, ...), crashes as `mode` says, heals and reopens.
 fn crash_sweep(mode: CrashMode, step: u64) {
     let keys = 800;
-    let mut n = 1;
-    let mut outcomes = BTreeSet::new();
-    loop {
-        let work = Arc::new(MemStorage::new());
-        let mem = Arc::new(MemStorage::with_seed(n));
-        let open = |mem: &Arc<MemStorage>| -> Arc<dyn CheckpointStorage> {
-            Arc::new(
-                FsCheckpointStorage::open(mem.clone(), FsCheckpointOptions::default()).unwrap(),
-            )
-        };
-        let storage = open(&mem);
-        let config = BackendConfig::lsm_on(work.clone(), "task")
+    let trial = |storage: &Arc<dyn CheckpointStorage>, arm: &mut dyn FnMut()| {
+        let config = BackendConfig::lsm_on(Arc::new(MemStorage::new()), "task")
             .max_parallelism(MAXP)
             .lsm_memtable_bytes(128 << 10)
             .lsm_background(LsmBackground::Inline);
-        let mut backend = Backend::<u64>::open(config.clone()).unwrap();
+        let mut backend = Backend::<u64>::open(config).unwrap();
         let h = register(&mut backend);
         let mut model = Model::default();
         for k in 0..keys {
@@ -653,18 +643,17 @@ fn crash_sweep(mode: CrashMode, step: u64) {
             backend,
             handles: h,
         }];
-        checkpoint(&mut ts, &storage, 1);
+        checkpoint(&mut ts, storage, 1);
         for k in (0..keys).step_by(13) {
             let Task { backend, handles } = &mut ts[0];
             touch(backend, handles, &mut model, k, 1);
         }
         // Checkpoint 2 (publication, completion, deletion of what only checkpoint 1
         // referenced), failing from operation n on.
-        let start = mem.op_count();
-        mem.fail_after(n);
+        arm();
         let result = ts[0]
             .backend
-            .snapshot(CheckpointId(2), &storage, "op-0")
+            .snapshot(CheckpointId(2), storage, "op-0")
             .and_then(|p| p.run())
             .and_then(|done| {
                 storage.complete_checkpoint(
@@ -672,51 +661,19 @@ fn crash_sweep(mode: CrashMode, step: u64) {
                     vec![SubtaskState::new("op", 0, 1, MAXP).with_keyed(done.handle)],
                 )
             });
-        let acknowledged = result.is_ok();
-        // Whether the n-th operation came: if not, the whole run went through.
-        let reached = mem.op_count() - start >= n;
-        mem.crash_with(mode);
-        mem.heal();
-        let storage = open(&mem);
-        let latest = storage.latest_completed().unwrap().unwrap();
-        if acknowledged {
-            assert_eq!(
-                latest.id(),
-                CheckpointId(2),
-                "n = {n}: an acknowledged checkpoint"
-            );
-        }
-        outcomes.insert(latest.id().0);
-        let expected = if latest.id() == CheckpointId(2) {
-            &model
-        } else {
-            &first
-        };
-        let all = KeyGroupRange::new(0, 127).unwrap();
-        let restored = Backend::<u64>::restore_from(
-            BackendConfig::lsm_on(work.clone(), &format!("restored-{n}"))
+        (first, model, result.is_ok())
+    };
+    let restore = |storage: &Arc<dyn CheckpointStorage>, latest: &CompletedCheckpoint, n: u64| {
+        Backend::<u64>::restore_from(
+            BackendConfig::lsm_on(Arc::new(MemStorage::new()), "restored")
                 .max_parallelism(MAXP)
                 .lsm_background(LsmBackground::Inline),
-            &*storage,
-            &latest.handles_for(all),
-        );
-        let mut restored = restored.unwrap_or_else(|e| panic!("n = {n}: {e}"));
-        let h = register(&mut restored);
-        assert_eq!(check(&mut restored, &h, expected, keys), keys, "n = {n}");
-        // Nothing leaked: shared/ holds exactly what the complete checkpoint references.
-        let (present, referenced) = shared_state(&storage);
-        assert_eq!(present, referenced, "n = {n}");
-        if !reached {
-            assert!(acknowledged);
-            break;
-        }
-        n += step;
-    }
-    assert!(
-        outcomes.contains(&1) && outcomes.contains(&2),
-        "{outcomes:?}"
-    );
-    assert!(n > 5, "the sweep covered the publication steps: {n}");
+            &**storage,
+            &latest.handles_for(KeyGroupRange::new(0, 127).unwrap()),
+        )
+        .unwrap_or_else(|e| panic!("n = {n}: {e}"))
+    };
+    common::all_kinds::crash_sweep(mode, step, keys, 2, trial, restore);
 }
 
 #[test]

@@ -2,6 +2,10 @@
 //! per partition, partitions merged into the base by delta ratio, every answer equal to a
 //! model, and few new tables between two moments (what an incremental checkpoint ships).
 
+mod common;
+
+use common::rng::Lcg;
+
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
@@ -24,17 +28,6 @@ fn options(delta_ratio: f64) -> TreeOptions {
 
 fn key(k: u64) -> Vec<u8> {
     format!("key-{k:08}").into_bytes()
-}
-
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
-    }
 }
 
 /// Flushes everything and runs every due compaction, as the pool does between checkpoints.
@@ -71,7 +64,7 @@ fn partitions_take_their_own_runs_and_merge_by_delta_ratio() {
         stats.levels
     );
 
-    let mut rng = Rng(3);
+    let mut rng = Lcg(3);
     let mut new_tables = Vec::new();
     for round in 1..=60u64 {
         let before: HashSet<u64> = tree.pin().all_tables().map(|t| t.id()).collect();

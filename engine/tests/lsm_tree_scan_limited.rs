@@ -2,6 +2,10 @@
 //! tombstones (many more than its per-call tombstone budget), range tombstones, frozen
 //! memtables and tables.
 
+mod common;
+
+use common::rng::Lcg;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -10,17 +14,6 @@ use flowstate::MemStorage;
 
 fn key(i: u32) -> Vec<u8> {
     format!("key{i:05}").into_bytes()
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
 }
 
 fn limited_all(tree: &Tree, start: &[u8], end: &[u8], limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -50,7 +43,7 @@ fn limited_all(tree: &Tree, start: &[u8], end: &[u8], limit: usize) -> Vec<(Vec<
 #[test]
 fn limited_scans_match_full_scans() {
     for seed in 0..2u64 {
-        let mut rng = Rng(seed + 11);
+        let mut rng = Lcg(seed + 11);
         let tree = Tree::open(
             Arc::new(MemStorage::new()),
             "t",
@@ -66,21 +59,21 @@ fn limited_scans_match_full_scans() {
         let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         let n = 6_000u32;
         for step in 0..20_000u32 {
-            match rng.next(100) {
+            match rng.below(100) {
                 0..=49 => {
-                    let k = key(rng.next(n as u64) as u32);
+                    let k = key(rng.below(n as u64) as u32);
                     let v = format!("v{step}").into_bytes();
                     tree.put(&k, &v).unwrap();
                     model.insert(k, v);
                 }
                 50..=93 => {
-                    let k = key(rng.next(n as u64) as u32);
+                    let k = key(rng.below(n as u64) as u32);
                     tree.delete(&k).unwrap();
                     model.remove(&k);
                 }
                 94..=95 => {
-                    let a = rng.next(n as u64) as u32;
-                    let b = a + rng.next(300) as u32;
+                    let a = rng.below(n as u64) as u32;
+                    let b = a + rng.below(300) as u32;
                     tree.delete_range(&key(a), &key(b)).unwrap();
                     let gone: Vec<_> = model
                         .range(key(a)..key(b))

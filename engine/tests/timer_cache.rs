@@ -3,6 +3,10 @@
 //! callbacks that register, delete and re-register timers while a watermark advances match a
 //! model, through caches of one or two timers per key group and flushes.
 
+mod common;
+
+use common::rng::Lcg;
+
 use flowstate::codec::to_bytes;
 use flowstate::timer::{TimeDomain, TimerService};
 use flowstate::*;
@@ -65,24 +69,13 @@ fn modelled(key: u64, ns: u8, ts: i64) -> Modelled {
     (ts, kb.len(), kb, to_bytes(&ns), key, ns)
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
-
 /// Callbacks that register and delete timers while an advance fires (earlier than the
 /// watermark, re-registrations of the fired timer, deletes of other timers), on the LSM
 /// backend with caches of one or two timers per group, against a model.
 #[test]
 fn callbacks_that_register_and_delete_during_advance_match_a_model() {
     for seed in 0..400u64 {
-        let mut rng = Rng(seed * 7919 + 1);
+        let mut rng = Lcg(seed * 7919 + 1);
         let cache = 1 + (seed % 2) as usize;
         let config = BackendConfig::lsm_on(Arc::new(MemStorage::new()), "lsm")
             .lsm_background(lsm::LsmBackground::Inline)
@@ -92,15 +85,15 @@ fn callbacks_that_register_and_delete_during_advance_match_a_model() {
         let mut model: BTreeSet<Modelled> = BTreeSet::new();
         let mut wm = -10i64;
         for step in 0..120 {
-            match rng.next(6) {
+            match rng.below(6) {
                 0..=2 => {
-                    let (k, n, t) = (rng.next(6), rng.next(3) as u8, wm + rng.next(30) as i64);
+                    let (k, n, t) = (rng.below(6), rng.below(3) as u8, wm + rng.below(30) as i64);
                     b.set_current_key(&k);
                     timers.register_event_time_timer(&mut b, &n, t).unwrap();
                     model.insert(modelled(k, n, t));
                 }
                 3 => {
-                    let (k, n, t) = (rng.next(6), rng.next(3) as u8, wm + rng.next(30) as i64);
+                    let (k, n, t) = (rng.below(6), rng.below(3) as u8, wm + rng.below(30) as i64);
                     b.set_current_key(&k);
                     timers.delete_event_time_timer(&mut b, &n, t).unwrap();
                     model.remove(&modelled(k, n, t));
@@ -111,15 +104,15 @@ fn callbacks_that_register_and_delete_during_advance_match_a_model() {
                     }
                 }
                 _ => {
-                    let to = wm + rng.next(15) as i64;
+                    let to = wm + rng.below(15) as i64;
                     let mut fired = Vec::new();
                     let mut actions = Vec::new();
                     for _ in 0..8 {
                         actions.push((
-                            rng.next(4),
-                            rng.next(6),
-                            rng.next(3) as u8,
-                            rng.next(40) as i64 - 10,
+                            rng.below(4),
+                            rng.below(6),
+                            rng.below(3) as u8,
+                            rng.below(40) as i64 - 10,
                         ));
                     }
                     let mut model_fired = Vec::new();

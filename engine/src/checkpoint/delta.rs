@@ -4,12 +4,12 @@
 use std::io::Write;
 use std::time::Instant;
 
-use flowstate_formats::snapshot::{DeltaOf, EntryValue, SnapshotWriter, SnapshotWriterOptions};
+use flowstate_formats::snapshot::{DeltaOf, SnapshotWriter, SnapshotWriterOptions};
 use flowstate_formats::Compression;
 
-use super::write::{snapshot_meta, SnapshotStats};
+use super::write::{add_run, snapshot_meta, SnapshotStats};
 use crate::error::Result;
-use crate::snapshot::{Change, EncodedRun, RunStateRef, StateSnapshot};
+use crate::snapshot::{Change, EncodedRun, StateSnapshot};
 
 /// Whether every state of `view` can be written as the changes since the backend's snapshot
 /// of epoch `epoch`.
@@ -65,14 +65,7 @@ pub(crate) fn write_delta<W: Write>(
         key_groups += 1;
         writer.begin_key_group(kg)?;
         for (index, (run, gone)) in changed.iter().zip(&removed).enumerate() {
-            for e in run.iter() {
-                let value = match e.state {
-                    RunStateRef::Value(v) => EntryValue::Value(v),
-                    RunStateRef::List(l) => EntryValue::List(l),
-                    RunStateRef::Map(m) => EntryValue::Map(m),
-                };
-                writer.add_entry(index as u32, e.key, e.namespace, value)?;
-            }
+            add_run(&mut writer, index as u32, run)?;
             for (key, namespace) in gone {
                 writer.add_removal(index as u32, key, namespace)?;
             }

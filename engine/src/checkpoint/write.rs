@@ -20,8 +20,8 @@ use flowstate_formats::operator::{
     OperatorStateMode as ModeRecord, OperatorStateReader, OperatorStateWriter,
 };
 use flowstate_formats::snapshot::{
-    DecodedValue, EntryValue, SnapshotMeta, SnapshotReader, StateKind as KindRecord,
-    StateMetaRecord,
+    DecodedValue, EntryValue, SnapshotMeta, SnapshotReader, SnapshotWriter,
+    StateKind as KindRecord, StateMetaRecord,
 };
 use flowstate_formats::{CodecRecord, Compression};
 
@@ -185,14 +185,7 @@ pub fn write_canonical<W: Write>(
         key_groups += 1;
         writer.begin_key_group(kg)?;
         for (index, run) in runs.iter().enumerate() {
-            for e in run.iter() {
-                let value = match e.state {
-                    RunStateRef::Value(v) => EntryValue::Value(v),
-                    RunStateRef::List(l) => EntryValue::List(l),
-                    RunStateRef::Map(m) => EntryValue::Map(m),
-                };
-                writer.add_entry(index as u32, e.key, e.namespace, value)?;
-            }
+            add_run(&mut writer, index as u32, run)?;
         }
         writer.end_key_group()?;
     }
@@ -204,6 +197,23 @@ pub fn write_canonical<W: Write>(
         duration: started.elapsed(),
         ..SnapshotStats::default()
     })
+}
+
+/// Adds every entry of `run` (sorted) to the open key group of `writer`, as state `index`.
+pub(crate) fn add_run<W: Write>(
+    writer: &mut SnapshotWriter<W>,
+    index: u32,
+    run: &EncodedRun,
+) -> Result<()> {
+    for e in run.iter() {
+        let value = match e.state {
+            RunStateRef::Value(v) => EntryValue::Value(v),
+            RunStateRef::List(l) => EntryValue::List(l),
+            RunStateRef::Map(m) => EntryValue::Map(m),
+        };
+        writer.add_entry(index, e.key, e.namespace, value)?;
+    }
+    Ok(())
 }
 
 /// Adapts a [`StateFileWriter`](super::StateFileWriter) to `std::io::Write`.

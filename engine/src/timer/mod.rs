@@ -226,32 +226,16 @@ impl<K: Key, N: Namespace> TimerService<K, N> {
         namespace: &N,
         timestamp: i64,
     ) -> Result<()> {
-        self.check_usable()?;
-        let queued = self.queued(backend, timestamp, namespace)?;
-        let slot = TimerSlot {
-            domain,
-            timestamp,
-            namespace: namespace.clone(),
-        };
+        let (queued, slot, pending) = self.locate(backend, domain, namespace, timestamp)?;
+        if pending {
+            return Ok(());
+        }
+        backend.value(&self.state).namespace(&slot).update(())?;
         match &mut self.queues {
-            Queues::Memory(queues) => {
-                let queue = &mut queues[domain.index()];
-                if !queue.contains(&queued) {
-                    backend.value(&self.state).namespace(&slot).update(())?;
-                    queue.insert(queued);
-                }
-            }
+            Queues::Memory(queues) => queues[domain.index()].insert(queued),
             Queues::Tree(queues) => {
-                let queue = &mut queues[domain.index()];
                 let kg = owned_key_group(backend)?;
-                let new = match queue.knows(kg, &queued) {
-                    Some(pending) => !pending,
-                    None => backend.value(&self.state).namespace(&slot).get()?.is_none(),
-                };
-                if new {
-                    backend.value(&self.state).namespace(&slot).update(())?;
-                    queue.added(kg, queued, true);
-                }
+                queues[domain.index()].added(kg, queued, true);
             }
         }
         Ok(())
@@ -266,6 +250,33 @@ impl<K: Key, N: Namespace> TimerService<K, N> {
         namespace: &N,
         timestamp: i64,
     ) -> Result<()> {
+        let (queued, slot, pending) = self.locate(backend, domain, namespace, timestamp)?;
+        if !pending {
+            return Ok(());
+        }
+        backend.value(&self.state).namespace(&slot).clear()?;
+        match &mut self.queues {
+            Queues::Memory(queues) => {
+                queues[domain.index()].remove(&queued);
+            }
+            Queues::Tree(queues) => {
+                let kg = owned_key_group(backend)?;
+                queues[domain.index()].removed(backend, kg, &queued, true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The queue entry and the slot of the timer of `domain` at `timestamp` for the current key
+    /// in `namespace`, and whether it is pending: the in-memory order tells, or (a tree queue
+    /// whose cache cannot) one read of the state.
+    fn locate<B: KeyedStateBackend<K>>(
+        &self,
+        backend: &mut B,
+        domain: TimeDomain,
+        namespace: &N,
+        timestamp: i64,
+    ) -> Result<(Queued, TimerSlot<N>, bool)> {
         self.check_usable()?;
         let queued = self.queued(backend, timestamp, namespace)?;
         let slot = TimerSlot {
@@ -273,28 +284,17 @@ impl<K: Key, N: Namespace> TimerService<K, N> {
             timestamp,
             namespace: namespace.clone(),
         };
-        match &mut self.queues {
-            Queues::Memory(queues) => {
-                let queue = &mut queues[domain.index()];
-                if queue.contains(&queued) {
-                    backend.value(&self.state).namespace(&slot).clear()?;
-                    queue.remove(&queued);
-                }
-            }
+        let known = match &self.queues {
+            Queues::Memory(queues) => Some(queues[domain.index()].contains(&queued)),
             Queues::Tree(queues) => {
-                let queue = &mut queues[domain.index()];
-                let kg = owned_key_group(backend)?;
-                let pending = match queue.knows(kg, &queued) {
-                    Some(pending) => pending,
-                    None => backend.value(&self.state).namespace(&slot).get()?.is_some(),
-                };
-                if pending {
-                    backend.value(&self.state).namespace(&slot).clear()?;
-                    queue.removed(backend, kg, &queued, true)?;
-                }
+                queues[domain.index()].knows(owned_key_group(backend)?, &queued)
             }
-        }
-        Ok(())
+        };
+        let pending = match known {
+            Some(pending) => pending,
+            None => backend.value(&self.state).namespace(&slot).get()?.is_some(),
+        };
+        Ok((queued, slot, pending))
     }
 
     /// [`register_timer`](Self::register_timer) in event time.

@@ -42,6 +42,43 @@ struct GroupCache {
     floor: Option<Queued>,
 }
 
+/// Reads up to `limit` timers of `group` (key group `key_group`) from its floor on into its cache,
+/// keeping the first `capacity`, and marks whether that is all of them. Returns how many it read.
+fn fill<K: Key, B: KeyedStateBackend<K>>(
+    backend: &B,
+    state: StateId,
+    domain: TimeDomain,
+    key_group: u16,
+    group: &mut GroupCache,
+    capacity: usize,
+    limit: usize,
+) -> Result<usize> {
+    let mut seen = 0usize;
+    let GroupCache {
+        cached,
+        complete,
+        floor,
+    } = group;
+    let from = floor
+        .as_ref()
+        .map(|f| (f.timestamp, f.key(), f.namespace()));
+    backend.scan_timers(
+        state,
+        key_group,
+        domain.code(),
+        from,
+        limit,
+        &mut |ts, key, ns| {
+            if seen < capacity {
+                cached.insert(Queued::new(ts, key, ns));
+            }
+            seen += 1;
+        },
+    )?;
+    *complete = seen <= capacity;
+    Ok(seen)
+}
+
 /// Keeps the floor's promise for `timer`, in the tree and not in the cache: every timer below
 /// the floor is cached, so a floor above it comes down to it.
 fn lower_floor(group: &mut GroupCache, timer: Queued) {
@@ -95,21 +132,7 @@ impl TreeQueue {
         for kg in range.iter() {
             let index = queue.index(kg);
             let group = &mut queue.groups[index];
-            let mut seen = 0usize;
-            backend.scan_timers(
-                state,
-                kg,
-                domain.code(),
-                None,
-                usize::MAX,
-                &mut |ts, key, ns| {
-                    if seen < capacity {
-                        group.cached.insert(Queued::new(ts, key, ns));
-                    }
-                    seen += 1;
-                },
-            )?;
-            group.complete = seen <= capacity;
+            let seen = fill(backend, state, domain, kg, group, capacity, usize::MAX)?;
             queue.len += seen;
             if let Some(first) = group.cached.first() {
                 queue.heads.insert(Head {
@@ -234,25 +257,15 @@ impl TreeQueue {
         if !group.cached.is_empty() || group.complete {
             return Ok(());
         }
-        let mut seen = 0usize;
-        let from = group
-            .floor
-            .as_ref()
-            .map(|f| (f.timestamp, f.key(), f.namespace()));
-        backend.scan_timers(
+        fill(
+            backend,
             self.state,
+            self.domain,
             key_group,
-            self.domain.code(),
-            from,
+            group,
+            capacity,
             capacity + 1,
-            &mut |ts, key, ns| {
-                if seen < capacity {
-                    group.cached.insert(Queued::new(ts, key, ns));
-                }
-                seen += 1;
-            },
         )?;
-        group.complete = seen <= capacity;
         Ok(())
     }
 

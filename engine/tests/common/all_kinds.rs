@@ -144,3 +144,78 @@ pub fn check(b: &mut Backend<u64>, h: &Handles, m: &Model, keys: u64) -> u64 {
     }
     owned
 }
+
+/// A crash sweep over one checkpoint, `new_id`: for n = 1, 1 + step, ..., `trial` sets up a
+/// task on a fresh checkpoint storage (an `FsCheckpointStorage` over a `MemStorage` seeded with
+/// n), calls `arm` right before the checkpoint under test (from then on the storage fails from
+/// its n-th operation), tries to write and complete it, and returns the model before it, the
+/// model after it, and whether the completion was acknowledged. The storage then crashes as
+/// `mode` says and heals; the latest complete checkpoint must be the new one if it was
+/// acknowledged, `restore(storage, latest, n)` of it must hold the model of its moment, and
+/// `shared/` must hold nothing unreferenced. The sweep ends at the first n the trial does not
+/// reach, and must have seen both outcomes.
+pub fn crash_sweep(
+    mode: flowstate::storage::CrashMode,
+    step: u64,
+    keys: u64,
+    new_id: u64,
+    mut trial: impl FnMut(
+        &std::sync::Arc<dyn CheckpointStorage>,
+        &mut dyn FnMut(),
+    ) -> (Model, Model, bool),
+    restore: impl Fn(&std::sync::Arc<dyn CheckpointStorage>, &CompletedCheckpoint, u64) -> Backend<u64>,
+) {
+    use std::sync::Arc;
+    let open = |mem: &Arc<MemStorage>| -> Arc<dyn CheckpointStorage> {
+        Arc::new(FsCheckpointStorage::open(mem.clone(), FsCheckpointOptions::default()).unwrap())
+    };
+    let mut n = 1;
+    let mut outcomes = std::collections::BTreeSet::new();
+    loop {
+        let mem = Arc::new(MemStorage::with_seed(n));
+        let storage = open(&mem);
+        let mut start = None;
+        let (before, after, acknowledged) = trial(&storage, &mut || {
+            start = Some(mem.op_count());
+            mem.fail_after(n);
+        });
+        let start = start.expect("the trial arms the failure before the checkpoint under test");
+        // Whether the n-th operation came: if not, the whole trial went through.
+        let reached = mem.op_count() - start >= n;
+        mem.crash_with(mode);
+        mem.heal();
+        let storage = open(&mem);
+        let latest = storage.latest_completed().unwrap().unwrap();
+        if acknowledged {
+            assert_eq!(
+                latest.id(),
+                CheckpointId(new_id),
+                "n = {n}: an acknowledged checkpoint"
+            );
+        }
+        outcomes.insert(latest.id().0);
+        let expected = if latest.id() == CheckpointId(new_id) {
+            &after
+        } else {
+            &before
+        };
+        let mut restored = restore(&storage, &latest, n);
+        let h = register(&mut restored);
+        assert_eq!(check(&mut restored, &h, expected, keys), keys, "n = {n}");
+        let refs = storage.shared_file_references().unwrap();
+        assert!(
+            refs.values().all(|&c| c > 0),
+            "n = {n}: garbage left: {refs:?}"
+        );
+        if !reached {
+            assert!(acknowledged);
+            break;
+        }
+        n += step;
+    }
+    assert!(
+        outcomes.contains(&(new_id - 1)) && outcomes.contains(&new_id),
+        "{outcomes:?}"
+    );
+    assert!(n > 5, "the sweep covered the publication steps: {n}");
+}

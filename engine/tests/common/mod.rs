@@ -1,6 +1,7 @@
 //! Pieces the engine's integration tests share.
 
 pub mod all_kinds;
+pub mod rng;
 
 use flowstate::AggregateFunction;
 

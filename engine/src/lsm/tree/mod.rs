@@ -211,6 +211,32 @@ impl PrefixExtractor for NamespacePrefix {
     }
 }
 
+/// The merge sources of a range read over `start .. end` from under the state lock: the live
+/// memtable's entries `mem` (already read from it) with its range tombstones there, then the
+/// frozen memtables, newest first; and the version of tables beneath them.
+fn memtable_sources(
+    state: &State,
+    mem: Vec<Result<(Vec<u8>, Entry)>>,
+    start: &[u8],
+    end: Option<&[u8]>,
+) -> (Vec<RangedSource>, Arc<Version>) {
+    let end_bound = end.map_or(Bound::Unbounded, Bound::Excluded);
+    let mem_ranges = state.mem.range_tombstones_within(start, end);
+    let mem_ranges = if mem_ranges.is_empty() {
+        ranges::none()
+    } else {
+        Arc::from(mem_ranges)
+    };
+    let mut sources: Vec<RangedSource> = vec![(Box::new(mem.into_iter()), mem_ranges)];
+    for m in state.imms.iter().rev() {
+        sources.push((
+            Box::new(Arc::clone(m).owned_entries(Bound::Included(start), end_bound)),
+            Arc::clone(m.range_tombstones()),
+        ));
+    }
+    (sources, Arc::clone(&state.version))
+}
+
 /// What [`Tree::scan_range_limited`] returns: the `(key, value)` pairs read, and the key to go
 /// on from (`None` when the range has no live pair after them).
 pub type LimitedScan = (Vec<(Vec<u8>, Vec<u8>)>, Option<Vec<u8>>);
@@ -295,6 +321,9 @@ struct State {
 }
 
 type Source = Box<dyn Iterator<Item = Result<(Vec<u8>, Entry)>> + Send>;
+
+/// A merge source with the range tombstones that come with it.
+type RangedSource = (Source, Arc<[RangeTombstone]>);
 
 /// An LSM tree in one directory of a [`Storage`]; see [the module](self).
 ///
@@ -750,8 +779,7 @@ impl Tree {
         // Tombstones of the live memtable read per call beyond the values it gives.
         const TOMBSTONES: usize = 4096;
         let mut cut: Option<Vec<u8>> = None;
-        let mut sources: Vec<(Source, Arc<[RangeTombstone]>)> = Vec::new();
-        let version = {
+        let (sources, version) = {
             let state = lock(&self.state);
             let mut mem = Vec::new();
             let (mut values, mut others) = (0usize, 0usize);
@@ -770,22 +798,7 @@ impl Tree {
                 mem.push(Ok((k.to_vec(), e.to_entry())));
             }
             let stop = cut.as_deref().unwrap_or(end);
-            let mem_ranges = state.mem.range_tombstones_within(start, Some(stop));
-            let mem_ranges = if mem_ranges.is_empty() {
-                ranges::none()
-            } else {
-                Arc::from(mem_ranges)
-            };
-            sources.push((Box::new(mem.into_iter()), mem_ranges));
-            for m in state.imms.iter().rev() {
-                sources.push((
-                    Box::new(
-                        Arc::clone(m).owned_entries(Bound::Included(start), Bound::Excluded(stop)),
-                    ),
-                    Arc::clone(m.range_tombstones()),
-                ));
-            }
-            Arc::clone(&state.version)
+            memtable_sources(&state, mem, start, Some(stop))
         };
         let stop = cut.clone().unwrap_or_else(|| end.to_vec());
         let out = version.scan_with(sources, start, Some(&stop), None, limit)?;
@@ -807,28 +820,14 @@ impl Tree {
         prefix: Option<&[u8]>,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let end_bound = end.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut sources: Vec<(Source, Arc<[RangeTombstone]>)> = Vec::new();
-        let version = {
+        let (sources, version) = {
             let state = lock(&self.state);
             let mem: Vec<_> = state
                 .mem
                 .range(Bound::Included(start), end_bound)
                 .into_entries()
                 .collect();
-            let mem_ranges = state.mem.range_tombstones_within(start, end);
-            let mem_ranges = if mem_ranges.is_empty() {
-                ranges::none()
-            } else {
-                Arc::from(mem_ranges)
-            };
-            sources.push((Box::new(mem.into_iter()), mem_ranges));
-            for m in state.imms.iter().rev() {
-                sources.push((
-                    Box::new(Arc::clone(m).owned_entries(Bound::Included(start), end_bound)),
-                    Arc::clone(m.range_tombstones()),
-                ));
-            }
-            Arc::clone(&state.version)
+            memtable_sources(&state, mem, start, end)
         };
         version.scan_with(sources, start, end, prefix, usize::MAX)
     }
