@@ -196,14 +196,33 @@ impl FsCheckpointStorage {
                 dir.display()
             )));
         }
-        Ok(FsCheckpointStorage {
-            storage: Arc::new(LocalStorage::new(dir)?),
+        Ok(Self::without_cleanup(
+            Arc::new(LocalStorage::new(dir)?),
+            access,
+        ))
+    }
+
+    /// Opens the checkpoints at the root of `storage` for inspection only, as
+    /// [`open_read_only`](Self::open_read_only) does for a local directory.
+    pub fn open_storage_read_only(storage: Arc<dyn Storage>) -> Self {
+        Self::without_cleanup(storage, Access::ReadOnly)
+    }
+
+    /// Opens the checkpoints at the root of `storage` for the tasks of another process than
+    /// the owner's, as [`open_for_tasks`](Self::open_for_tasks) does for a local directory.
+    pub fn open_storage_for_tasks(storage: Arc<dyn Storage>) -> Self {
+        Self::without_cleanup(storage, Access::Tasks)
+    }
+
+    fn without_cleanup(storage: Arc<dyn Storage>, access: Access) -> Self {
+        FsCheckpointStorage {
+            storage,
             retained: DEFAULT_RETAINED,
             clock: Arc::new(crate::clock::SystemClock),
             max_state_size: None,
             inner: Mutex::new(Inner::default()),
             access,
-        })
+        }
     }
 
     /// Fails unless state files may be written (the owner or a task-side instance).
@@ -436,9 +455,11 @@ impl FsCheckpointStorage {
         Ok(format!("{SHARED_DIR}/{name}"))
     }
 
-    /// A writer of `path` (in `dir`) through the temporary file `temp`.
+    /// A writer of `path` (in `dir`) through the temporary file `temp`, or straight to `path`
+    /// on a storage that publishes files whole when they are synced (an object store).
     fn writer(&self, path: String, temp: String, dir: String) -> Result<Box<dyn StateFileWriter>> {
-        let file = self.storage.create(&temp)?;
+        let temp = (!self.storage.publishes_on_sync()).then_some(temp);
+        let file = self.storage.create(temp.as_deref().unwrap_or(&path))?;
         Ok(Box::new(FsStateFileWriter {
             storage: Arc::clone(&self.storage),
             file,
@@ -701,7 +722,8 @@ impl CheckpointStorage for FsCheckpointStorage {
         };
         let path = metadata_path(&dir);
         let bytes = record.encode(&path)?;
-        self.storage.write_atomic(&path, &bytes)?;
+        // Never over another `_metadata` (a second owner, a savepoint directory reused).
+        self.storage.write_new(&path, &bytes)?;
         // Its `_metadata` now holds what it references; reservations of tasks it does not
         // list are released. (A savepoint holds none, whatever its number.)
         if target.kind() == SnapshotKind::Checkpoint {
@@ -975,7 +997,8 @@ struct FsStateFileWriter {
     storage: Arc<dyn Storage>,
     file: Box<dyn WritableFile>,
     path: String,
-    temp: String,
+    /// The temporary file; `None` where the storage publishes a file when it is synced.
+    temp: Option<String>,
     dir: String,
     max_size: Option<u64>,
     failed: bool,
@@ -989,9 +1012,12 @@ impl Drop for FsStateFileWriter {
     /// A writer dropped unfinished (an asynchronous phase that failed or was cancelled)
     /// removes its temporary file, so that failed attempts do not pile up; a file left by a
     /// crash is removed at the next start.
+    ///
+    /// Where the storage publishes on sync, there is no temporary file: dropping the file
+    /// discards its upload.
     fn drop(&mut self) {
-        if !self.done {
-            let _ = self.storage.remove_file(&self.temp);
+        if let (false, Some(temp)) = (self.done, &self.temp) {
+            let _ = self.storage.remove_file(temp);
         }
     }
 }
@@ -999,8 +1025,11 @@ impl Drop for FsStateFileWriter {
 impl FsStateFileWriter {
     fn publish(&mut self) -> Result<()> {
         self.file.sync()?;
-        self.storage.rename(&self.temp, &self.path)?;
-        self.storage.sync_dir(&self.dir)
+        if let Some(temp) = &self.temp {
+            self.storage.rename(temp, &self.path)?;
+            self.storage.sync_dir(&self.dir)?;
+        }
+        Ok(())
     }
 }
 
@@ -1049,7 +1078,9 @@ impl StateFileWriter for FsStateFileWriter {
         self.done = true;
         if let Err(err) = published {
             // Best effort: whatever remains is removed by an abort or at start-up.
-            let _ = self.storage.remove_file(&self.temp);
+            if let Some(temp) = &self.temp {
+                let _ = self.storage.remove_file(temp);
+            }
             return Err(err);
         }
         StateFile::with_checksum(

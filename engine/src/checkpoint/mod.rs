@@ -50,6 +50,8 @@ mod fs;
 mod handle;
 mod memory;
 mod storage;
+#[cfg(feature = "object-store")]
+mod url;
 mod write;
 
 use std::fmt;

@@ -53,9 +53,13 @@ use crate::error::{Error, Result};
 
 mod local;
 mod mem;
+#[cfg(feature = "object-store")]
+mod object;
 
 pub use local::LocalStorage;
 pub use mem::{CrashMode, MemStorage};
+#[cfg(feature = "object-store")]
+pub use object::{ObjectStorage, ObjectStorageOptions};
 
 /// The name of a storage's root directory in paths.
 pub const ROOT: &str = ".";
@@ -163,6 +167,28 @@ pub trait Storage: Send + Sync + fmt::Debug {
             return Err(err);
         }
         self.sync_dir(parent_dir(path))
+    }
+
+    /// Whether a file made with [`create`](Storage::create) stays invisible until
+    /// [`WritableFile::sync`] publishes it whole, after which it cannot be written to (an
+    /// object store's upload). Writers then need no temporary file and no rename: they create
+    /// the file under its final name. `false` for a file system.
+    fn publishes_on_sync(&self) -> bool {
+        false
+    }
+
+    /// Publishes `bytes` at `path` as [`write_atomic`](Storage::write_atomic) does, but only
+    /// if nothing is at `path`: otherwise an [`Error::Io`] of kind `AlreadyExists`, and
+    /// nothing changes. The default checks, then writes: exclusive only while one writer
+    /// manages the directory. An object store makes it one conditional request.
+    fn write_new(&self, path: &str, bytes: &[u8]) -> Result<()> {
+        if self.exists(path)? {
+            return Err(Error::io(
+                path,
+                io::Error::new(io::ErrorKind::AlreadyExists, "the file exists already"),
+            ));
+        }
+        self.write_atomic(path, bytes)
     }
 
     /// Reads the whole file at `path`, refusing with [`Error::FileTooLarge`] a file longer
