@@ -615,6 +615,43 @@ fn a_crash_at_every_step_of_publishing_and_deleting_shared_files_loses_nothing()
     crash_sweep(CrashMode::DropUnsynced, 1);
 }
 
+/// The object-store counterpart: the store fails every request from the n-th on (the server
+/// went away mid-checkpoint: uploads, `_metadata`, deletions), the process dies, the store
+/// comes back and the owner reopens. Each request is tried once, so that the n-th failure is
+/// final.
+#[cfg(feature = "object-store")]
+#[test]
+fn an_object_store_failing_at_every_request_of_a_checkpoint_loses_nothing() {
+    use flowstate::storage::{object_store::memory::InMemory, FaultyObjectStore};
+    use flowstate::storage::{ObjectStorage, ObjectStorageOptions};
+    use std::time::Duration;
+
+    struct ObjectSwept(FaultyObjectStore);
+    impl common::all_kinds::SweptStore for ObjectSwept {
+        fn open(&self) -> Arc<dyn CheckpointStorage> {
+            let options =
+                ObjectStorageOptions::default().with_retries(1, Duration::ZERO, Duration::ZERO);
+            let storage =
+                ObjectStorage::new(Arc::new(self.0.clone()), "root", "faulty", options).unwrap();
+            Arc::new(
+                FsCheckpointStorage::open(Arc::new(storage), FsCheckpointOptions::default())
+                    .unwrap(),
+            )
+        }
+        fn ops(&self) -> u64 {
+            self.0.requests()
+        }
+        fn fail_after(&self, n: u64) {
+            self.0.fail_after(n);
+        }
+        fn crash_and_heal(&self) {
+            self.0.heal();
+        }
+    }
+    let store = |_| ObjectSwept(FaultyObjectStore::new(Arc::new(InMemory::new())));
+    crash_sweep_on(store, 2);
+}
+
 #[test]
 fn torn_crashes_while_publishing_and_deleting_shared_files_lose_nothing() {
     // Unsynced data partly kept (prefixes of appends, some name changes), at every third step.
@@ -626,6 +663,12 @@ fn torn_crashes_while_publishing_and_deleting_shared_files_lose_nothing() {
 /// The tree works on its own storage; the checkpoint storage's MemStorage fails from its n-th
 /// operation on (n = 1, 1 + step, ...), crashes as `mode` says, heals and reopens.
 fn crash_sweep(mode: CrashMode, step: u64) {
+    let store = |n| common::all_kinds::MemSwept(Arc::new(MemStorage::with_seed(n)), mode);
+    crash_sweep_on(store, step);
+}
+
+/// [`crash_sweep`] on the checkpoint storage `store(n)` makes for trial n.
+fn crash_sweep_on<S: common::all_kinds::SweptStore>(store: impl Fn(u64) -> S, step: u64) {
     let keys = 800;
     let trial = |storage: &Arc<dyn CheckpointStorage>, arm: &mut dyn FnMut()| {
         let config = BackendConfig::lsm_on(Arc::new(MemStorage::new()), "task")
@@ -673,7 +716,7 @@ fn crash_sweep(mode: CrashMode, step: u64) {
         )
         .unwrap_or_else(|e| panic!("n = {n}: {e}"))
     };
-    common::all_kinds::crash_sweep(mode, step, keys, 2, trial, restore);
+    common::all_kinds::crash_sweep_on(store, step, keys, 2, trial, restore);
 }
 
 #[test]

@@ -51,15 +51,23 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+#[cfg(feature = "object-store")]
+mod faulty_object_store;
 mod local;
 mod mem;
 #[cfg(feature = "object-store")]
 mod object;
 
+#[cfg(feature = "object-store")]
+pub use faulty_object_store::FaultyObjectStore;
 pub use local::LocalStorage;
 pub use mem::{CrashMode, MemStorage};
 #[cfg(feature = "object-store")]
 pub use object::{ObjectStorage, ObjectStorageOptions};
+/// The `object_store` crate this storage is built on (feature `object-store`), for building
+/// a store by hand ([`ObjectStorage::new`]) with settings a URL cannot carry.
+#[cfg(feature = "object-store")]
+pub use object_store;
 
 /// The name of a storage's root directory in paths.
 pub const ROOT: &str = ".";

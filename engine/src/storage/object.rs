@@ -352,7 +352,19 @@ impl Inner {
     }
 
     /// Runs the request `op` makes, again after an error that may pass, with backoff.
-    fn retry<T, F, Fut>(&self, path: &str, mut op: F) -> Result<T>
+    fn retry<T, F, Fut>(&self, path: &str, op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut + Send,
+        Fut: Future<Output = object_store::Result<T>> + Send,
+        T: Send,
+    {
+        self.block(self.retried(op))
+            .map_err(|err| object_error(&self.url, path, err))
+    }
+
+    /// The request `op` makes, each attempt cut at the request timeout, tried again after an
+    /// error that may pass (a timeout too) with exponential backoff, up to the attempts set.
+    async fn retried<T, F, Fut>(&self, mut op: F) -> object_store::Result<T>
     where
         F: FnMut() -> Fut + Send,
         Fut: Future<Output = object_store::Result<T>> + Send,
@@ -361,14 +373,24 @@ impl Inner {
         let mut backoff = self.options.backoff;
         let mut attempt = 1;
         loop {
-            match self.block(op()) {
-                Ok(value) => return Ok(value),
+            let result = match tokio::time::timeout(self.options.request_timeout, op()).await {
+                Ok(result) => result,
+                Err(_) => Err(object_store::Error::Generic {
+                    store: "ObjectStorage",
+                    source: format!(
+                        "no answer within the request timeout of {:?}",
+                        self.options.request_timeout
+                    )
+                    .into(),
+                }),
+            };
+            match result {
                 Err(err) if attempt < self.options.attempts && transient(&err) => {
-                    std::thread::sleep(backoff);
+                    tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(self.options.max_backoff);
                     attempt += 1;
                 }
-                Err(err) => return Err(object_error(&self.url, path, err)),
+                other => return other,
             }
         }
     }
@@ -416,18 +438,7 @@ impl Inner {
         &self,
         location: &ObjectPath,
     ) -> object_store::Result<object_store::ObjectMeta> {
-        let mut backoff = self.options.backoff;
-        let mut attempt = 1;
-        loop {
-            match self.store.head(location).await {
-                Err(err) if attempt < self.options.attempts && transient(&err) => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.options.max_backoff);
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        self.retried(|| self.store.head(location)).await
     }
 }
 

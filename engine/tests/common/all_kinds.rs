@@ -145,6 +145,43 @@ pub fn check(b: &mut Backend<u64>, h: &Handles, m: &Model, keys: u64) -> u64 {
     owned
 }
 
+/// The checkpoint storage a crash sweep fails: its failures armed from an operation on, then
+/// a crash (what the storage kept of unfinished work) and a heal.
+pub trait SweptStore {
+    /// Opens the checkpoint storage (as the owner: start-up cleanup runs).
+    fn open(&self) -> std::sync::Arc<dyn CheckpointStorage>;
+    /// The operations (or requests) counted so far.
+    fn ops(&self) -> u64;
+    /// Fails the `n`th operation from now and every later one.
+    fn fail_after(&self, n: u64);
+    /// The crash, then the end of the failures.
+    fn crash_and_heal(&self);
+}
+
+/// A `MemStorage` that crashes as `mode` says.
+pub struct MemSwept(
+    pub std::sync::Arc<MemStorage>,
+    pub flowstate::storage::CrashMode,
+);
+
+impl SweptStore for MemSwept {
+    fn open(&self) -> std::sync::Arc<dyn CheckpointStorage> {
+        std::sync::Arc::new(
+            FsCheckpointStorage::open(self.0.clone(), FsCheckpointOptions::default()).unwrap(),
+        )
+    }
+    fn ops(&self) -> u64 {
+        self.0.op_count()
+    }
+    fn fail_after(&self, n: u64) {
+        self.0.fail_after(n);
+    }
+    fn crash_and_heal(&self) {
+        self.0.crash_with(self.1);
+        self.0.heal();
+    }
+}
+
 /// A crash sweep over one checkpoint, `new_id`: for n = 1, 1 + step, ..., `trial` sets up a
 /// task on a fresh checkpoint storage (an `FsCheckpointStorage` over a `MemStorage` seeded with
 /// n), calls `arm` right before the checkpoint under test (from then on the storage fails from
@@ -159,32 +196,41 @@ pub fn crash_sweep(
     step: u64,
     keys: u64,
     new_id: u64,
+    trial: impl FnMut(&std::sync::Arc<dyn CheckpointStorage>, &mut dyn FnMut()) -> (Model, Model, bool),
+    restore: impl Fn(&std::sync::Arc<dyn CheckpointStorage>, &CompletedCheckpoint, u64) -> Backend<u64>,
+) {
+    let store = |n| MemSwept(std::sync::Arc::new(MemStorage::with_seed(n)), mode);
+    crash_sweep_on(store, step, keys, new_id, trial, restore);
+}
+
+/// [`crash_sweep`] on the store `store(n)` makes for trial n.
+pub fn crash_sweep_on<S: SweptStore>(
+    store: impl Fn(u64) -> S,
+    step: u64,
+    keys: u64,
+    new_id: u64,
     mut trial: impl FnMut(
         &std::sync::Arc<dyn CheckpointStorage>,
         &mut dyn FnMut(),
     ) -> (Model, Model, bool),
     restore: impl Fn(&std::sync::Arc<dyn CheckpointStorage>, &CompletedCheckpoint, u64) -> Backend<u64>,
 ) {
-    use std::sync::Arc;
-    let open = |mem: &Arc<MemStorage>| -> Arc<dyn CheckpointStorage> {
-        Arc::new(FsCheckpointStorage::open(mem.clone(), FsCheckpointOptions::default()).unwrap())
-    };
     let mut n = 1;
     let mut outcomes = std::collections::BTreeSet::new();
     loop {
-        let mem = Arc::new(MemStorage::with_seed(n));
-        let storage = open(&mem);
+        let swept = store(n);
+        let storage = swept.open();
         let mut start = None;
         let (before, after, acknowledged) = trial(&storage, &mut || {
-            start = Some(mem.op_count());
-            mem.fail_after(n);
+            start = Some(swept.ops());
+            swept.fail_after(n);
         });
         let start = start.expect("the trial arms the failure before the checkpoint under test");
         // Whether the n-th operation came: if not, the whole trial went through.
-        let reached = mem.op_count() - start >= n;
-        mem.crash_with(mode);
-        mem.heal();
-        let storage = open(&mem);
+        let reached = swept.ops() - start >= n;
+        drop(storage);
+        swept.crash_and_heal();
+        let storage = swept.open();
         let latest = storage.latest_completed().unwrap().unwrap();
         if acknowledged {
             assert_eq!(

@@ -1,0 +1,519 @@
+//! `ObjectStorage` (feature `object-store`): the storage interface on an in-memory object
+//! store and on a real S3-compatible server (`FLOWSTATE_S3_URL`, started by `.ci/run`); faults
+//! injected under it (503s, stalled requests, the server gone mid-checkpoint through a proxy
+//! that is stopped and started again); incremental LSM checkpoints uploading only new tables.
+#![cfg(feature = "object-store")]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flowstate::checkpoint::{
+    CheckpointId, CheckpointStorage, FsCheckpointOptions, FsCheckpointStorage, SubtaskState,
+};
+use flowstate::lsm::LsmBackground;
+use flowstate::storage::object_store::memory::InMemory;
+use flowstate::storage::object_store::ObjectStore;
+use flowstate::storage::{FaultyObjectStore, ObjectStorage, ObjectStorageOptions, Storage, ROOT};
+use flowstate::*;
+
+const MAXP: u32 = 128;
+
+/// A prefix no other test (or run) uses.
+fn unique(base: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}/t-{}-{}-{}",
+        base.trim_end_matches('/'),
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The S3-compatible server's URL, or `None` (with a loud message) outside CI.
+fn s3_url() -> Option<String> {
+    match std::env::var("FLOWSTATE_S3_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("FLOWSTATE_S3_URL is unset in CI: .ci/run starts the S3 server")
+        }
+        _ => {
+            eprintln!("SKIPPED: FLOWSTATE_S3_URL is unset (bash .ci/run starts an S3 server)");
+            None
+        }
+    }
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// The storage interface's behaviour on object stores, with parts of `part` bytes.
+fn storage_behaviour(s: &ObjectStorage, part: usize) {
+    // A small file: one PUT at sync; invisible before.
+    let mut f = s.create("chk-1/small").unwrap();
+    f.write_all(b"hello ").unwrap();
+    f.write_all(b"object").unwrap();
+    assert!(!s.exists("chk-1/small").unwrap(), "visible before sync");
+    f.sync().unwrap();
+    assert!(f.write_all(b"more").is_err(), "no append after publishing");
+    assert_eq!(s.read_all("chk-1/small", 100).unwrap(), b"hello object");
+
+    // A file of several parts, written in odd pieces: a multipart upload.
+    let big = pattern(part * 2 + part / 3, 7);
+    let mut f = s.create("chk-1/big").unwrap();
+    for piece in big.chunks(part / 2 + 13) {
+        f.write_all(piece).unwrap();
+    }
+    assert_eq!(f.len(), big.len() as u64);
+    f.sync().unwrap();
+    let r = s.open("chk-1/big").unwrap();
+    assert_eq!(r.len(), big.len() as u64);
+    // Reads inside, across and past windows.
+    for (at, n) in [
+        (0, 10),
+        (part as u64 - 5, 10),
+        (big.len() as u64 - 7, 7),
+        (3, part + 5),
+    ] {
+        let mut buf = vec![0; n];
+        r.read_at(at, &mut buf).unwrap();
+        assert_eq!(
+            buf,
+            big[at as usize..at as usize + n],
+            "read of {n} at {at}"
+        );
+    }
+    let err = r.read_at(big.len() as u64 - 3, &mut [0; 4]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+
+    // A writer dropped unpublished leaves nothing, whether or not its upload began.
+    for len in [10, part + 1] {
+        let mut f = s.create("chk-1/dropped").unwrap();
+        f.write_all(&pattern(len, 1)).unwrap();
+        drop(f);
+        assert!(!s.exists("chk-1/dropped").unwrap());
+    }
+
+    // Directories exist while objects are under them; listings are sorted names.
+    assert_eq!(s.list_dir("chk-1").unwrap(), ["big", "small"]);
+    assert!(s.list_dir(ROOT).unwrap().contains(&"chk-1".to_string()));
+    assert!(s.exists("chk-1").unwrap());
+    assert!(
+        s.list_dir("chk-1/small").is_err(),
+        "an object is not a directory"
+    );
+    assert!(s.list_dir("nothing").unwrap().is_empty());
+
+    // Conditional create: never over an existing object.
+    s.write_new("chk-1/_metadata", b"first").unwrap();
+    let err = s.write_new("chk-1/_metadata", b"second").unwrap_err();
+    assert!(err.to_string().contains("exist"), "{err}");
+    assert_eq!(s.read_all("chk-1/_metadata", 100).unwrap(), b"first");
+    s.write_atomic("chk-1/_metadata", b"replaced").unwrap();
+    assert_eq!(s.read_all("chk-1/_metadata", 100).unwrap(), b"replaced");
+
+    // Removal: a missing object is no error; a directory goes whole.
+    s.remove_file("chk-1/small").unwrap();
+    s.remove_file("chk-1/small").unwrap();
+    s.rename("chk-1/big", "chk-2/big").unwrap();
+    assert!(!s.exists("chk-1/big").unwrap());
+    s.remove_dir_all("chk-1").unwrap();
+    assert!(!s.exists("chk-1").unwrap());
+    assert_eq!(s.read_all("chk-2/big", 1 << 30).unwrap(), big);
+    assert!(s.remove_dir_all(ROOT).is_err(), "the root is never removed");
+    assert!(s.open("../escape").is_err(), "paths are checked");
+}
+
+#[test]
+fn object_storage_behaves_as_a_storage_in_memory() {
+    let options = ObjectStorageOptions::default()
+        .with_part_size(1000)
+        .with_read_window(4096);
+    let s = ObjectStorage::from_url(&unique("memory://behaviour"), options).unwrap();
+    storage_behaviour(&s, 1000);
+}
+
+#[test]
+fn object_storage_behaves_as_a_storage_on_s3() {
+    let Some(url) = s3_url() else { return };
+    // S3 refuses parts under 5 MiB (but the last).
+    let part = 5 << 20;
+    let options = ObjectStorageOptions::default().with_part_size(part);
+    let s = ObjectStorage::from_url(&unique(&url), options).unwrap();
+    storage_behaviour(&s, part);
+}
+
+#[test]
+fn urls_name_the_store_and_bad_ones_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().join("root").display());
+    let s = ObjectStorage::from_url(&url, Default::default()).unwrap();
+    s.write_atomic("chk-1/_metadata", b"on disk").unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join("root/chk-1/_metadata")).unwrap(),
+        b"on disk"
+    );
+    // memory://name is shared by the process.
+    let a = ObjectStorage::from_url("memory://shared-by-name/x", Default::default()).unwrap();
+    a.write_atomic("f", b"1").unwrap();
+    let b = ObjectStorage::from_url("memory://shared-by-name/x", Default::default()).unwrap();
+    assert_eq!(b.read_all("f", 10).unwrap(), b"1");
+    for bad in ["ftp://host/x", "not a url", "file://relative"] {
+        let err = ObjectStorage::from_url(bad, Default::default()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Usage, "{bad}: {err}");
+        assert!(err.to_string().contains(bad), "{err}");
+    }
+}
+
+/// Writes checkpoint `id` of two tasks (a keyed file and a shared file each) and completes it.
+fn checkpoint(storage: &dyn CheckpointStorage, id: u64, size: usize) -> Result<()> {
+    let mut tasks = Vec::new();
+    for index in 0..2u32 {
+        let range = KeyGroupRange::for_operator(MAXP, 2, index)?;
+        let bytes = pattern(size, (id * 2 + u64::from(index)) as u8);
+        let handle = storage.write_keyed_state_bytes(
+            &CheckpointId(id).into(),
+            &format!("op-{index}-keyed"),
+            range,
+            &bytes,
+        )?;
+        tasks.push(SubtaskState::new("op", index, 2, MAXP).with_keyed(handle));
+    }
+    storage.complete_checkpoint(CheckpointId(id), tasks)?;
+    Ok(())
+}
+
+fn assert_checkpoint(storage: &dyn CheckpointStorage, id: u64, size: usize) {
+    let done = storage.load_checkpoint(CheckpointId(id)).unwrap();
+    for task in done.tasks() {
+        let file = &task.keyed[0].files()[0];
+        let r = storage.open_state_file(file).unwrap();
+        let mut buf = vec![0; r.len() as usize];
+        r.read_at(0, &mut buf).unwrap();
+        let expected = pattern(size, (id * 2 + u64::from(task.subtask_index)) as u8);
+        assert_eq!(buf, expected, "checkpoint {id} task {}", task.subtask_index);
+    }
+}
+
+fn faulty_storage(options: ObjectStorageOptions) -> (FaultyObjectStore, FsCheckpointStorage) {
+    let faulty = FaultyObjectStore::new(Arc::new(InMemory::new()));
+    let storage = ObjectStorage::new(Arc::new(faulty.clone()), "root", "faulty", options).unwrap();
+    let checkpoints =
+        FsCheckpointStorage::open(Arc::new(storage), FsCheckpointOptions::default()).unwrap();
+    (faulty, checkpoints)
+}
+
+#[test]
+fn transient_errors_and_stalled_requests_are_retried_through() {
+    // Files below the part size: single PUTs, which this layer retries. (The parts of a
+    // multipart upload are retried by the cloud client underneath, below this wrapper; a
+    // part that still fails fails its file: the sweep below covers that.)
+    let options = ObjectStorageOptions::default()
+        .with_part_size(1 << 20)
+        .with_retries(6, Duration::from_millis(1), Duration::from_millis(10))
+        .with_request_timeout(Duration::from_millis(100));
+    let (faulty, storage) = faulty_storage(options);
+    // Every third request answers 503; every seventh stalls past the timeout.
+    faulty.fail_every(3);
+    faulty.hang_every(7, Duration::from_millis(400));
+    for id in 1..=4 {
+        checkpoint(&storage, id, 10_000).unwrap();
+    }
+    assert!(faulty.injected() > 20, "{} faults", faulty.injected());
+    faulty.heal();
+    assert_eq!(storage.completed().unwrap(), [CheckpointId(4)]);
+    assert_checkpoint(&storage, 4, 10_000);
+}
+
+#[test]
+fn a_failure_at_every_request_of_a_checkpoint_keeps_the_previous_one() {
+    let size = 3000;
+    let mut n = 0;
+    let mut outcomes = BTreeSet::new();
+    loop {
+        let options = ObjectStorageOptions::default()
+            .with_part_size(1024)
+            .with_retries(1, Duration::ZERO, Duration::ZERO);
+        let (faulty, storage) = faulty_storage(options.clone());
+        checkpoint(&storage, 1, size).unwrap();
+        let start = faulty.requests();
+        faulty.fail_after(n);
+        let acknowledged = checkpoint(&storage, 2, size).is_ok();
+        let reached = faulty.requests() - start > n;
+        // The process dies; the store comes back; the owner starts again.
+        drop(storage);
+        faulty.heal();
+        let object =
+            ObjectStorage::new(Arc::new(faulty.clone()), "root", "faulty", options).unwrap();
+        let object: Arc<dyn Storage> = Arc::new(object);
+        let storage =
+            FsCheckpointStorage::open(Arc::clone(&object), FsCheckpointOptions::default()).unwrap();
+        let latest = storage.latest_completed().unwrap().unwrap().id().0;
+        if acknowledged {
+            assert_eq!(latest, 2, "n = {n}: an acknowledged checkpoint is kept");
+        }
+        assert_checkpoint(&storage, latest, size);
+        // Garbage is collected: only the latest checkpoint's objects remain.
+        let mut root = object.list_dir(ROOT).unwrap();
+        root.retain(|name| name != "shared" && name != "taskowned");
+        assert_eq!(root, [format!("chk-{latest}")], "n = {n}");
+        assert_eq!(
+            object.list_dir(&format!("chk-{latest}")).unwrap(),
+            ["_metadata", "op-0-keyed", "op-1-keyed"],
+            "n = {n}"
+        );
+        outcomes.insert(latest);
+        if !reached {
+            break;
+        }
+        n += 1;
+    }
+    assert_eq!(outcomes, BTreeSet::from([1, 2]));
+    assert!(n > 10, "the sweep covered the uploads: {n}");
+}
+
+/// A TCP proxy on loopback in front of the S3 server that can be stopped (connections
+/// refused, open ones cut) and started again on the same port: the server gone and back.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn start(upstream: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let flag = Arc::clone(&up);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !flag.load(Ordering::SeqCst) {
+                    drop(client); // refused: closed at once
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let flag = Arc::clone(&flag);
+                pipe(client, server, flag);
+            }
+        });
+        Proxy { port, up }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+    }
+}
+
+/// Copies bytes both ways until either side closes or the proxy is stopped.
+fn pipe(client: TcpStream, server: TcpStream, up: Arc<AtomicBool>) {
+    for (mut from, mut to) in [
+        (client.try_clone().unwrap(), server.try_clone().unwrap()),
+        (server, client),
+    ] {
+        let up = Arc::clone(&up);
+        std::thread::spawn(move || {
+            from.set_read_timeout(Some(Duration::from_millis(50))).ok();
+            let mut buf = [0u8; 64 << 10];
+            loop {
+                if !up.load(Ordering::SeqCst) {
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                    let _ = from.shutdown(std::net::Shutdown::Both);
+                    return;
+                }
+                match from.read(&mut buf) {
+                    Ok(0) => {
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                        return;
+                    }
+                    Ok(n) => {
+                        if to.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn the_s3_server_gone_mid_checkpoint_and_back_loses_nothing() {
+    let Some(url) = s3_url() else { return };
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("the server's endpoint");
+    let upstream = endpoint.trim_start_matches("http://").to_string();
+    let proxy = Proxy::start(upstream);
+    let bucket = url
+        .trim_start_matches("s3://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let prefix = unique("outage").trim_start_matches('/').to_string();
+    let open = |attempts: usize| {
+        let s3 = flowstate::storage::object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(&bucket)
+            .with_endpoint(format!("http://127.0.0.1:{}", proxy.port))
+            .with_allow_http(true)
+            .with_retry(flowstate::storage::object_store::RetryConfig {
+                max_retries: 1,
+                retry_timeout: Duration::from_secs(2),
+                ..Default::default()
+            })
+            .build()
+            .unwrap();
+        let s3: Arc<dyn ObjectStore> = Arc::new(s3);
+        let options = ObjectStorageOptions::default()
+            .with_retries(
+                attempts,
+                Duration::from_millis(100),
+                Duration::from_millis(800),
+            )
+            .with_request_timeout(Duration::from_secs(2));
+        let storage = ObjectStorage::new(s3, &prefix, "s3-through-proxy", options).unwrap();
+        FsCheckpointStorage::open(Arc::new(storage), FsCheckpointOptions::default())
+    };
+    let size = 200_000;
+    let storage = open(8).unwrap();
+    checkpoint(&storage, 1, size).unwrap();
+
+    // A short outage in the middle of checkpoint 2's uploads: the retries ride through it.
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(20));
+            proxy.set_up(false);
+            std::thread::sleep(Duration::from_millis(600));
+            proxy.set_up(true);
+        });
+        checkpoint(&storage, 2, size).unwrap();
+    });
+    assert_checkpoint(&storage, 2, size);
+    drop(storage);
+
+    // A long outage: checkpoint 3 fails (unacknowledged); the process dies.
+    let storage = open(2).unwrap();
+    proxy.set_up(false);
+    assert!(checkpoint(&storage, 3, size).is_err());
+    drop(storage);
+    assert!(
+        open(1).is_err(),
+        "the owner cannot start while the server is gone"
+    );
+
+    // The server is back: checkpoint 2 is the latest and intact, garbage is collected.
+    proxy.set_up(true);
+    let storage = open(8).unwrap();
+    assert_eq!(storage.completed().unwrap(), [CheckpointId(2)]);
+    assert_checkpoint(&storage, 2, size);
+    checkpoint(&storage, 4, size).unwrap();
+    assert_checkpoint(&storage, 4, size);
+}
+
+#[test]
+fn incremental_lsm_checkpoints_upload_only_tables_the_store_lacks() {
+    let faulty = FaultyObjectStore::new(Arc::new(InMemory::new()));
+    let object =
+        ObjectStorage::new(Arc::new(faulty.clone()), "", "memory", Default::default()).unwrap();
+    let storage: Arc<dyn CheckpointStorage> = Arc::new(
+        FsCheckpointStorage::open(
+            Arc::new(object),
+            FsCheckpointOptions::default().with_retained(2),
+        )
+        .unwrap(),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let config = BackendConfig::lsm(work.path())
+        .max_parallelism(MAXP)
+        .lsm_memtable_bytes(256 << 10)
+        .lsm_background(LsmBackground::Inline);
+    let mut backend = Backend::<u64>::open(config).unwrap();
+    let h = common::all_kinds::register(&mut backend);
+    let mut model = common::all_kinds::Model::default();
+    let keys = 20_000;
+    for k in 0..keys {
+        common::all_kinds::touch(&mut backend, &h, &mut model, k, 0);
+    }
+    let mut uploaded = Vec::new();
+    let mut held: BTreeSet<String> = BTreeSet::new();
+    for id in 1..=3u64 {
+        if id > 1 {
+            for k in (0..keys).step_by(100) {
+                common::all_kinds::touch(&mut backend, &h, &mut model, k, id);
+            }
+        }
+        let before = faulty.bytes_put();
+        let done = backend
+            .snapshot(CheckpointId(id), &storage, "op-0")
+            .and_then(|p| p.run())
+            .unwrap();
+        storage
+            .complete_checkpoint(
+                CheckpointId(id),
+                vec![SubtaskState::new("op", 0, 1, MAXP).with_keyed(done.handle.clone())],
+            )
+            .unwrap();
+        let sent = faulty.bytes_put() - before;
+        // What the store lacked: the shared files it did not hold yet, the private files and
+        // the `_metadata`; the tables it held already are referenced, not sent again.
+        let new_shared: u64 = done
+            .handle
+            .shared_files()
+            .iter()
+            .filter(|f| !held.contains(f.path()))
+            .map(|f| f.size())
+            .sum();
+        let private: u64 = done.handle.files().iter().map(|f| f.size()).sum();
+        assert!(
+            sent >= new_shared + private && sent <= new_shared + private + (64 << 10),
+            "checkpoint {id}: {sent} bytes sent, {new_shared} new shared, {private} private"
+        );
+        held.extend(
+            done.handle
+                .shared_files()
+                .iter()
+                .map(|f| f.path().to_string()),
+        );
+        uploaded.push(sent);
+    }
+    // 1% of the keys changed: once the compaction that the first change set off is behind,
+    // a small fraction of the first upload goes up again.
+    assert!(
+        uploaded[2] * 5 < uploaded[0],
+        "bytes uploaded per checkpoint: {uploaded:?}"
+    );
+    // And the chain restores, from the store, into a fresh backend.
+    let latest = storage.latest_completed().unwrap().unwrap();
+    let restore_dir = tempfile::tempdir().unwrap();
+    let mut restored = Backend::<u64>::restore_from(
+        BackendConfig::lsm(restore_dir.path())
+            .max_parallelism(MAXP)
+            .lsm_background(LsmBackground::Inline),
+        &*storage,
+        &latest.handles_for(KeyGroupRange::new(0, 127).unwrap()),
+    )
+    .unwrap();
+    let h = common::all_kinds::register(&mut restored);
+    assert_eq!(
+        common::all_kinds::check(&mut restored, &h, &model, keys),
+        keys
+    );
+}
