@@ -718,6 +718,21 @@ fn checkpoints_counts_private_and_shared_bytes_and_unreferenced_shared_files() {
     );
 }
 
+/// Every (task, keyed state) of an `inspect --json` document, as JSON text.
+fn state_metas(inspect: &str) -> Vec<String> {
+    let doc = json(inspect);
+    let mut states = Vec::new();
+    for task in doc["tasks"].as_array().expect("tasks") {
+        for handle in task["keyed"].as_array().expect("keyed") {
+            for state in handle["states"].as_array().expect("states") {
+                states.push(format!("{}[{}] {state}", task["operator"], task["subtask"]));
+            }
+        }
+    }
+    states.sort();
+    states
+}
+
 /// Converts the latest checkpoint of `backend`'s demo run into a savepoint under another
 /// root, and that savepoint into a new checkpoint root; each verifies and dumps the same
 /// entries, and the checkpoint root restores into both backends.
@@ -748,6 +763,20 @@ fn round_trip(backend: &'static str) {
     assert_eq!(
         sorted_dump(&out_root, &["--savepoint", "savepoints/sp-1"]),
         source
+    );
+    // The states' metadata carries over: kinds, codecs and TTLs.
+    let before = state_metas(&stdout(&fs!("inspect", "--json", root)));
+    let after = state_metas(&stdout(&fs!(
+        "inspect",
+        "--json",
+        "--savepoint",
+        "savepoints/sp-1",
+        &out_root
+    )));
+    assert_eq!(before, after);
+    assert!(
+        after.iter().any(|s| s.contains("\"ttl_millis\":200000")),
+        "{after:?}"
     );
     let doc = json(&stdout(&fs!("savepoints", "--json", &out_root)));
     assert_eq!(doc["savepoints"][0]["kind"], "canonical", "{doc}");
@@ -918,4 +947,64 @@ fn convert_of_a_damaged_source_exits_1_and_leaves_nothing_complete() {
             "{backend}: the empty root given is empty again"
         );
     }
+}
+
+#[test]
+fn convert_takes_a_native_lsm_savepoint_to_a_checkpoint_root() {
+    use std::sync::Arc;
+
+    use flowstate::{
+        Backend, BackendConfig, CheckpointId, CheckpointStorage, FsCheckpointOptions,
+        FsCheckpointStorage, KeyedStateBackend, ListStateDescriptor, SnapshotTarget, SubtaskState,
+        ValueStateDescriptor,
+    };
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let root = tmp.path().join("root");
+    let storage: Arc<dyn CheckpointStorage> = Arc::new(
+        FsCheckpointStorage::open_local(&root, FsCheckpointOptions::default())
+            .expect("the root opens"),
+    );
+    let config = BackendConfig::lsm(tmp.path().join("work")).max_parallelism(128);
+    let mut backend = Backend::<u64>::open(config).expect("an LSM backend");
+    let count = backend
+        .register(ValueStateDescriptor::<u64>::new("count"))
+        .expect("count");
+    let pages = backend
+        .register(ListStateDescriptor::<String>::new("pages"))
+        .expect("pages");
+    for key in 0..500u64 {
+        backend.set_current_key(&key);
+        backend.value(&count).update(key * 3).expect("update");
+        backend.list(&pages).add(format!("/p{key}")).expect("add");
+        backend.list(&pages).add("/".to_string()).expect("add");
+    }
+    let target = SnapshotTarget::native_savepoint(CheckpointId(5), "savepoints/native");
+    let written = backend
+        .snapshot(target.clone(), &storage, "op-0")
+        .expect("a snapshot")
+        .run()
+        .expect("written");
+    let task = SubtaskState::new("op", 0, 1, 128).with_keyed(written.handle);
+    storage.complete(&target, vec![task]).expect("complete");
+    drop(backend);
+
+    let doc = json(&stdout(&fs!("savepoints", "--json", &root)));
+    assert_eq!(doc["savepoints"][0]["kind"], "native", "{doc}");
+    let source = sorted_dump(&root, &["--savepoint", "savepoints/native"]);
+    assert_eq!(source.len(), 1000);
+    let back = tmp.path().join("back");
+    let out = fs!(
+        "convert",
+        &root,
+        "--savepoint",
+        "savepoints/native",
+        "--to-checkpoints",
+        &back
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(code(&fs!("verify", &back)), 0);
+    assert_eq!(sorted_dump(&back, &[]), source);
+    let doc = json(&stdout(&fs!("inspect", "--json", &back)));
+    assert_eq!(doc["id"], 5, "{doc}");
+    assert_eq!(doc["tasks"][0]["keyed"][0]["kind"], "canonical", "{doc}");
 }
