@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// is not a terminal (`ProgressDrawTarget::stderr` draws nothing then).
 pub fn bar(len: u64, message: &str, unit: &str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    let template = format!("{{msg}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{eta}})");
+    let template = format!("{{msg}} [{{wide_bar}}] {{pos}}/{{len}} {unit} ({{eta}})");
     if let Ok(style) = ProgressStyle::with_template(&template) {
         bar.set_style(style.progress_chars("=> "));
     }
