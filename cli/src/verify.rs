@@ -1,12 +1,13 @@
 //! `flowstate verify`: every byte of every file of the retained checkpoints (or of one
 //! checkpoint or savepoint), every damaged place reported, a verdict per snapshot.
 
-use flowstate::verify::{verify_checkpoint, Damage, VerifyReport};
-use flowstate::CheckpointStorage;
+use flowstate::verify::{handle_count, verify_checkpoint_with_progress, Damage, VerifyReport};
+use flowstate::{CheckpointStorage, CompletedCheckpoint, FsCheckpointStorage};
 
 use flowstate::codec::dynamic::json_literal;
 
-use crate::which::{load, ToolResult, Which};
+use crate::progress;
+use crate::which::{load, open_root, Access, ToolError, ToolResult, Which};
 
 /// Options of `flowstate verify`.
 #[derive(clap::Args, Debug)]
@@ -34,6 +35,18 @@ fn damage_json(d: &Damage) -> String {
     )
 }
 
+/// Verifies one snapshot with a progress bar (on a terminal only).
+fn verify_one(
+    storage: &FsCheckpointStorage,
+    done: &CompletedCheckpoint,
+    what: &str,
+) -> VerifyReport {
+    let bar = progress::bar(handle_count(done), &format!("verifying {what}"), "handles");
+    let report = verify_checkpoint_with_progress(storage, done, &mut |n| bar.set_position(n));
+    bar.finish_and_clear();
+    report
+}
+
 /// `flowstate verify`: reads every byte of every file of the checkpoint or savepoint it is
 /// given, or of every retained checkpoint, and reports every damaged place (file, byte offset,
 /// what failed), never only the first, then a verdict per snapshot; fails unless nothing is
@@ -43,17 +56,22 @@ pub fn verify(args: &VerifyArgs) -> ToolResult<()> {
     let mut verdicts = Vec::new();
     if which.savepoint.is_some() || which.checkpoint.is_some() {
         let (storage, done) = load(which)?;
-        verdicts.push(Verdict {
-            what: format!("{:?} {}", done.kind(), done.id().0),
-            report: verify_checkpoint(&storage, &done),
-        });
+        let what = format!("{:?} {}", done.kind(), done.id().0);
+        let report = verify_one(&storage, &done, &what);
+        verdicts.push(Verdict { what, report });
     } else {
-        // Checks the directory (and names what to give) as for one checkpoint.
-        let (storage, _) = load(which)?;
-        for id in storage.completed()? {
+        let storage = open_root(&which.root, Access::ReadOnly)?;
+        let completed = storage.completed()?;
+        if completed.is_empty() {
+            return Err(ToolError::Usage(format!(
+                "no completed checkpoint in {}",
+                which.root
+            )));
+        }
+        for id in completed {
             let what = format!("Checkpoint {}", id.0);
             let report = match storage.load_checkpoint(id) {
-                Ok(done) => verify_checkpoint(&storage, &done),
+                Ok(done) => verify_one(&storage, &done, &what),
                 Err(e) => VerifyReport {
                     damage: vec![Damage {
                         file: format!("chk-{}/_metadata", id.0),
@@ -107,7 +125,10 @@ pub fn verify(args: &VerifyArgs) -> ToolResult<()> {
         }
     }
     if damaged > 0 {
-        return Err(format!("{damaged} of {} snapshot(s) damaged", verdicts.len()).into());
+        return Err(ToolError::Damage(format!(
+            "{damaged} of {} snapshot(s) damaged",
+            verdicts.len()
+        )));
     }
     Ok(())
 }

@@ -46,6 +46,7 @@ pub mod checkpoint;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod convert;
 pub mod dispatch;
 mod error;
 pub mod file_sink;

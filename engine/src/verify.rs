@@ -102,7 +102,28 @@ pub fn verify_checkpoint(
     storage: &dyn CheckpointStorage,
     checkpoint: &CompletedCheckpoint,
 ) -> VerifyReport {
+    verify_checkpoint_with_progress(storage, checkpoint, &mut |_| {})
+}
+
+/// The number of handles (keyed and operator) of `checkpoint`: the steps
+/// [`verify_checkpoint_with_progress`] reports.
+pub fn handle_count(checkpoint: &CompletedCheckpoint) -> u64 {
+    checkpoint
+        .tasks()
+        .iter()
+        .map(|t| (t.keyed.len() + t.operator.len()) as u64)
+        .sum()
+}
+
+/// [`verify_checkpoint`], calling `progress` with the number of handles verified so far after
+/// each one (up to [`handle_count`]), for a progress bar.
+pub fn verify_checkpoint_with_progress(
+    storage: &dyn CheckpointStorage,
+    checkpoint: &CompletedCheckpoint,
+    progress: &mut dyn FnMut(u64),
+) -> VerifyReport {
     let mut report = VerifyReport::default();
+    let mut done = 0u64;
     for task in checkpoint.tasks() {
         for handle in &task.keyed {
             match handle.kind() {
@@ -126,9 +147,13 @@ pub fn verify_checkpoint(
                     }
                 }
             }
+            done += 1;
+            progress(done);
         }
         for handle in &task.operator {
             verify_operator_state(storage, handle, &mut report);
+            done += 1;
+            progress(done);
         }
     }
     report
