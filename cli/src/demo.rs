@@ -44,6 +44,11 @@ pub struct DemoArgs {
     /// Checkpoint directory (created; emptied at start).
     #[arg(long, default_value = "./flowstate-demo")]
     dir: PathBuf,
+    /// Keep the checkpoints at this URL instead of in --dir (s3://bucket/prefix, gs://…,
+    /// az://…, file:///…, memory://…; cloud settings from the environment, such as
+    /// AWS_ENDPOINT_URL). The root must be empty or hold an earlier demo's checkpoints.
+    #[arg(long, value_name = "URL")]
+    checkpoints: Option<String>,
     /// Parallelism at the start.
     #[arg(long, default_value_t = 2)]
     parallelism: u32,
@@ -631,8 +636,20 @@ pub fn run(args: &DemoArgs) -> DemoResult<()> {
     let compression = compression(&args.compression)?;
     prepare_dir(&args.dir)?;
     let options = FsCheckpointOptions::default().with_retained(2);
-    let mut storage: Arc<dyn CheckpointStorage> =
-        Arc::new(FsCheckpointStorage::open_local(&args.dir, options.clone())?);
+    if let Some(url) = &args.checkpoints {
+        crate::which::prepare_demo_root(url)?;
+    }
+    let open_storage = || -> DemoResult<Arc<dyn CheckpointStorage>> {
+        Ok(match &args.checkpoints {
+            Some(url) => Arc::new(crate::which::open_url_owner(url, options.clone())?),
+            None => Arc::new(FsCheckpointStorage::open_local(&args.dir, options.clone())?),
+        })
+    };
+    let mut storage = open_storage()?;
+    let root = args
+        .checkpoints
+        .clone()
+        .unwrap_or_else(|| args.dir.display().to_string());
 
     println!(
         "flowstate demo: {} events over {} keys, {} backend, parallelism {} (then {}), \
@@ -643,7 +660,7 @@ pub fn run(args: &DemoArgs) -> DemoResult<()> {
         args.parallelism,
         args.rescale_to,
         args.checkpoint_every,
-        args.dir.display(),
+        root,
         args.failures
     );
     // Failure points: spread over the run, chosen from the seed.
@@ -700,7 +717,7 @@ pub fn run(args: &DemoArgs) -> DemoResult<()> {
             );
             let t = Instant::now();
             // A new process opens the storage again: incomplete checkpoints are cleaned up.
-            storage = Arc::new(FsCheckpointStorage::open_local(&args.dir, options.clone())?);
+            storage = open_storage()?;
             job = match storage.latest_completed()? {
                 Some(done) => Job::restore(
                     &backends,

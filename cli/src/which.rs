@@ -24,9 +24,9 @@ pub enum Access {
     Owner,
 }
 
-/// Opens the checkpoint root `root` for `access`. Every tool opens its roots here, so that
-/// roots given as URLs (object stores) can be added in this one place; today a root is a
-/// local directory, and a URL is a usage error saying so.
+/// Opens the checkpoint root `root` for `access`: a local directory, or (feature
+/// `object-store`, on by default) a URL such as `s3://bucket/prefix`. Every tool opens its
+/// roots here.
 pub fn open_root(root: &str, access: Access) -> ToolResult<FsCheckpointStorage> {
     if let Some((scheme, _)) = root.split_once("://") {
         if !scheme.is_empty()
@@ -34,10 +34,7 @@ pub fn open_root(root: &str, access: Access) -> ToolResult<FsCheckpointStorage> 
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '+')
         {
-            return Err(ToolError::Usage(format!(
-                "{root}: checkpoint roots given as URLs ({scheme}://) are not supported by this \
-                 build; give a local directory"
-            )));
+            return open_url(root, access);
         }
     }
     let dir = Path::new(root);
@@ -137,4 +134,91 @@ pub fn load_from(storage: &FsCheckpointStorage, which: &Which) -> ToolResult<Com
             ToolError::Usage(format!("no completed checkpoint in {}", which.root))
         })?,
     })
+}
+
+/// Opens the checkpoint root at `url` for `access`.
+#[cfg(feature = "object-store")]
+fn open_url(url: &str, access: Access) -> ToolResult<FsCheckpointStorage> {
+    match access {
+        Access::ReadOnly => {
+            let storage = FsCheckpointStorage::open_url_read_only(url)?;
+            // An object store has no directories: an empty root is one nothing was written to.
+            if storage
+                .storage()
+                .list_dir(flowstate::storage::ROOT)?
+                .is_empty()
+            {
+                return Err(ToolError::Usage(format!(
+                    "{url} holds no checkpoints (nothing is stored under it)"
+                )));
+            }
+            Ok(storage)
+        }
+        Access::Owner => Ok(open_url_owner(url, FsCheckpointOptions::default())?),
+    }
+}
+
+/// Without the `object-store` feature a URL is a usage error that says so.
+#[cfg(not(feature = "object-store"))]
+fn open_url(url: &str, _access: Access) -> ToolResult<FsCheckpointStorage> {
+    Err(ToolError::Usage(format!(
+        "{url}: checkpoint roots given as URLs need the `object-store` feature of the flowstate \
+         command (on by default); give a local directory"
+    )))
+}
+
+/// Opens the checkpoint root at `url` as its owner (start-up cleanup and retention run).
+#[cfg(feature = "object-store")]
+pub fn open_url_owner(
+    url: &str,
+    options: FsCheckpointOptions,
+) -> flowstate::Result<FsCheckpointStorage> {
+    FsCheckpointStorage::open_url(url, options, Default::default())
+}
+
+/// Without the `object-store` feature a URL is refused.
+#[cfg(not(feature = "object-store"))]
+pub fn open_url_owner(
+    url: &str,
+    _options: FsCheckpointOptions,
+) -> flowstate::Result<FsCheckpointStorage> {
+    Err(flowstate::Error::InvalidConfig(format!(
+        "{url}: checkpoint roots given as URLs need the `object-store` feature"
+    )))
+}
+
+/// The object the demo leaves at the root of a URL it keeps checkpoints at.
+#[cfg(feature = "object-store")]
+const DEMO_ROOT_MARKER: &str = "flowstate-demo-root";
+
+/// Makes the root at `url` ready for a demo run: an empty root is marked as the demo's; a
+/// root the demo marked before is emptied; anything else is refused and nothing is deleted.
+#[cfg(feature = "object-store")]
+pub fn prepare_demo_root(url: &str) -> flowstate::Result<()> {
+    use flowstate::storage::{ObjectStorage, Storage, ROOT};
+    let storage = ObjectStorage::from_url(url, Default::default())?;
+    let names = storage.list_dir(ROOT)?;
+    if !names.is_empty() {
+        if !names.iter().any(|n| n == DEMO_ROOT_MARKER) {
+            return Err(flowstate::Error::InvalidArgument(format!(
+                "{url} holds objects an earlier demo did not make ({}): give --checkpoints an \
+                 empty root; nothing was deleted",
+                names.join(", ")
+            )));
+        }
+        for name in names.iter().filter(|n| *n != DEMO_ROOT_MARKER) {
+            storage.remove_dir_all(name)?;
+            storage.remove_file(name)?;
+        }
+    }
+    storage.write_atomic(
+        DEMO_ROOT_MARKER,
+        b"made by `flowstate demo`: emptied by the next demo run with these --checkpoints\n",
+    )
+}
+
+/// Without the `object-store` feature a URL is refused.
+#[cfg(not(feature = "object-store"))]
+pub fn prepare_demo_root(url: &str) -> flowstate::Result<()> {
+    open_url_owner(url, FsCheckpointOptions::default()).map(|_| ())
 }
