@@ -572,7 +572,7 @@ impl Storage for ObjectStorage {
         if names.is_empty() && dir != ROOT && self.inner.is_object(dir)? {
             return Err(Error::io(
                 dir,
-                io::Error::new(io::ErrorKind::NotADirectory, "an object, not a directory"),
+                io::Error::new(io::ErrorKind::InvalidInput, "an object, not a directory"),
             ));
         }
         Ok(names.into_iter().collect())
