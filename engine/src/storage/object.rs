@@ -1,26 +1,6 @@
 //! [`ObjectStorage`]: a [`Storage`] on an object store (S3 and compatible servers, Google Cloud
 //! Storage, Azure Blob Storage, local files, memory) through the `object_store` crate, so that
 //! checkpoints written on one machine restore on another.
-//!
-//! An object store has no directories, no rename and no append: objects appear whole when
-//! their upload completes and are never partly visible. This storage maps the [`Storage`]
-//! interface onto that (spec/checkpoint-protocol.md section 9 states the rules):
-//!
-//! - a file made with [`create`](Storage::create) is invisible until
-//!   [`sync`](WritableFile::sync) publishes it whole ([`Storage::publishes_on_sync`]): one
-//!   `PUT` for a file smaller than a part, a multipart upload otherwise, with at most
-//!   [`parts_in_flight`](ObjectStorageOptions::parts_in_flight) parts uploading at once (the
-//!   memory a writer holds is bounded by `(parts_in_flight + 1) × part_size`); a writer
-//!   dropped unpublished aborts its upload;
-//! - [`write_new`](Storage::write_new) is a conditional create (`If-None-Match: *`) where the
-//!   store supports it;
-//! - directories exist while objects are under them: creating and syncing one does nothing;
-//! - [`rename`](Storage::rename) copies then deletes (not atomic: the checkpoint protocol does
-//!   not rename on a store that publishes on sync);
-//! - reads are ranged `GET`s through a read-ahead window of
-//!   [`read_window`](ObjectStorageOptions::read_window) bytes;
-//! - every request is retried with exponential backoff on errors that may pass (the cloud
-//!   clients also retry 5xx answers and timeouts themselves).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -129,8 +109,27 @@ impl ObjectStorageOptions {
     }
 }
 
-/// A [`Storage`] on an object store, rooted at a prefix of it; see the [module
-/// documentation](self) for how files, directories and durability map onto objects.
+/// A [`Storage`] on an object store, rooted at a prefix of it.
+///
+/// An object store has no directories, no rename and no append: objects appear whole when
+/// their upload completes and are never partly visible. This storage maps the [`Storage`]
+/// interface onto that (spec/checkpoint-protocol.md section 9 states the rules):
+///
+/// - a file made with [`create`](Storage::create) is invisible until
+///   [`sync`](WritableFile::sync) publishes it whole ([`Storage::publishes_on_sync`]): one
+///   `PUT` for a file smaller than a part, a multipart upload otherwise, with at most
+///   [`parts_in_flight`](ObjectStorageOptions::parts_in_flight) parts uploading at once (the
+///   memory a writer holds is bounded by `(parts_in_flight + 1) × part_size`); a writer
+///   dropped unpublished aborts its upload;
+/// - [`write_new`](Storage::write_new) is a conditional create (`If-None-Match: *`) where the
+///   store supports it;
+/// - directories exist while objects are under them: creating and syncing one does nothing;
+/// - [`rename`](Storage::rename) copies then deletes (not atomic: the checkpoint protocol does
+///   not rename on a store that publishes on sync);
+/// - reads are ranged `GET`s through a read-ahead window of
+///   [`read_window`](ObjectStorageOptions::read_window) bytes;
+/// - every request is retried with exponential backoff on errors that may pass (the cloud
+///   clients also retry 5xx answers and timeouts themselves).
 ///
 /// ```
 /// use flowstate::storage::{ObjectStorage, Storage};
