@@ -500,8 +500,17 @@ fn incremental_lsm_checkpoints_upload_only_tables_the_store_lacks() {
         uploaded[2] * 5 < uploaded[0],
         "bytes uploaded per checkpoint: {uploaded:?}"
     );
-    // And the chain restores, from the store, into a fresh backend.
+    // And the chain restores, from the store, into a fresh backend, downloading each table
+    // once (the checksum is taken as the bytes stream into the working directory).
     let latest = storage.latest_completed().unwrap().unwrap();
+    let table_bytes: u64 = latest
+        .tasks()
+        .iter()
+        .flat_map(|t| &t.keyed)
+        .flat_map(|h| h.shared_files().iter().chain(h.files()))
+        .map(|f| f.size())
+        .sum();
+    let got_before = faulty.bytes_got();
     let restore_dir = tempfile::tempdir().unwrap();
     let mut restored = Backend::<u64>::restore_from(
         BackendConfig::lsm(restore_dir.path())
@@ -511,6 +520,11 @@ fn incremental_lsm_checkpoints_upload_only_tables_the_store_lacks() {
         &latest.handles_for(KeyGroupRange::new(0, 127).unwrap()),
     )
     .unwrap();
+    let got = faulty.bytes_got() - got_before;
+    assert!(
+        got >= table_bytes && got <= table_bytes + table_bytes / 10,
+        "{got} bytes downloaded for {table_bytes} bytes of files"
+    );
     let h = common::all_kinds::register(&mut restored);
     assert_eq!(
         common::all_kinds::check(&mut restored, &h, &model, keys),

@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::key_group::KeyGroupRange;
 use crate::snapshot::{EncodedEntry, RestoreSource};
 use crate::state::{CodecInfo, Key, StateId, StateMeta};
-use crate::storage::{stream_crc32c, TEMP_SUFFIX};
+use crate::storage::{stream_crc32c, Storage, TEMP_SUFFIX};
 
 /// A native snapshot handle, opened: its snapshot file decoded and every table's file found
 /// in the handle.
@@ -472,13 +472,25 @@ impl<K: Key> LsmBackend<K> {
                 generic.push(Box::new(NativeRestoreSource::open(storage, handle)?));
                 continue;
             }
+            // The tables to link or copy, fetched in parallel (downloads, on an object store).
+            let to_fetch: Vec<usize> = placements
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| matches!(p, Placement::Link))
+                .map(|(index, _)| index)
+                .collect();
+            let mut fetched = backend
+                .fetch_tables(storage, &native, &to_fetch)?
+                .into_iter();
             let mut mine: Vec<Vec<Arc<TableHandle>>> = vec![Vec::new(); MAX_LEVELS];
             for (index, (t, p)) in native.record.tables.iter().zip(&placements).enumerate() {
                 let level = usize::from(t.level);
                 match p {
                     Placement::Skip => stats.skipped_tables += 1,
                     Placement::Link => {
-                        let linked = backend.link_table(storage, &native, index)?;
+                        let linked = fetched.next().ok_or_else(|| {
+                            native.table_error(index, "fetched tables out of step")
+                        })?;
                         if linked {
                             stats.linked_tables += 1;
                         } else {
@@ -519,60 +531,130 @@ impl<K: Key> LsmBackend<K> {
         Ok((backend, stats))
     }
 
-    /// Puts table `index` of `native` into the working directory under its table name: a
-    /// hard link where both storages are on one local file system, else a copy; then checks
-    /// its size and checksum. Returns whether it was linked.
-    fn link_table(
+    /// Puts tables `indices` of `native` into the working directory ([`fetch_table`]), up to
+    /// [`PARALLEL_FETCHES`] at once; returns, in the order of `indices`, whether each was
+    /// linked. The first error is returned once the fetches under way have ended.
+    fn fetch_tables(
         &self,
         storage: &dyn CheckpointStorage,
         native: &NativeHandle,
-        index: usize,
-    ) -> Result<bool> {
-        let t = &native.record.tables[index];
-        let file = &native.files[index];
-        let tree_storage = &self.storage;
-        let path = self.tree().table_path(t.table_id);
-        let source_path = storage.local_path(file)?;
-        let linked = match &source_path {
-            Some(local) if local.exists() => tree_storage.link_from(local, &path)?,
-            Some(_) => return Err(native.table_error(index, "the file does not exist")),
-            None => false,
-        };
-        let crc = if linked {
-            let size = tree_storage.open(&path)?.len();
-            if size != t.size {
-                let _ = tree_storage.remove_file(&path);
-                return Err(native.table_error(
-                    index,
-                    format!("{size} bytes where the snapshot records {}", t.size),
-                ));
+        indices: &[usize],
+    ) -> Result<Vec<bool>> {
+        let paths: Vec<String> = indices
+            .iter()
+            .map(|&i| self.tree().table_path(native.record.tables[i].table_id))
+            .collect();
+        let tree_storage = &*self.storage;
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let results: Vec<parking_lot::Mutex<Option<Result<bool>>>> = indices
+            .iter()
+            .map(|_| parking_lot::Mutex::new(None))
+            .collect();
+        let work = || loop {
+            let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if at >= indices.len() || failed.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
             }
-            stream_crc32c(&*tree_storage.open(&path)?, &mut |_| Ok(()))?
+            let result = fetch_table(tree_storage, &paths[at], storage, native, indices[at]);
+            if result.is_err() {
+                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            *results[at].lock() = Some(result);
+        };
+        let workers = PARALLEL_FETCHES.min(indices.len());
+        if workers <= 1 {
+            work();
         } else {
-            let source = storage
-                .open_state_file(file)
-                .map_err(|e| native.table_error(index, e))?;
-            let tmp = format!("{path}{TEMP_SUFFIX}");
-            let mut out = tree_storage.create(&tmp)?;
-            let copied = stream_crc32c(&*source, &mut |chunk| out.write_all(chunk))
-                .and_then(|crc| out.sync().map(|()| crc));
-            match copied {
-                Ok(crc) => {
-                    drop(out);
-                    tree_storage.rename(&tmp, &path)?;
-                    crc
+            std::thread::scope(|scope| {
+                for _ in 0..workers {
+                    scope.spawn(work);
                 }
-                Err(e) => {
-                    drop(out);
-                    let _ = tree_storage.remove_file(&tmp);
-                    return Err(e);
-                }
+            });
+        }
+        let mut linked = Vec::with_capacity(indices.len());
+        for (at, result) in results.into_iter().enumerate() {
+            match result.into_inner() {
+                Some(result) => linked.push(result?),
+                // Not fetched: an earlier error stopped the workers.
+                None if failed.load(std::sync::atomic::Ordering::Relaxed) => continue,
+                None => return Err(native.table_error(indices[at], "the table was not fetched")),
             }
-        };
-        if let Err(e) = native.check_crc(index, crc) {
-            let _ = tree_storage.remove_file(&path);
-            return Err(e);
+        }
+        if linked.len() != indices.len() {
+            return Err(native.table_error(indices[0], "a table fetch failed"));
         }
         Ok(linked)
     }
+}
+
+/// How many tables a native restore fetches at once: copies from a remote store overlap.
+const PARALLEL_FETCHES: usize = 4;
+
+/// Puts table `index` of `native` into the working directory at `path`: a hard link where
+/// both storages are on one local file system, else a copy (a download, from an object
+/// store) checksummed as it streams; then checks its size and checksum. Returns whether it
+/// was linked.
+fn fetch_table(
+    tree_storage: &dyn Storage,
+    path: &str,
+    storage: &dyn CheckpointStorage,
+    native: &NativeHandle,
+    index: usize,
+) -> Result<bool> {
+    let t = &native.record.tables[index];
+    let file = &native.files[index];
+    let source_path = storage.local_path(file)?;
+    let linked = match &source_path {
+        Some(local) if local.exists() => tree_storage.link_from(local, path)?,
+        Some(_) => return Err(native.table_error(index, "the file does not exist")),
+        None => false,
+    };
+    let crc = if linked {
+        let size = tree_storage.open(path)?.len();
+        if size != t.size {
+            let _ = tree_storage.remove_file(path);
+            return Err(native.table_error(
+                index,
+                format!("{size} bytes where the snapshot records {}", t.size),
+            ));
+        }
+        stream_crc32c(&*tree_storage.open(path)?, &mut |_| Ok(()))?
+    } else {
+        // The size here, the checksum as the bytes stream by: one read of the file.
+        let source = storage
+            .open_state_file_unchecked(file)
+            .map_err(|e| native.table_error(index, e))?;
+        if source.len() != t.size {
+            return Err(native.table_error(
+                index,
+                format!(
+                    "{} bytes where the snapshot records {}",
+                    source.len(),
+                    t.size
+                ),
+            ));
+        }
+        let tmp = format!("{path}{TEMP_SUFFIX}");
+        let mut out = tree_storage.create(&tmp)?;
+        let copied = stream_crc32c(&*source, &mut |chunk| out.write_all(chunk))
+            .and_then(|crc| out.sync().map(|()| crc));
+        match copied {
+            Ok(crc) => {
+                drop(out);
+                tree_storage.rename(&tmp, path)?;
+                crc
+            }
+            Err(e) => {
+                drop(out);
+                let _ = tree_storage.remove_file(&tmp);
+                return Err(e);
+            }
+        }
+    };
+    if let Err(e) = native.check_crc(index, crc) {
+        let _ = tree_storage.remove_file(path);
+        return Err(e);
+    }
+    Ok(linked)
 }

@@ -33,6 +33,8 @@ struct Faults {
     injected: u64,
     /// Bytes uploaded by the `PUT`s and parts that went through.
     bytes_put: u64,
+    /// Bytes downloaded by ranged `GET`s.
+    bytes_got: u64,
 }
 
 /// What happens to one request.
@@ -117,6 +119,11 @@ impl FaultyObjectStore {
         self.faults.lock().bytes_put
     }
 
+    /// The bytes downloaded so far by ranged `GET`s.
+    pub fn bytes_got(&self) -> u64 {
+        self.faults.lock().bytes_got
+    }
+
     fn count_put(&self, payload: &PutPayload) {
         self.faults.lock().bytes_put += payload.content_length() as u64;
     }
@@ -198,7 +205,9 @@ impl ObjectStore for FaultyObjectStore {
 
     async fn get_range(&self, location: &Path, range: Range<u64>) -> object_store::Result<Bytes> {
         self.gate().await?;
-        self.inner.get_range(location, range).await
+        let bytes = self.inner.get_range(location, range).await?;
+        self.faults.lock().bytes_got += bytes.len() as u64;
+        Ok(bytes)
     }
 
     async fn head(&self, location: &Path) -> object_store::Result<ObjectMeta> {
