@@ -66,7 +66,8 @@ impl ObjectStorageOptions {
         self
     }
 
-    /// The read-ahead window: a read of fewer bytes fetches this many (at least 4 KiB).
+    /// The read-ahead window: a read of fewer bytes fetches this many (at least 4 KiB), and a
+    /// sequential scan up to 4 times as many per request.
     pub fn with_read_window(mut self, bytes: usize) -> Self {
         self.read_window = bytes.max(4096);
         self
@@ -846,7 +847,19 @@ impl ReadableFile for ObjectReadable {
             .as_ref()
             .is_some_and(|(at, bytes)| *at <= offset && end <= at + bytes.len() as u64);
         if !cached {
-            let fetched = self.get(offset..(offset + window_len).min(self.len))?;
+            // A read that starts where the last window ended is a sequential scan (a checksum
+            // pass, a copy): the window doubles, up to 4 times the configured one, so that a
+            // scan takes fewer requests. Any other read starts over at the configured size.
+            let sequential = window
+                .as_ref()
+                .is_some_and(|(at, bytes)| at + bytes.len() as u64 == offset);
+            let len = match window.as_ref() {
+                Some((_, bytes)) if sequential => {
+                    (bytes.len() as u64 * 2).clamp(window_len, window_len * 4)
+                }
+                _ => window_len,
+            };
+            let fetched = self.get(offset..(offset + len).min(self.len))?;
             *window = Some((offset, fetched));
         }
         let Some((at, bytes)) = window.as_ref() else {
