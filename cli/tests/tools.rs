@@ -40,20 +40,20 @@ fn demo(args: &[&str], dir: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The small demo run the tools read: no failures, a checkpoint every 4,000 events.
+const SMALL_DEMO: [&str; 8] = [
+    "--events",
+    "30000",
+    "--keys",
+    "1000",
+    "--checkpoint-every",
+    "4000",
+    "--failures",
+    "0",
+];
+
 fn demo_checkpoints(dir: &Path) {
-    demo(
-        &[
-            "--events",
-            "30000",
-            "--keys",
-            "1000",
-            "--checkpoint-every",
-            "4000",
-            "--failures",
-            "0",
-        ],
-        dir,
-    );
+    demo(&SMALL_DEMO, dir);
 }
 
 #[test]
@@ -469,21 +469,11 @@ fn fixture(backend: &'static str) -> &'static Path {
     };
     cell.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tools-{backend}"));
-        demo(
-            &[
-                "--backend",
-                backend,
-                "--events",
-                "30000",
-                "--keys",
-                "1000",
-                "--checkpoint-every",
-                "4000",
-                "--failures",
-                "0",
-            ],
-            &dir,
-        );
+        let args: Vec<&str> = ["--backend", backend]
+            .into_iter()
+            .chain(SMALL_DEMO)
+            .collect();
+        demo(&args, &dir);
         dir
     })
 }

@@ -34,7 +34,6 @@
 //! ```
 
 use std::collections::BTreeSet;
-use std::io::Write;
 
 use flowstate_formats::checkpoint::native_snapshot::MAX_NATIVE_SNAPSHOT_LEN;
 use flowstate_formats::checkpoint::{KeyedHandleKind, NativeSnapshotRecord};
@@ -51,7 +50,7 @@ use crate::checkpoint::{
 use crate::error::{Error, Result};
 use crate::key_group::KeyGroupRange;
 use crate::lsm::native_restore::NativeRestoreSource;
-use crate::snapshot::{EncodedRun, RestoreSource, RunStateRef};
+use crate::snapshot::{EncodedRun, RestoreSource};
 
 /// How [`convert_tasks`] writes the canonical files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -365,7 +364,7 @@ fn write_source(
                 out.begin_key_group(kg)?;
                 for (index, run) in runs.iter_mut().enumerate() {
                     run.sort();
-                    add_run(&mut out, index as u32, run)?;
+                    crate::checkpoint::add_run(&mut out, index as u32, run)?;
                 }
                 out.end_key_group()?;
             }
@@ -375,17 +374,4 @@ fn write_source(
         Ok(())
     })?;
     Ok(file)
-}
-
-/// Adds every entry of `run` (sorted) to the open key group of `writer`, as state `index`.
-fn add_run<W: Write>(writer: &mut SnapshotWriter<W>, index: u32, run: &EncodedRun) -> Result<()> {
-    for e in run.iter() {
-        let value = match e.state {
-            RunStateRef::Value(v) => EntryValue::Value(v),
-            RunStateRef::List(l) => EntryValue::List(l),
-            RunStateRef::Map(m) => EntryValue::Map(m),
-        };
-        writer.add_entry(index, e.key, e.namespace, value)?;
-    }
-    Ok(())
 }

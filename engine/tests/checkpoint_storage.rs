@@ -4,6 +4,8 @@
 //! `MemoryCheckpointStorage`. The crash sweeps run on the two `MemStorage`-backed ones. spec/checkpoint-protocol.md states the invariants
 //! these tests check (V1..V4 visibility, D1..D4 deletion).
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -81,19 +83,11 @@ impl Fixture {
     /// other fixture uses.
     #[cfg(feature = "object-store")]
     fn object(url: &str) -> Self {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let unique = format!(
-            "{}/suite-{}-{}-{}",
-            url.trim_end_matches('/'),
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let storage = flowstate::storage::ObjectStorage::from_url(&unique, Default::default())
-            .expect("the object store opens");
+        let storage = flowstate::storage::ObjectStorage::from_url(
+            &common::object::unique(url),
+            Default::default(),
+        )
+        .expect("the object store opens");
         Fixture {
             imp: Impl::Fs,
             mem: None,
@@ -894,40 +888,14 @@ suite!(fs_local, Fixture::fs_local());
 #[cfg(feature = "object-store")]
 suite!(object_memory, Fixture::object("memory://checkpoint-suite"));
 #[cfg(feature = "object-store")]
-mod s3 {
-    use super::*;
-
-    /// The S3-compatible server of the environment (`.ci/run` starts one), or `None` with a
-    /// loud message outside CI; in CI (`CI` set) a missing server fails the test.
-    pub(super) fn url() -> Option<String> {
-        match std::env::var("FLOWSTATE_S3_URL") {
-            Ok(url) if !url.is_empty() => Some(url),
-            _ if std::env::var_os("CI").is_some() => {
-                panic!("FLOWSTATE_S3_URL is unset in CI: .ci/run starts the S3 server")
-            }
-            _ => {
-                eprintln!(
-                    "SKIPPED: FLOWSTATE_S3_URL is unset: no S3-compatible server to test against \
-                     (bash .ci/run starts one)"
-                );
-                None
-            }
-        }
-    }
-
-    pub(super) fn fixture() -> Option<Fixture> {
-        url().map(|url| Fixture::object(&url))
-    }
-}
-#[cfg(feature = "object-store")]
 macro_rules! s3_suite {
     ($($name:ident),* $(,)?) => {
         mod object_s3 {
             $(
                 #[test]
                 fn $name() {
-                    if let Some(f) = super::s3::fixture() {
-                        super::$name(f);
+                    if let Some(url) = super::common::object::s3_url() {
+                        super::$name(super::Fixture::object(&url));
                     }
                 }
             )*

@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,33 +24,7 @@ use flowstate::*;
 
 const MAXP: u32 = 128;
 
-/// A prefix no other test (or run) uses.
-fn unique(base: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}/t-{}-{}-{}",
-        base.trim_end_matches('/'),
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// The S3-compatible server's URL, or `None` (with a loud message) outside CI.
-fn s3_url() -> Option<String> {
-    match std::env::var("FLOWSTATE_S3_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("FLOWSTATE_S3_URL is unset in CI: .ci/run starts the S3 server")
-        }
-        _ => {
-            eprintln!("SKIPPED: FLOWSTATE_S3_URL is unset (bash .ci/run starts an S3 server)");
-            None
-        }
-    }
-}
+use common::object::{s3_url, unique};
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)

@@ -63,11 +63,11 @@ pub use fs::{FsCheckpointOptions, FsCheckpointStorage};
 pub use handle::{KeyedStateHandle, OperatorStateHandle, StateFile, SubtaskState};
 pub use memory::{MemoryCheckpointStorage, DEFAULT_MAX_STATE_SIZE};
 pub use storage::{CheckpointStorage, SnapshotTarget, StateFileWriter};
+pub(crate) use write::{add_run, state_metas, write_state_file, NativeSnapshot};
 pub use write::{
     read_operator_state, snapshot_meta, write_canonical, write_operator_state, FileRestoreSource,
     PendingSnapshot, SnapshotResult, SnapshotStats,
 };
-pub(crate) use write::{state_metas, write_state_file, NativeSnapshot};
 
 /// How deep under the root [`CheckpointStorage::savepoints`] looks for savepoint directories,
 /// in path components (`savepoints/2026/sp-7` is 3).

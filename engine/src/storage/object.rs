@@ -211,46 +211,38 @@ impl ObjectStorage {
         // (`AWS_ALLOW_HTTP`, …), which replacing them would drop.
         let timeout = format!("{}ms", options.request_timeout.as_millis());
         let path_prefix = parsed.path().trim_matches('/').to_string();
-        let (store, prefix): (Arc<dyn ObjectStore>, String) = match parsed.scheme() {
-            "s3" | "s3a" => (
+        // A cloud store from its builder: the environment, then the URL, retries, timeout.
+        macro_rules! cloud {
+            ($builder:ty, $key:expr) => {
                 Arc::new(
-                    object_store::aws::AmazonS3Builder::from_env()
+                    <$builder>::from_env()
                         .with_url(url)
                         .with_retry(retry)
-                        .with_config(
-                            object_store::aws::AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
-                            &timeout,
-                        )
+                        .with_config($key(ClientConfigKey::Timeout), &timeout)
                         .build()
                         .map_err(|e| config_error(url, e))?,
+                ) as Arc<dyn ObjectStore>
+            };
+        }
+        let (store, prefix): (Arc<dyn ObjectStore>, String) = match parsed.scheme() {
+            "s3" | "s3a" => (
+                cloud!(
+                    object_store::aws::AmazonS3Builder,
+                    object_store::aws::AmazonS3ConfigKey::Client
                 ),
                 path_prefix,
             ),
             "gs" => (
-                Arc::new(
-                    object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                        .with_url(url)
-                        .with_retry(retry)
-                        .with_config(
-                            object_store::gcp::GoogleConfigKey::Client(ClientConfigKey::Timeout),
-                            &timeout,
-                        )
-                        .build()
-                        .map_err(|e| config_error(url, e))?,
+                cloud!(
+                    object_store::gcp::GoogleCloudStorageBuilder,
+                    object_store::gcp::GoogleConfigKey::Client
                 ),
                 path_prefix,
             ),
             "az" | "azure" | "abfs" | "abfss" => (
-                Arc::new(
-                    object_store::azure::MicrosoftAzureBuilder::from_env()
-                        .with_url(url)
-                        .with_retry(retry)
-                        .with_config(
-                            object_store::azure::AzureConfigKey::Client(ClientConfigKey::Timeout),
-                            &timeout,
-                        )
-                        .build()
-                        .map_err(|e| config_error(url, e))?,
+                cloud!(
+                    object_store::azure::MicrosoftAzureBuilder,
+                    object_store::azure::AzureConfigKey::Client
                 ),
                 path_prefix,
             ),

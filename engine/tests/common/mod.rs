@@ -1,6 +1,8 @@
 //! Pieces the engine's integration tests share.
 
 pub mod all_kinds;
+#[cfg(feature = "object-store")]
+pub mod object;
 pub mod rng;
 
 use flowstate::AggregateFunction;
