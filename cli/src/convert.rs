@@ -230,6 +230,12 @@ fn to_savepoint(
     options: &ConvertOptions,
 ) -> ToolResult<CompletedCheckpoint> {
     check_savepoint_dir(dir)?;
+    if crate::which::is_url(out_root) {
+        return Err(ToolError::Usage(format!(
+            "{out_root}: convert writes savepoints into a local directory only (give --out a \
+             directory); --to-checkpoints takes a URL"
+        )));
+    }
     let root = Path::new(out_root);
     if !root.is_dir() {
         return Err(ToolError::Usage(format!(
@@ -300,6 +306,9 @@ fn to_checkpoints(
     new_root: &str,
     options: &ConvertOptions,
 ) -> ToolResult<CompletedCheckpoint> {
+    if crate::which::is_url(new_root) {
+        return to_checkpoints_at_url(source, done, new_root, options);
+    }
     let path = Path::new(new_root);
     let mut created = Created::new();
     if exists(path) {
@@ -323,4 +332,29 @@ fn to_checkpoints(
     let written = dest.complete(&target, tasks)?;
     created.keep();
     Ok(written)
+}
+
+/// (b) into an object store: the root at `url` must hold nothing (opening it as the owner
+/// would apply its retention to whatever is there); on a failure the checkpoint convert began
+/// is aborted, which removes what it wrote.
+fn to_checkpoints_at_url(
+    source: &FsCheckpointStorage,
+    done: &CompletedCheckpoint,
+    url: &str,
+    options: &ConvertOptions,
+) -> ToolResult<CompletedCheckpoint> {
+    if !crate::which::url_is_empty(url)? {
+        return Err(ToolError::Usage(format!(
+            "{url} is not empty: convert writes checkpoints only into a new or empty root"
+        )));
+    }
+    let dest = open_root(url, Access::Owner)?;
+    let target = SnapshotTarget::checkpoint(done.id());
+    let written = convert_with_progress(source, done, &dest, &target, options)
+        .map_err(ToolError::from)
+        .and_then(|tasks| Ok(dest.complete(&target, tasks)?));
+    if written.is_err() {
+        let _ = dest.abort(&target);
+    }
+    written
 }

@@ -28,14 +28,8 @@ pub enum Access {
 /// `object-store`, on by default) a URL such as `s3://bucket/prefix`. Every tool opens its
 /// roots here.
 pub fn open_root(root: &str, access: Access) -> ToolResult<FsCheckpointStorage> {
-    if let Some((scheme, _)) = root.split_once("://") {
-        if !scheme.is_empty()
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '+')
-        {
-            return open_url(root, access);
-        }
+    if is_url(root) {
+        return open_url(root, access);
     }
     let dir = Path::new(root);
     match access {
@@ -221,4 +215,28 @@ pub fn prepare_demo_root(url: &str) -> flowstate::Result<()> {
 #[cfg(not(feature = "object-store"))]
 pub fn prepare_demo_root(url: &str) -> flowstate::Result<()> {
     open_url_owner(url, FsCheckpointOptions::default()).map(|_| ())
+}
+
+/// Whether `root` is a URL (`scheme://…`) rather than a local path.
+pub fn is_url(root: &str) -> bool {
+    root.split_once("://").is_some_and(|(scheme, _)| {
+        !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+')
+    })
+}
+
+/// Whether nothing is stored under the URL `url`.
+#[cfg(feature = "object-store")]
+pub fn url_is_empty(url: &str) -> ToolResult<bool> {
+    use flowstate::storage::{ObjectStorage, Storage, ROOT};
+    let storage = ObjectStorage::from_url(url, Default::default())?;
+    Ok(storage.list_dir(ROOT)?.is_empty())
+}
+
+/// Without the `object-store` feature a URL is refused.
+#[cfg(not(feature = "object-store"))]
+pub fn url_is_empty(url: &str) -> ToolResult<bool> {
+    open_url(url, Access::ReadOnly).map(|_| true)
 }

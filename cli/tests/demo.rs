@@ -205,6 +205,49 @@ fn demo_with_checkpoints_on_s3_recovers_exactly_once_and_the_tools_read_them() {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        // convert reads the root by URL and writes a checkpoint root on the store (never into
+        // a root that holds anything) or a savepoint on the local disk.
+        let converted = format!("{root}-converted");
+        let convert = |to: &[&str]| {
+            flowstate()
+                .args(["convert", &root])
+                .args(to)
+                .output()
+                .expect("convert runs")
+        };
+        let out = convert(&["--to-checkpoints", &converted]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let verified = flowstate()
+            .args(["verify", &converted])
+            .output()
+            .expect("verify runs");
+        assert!(verified.status.success());
+        let again = convert(&["--to-checkpoints", &converted]);
+        assert_eq!(again.status.code(), Some(2), "a root that holds something");
+        let verified = flowstate()
+            .args(["verify", &converted])
+            .output()
+            .expect("verify runs");
+        assert!(verified.status.success(), "nothing of it was deleted");
+        let local = dir.path().join("local");
+        std::fs::create_dir_all(&local).unwrap();
+        let out = flowstate()
+            .args(["convert", &root, "--to-savepoint", "sp"])
+            .arg("--out")
+            .arg(&local)
+            .output()
+            .expect("convert runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(local.join("sp/_metadata").is_file());
+
         // A second demo run on the same root empties what the first one made.
         let again = flowstate()
             .args(["demo", "--quiet", "--events", "20000", "--keys", "500"])
