@@ -57,6 +57,7 @@ pub mod key_group;
 pub mod lsm;
 mod mmap;
 pub mod operator;
+mod parallel;
 mod random;
 pub(crate) mod restore;
 pub mod snapshot;

@@ -37,6 +37,7 @@ use crate::checkpoint::{
 };
 use crate::error::{Error, Result};
 use crate::key_group::KeyGroupRange;
+use crate::parallel::{map_bounded, PARALLEL_TRANSFERS};
 use crate::storage::{stream_crc32c, Storage};
 
 /// A local table published as a shared file.
@@ -271,24 +272,37 @@ impl NativeSnapshot for NativeJob {
         let mut records = Vec::new();
         let mut private_files = Vec::new();
         let mut shared_files: Vec<StateFile> = Vec::new();
-        for (level, tables) in levels.iter().enumerate() {
-            for table in tables {
-                if private {
-                    let writer = storage.create_state_file(target, table.name())?;
-                    let (file, crc) = self.copy(table, writer)?;
-                    stats.bytes += file.size();
-                    records.push(Self::record(
-                        table,
-                        level,
-                        TableLocation::Private,
-                        table.name().to_string(),
-                        file.size(),
-                        crc,
-                    ));
-                    private_files.push(file);
-                    continue;
-                }
-                let placed = self.place_shared(table, level, target, storage)?;
+        // The tables, uploaded (copied or linked) up to PARALLEL_TRANSFERS at once: on an
+        // object store each upload waits on the network.
+        let jobs: Vec<(usize, &TableHandle)> = levels
+            .iter()
+            .enumerate()
+            .flat_map(|(level, tables)| tables.iter().map(move |t| (level, &**t)))
+            .collect();
+        if private {
+            let copied = map_bounded(&jobs, PARALLEL_TRANSFERS, |&(level, table)| {
+                let writer = storage.create_state_file(target, table.name())?;
+                let (file, crc) = self.copy(table, writer)?;
+                let record = Self::record(
+                    table,
+                    level,
+                    TableLocation::Private,
+                    table.name().to_string(),
+                    file.size(),
+                    crc,
+                );
+                Ok((record, file))
+            })?;
+            for (record, file) in copied {
+                stats.bytes += file.size();
+                records.push(record);
+                private_files.push(file);
+            }
+        } else {
+            let placed = map_bounded(&jobs, PARALLEL_TRANSFERS, |&(level, table)| {
+                self.place_shared(table, level, target, storage)
+            })?;
+            for placed in placed {
                 stats.shared_files += 1;
                 stats.shared_bytes += placed.file.size();
                 if placed.new {

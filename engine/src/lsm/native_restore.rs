@@ -34,6 +34,7 @@ use crate::checkpoint::{
 use crate::config::BackendConfig;
 use crate::error::{Error, Result};
 use crate::key_group::KeyGroupRange;
+use crate::parallel::{map_bounded, PARALLEL_TRANSFERS};
 use crate::snapshot::{EncodedEntry, RestoreSource};
 use crate::state::{CodecInfo, Key, StateId, StateMeta};
 use crate::storage::{stream_crc32c, Storage, TEMP_SUFFIX};
@@ -532,64 +533,24 @@ impl<K: Key> LsmBackend<K> {
     }
 
     /// Puts tables `indices` of `native` into the working directory ([`fetch_table`]), up to
-    /// [`PARALLEL_FETCHES`] at once; returns, in the order of `indices`, whether each was
-    /// linked. The first error is returned once the fetches under way have ended.
+    /// [`PARALLEL_TRANSFERS`] at once; returns, in the order of `indices`, whether each was
+    /// linked.
     fn fetch_tables(
         &self,
         storage: &dyn CheckpointStorage,
         native: &NativeHandle,
         indices: &[usize],
     ) -> Result<Vec<bool>> {
-        let paths: Vec<String> = indices
+        let jobs: Vec<(usize, String)> = indices
             .iter()
-            .map(|&i| self.tree().table_path(native.record.tables[i].table_id))
+            .map(|&i| (i, self.tree().table_path(native.record.tables[i].table_id)))
             .collect();
         let tree_storage = &*self.storage;
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let failed = std::sync::atomic::AtomicBool::new(false);
-        let results: Vec<parking_lot::Mutex<Option<Result<bool>>>> = indices
-            .iter()
-            .map(|_| parking_lot::Mutex::new(None))
-            .collect();
-        let work = || loop {
-            let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if at >= indices.len() || failed.load(std::sync::atomic::Ordering::Relaxed) {
-                return;
-            }
-            let result = fetch_table(tree_storage, &paths[at], storage, native, indices[at]);
-            if result.is_err() {
-                failed.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            *results[at].lock() = Some(result);
-        };
-        let workers = PARALLEL_FETCHES.min(indices.len());
-        if workers <= 1 {
-            work();
-        } else {
-            std::thread::scope(|scope| {
-                for _ in 0..workers {
-                    scope.spawn(work);
-                }
-            });
-        }
-        let mut linked = Vec::with_capacity(indices.len());
-        for (at, result) in results.into_iter().enumerate() {
-            match result.into_inner() {
-                Some(result) => linked.push(result?),
-                // Not fetched: an earlier error stopped the workers.
-                None if failed.load(std::sync::atomic::Ordering::Relaxed) => continue,
-                None => return Err(native.table_error(indices[at], "the table was not fetched")),
-            }
-        }
-        if linked.len() != indices.len() {
-            return Err(native.table_error(indices[0], "a table fetch failed"));
-        }
-        Ok(linked)
+        map_bounded(&jobs, PARALLEL_TRANSFERS, |(index, path)| {
+            fetch_table(tree_storage, path, storage, native, *index)
+        })
     }
 }
-
-/// How many tables a native restore fetches at once: copies from a remote store overlap.
-const PARALLEL_FETCHES: usize = 4;
 
 /// Puts table `index` of `native` into the working directory at `path`: a hard link where
 /// both storages are on one local file system, else a copy (a download, from an object
