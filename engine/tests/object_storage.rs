@@ -505,3 +505,81 @@ fn incremental_lsm_checkpoints_upload_only_tables_the_store_lacks() {
         keys
     );
 }
+
+/// Names with characters `object_store::path` percent-encodes in keys (`~`, `%`, `#`, `[`, …)
+/// are listed as they were written, so that what `list_dir` returns opens, removes and
+/// matches the paths `_metadata` records.
+#[test]
+fn names_the_store_encodes_are_listed_as_written() {
+    let s = ObjectStorage::from_url(&unique("memory://names"), Default::default()).unwrap();
+    let names = ["50%", "a b", "a~b", "x#y", "z[1]"];
+    for name in names {
+        s.write_atomic(&format!("d/{name}"), name.as_bytes())
+            .unwrap();
+        s.write_atomic(&format!("{name}/f"), b"in a directory")
+            .unwrap();
+    }
+    assert_eq!(s.list_dir("d").unwrap(), names);
+    for name in s.list_dir("d").unwrap() {
+        assert_eq!(
+            s.read_all(&format!("d/{name}"), 100).unwrap(),
+            name.as_bytes()
+        );
+        assert!(
+            s.list_dir(&format!("d/{name}")).is_err(),
+            "{name} is an object"
+        );
+    }
+    let mut root = s.list_dir(ROOT).unwrap();
+    root.retain(|n| n != "d");
+    assert_eq!(root, names);
+    for name in root {
+        assert_eq!(s.list_dir(&name).unwrap(), ["f"], "{name} is a directory");
+    }
+}
+
+/// The checkpoint protocol over such names: a savepoint directory is found, and a shared file
+/// of an aborted checkpoint is collected.
+#[test]
+fn savepoints_and_shared_files_with_encoded_names_are_found_and_collected() {
+    let object = ObjectStorage::from_url(&unique("memory://encoded"), Default::default()).unwrap();
+    let object: Arc<dyn Storage> = Arc::new(object);
+    let storage =
+        FsCheckpointStorage::open(Arc::clone(&object), FsCheckpointOptions::default()).unwrap();
+    let range = KeyGroupRange::for_operator(MAXP, 1, 0).unwrap();
+    let dir = "savepoints/sp~1";
+    let target = flowstate::checkpoint::SnapshotTarget::savepoint(CheckpointId(3), dir);
+    let handle = storage
+        .write_keyed_state_bytes(&target, "op#0-keyed", range, b"state")
+        .unwrap();
+    storage
+        .complete_savepoint(
+            CheckpointId(3),
+            dir,
+            vec![SubtaskState::new("op", 0, 1, MAXP).with_keyed(handle)],
+        )
+        .unwrap();
+    assert_eq!(
+        storage.savepoints().unwrap(),
+        [(CheckpointId(3), dir.to_string())]
+    );
+
+    let target = CheckpointId(1).into();
+    let mut writer = storage.create_shared_file(&target, "t~1.sst").unwrap();
+    writer.write_all(b"table").unwrap();
+    writer.finish().unwrap();
+    assert_eq!(
+        storage
+            .shared_file_references()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["shared/t~1.sst"]
+    );
+    storage.abort(&target).unwrap();
+    assert_eq!(
+        object.list_dir("shared").unwrap(),
+        Vec::<String>::new(),
+        "the aborted checkpoint's shared file is collected"
+    );
+}

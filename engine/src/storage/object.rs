@@ -409,8 +409,11 @@ impl Inner {
             .iter()
             .chain(listed.objects.iter().map(|o| &o.location))
         {
+            // Keys hold names percent-encoded where `object_store::path` encodes them (`%`,
+            // `~`, `#`, `[`, …: `location` builds keys with `child`): listed as written.
             if let Some(name) = path.filename() {
-                names.insert(name.to_string());
+                let decoded = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+                names.insert(decoded.into_owned());
             }
         }
         Ok(names)
