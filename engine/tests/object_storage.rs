@@ -583,3 +583,58 @@ fn savepoints_and_shared_files_with_encoded_names_are_found_and_collected() {
         "the aborted checkpoint's shared file is collected"
     );
 }
+
+/// On a `file://` root, removing a directory that is (or holds) a symbolic link removes the
+/// link, never the files behind it: the owner's retention, `demo --checkpoints file://…`
+/// emptying its root, must not delete what lies outside the root.
+#[cfg(unix)]
+#[test]
+fn removing_a_directory_on_a_file_root_does_not_follow_symbolic_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(outside.join("nested")).unwrap();
+    std::fs::write(outside.join("precious"), b"not the storage's").unwrap();
+    std::fs::write(outside.join("nested/precious"), b"not the storage's").unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("chk-2")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("chk-1")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("chk-2/link")).unwrap();
+    let s =
+        ObjectStorage::from_url(&format!("file://{}", root.display()), Default::default()).unwrap();
+    s.write_atomic("chk-2/own", b"the storage's").unwrap();
+    s.remove_dir_all("chk-1").unwrap();
+    s.remove_dir_all("chk-2").unwrap();
+    assert!(
+        outside.join("precious").exists(),
+        "a file behind a link was deleted"
+    );
+    assert!(
+        outside.join("nested/precious").exists(),
+        "a file behind a link was deleted"
+    );
+    assert!(!s.exists("chk-1").unwrap() && !s.exists("chk-2").unwrap());
+    assert_eq!(s.list_dir(ROOT).unwrap(), Vec::<String>::new());
+}
+
+/// On a `file://` root, a removed directory is gone from listings (no empty directory left
+/// behind that `scan` would take for an incomplete checkpoint forever).
+#[test]
+fn a_removed_directory_on_a_file_root_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ObjectStorage::from_url(
+        &format!("file://{}", dir.path().display()),
+        Default::default(),
+    )
+    .unwrap();
+    s.write_atomic("chk-1/sub/f", b"x").unwrap();
+    s.write_atomic("chk-1/g", b"x").unwrap();
+    s.remove_dir_all("chk-1").unwrap();
+    assert!(!s.exists("chk-1").unwrap());
+    assert_eq!(s.list_dir(ROOT).unwrap(), Vec::<String>::new());
+    s.write_atomic("chk-2/f", b"x").unwrap();
+    s.remove_file("chk-2/f").unwrap();
+    assert!(
+        !s.exists("chk-2").unwrap(),
+        "a directory exists while objects are under it"
+    );
+}
