@@ -638,3 +638,61 @@ fn a_removed_directory_on_a_file_root_is_gone() {
         "a directory exists while objects are under it"
     );
 }
+
+/// A write that took effect but whose answer was lost is retried: `write_new` (a conditional
+/// create, not idempotent) finds its own object and succeeds; `remove_file`, `rename` and a
+/// checkpoint's completion get through too. Without retries the lost answer is an error, and
+/// `write_new` never overwrites what another wrote.
+#[test]
+fn writes_whose_answers_are_lost_are_retried_without_harm() {
+    let faulty = FaultyObjectStore::new(Arc::new(InMemory::new()));
+    let options = ObjectStorageOptions::default().with_retries(
+        3,
+        Duration::from_millis(1),
+        Duration::from_millis(2),
+    );
+    let s = ObjectStorage::new(Arc::new(faulty.clone()), "root", "lost", options).unwrap();
+    faulty.lose_answer_after(0);
+    s.write_new("a/_metadata", b"mine").unwrap();
+    assert_eq!(s.read_all("a/_metadata", 100).unwrap(), b"mine");
+    let err = s.write_new("a/_metadata", b"other").unwrap_err();
+    assert!(err.to_string().contains("exist"), "{err}");
+    assert_eq!(s.read_all("a/_metadata", 100).unwrap(), b"mine");
+    for n in 0..2 {
+        // The copy's answer lost, then the deletion's.
+        let (from, to) = if n == 0 { ("a", "b") } else { ("b", "a") };
+        faulty.lose_answer_after(n);
+        s.rename(&format!("{from}/_metadata"), &format!("{to}/_metadata"))
+            .unwrap();
+        assert_eq!(s.list_dir(ROOT).unwrap(), [to]);
+    }
+    faulty.lose_answer_after(0);
+    s.remove_file("a/_metadata").unwrap();
+    assert!(!s.exists("a").unwrap());
+
+    let once = ObjectStorageOptions::default().with_retries(1, Duration::ZERO, Duration::ZERO);
+    let s = ObjectStorage::new(Arc::new(faulty.clone()), "once", "lost", once).unwrap();
+    faulty.lose_answer_after(0);
+    assert!(
+        s.write_new("c", b"x").is_err(),
+        "a lost answer not retried is an error"
+    );
+    assert_eq!(s.read_all("c", 10).unwrap(), b"x");
+
+    // Single PUTs (this layer retries them; the completion of a multipart upload is the
+    // cloud client's to retry, O4) and the conditional `_metadata`: each write of a
+    // checkpoint in turn loses its answer.
+    let options = ObjectStorageOptions::default().with_retries(
+        3,
+        Duration::from_millis(1),
+        Duration::from_millis(2),
+    );
+    for n in 0..3 {
+        let (faulty, storage) = faulty_storage(options.clone());
+        faulty.lose_answer_after(n);
+        checkpoint(&storage, 1, 3000).unwrap();
+        assert!(faulty.injected() == 1, "n = {n}");
+        assert_eq!(storage.completed().unwrap(), [CheckpointId(1)]);
+        assert_checkpoint(&storage, 1, 3000);
+    }
+}
