@@ -696,3 +696,90 @@ fn writes_whose_answers_are_lost_are_retried_without_harm() {
         assert_checkpoint(&storage, 1, 3000);
     }
 }
+
+/// An embedder calls the storage from a thread of its own tokio runtime (current-thread and
+/// multi-thread), and drops it there: no panic ("cannot start a runtime from within a
+/// runtime"), no deadlock.
+#[test]
+fn object_storage_works_from_inside_an_embedders_runtime() {
+    let current = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    for runtime in [current, multi] {
+        let url = unique("memory://in-runtime");
+        let handle = runtime.handle().clone();
+        let done = handle.block_on(async {
+            let options = ObjectStorageOptions::default().with_part_size(1000);
+            let s = ObjectStorage::from_url(&url, options).unwrap();
+            let big = pattern(3500, 3);
+            let mut f = s.create("chk-1/big").unwrap();
+            f.write_all(&big).unwrap();
+            f.sync().unwrap();
+            let mut dropped = s.create("chk-1/dropped").unwrap();
+            dropped.write_all(&big).unwrap();
+            drop(dropped);
+            assert_eq!(s.read_all("chk-1/big", 1 << 20).unwrap(), big);
+            assert_eq!(s.list_dir("chk-1").unwrap(), ["big"]);
+            drop(s);
+            // And as checkpoint storage, opened and dropped inside a task.
+            let storage =
+                FsCheckpointStorage::open_url(&url, Default::default(), Default::default())
+                    .unwrap();
+            checkpoint(&storage, 2, 5000).unwrap();
+            assert_checkpoint(&storage, 2, 5000);
+            true
+        });
+        assert!(done);
+        drop(runtime);
+    }
+}
+
+/// Reads through the read-ahead window at random offsets and lengths, sequential runs
+/// among them, return the object's bytes (across window boundaries, up to the end).
+#[test]
+fn reads_through_the_window_return_the_objects_bytes() {
+    let s = ObjectStorage::from_url(
+        &unique("memory://window"),
+        ObjectStorageOptions::default().with_read_window(4096),
+    )
+    .unwrap();
+    let data = pattern(50_000, 9);
+    s.write_atomic("f", &data).unwrap();
+    let r = s.open("f").unwrap();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut at = 0u64;
+    for _ in 0..2000 {
+        let len = match next(4) {
+            0 => next(16_384),
+            _ => next(5000),
+        }
+        .min(data.len() as u64 - at);
+        let mut buf = vec![0; len as usize];
+        r.read_at(at, &mut buf).unwrap();
+        assert_eq!(
+            buf,
+            &data[at as usize..(at + len) as usize],
+            "{len} at {at}"
+        );
+        // Mostly sequential; sometimes anywhere.
+        at = if next(3) == 0 || at + len >= data.len() as u64 {
+            next(data.len() as u64)
+        } else {
+            at + len
+        };
+    }
+    let mut last = [0; 1];
+    r.read_at(data.len() as u64 - 1, &mut last).unwrap();
+    assert_eq!(last[0], data[data.len() - 1]);
+    assert!(r.read_at(data.len() as u64, &mut last).is_err());
+}
