@@ -505,3 +505,281 @@ fn incremental_lsm_checkpoints_upload_only_tables_the_store_lacks() {
         keys
     );
 }
+
+/// Names with characters `object_store::path` percent-encodes in keys (`~`, `%`, `#`, `[`, …)
+/// are listed as they were written, so that what `list_dir` returns opens, removes and
+/// matches the paths `_metadata` records.
+#[test]
+fn names_the_store_encodes_are_listed_as_written() {
+    let s = ObjectStorage::from_url(&unique("memory://names"), Default::default()).unwrap();
+    let names = ["50%", "a b", "a~b", "x#y", "z[1]"];
+    for name in names {
+        s.write_atomic(&format!("d/{name}"), name.as_bytes())
+            .unwrap();
+        s.write_atomic(&format!("{name}/f"), b"in a directory")
+            .unwrap();
+    }
+    assert_eq!(s.list_dir("d").unwrap(), names);
+    for name in s.list_dir("d").unwrap() {
+        assert_eq!(
+            s.read_all(&format!("d/{name}"), 100).unwrap(),
+            name.as_bytes()
+        );
+        assert!(
+            s.list_dir(&format!("d/{name}")).is_err(),
+            "{name} is an object"
+        );
+    }
+    let mut root = s.list_dir(ROOT).unwrap();
+    root.retain(|n| n != "d");
+    assert_eq!(root, names);
+    for name in root {
+        assert_eq!(s.list_dir(&name).unwrap(), ["f"], "{name} is a directory");
+    }
+}
+
+/// The checkpoint protocol over such names: a savepoint directory is found, and a shared file
+/// of an aborted checkpoint is collected.
+#[test]
+fn savepoints_and_shared_files_with_encoded_names_are_found_and_collected() {
+    let object = ObjectStorage::from_url(&unique("memory://encoded"), Default::default()).unwrap();
+    let object: Arc<dyn Storage> = Arc::new(object);
+    let storage =
+        FsCheckpointStorage::open(Arc::clone(&object), FsCheckpointOptions::default()).unwrap();
+    let range = KeyGroupRange::for_operator(MAXP, 1, 0).unwrap();
+    let dir = "savepoints/sp~1";
+    let target = flowstate::checkpoint::SnapshotTarget::savepoint(CheckpointId(3), dir);
+    let handle = storage
+        .write_keyed_state_bytes(&target, "op#0-keyed", range, b"state")
+        .unwrap();
+    storage
+        .complete_savepoint(
+            CheckpointId(3),
+            dir,
+            vec![SubtaskState::new("op", 0, 1, MAXP).with_keyed(handle)],
+        )
+        .unwrap();
+    assert_eq!(
+        storage.savepoints().unwrap(),
+        [(CheckpointId(3), dir.to_string())]
+    );
+
+    let target = CheckpointId(1).into();
+    let mut writer = storage.create_shared_file(&target, "t~1.sst").unwrap();
+    writer.write_all(b"table").unwrap();
+    writer.finish().unwrap();
+    assert_eq!(
+        storage
+            .shared_file_references()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["shared/t~1.sst"]
+    );
+    storage.abort(&target).unwrap();
+    assert_eq!(
+        object.list_dir("shared").unwrap(),
+        Vec::<String>::new(),
+        "the aborted checkpoint's shared file is collected"
+    );
+}
+
+/// On a `file://` root, removing a directory that is (or holds) a symbolic link removes the
+/// link, never the files behind it: the owner's retention, `demo --checkpoints file://…`
+/// emptying its root, must not delete what lies outside the root.
+#[cfg(unix)]
+#[test]
+fn removing_a_directory_on_a_file_root_does_not_follow_symbolic_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(outside.join("nested")).unwrap();
+    std::fs::write(outside.join("precious"), b"not the storage's").unwrap();
+    std::fs::write(outside.join("nested/precious"), b"not the storage's").unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("chk-2")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("chk-1")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("chk-2/link")).unwrap();
+    let s =
+        ObjectStorage::from_url(&format!("file://{}", root.display()), Default::default()).unwrap();
+    s.write_atomic("chk-2/own", b"the storage's").unwrap();
+    s.remove_dir_all("chk-1").unwrap();
+    s.remove_dir_all("chk-2").unwrap();
+    assert!(
+        outside.join("precious").exists(),
+        "a file behind a link was deleted"
+    );
+    assert!(
+        outside.join("nested/precious").exists(),
+        "a file behind a link was deleted"
+    );
+    assert!(!s.exists("chk-1").unwrap() && !s.exists("chk-2").unwrap());
+    assert_eq!(s.list_dir(ROOT).unwrap(), Vec::<String>::new());
+}
+
+/// On a `file://` root, a removed directory is gone from listings (no empty directory left
+/// behind that `scan` would take for an incomplete checkpoint forever).
+#[test]
+fn a_removed_directory_on_a_file_root_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ObjectStorage::from_url(
+        &format!("file://{}", dir.path().display()),
+        Default::default(),
+    )
+    .unwrap();
+    s.write_atomic("chk-1/sub/f", b"x").unwrap();
+    s.write_atomic("chk-1/g", b"x").unwrap();
+    s.remove_dir_all("chk-1").unwrap();
+    assert!(!s.exists("chk-1").unwrap());
+    assert_eq!(s.list_dir(ROOT).unwrap(), Vec::<String>::new());
+    s.write_atomic("chk-2/f", b"x").unwrap();
+    s.remove_file("chk-2/f").unwrap();
+    assert!(
+        !s.exists("chk-2").unwrap(),
+        "a directory exists while objects are under it"
+    );
+}
+
+/// A write that took effect but whose answer was lost is retried: `write_new` (a conditional
+/// create, not idempotent) finds its own object and succeeds; `remove_file`, `rename` and a
+/// checkpoint's completion get through too. Without retries the lost answer is an error, and
+/// `write_new` never overwrites what another wrote.
+#[test]
+fn writes_whose_answers_are_lost_are_retried_without_harm() {
+    let faulty = FaultyObjectStore::new(Arc::new(InMemory::new()));
+    let options = ObjectStorageOptions::default().with_retries(
+        3,
+        Duration::from_millis(1),
+        Duration::from_millis(2),
+    );
+    let s = ObjectStorage::new(Arc::new(faulty.clone()), "root", "lost", options).unwrap();
+    faulty.lose_answer_after(0);
+    s.write_new("a/_metadata", b"mine").unwrap();
+    assert_eq!(s.read_all("a/_metadata", 100).unwrap(), b"mine");
+    let err = s.write_new("a/_metadata", b"other").unwrap_err();
+    assert!(err.to_string().contains("exist"), "{err}");
+    assert_eq!(s.read_all("a/_metadata", 100).unwrap(), b"mine");
+    for n in 0..2 {
+        // The copy's answer lost, then the deletion's.
+        let (from, to) = if n == 0 { ("a", "b") } else { ("b", "a") };
+        faulty.lose_answer_after(n);
+        s.rename(&format!("{from}/_metadata"), &format!("{to}/_metadata"))
+            .unwrap();
+        assert_eq!(s.list_dir(ROOT).unwrap(), [to]);
+    }
+    faulty.lose_answer_after(0);
+    s.remove_file("a/_metadata").unwrap();
+    assert!(!s.exists("a").unwrap());
+
+    let once = ObjectStorageOptions::default().with_retries(1, Duration::ZERO, Duration::ZERO);
+    let s = ObjectStorage::new(Arc::new(faulty.clone()), "once", "lost", once).unwrap();
+    faulty.lose_answer_after(0);
+    assert!(
+        s.write_new("c", b"x").is_err(),
+        "a lost answer not retried is an error"
+    );
+    assert_eq!(s.read_all("c", 10).unwrap(), b"x");
+
+    // Single PUTs (this layer retries them; the completion of a multipart upload is the
+    // cloud client's to retry, O4) and the conditional `_metadata`: each write of a
+    // checkpoint in turn loses its answer.
+    let options = ObjectStorageOptions::default().with_retries(
+        3,
+        Duration::from_millis(1),
+        Duration::from_millis(2),
+    );
+    for n in 0..3 {
+        let (faulty, storage) = faulty_storage(options.clone());
+        faulty.lose_answer_after(n);
+        checkpoint(&storage, 1, 3000).unwrap();
+        assert!(faulty.injected() == 1, "n = {n}");
+        assert_eq!(storage.completed().unwrap(), [CheckpointId(1)]);
+        assert_checkpoint(&storage, 1, 3000);
+    }
+}
+
+/// An embedder calls the storage from a thread of its own tokio runtime (current-thread and
+/// multi-thread), and drops it there: no panic ("cannot start a runtime from within a
+/// runtime"), no deadlock.
+#[test]
+fn object_storage_works_from_inside_an_embedders_runtime() {
+    let current = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    for runtime in [current, multi] {
+        let url = unique("memory://in-runtime");
+        let handle = runtime.handle().clone();
+        let done = handle.block_on(async {
+            let options = ObjectStorageOptions::default().with_part_size(1000);
+            let s = ObjectStorage::from_url(&url, options).unwrap();
+            let big = pattern(3500, 3);
+            let mut f = s.create("chk-1/big").unwrap();
+            f.write_all(&big).unwrap();
+            f.sync().unwrap();
+            let mut dropped = s.create("chk-1/dropped").unwrap();
+            dropped.write_all(&big).unwrap();
+            drop(dropped);
+            assert_eq!(s.read_all("chk-1/big", 1 << 20).unwrap(), big);
+            assert_eq!(s.list_dir("chk-1").unwrap(), ["big"]);
+            drop(s);
+            // And as checkpoint storage, opened and dropped inside a task.
+            let storage =
+                FsCheckpointStorage::open_url(&url, Default::default(), Default::default())
+                    .unwrap();
+            checkpoint(&storage, 2, 5000).unwrap();
+            assert_checkpoint(&storage, 2, 5000);
+            true
+        });
+        assert!(done);
+        drop(runtime);
+    }
+}
+
+/// Reads through the read-ahead window at random offsets and lengths, sequential runs
+/// among them, return the object's bytes (across window boundaries, up to the end).
+#[test]
+fn reads_through_the_window_return_the_objects_bytes() {
+    let s = ObjectStorage::from_url(
+        &unique("memory://window"),
+        ObjectStorageOptions::default().with_read_window(4096),
+    )
+    .unwrap();
+    let data = pattern(50_000, 9);
+    s.write_atomic("f", &data).unwrap();
+    let r = s.open("f").unwrap();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut at = 0u64;
+    for _ in 0..2000 {
+        let len = match next(4) {
+            0 => next(16_384),
+            _ => next(5000),
+        }
+        .min(data.len() as u64 - at);
+        let mut buf = vec![0; len as usize];
+        r.read_at(at, &mut buf).unwrap();
+        assert_eq!(
+            buf,
+            &data[at as usize..(at + len) as usize],
+            "{len} at {at}"
+        );
+        // Mostly sequential; sometimes anywhere.
+        at = if next(3) == 0 || at + len >= data.len() as u64 {
+            next(data.len() as u64)
+        } else {
+            at + len
+        };
+    }
+    let mut last = [0; 1];
+    r.read_at(data.len() as u64 - 1, &mut last).unwrap();
+    assert_eq!(last[0], data[data.len() - 1]);
+    assert!(r.read_at(data.len() as u64, &mut last).is_err());
+}

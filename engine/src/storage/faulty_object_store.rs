@@ -29,6 +29,7 @@ struct Faults {
     fail_every: u64,
     /// Every `n`th request waits this long before it goes through, as a stalled connection.
     hang: Option<(u64, Duration)>,
+    lose_answer_in: Option<u64>,
     /// Requests failed or delayed so far.
     injected: u64,
     /// Bytes uploaded by the `PUT`s and parts that went through.
@@ -96,12 +97,21 @@ impl FaultyObjectStore {
         self.faults.lock().hang = (n > 0).then_some((n, delay));
     }
 
+    /// Carries out the write `n` writes from now (0: the next; writes are `PUT`s, deletions,
+    /// copies and completions of multipart uploads that succeed), then answers it with a
+    /// transient error: the request took effect and its answer was lost, so a retry finds
+    /// its effect.
+    pub fn lose_answer_after(&self, n: u64) {
+        self.faults.lock().lose_answer_in = Some(n);
+    }
+
     /// Stops every fault.
     pub fn heal(&self) {
         let mut faults = self.faults.lock();
         faults.fail_from = None;
         faults.fail_every = 0;
         faults.hang = None;
+        faults.lose_answer_in = None;
     }
 
     /// The requests seen so far.
@@ -149,6 +159,25 @@ impl FaultyObjectStore {
     }
 
     /// Waits or fails as this request's fate says.
+    /// Whether the answer of the write just carried out is lost (an error in its place).
+    fn answer<T>(&self, result: object_store::Result<T>) -> object_store::Result<T> {
+        let mut faults = self.faults.lock();
+        match faults.lose_answer_in {
+            Some(0) if result.is_ok() => {
+                faults.lose_answer_in = None;
+                faults.injected += 1;
+                Err(injected(
+                    "injected: the answer was lost (the request took effect)",
+                ))
+            }
+            Some(n) if result.is_ok() => {
+                faults.lose_answer_in = Some(n - 1);
+                result
+            }
+            _ => result,
+        }
+    }
+
     async fn gate(&self) -> object_store::Result<()> {
         match self.fate() {
             Fate::Pass => Ok(()),
@@ -178,7 +207,7 @@ impl ObjectStore for FaultyObjectStore {
     ) -> object_store::Result<PutResult> {
         self.gate().await?;
         self.count_put(&payload);
-        self.inner.put_opts(location, payload, opts).await
+        self.answer(self.inner.put_opts(location, payload, opts).await)
     }
 
     async fn put_multipart_opts(
@@ -217,7 +246,7 @@ impl ObjectStore for FaultyObjectStore {
 
     async fn delete(&self, location: &Path) -> object_store::Result<()> {
         self.gate().await?;
-        self.inner.delete(location).await
+        self.answer(self.inner.delete(location).await)
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
@@ -234,7 +263,7 @@ impl ObjectStore for FaultyObjectStore {
 
     async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
         self.gate().await?;
-        self.inner.copy(from, to).await
+        self.answer(self.inner.copy(from, to).await)
     }
 
     async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
@@ -272,7 +301,8 @@ impl MultipartUpload for FaultyUpload {
 
     async fn complete(&mut self) -> object_store::Result<PutResult> {
         self.store.gate().await?;
-        self.inner.complete().await
+        let result = self.inner.complete().await;
+        self.store.answer(result)
     }
 
     async fn abort(&mut self) -> object_store::Result<()> {

@@ -125,6 +125,8 @@ impl ObjectStorageOptions {
 /// - [`write_new`](Storage::write_new) is a conditional create (`If-None-Match: *`) where the
 ///   store supports it;
 /// - directories exist while objects are under them: creating and syncing one does nothing;
+///   on a `file://` root, removing one uses the file system's calls, which remove a symbolic
+///   link rather than the files behind it, and deletions leave no empty directory behind;
 /// - [`rename`](Storage::rename) copies then deletes (not atomic: the checkpoint protocol does
 ///   not rename on a store that publishes on sync);
 /// - reads are ranged `GET`s through a read-ahead window of
@@ -151,6 +153,10 @@ struct Inner {
     url: String,
     options: ObjectStorageOptions,
     runtime: Runtime,
+    /// The store of a `file://` URL, whose directories are real: removed with the file
+    /// system's own calls, which never follow a symbolic link out of the root.
+    /// Its root directory (canonical, as the store resolves paths from it).
+    local: Option<(Arc<object_store::local::LocalFileSystem>, PathBuf)>,
 }
 
 /// The runtime the blocking calls run their requests on; shut down without waiting.
@@ -224,6 +230,7 @@ impl ObjectStorage {
                 ) as Arc<dyn ObjectStore>
             };
         }
+        let mut local = None;
         let (store, prefix): (Arc<dyn ObjectStore>, String) = match parsed.scheme() {
             "s3" | "s3a" => (
                 cloud!(
@@ -251,9 +258,16 @@ impl ObjectStorage {
                     .to_file_path()
                     .map_err(|()| config_error(url, "not an absolute local path"))?;
                 std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-                let local = object_store::local::LocalFileSystem::new_with_prefix(&dir)
-                    .map_err(|e| config_error(url, e))?;
-                (Arc::new(local), String::new())
+                // Directories emptied by deletions go too: a directory exists while objects
+                // are under it.
+                let store = Arc::new(
+                    object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                        .map_err(|e| config_error(url, e))?
+                        .with_automatic_cleanup(true),
+                );
+                let root = std::fs::canonicalize(&dir).map_err(|e| Error::io(&dir, e))?;
+                local = Some((Arc::clone(&store), root));
+                (store, String::new())
             }
             "memory" => {
                 let name = parsed.host_str().unwrap_or_default().to_string();
@@ -269,7 +283,11 @@ impl ObjectStorage {
                 ))
             }
         };
-        Self::new(store, &prefix, url, options)
+        let mut storage = Self::new(store, &prefix, url, options)?;
+        if let Some(inner) = Arc::get_mut(&mut storage.inner) {
+            inner.local = local;
+        }
+        Ok(storage)
     }
 
     /// A storage on `store` rooted at `prefix` (`""` for the store's root); `name` names it in
@@ -294,6 +312,7 @@ impl ObjectStorage {
                 url: name.to_string(),
                 options,
                 runtime: Runtime(Some(runtime)),
+                local: None,
             }),
         })
     }
@@ -409,8 +428,11 @@ impl Inner {
             .iter()
             .chain(listed.objects.iter().map(|o| &o.location))
         {
+            // Keys hold names percent-encoded where `object_store::path` encodes them (`%`,
+            // `~`, `#`, `[`, …: `location` builds keys with `child`): listed as written.
             if let Some(name) = path.filename() {
-                names.insert(name.to_string());
+                let decoded = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+                names.insert(decoded.into_owned());
             }
         }
         Ok(names)
@@ -423,6 +445,36 @@ impl Inner {
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(err) => Err(object_error(&self.url, path, err)),
         }
+    }
+
+    /// Removes the directory of `location` on a `file://` root with the file system's calls
+    /// (a listing would follow symbolic links and delete the files behind them): a link is
+    /// removed, not followed; then the parents it leaves empty, up to the root.
+    fn remove_local_dir(
+        &self,
+        local: &object_store::local::LocalFileSystem,
+        root: &std::path::Path,
+        location: &ObjectPath,
+        path: &str,
+    ) -> Result<()> {
+        let dir = local
+            .path_to_filesystem(location)
+            .map_err(|e| object_error(&self.url, path, e))?;
+        let removed = match std::fs::symlink_metadata(&dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => Err(e),
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&dir),
+            Ok(_) => std::fs::remove_file(&dir),
+        };
+        removed.map_err(|e| Error::io(&dir, e))?;
+        let mut parent = dir.parent();
+        while let Some(at) = parent.filter(|at| *at != root && at.starts_with(root)) {
+            if std::fs::remove_dir(at).is_err() {
+                break;
+            }
+            parent = at.parent();
+        }
+        Ok(())
     }
 
     /// `HEAD` with this storage's retries (a not-found answer is final).
@@ -535,6 +587,9 @@ impl Storage for ObjectStorage {
             return Err(invalid(path, "the root directory cannot be removed"));
         }
         let location = self.inner.location(path);
+        if let Some((local, root)) = &self.inner.local {
+            return self.inner.remove_local_dir(local, root, &location, path);
+        }
         let store = &self.inner.store;
         self.inner.retry(path, || async {
             let objects: Vec<ObjectPath> = store
