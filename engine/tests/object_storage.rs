@@ -783,3 +783,30 @@ fn reads_through_the_window_return_the_objects_bytes() {
     assert_eq!(last[0], data[data.len() - 1]);
     assert!(r.read_at(data.len() as u64, &mut last).is_err());
 }
+
+#[test]
+fn a_multipart_upload_that_stops_progressing_fails_its_file_in_bounded_time() {
+    let faulty = FaultyObjectStore::new(Arc::new(InMemory::new()));
+    let options = ObjectStorageOptions::default()
+        .with_part_size(1024)
+        .with_parts_in_flight(1)
+        .with_retries(2, Duration::from_millis(1), Duration::from_millis(1))
+        .with_request_timeout(Duration::from_millis(100));
+    let s = ObjectStorage::new(Arc::new(faulty.clone()), "", "stalling", options).unwrap();
+    let mut f = s.create("big").unwrap();
+    f.write_all(&pattern(1024, 1)).unwrap(); // starts the upload: one part in flight
+                                             // From now on the server takes 10 s to answer anything.
+    faulty.hang_after(0, Duration::from_secs(10));
+    let started = std::time::Instant::now();
+    let result = f.write_all(&pattern(4096, 2)).and_then(|()| f.sync());
+    let err = result.expect_err("a stalled upload fails");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "failed after {:?}",
+        started.elapsed()
+    );
+    assert!(err.to_string().contains("no progress"), "{err}");
+    drop(f);
+    faulty.heal();
+    assert!(!s.exists("big").unwrap(), "nothing was published");
+}

@@ -29,6 +29,8 @@ struct Faults {
     fail_every: u64,
     /// Every `n`th request waits this long before it goes through, as a stalled connection.
     hang: Option<(u64, Duration)>,
+    /// Requests from this one on wait this long: a server that stopped answering.
+    hang_from: Option<(u64, Duration)>,
     lose_answer_in: Option<u64>,
     /// Requests failed or delayed so far.
     injected: u64,
@@ -105,12 +107,20 @@ impl FaultyObjectStore {
         self.faults.lock().lose_answer_in = Some(n);
     }
 
+    /// Delays the `n`th request from now (0: the next one) and every later one by `delay`,
+    /// until [`heal`](Self::heal): a server that stopped answering.
+    pub fn hang_after(&self, n: u64, delay: Duration) {
+        let mut faults = self.faults.lock();
+        faults.hang_from = Some((faults.requests + n, delay));
+    }
+
     /// Stops every fault.
     pub fn heal(&self) {
         let mut faults = self.faults.lock();
         faults.fail_from = None;
         faults.fail_every = 0;
         faults.hang = None;
+        faults.hang_from = None;
         faults.lose_answer_in = None;
     }
 
@@ -146,8 +156,9 @@ impl FaultyObjectStore {
             Fate::Fail("injected: the server is unreachable (connection refused)")
         } else if faults.fail_every > 0 && n % faults.fail_every == 0 {
             Fate::Fail("injected: 503 Slow Down")
-        } else if let Some((every, delay)) = faults.hang.filter(|(every, _)| n % every == 0) {
-            let _ = every;
+        } else if let Some((_, delay)) = faults.hang_from.filter(|(from, _)| n > *from) {
+            Fate::Hang(delay)
+        } else if let Some((_, delay)) = faults.hang.filter(|(every, _)| n % every == 0) {
             Fate::Hang(delay)
         } else {
             Fate::Pass

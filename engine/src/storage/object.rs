@@ -398,11 +398,35 @@ impl Inner {
             match result {
                 Err(err) if attempt < self.options.attempts && transient(&err) => {
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.options.max_backoff);
+                    backoff = backoff.saturating_mul(2).min(self.options.max_backoff);
                     attempt += 1;
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// Waits for a step of a multipart upload (parts to finish, the completion), which the
+    /// store's client retries request by request: at most as long as every attempt of one
+    /// request may take, then an error (a store that stalls fails the file, never hangs it).
+    fn multipart_step<T, Fut>(&self, path: &str, step: Fut) -> Result<T>
+    where
+        Fut: Future<Output = object_store::Result<T>> + Send,
+        T: Send,
+    {
+        let limit = self
+            .options
+            .request_timeout
+            .saturating_mul(u32::try_from(self.options.attempts).unwrap_or(u32::MAX));
+        match self.block(async { tokio::time::timeout(limit, step).await }) {
+            Ok(result) => result.map_err(|e| object_error(&self.url, path, e)),
+            Err(_) => Err(Error::io(
+                PathBuf::from(format!("{}/{path}", self.url.trim_end_matches('/'))),
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the multipart upload made no progress within {limit:?}"),
+                ),
+            )),
         }
     }
 
@@ -738,9 +762,10 @@ impl ObjectWritable {
         };
         let whole = self.buf.len() / part_size * part_size;
         for part in self.buf[..whole].chunks(part_size) {
-            inner
-                .block(upload.wait_for_capacity(inner.options.parts_in_flight))
-                .map_err(|e| object_error(&inner.url, &self.path, e))?;
+            inner.multipart_step(
+                &self.path,
+                upload.wait_for_capacity(inner.options.parts_in_flight),
+            )?;
             // Part uploads are spawned on the storage's runtime.
             let _context = inner.runtime().enter();
             upload.write(part);
@@ -763,9 +788,7 @@ impl ObjectWritable {
                     upload.write(&self.buf);
                 }
                 self.buf = Vec::new();
-                inner
-                    .block(upload.finish())
-                    .map_err(|e| object_error(&inner.url, &self.path, e))?;
+                inner.multipart_step(&self.path, upload.finish())?;
             }
         }
         Ok(())
