@@ -576,7 +576,8 @@ fn exit_codes_are_0_ok_1_damage_2_usage_3_io() {
     let root = fixture("heap");
     assert_eq!(code(&fs!("verify", root)), 0);
     assert_eq!(code(&fs!("checkpoints", root)), 0);
-    // 2: clap's own errors, a missing root, an unknown checkpoint, a missing savepoint, a URL.
+    // 2: clap's own errors, a missing root, an unknown checkpoint, a missing savepoint, a bad
+    // or empty URL.
     assert_eq!(code(&fs!("inspect", "--no-such-flag", root)), 2);
     assert_eq!(code(&fs!("inspect", "/nonexistent/flowstate")), 2);
     assert_eq!(code(&fs!("savepoints", "/nonexistent/flowstate")), 2);
@@ -589,10 +590,14 @@ fn exit_codes_are_0_ok_1_damage_2_usage_3_io() {
         "{}",
         stderr(&out)
     );
-    let out = fs!("checkpoints", "s3://bucket/prefix");
-    assert_eq!(code(&out), 2);
+    // A URL of an unknown scheme, and one under which nothing is stored.
+    let out = fs!("checkpoints", "ftp://host/prefix");
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("unknown scheme"), "{}", stderr(&out));
+    let out = fs!("inspect", "memory://nothing-here/prefix");
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("not supported by this build"),
+        stderr(&out).contains("holds no checkpoints"),
         "{}",
         stderr(&out)
     );
