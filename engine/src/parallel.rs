@@ -7,9 +7,6 @@ use parking_lot::Mutex;
 
 use crate::error::Result;
 
-/// How many tables a checkpoint uploads, or a restore fetches, at once.
-pub(crate) const PARALLEL_TRANSFERS: usize = 4;
-
 /// `f` of every item, up to `workers` at once on scoped threads (on this thread alone for one
 /// worker or one item), in the order of `items`. After the first error no new item starts; the
 /// first error in the order of `items` among those that ran is returned.

@@ -674,6 +674,10 @@ impl CheckpointStorage for FsCheckpointStorage {
         self.storage.local_path(file.path())
     }
 
+    fn parallel_transfers(&self) -> usize {
+        self.storage.parallel_transfers()
+    }
+
     fn open_state_file(&self, file: &StateFile) -> Result<Box<dyn ReadableFile>> {
         let readable = self.storage.open(file.path())?;
         check_size(file.path(), readable.len(), file.size())?;

@@ -204,6 +204,13 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     /// files in a local directory (a restore links it instead of copying); `None` otherwise.
     fn local_path(&self, file: &StateFile) -> Result<Option<PathBuf>>;
 
+    /// How many files a task's checkpoint should upload, or its restore fetch, at once (the
+    /// tables of an incremental LSM checkpoint): 1 by default, more on an object store
+    /// (`ObjectStorageOptions::with_parallel_transfers`, feature `object-store`).
+    fn parallel_transfers(&self) -> usize {
+        1
+    }
+
     /// Opens a state file of a handle for random-access reads, checking that its length is
     /// the size the handle records ([`Error::StateFileSize`](crate::Error::StateFileSize)
     /// otherwise). The file implements [`flowstate_formats::RandomAccess`], so the formats'

@@ -37,7 +37,7 @@ use crate::checkpoint::{
 };
 use crate::error::{Error, Result};
 use crate::key_group::KeyGroupRange;
-use crate::parallel::{map_bounded, PARALLEL_TRANSFERS};
+use crate::parallel::map_bounded;
 use crate::storage::{stream_crc32c, Storage};
 
 /// A local table published as a shared file.
@@ -272,7 +272,7 @@ impl NativeSnapshot for NativeJob {
         let mut records = Vec::new();
         let mut private_files = Vec::new();
         let mut shared_files: Vec<StateFile> = Vec::new();
-        // The tables, uploaded (copied or linked) up to PARALLEL_TRANSFERS at once: on an
+        // The tables, uploaded (copied or linked) as many at once as the storage asks: on an
         // object store each upload waits on the network.
         let jobs: Vec<(usize, &TableHandle)> = levels
             .iter()
@@ -280,7 +280,7 @@ impl NativeSnapshot for NativeJob {
             .flat_map(|(level, tables)| tables.iter().map(move |t| (level, &**t)))
             .collect();
         if private {
-            let copied = map_bounded(&jobs, PARALLEL_TRANSFERS, |&(level, table)| {
+            let copied = map_bounded(&jobs, storage.parallel_transfers(), |&(level, table)| {
                 let writer = storage.create_state_file(target, table.name())?;
                 let (file, crc) = self.copy(table, writer)?;
                 let record = Self::record(
@@ -299,7 +299,7 @@ impl NativeSnapshot for NativeJob {
                 private_files.push(file);
             }
         } else {
-            let placed = map_bounded(&jobs, PARALLEL_TRANSFERS, |&(level, table)| {
+            let placed = map_bounded(&jobs, storage.parallel_transfers(), |&(level, table)| {
                 self.place_shared(table, level, target, storage)
             })?;
             for placed in placed {

@@ -34,7 +34,7 @@ use crate::checkpoint::{
 use crate::config::BackendConfig;
 use crate::error::{Error, Result};
 use crate::key_group::KeyGroupRange;
-use crate::parallel::{map_bounded, PARALLEL_TRANSFERS};
+use crate::parallel::map_bounded;
 use crate::snapshot::{EncodedEntry, RestoreSource};
 use crate::state::{CodecInfo, Key, StateId, StateMeta};
 use crate::storage::{stream_crc32c, Storage, TEMP_SUFFIX};
@@ -533,7 +533,7 @@ impl<K: Key> LsmBackend<K> {
     }
 
     /// Puts tables `indices` of `native` into the working directory ([`fetch_table`]), up to
-    /// [`PARALLEL_TRANSFERS`] at once; returns, in the order of `indices`, whether each was
+    /// [`CheckpointStorage::parallel_transfers`] at once; returns, in the order of `indices`, whether each was
     /// linked.
     fn fetch_tables(
         &self,
@@ -546,7 +546,7 @@ impl<K: Key> LsmBackend<K> {
             .map(|&i| (i, self.tree().table_path(native.record.tables[i].table_id)))
             .collect();
         let tree_storage = &*self.storage;
-        map_bounded(&jobs, PARALLEL_TRANSFERS, |(index, path)| {
+        map_bounded(&jobs, storage.parallel_transfers(), |(index, path)| {
             fetch_table(tree_storage, path, storage, native, *index)
         })
     }

@@ -185,6 +185,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
         false
     }
 
+    /// How many files a checkpoint should upload, or a restore fetch, at once through this
+    /// storage: 1 for a local file system (copies and links are quick), more for a store
+    /// where each transfer waits on the network.
+    fn parallel_transfers(&self) -> usize {
+        1
+    }
+
     /// Publishes `bytes` at `path` as [`write_atomic`](Storage::write_atomic) does, but only
     /// if nothing is at `path`: otherwise an [`Error::Io`] of kind `AlreadyExists`, and
     /// nothing changes. The default checks, then writes: exclusive only while one writer

@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 pub struct ObjectStorageOptions {
     part_size: usize,
     parts_in_flight: usize,
+    parallel_transfers: usize,
     read_window: usize,
     attempts: usize,
     backoff: Duration,
@@ -36,12 +37,14 @@ pub struct ObjectStorageOptions {
 }
 
 impl Default for ObjectStorageOptions {
-    /// Parts of 8 MiB, 4 in flight per file, a 4 MiB read-ahead window, 6 attempts per
+    /// Parts of 8 MiB, 4 in flight per file, 4 files of a task in transfer at once, a 4 MiB
+    /// read-ahead window, 6 attempts per
     /// request with backoff from 50 ms to 2 s, a request timeout of 30 s.
     fn default() -> Self {
         ObjectStorageOptions {
             part_size: 8 << 20,
             parts_in_flight: 4,
+            parallel_transfers: 4,
             read_window: 4 << 20,
             attempts: 6,
             backoff: Duration::from_millis(50),
@@ -63,6 +66,13 @@ impl ObjectStorageOptions {
     /// in parallel too, one per writer.
     pub fn with_parts_in_flight(mut self, parts: usize) -> Self {
         self.parts_in_flight = parts.max(1);
+        self
+    }
+
+    /// How many files one task uploads (the tables of an incremental LSM checkpoint) or
+    /// fetches (a native restore) at once (at least 1).
+    pub fn with_parallel_transfers(mut self, files: usize) -> Self {
+        self.parallel_transfers = files.max(1);
         self
     }
 
@@ -659,6 +669,10 @@ impl Storage for ObjectStorage {
 
     fn publishes_on_sync(&self) -> bool {
         true
+    }
+
+    fn parallel_transfers(&self) -> usize {
+        self.inner.options.parallel_transfers
     }
 
     /// One `PUT`: an object store never shows a part of an object.
