@@ -351,7 +351,6 @@ fn to_checkpoints_at_url(
     let dest = open_root(url, Access::Owner)?;
     let target = SnapshotTarget::checkpoint(done.id());
     let written = convert_with_progress(source, done, &dest, &target, options)
-        .map_err(ToolError::from)
         .and_then(|tasks| Ok(dest.complete(&target, tasks)?));
     if written.is_err() {
         let _ = dest.abort(&target);
