@@ -38,6 +38,70 @@ pub enum Backend<K: Key> {
     Lsm(LsmBackend<K>),
 }
 
+/// Controls of the LSM backend's tree, reachable without matching on the kind: each does
+/// nothing (and [`lsm_stats`](Backend::lsm_stats) returns `None`) on the heap backend, which
+/// has no memtables, tables or background work.
+///
+/// ```
+/// use flowstate::*;
+/// let dir = tempfile::tempdir().expect("a temporary directory");
+/// let mut backend = Backend::<u64>::open(BackendConfig::lsm(dir.path()))?;
+/// let count = backend.register(ValueStateDescriptor::<u64>::new("count"))?;
+/// backend.set_current_key(&1);
+/// backend.value(&count).update(5)?;
+/// backend.flush()?;
+/// backend.compact()?;
+/// backend.wait_idle()?;
+/// let stats = backend.lsm_stats().expect("an LSM backend");
+/// assert_eq!(stats.tree.flushes, 1);
+/// assert!(stats.tree.levels.iter().map(|l| l.tables).sum::<usize>() >= 1);
+/// # Ok::<(), flowstate::Error>(())
+/// ```
+impl<K: Key> Backend<K> {
+    /// Flushes the memtables into tables (LSM), on the calling thread.
+    pub fn flush(&self) -> Result<()> {
+        match self {
+            Backend::Heap(_) => Ok(()),
+            Backend::Lsm(b) => b.flush(),
+        }
+    }
+
+    /// Flushes, then runs every compaction that is due, on the calling thread (LSM).
+    pub fn compact(&self) -> Result<()> {
+        match self {
+            Backend::Heap(_) => Ok(()),
+            Backend::Lsm(b) => b.flush_and_compact(),
+        }
+    }
+
+    /// A full manual compaction: every table merged into the bottom level (LSM). Rewrites
+    /// the whole state.
+    pub fn compact_all(&self) -> Result<()> {
+        match self {
+            Backend::Heap(_) => Ok(()),
+            Backend::Lsm(b) => b.compact_all(),
+        }
+    }
+
+    /// Waits until no background flush or compaction is queued or running (LSM with a
+    /// background pool), or returns the error of one that failed.
+    pub fn wait_idle(&self) -> Result<()> {
+        match self {
+            Backend::Heap(_) => Ok(()),
+            Backend::Lsm(b) => b.wait_idle(),
+        }
+    }
+
+    /// The LSM backend's counters (tree, block cache, background steps); `None` for the heap
+    /// backend.
+    pub fn lsm_stats(&self) -> Option<crate::lsm::LsmStats> {
+        match self {
+            Backend::Heap(_) => None,
+            Backend::Lsm(b) => Some(b.stats()),
+        }
+    }
+}
+
 impl<K: Key> Backend<K> {
     /// Opens an empty backend as `config` says.
     pub fn open(config: BackendConfig) -> Result<Self> {

@@ -34,7 +34,7 @@
 //!     &TaskId::new("counter", 1, 2),
 //! )?;
 //! let offset = restored.operator_state.list_state(&ListStateDescriptor::<u64>::new("offset"))?;
-//! assert_eq!(restored.operator_state.list(&offset).get()?, vec![]); // split: task 0 got it
+//! assert_eq!(restored.operator_state.list(&offset).get()?, Vec::<u64>::new()); // split: task 0 got it
 //! # Ok::<(), flowstate::Error>(())
 //! ```
 

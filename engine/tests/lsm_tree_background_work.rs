@@ -139,3 +139,56 @@ fn flushes_run_beside_compactions_and_lose_nothing() {
     let tree = Tree::open(storage, "t", options()).unwrap();
     assert_eq!(tree.scan_prefix(b"k").unwrap(), want);
 }
+
+/// `Backend`'s controls with a background pool: after `wait_idle` nothing is queued or
+/// running (no frozen memtable waits, the step count no longer moves), `flush` writes the
+/// active memtable, and the heap backend takes the same calls as no-ops.
+#[test]
+fn backend_controls_flush_compact_and_wait_for_the_pool_to_be_idle() {
+    use flowstate::*;
+    let dir = tempfile::tempdir().unwrap();
+    let pool = Arc::new(lsm::LsmPool::new(1).unwrap());
+    let config = BackendConfig::lsm(dir.path())
+        .lsm_memtable_bytes(256 << 10)
+        .lsm_pool(pool);
+    let mut backend = Backend::<u64>::open(config).unwrap();
+    let h = backend
+        .register(ValueStateDescriptor::<u64>::new("v"))
+        .unwrap();
+    for k in 0..20_000u64 {
+        backend.set_current_key(&k);
+        backend.value(&h).update(k).unwrap();
+    }
+    backend.wait_idle().unwrap();
+    let idle = backend.lsm_stats().unwrap();
+    assert_eq!(
+        idle.tree.immutable_memtables, 0,
+        "every frozen memtable flushed"
+    );
+    assert!(idle.background_steps > 0, "the pool did the work");
+    thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(
+        backend.lsm_stats().unwrap().background_steps,
+        idle.background_steps,
+        "nothing ran after wait_idle returned"
+    );
+    backend.flush().unwrap();
+    backend.compact().unwrap();
+    backend.wait_idle().unwrap();
+    let stats = backend.lsm_stats().unwrap();
+    assert_eq!(stats.tree.immutable_memtables, 0);
+    assert!(
+        stats.tree.flushes > idle.tree.flushes,
+        "flush wrote the active memtable"
+    );
+    for k in (0..20_000u64).step_by(97) {
+        backend.set_current_key(&k);
+        assert_eq!(backend.value(&h).get().unwrap(), Some(k));
+    }
+    let heap = Backend::<u64>::open(BackendConfig::heap()).unwrap();
+    heap.flush().unwrap();
+    heap.compact().unwrap();
+    heap.compact_all().unwrap();
+    heap.wait_idle().unwrap();
+    assert!(heap.lsm_stats().is_none());
+}

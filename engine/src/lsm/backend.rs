@@ -351,6 +351,24 @@ impl<K: Key> LsmBackend<K> {
             .collect()
     }
 
+    /// Freezes the active memtable and flushes every frozen one into tables, on the calling
+    /// thread (no compaction).
+    pub fn flush(&self) -> Result<()> {
+        self.tree.freeze();
+        while self.tree.flush_one()? {}
+        Ok(())
+    }
+
+    /// Waits until the background pool has no flush or compaction of this backend queued or
+    /// running, or returns the error of a step that failed; with inline background work
+    /// (nothing runs in the background) it returns at once.
+    pub fn wait_idle(&self) -> Result<()> {
+        match &self.worker {
+            Some((_, worker)) => worker.wait_idle(),
+            None => Ok(()),
+        }
+    }
+
     /// Flushes every memtable and runs compactions until none is due, on the calling thread.
     pub fn flush_and_compact(&self) -> Result<()> {
         self.tree.freeze();

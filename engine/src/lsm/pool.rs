@@ -32,6 +32,10 @@ pub struct Worker {
     queued: AtomicBool,
     error: Mutex<Option<String>>,
     steps: AtomicU64,
+    /// Whether a pool thread is running a step for the tree; [`idle`](Self::idle) notified
+    /// when one ends.
+    busy: Mutex<bool>,
+    idle: Condvar,
 }
 
 impl Worker {
@@ -48,6 +52,19 @@ impl Worker {
     /// The number of flush or compaction steps the pool ran for this tree.
     pub fn steps(&self) -> u64 {
         self.steps.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the pool has no step of this tree queued or running (its flushes and due
+    /// compactions are done), or a step failed (its error).
+    pub fn wait_idle(&self) -> Result<()> {
+        let mut busy = self.busy.lock();
+        while *busy || self.queued.load(Ordering::Acquire) {
+            self.check()?;
+            // A bounded wait: a step queued by a write is picked up and notifies when done.
+            self.idle
+                .wait_for(&mut busy, std::time::Duration::from_millis(10));
+        }
+        self.check()
     }
 }
 
@@ -153,6 +170,8 @@ impl LsmPool {
             queued: AtomicBool::new(false),
             error: Mutex::new(None),
             steps: AtomicU64::new(0),
+            busy: Mutex::new(false),
+            idle: Condvar::new(),
         });
         let shared = Arc::downgrade(&self.shared);
         let weak_worker = Arc::downgrade(&worker);
@@ -191,21 +210,23 @@ fn run(shared: &Shared) {
                 shared.wake.wait(&mut queue);
             }
         };
+        // Busy before no longer queued, so that a waiter never sees the tree idle in between.
+        *worker.busy.lock() = true;
         worker.queued.store(false, Ordering::Release);
-        let Some(tree) = worker.tree.upgrade() else {
-            continue;
-        };
-        if worker.error.lock().is_some() {
-            continue;
-        }
-        match step(&tree) {
-            Ok(true) => {
-                worker.steps.fetch_add(1, Ordering::Relaxed);
-                shared.enqueue(&worker);
+        if let Some(tree) = worker.tree.upgrade() {
+            if worker.error.lock().is_none() {
+                match step(&tree) {
+                    Ok(true) => {
+                        worker.steps.fetch_add(1, Ordering::Relaxed);
+                        shared.enqueue(&worker);
+                    }
+                    Ok(false) => {}
+                    Err(e) => *worker.error.lock() = Some(e.to_string()),
+                }
             }
-            Ok(false) => {}
-            Err(e) => *worker.error.lock() = Some(e.to_string()),
         }
+        *worker.busy.lock() = false;
+        worker.idle.notify_all();
     }
 }
 
