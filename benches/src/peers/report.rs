@@ -379,6 +379,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tables_give_ratios_and_reasons() {
+        use super::super::{Row, Settings};
+        let row = |store: StoreKind, runs: Vec<f64>| Row {
+            store,
+            runs,
+            millis: Vec::new(),
+            bytes: None,
+            note: store.not_built().map(str::to_owned),
+        };
+        let results = vec![WorkloadResult {
+            workload: Workload::ValueGet,
+            rows: vec![
+                row(StoreKind::Heap, vec![1.0e6, 2.0e6]),
+                row(StoreKind::Lsm, vec![5.0e5, 5.0e5]),
+                row(StoreKind::Hashbrown, vec![2.0e6, 4.0e6]),
+                row(StoreKind::RocksDb, Vec::new()),
+            ],
+        }];
+        let ctx = Context {
+            settings: Settings::quick(),
+            command: "peers --quick".into(),
+            load_before: "0 0 0".into(),
+            load_after: "0 0 0".into(),
+            started: UNIX_EPOCH,
+            elapsed: Duration::from_secs(1),
+            charts: Vec::new(),
+            chart_note: Some("none".into()),
+        };
+        let text = render(&results, &ctx);
+        assert!(text.contains("| value get | 0.50 ✗ |"), "{text}");
+        assert!(text.contains("flowstate heap loses (0.50): fixed per-call costs"));
+        if cfg!(feature = "peers") {
+            assert!(!text.contains("not built"));
+        } else {
+            assert!(text.contains("not built: --features peers"));
+        }
+    }
+
+    #[test]
     fn dates_are_civil() {
         assert_eq!(utc(UNIX_EPOCH), "1970-01-01 00:00 UTC");
         let t = UNIX_EPOCH + Duration::from_secs(1_709_210_096); // 2024-02-29 12:34:56
