@@ -84,6 +84,8 @@ impl<'a> Cycle<'a> {
     }
 }
 
+pub mod peers;
+
 /// What the hashbrown baseline does per record besides the lookup: encode the key and compute
 /// its key group, exactly as `set_current_key` does.
 #[inline]
