@@ -74,7 +74,9 @@ impl BackendConfig {
     }
 
     /// LSM: the memory a memtable may use before it is frozen and flushed (default 64 MiB).
-    /// Ignored by other kinds, as are all `lsm_*` settings.
+    /// Ignored by other kinds, as are all `lsm_*` settings. A memtable allocates about 110 KiB
+    /// with its first write: below about 256 KiB each memtable holds a few entries and flushes
+    /// and compactions dominate (below 110 KiB every write freezes one).
     pub fn lsm_memtable_bytes(self, bytes: usize) -> Self {
         self.map_lsm(|l| l.tree.memtable_bytes = bytes)
     }
