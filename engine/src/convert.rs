@@ -35,20 +35,16 @@
 
 use std::collections::BTreeSet;
 
-use flowstate_formats::checkpoint::native_snapshot::MAX_NATIVE_SNAPSHOT_LEN;
-use flowstate_formats::checkpoint::{KeyedHandleKind, NativeSnapshotRecord};
-use flowstate_formats::snapshot::{
-    DecodedValue, EntryValue, SnapshotMeta, SnapshotReader, SnapshotWriter, SnapshotWriterOptions,
-};
+use flowstate_formats::checkpoint::KeyedHandleKind;
+use flowstate_formats::snapshot::{SnapshotMeta, SnapshotWriter, SnapshotWriterOptions};
 use flowstate_formats::Compression;
 
 use crate::checkpoint::{
     read_operator_state, write_operator_state, write_state_file, ChainRestoreSource,
-    CheckpointStorage, CompletedCheckpoint, KeyedStateHandle, OperatorStateHandle, SnapshotTarget,
-    StateFile, SubtaskState,
+    CheckpointStorage, CompletedCheckpoint, FileRestoreSource, KeyedStateHandle,
+    OperatorStateHandle, SnapshotTarget, StateFile, SubtaskState,
 };
 use crate::error::{Error, Result};
-use crate::key_group::KeyGroupRange;
 use crate::lsm::native_restore::NativeRestoreSource;
 use crate::snapshot::{EncodedRun, RestoreSource};
 
@@ -130,10 +126,9 @@ pub fn convert_tasks(
                     }
                 }
                 KeyedHandleKind::LsmNative | KeyedHandleKind::HeapChain => {
-                    let (meta, entries) = open_keyed(source, handle)?;
-                    files.push(write_source(
-                        &meta,
-                        &*entries,
+                    files.push(copy_keyed(
+                        source,
+                        handle,
                         dest,
                         target,
                         &name,
@@ -214,8 +209,8 @@ fn writer_options(
     }
 }
 
-/// Copies the canonical file `file` entry by entry (already in canonical order) into a new
-/// canonical file `name` of `target` with the same meta block and a new origin.
+/// Rewrites the canonical file `file` as canonical file `name` of `target`, with the same
+/// meta block and a new origin (read as a restore reads it: size, CRC-32C, origin, no delta).
 fn copy_canonical(
     source: &dyn CheckpointStorage,
     file: &StateFile,
@@ -225,98 +220,54 @@ fn copy_canonical(
     options: &ConvertOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<StateFile> {
-    let input = source.open_state_file(file)?;
-    let reader = SnapshotReader::open(input, file.path())?;
-    file.check_origin(reader.origin())?;
-    if let Some(delta) = reader.delta() {
-        return Err(Error::IncompatibleSnapshot(format!(
-            "{} is a delta file (change {} after the base of checkpoint {}) listed as a full \
-             canonical file",
-            file.path(),
-            delta.position,
-            delta.base_checkpoint
-        )));
-    }
-    let meta = reader.meta().clone();
-    let range = KeyGroupRange::new(meta.key_group_start, meta.key_group_end)?;
-    let writer = dest.create_state_file(target, name)?;
-    let (file, ()) = write_state_file(writer, |sink, path| {
-        let mut out =
-            SnapshotWriter::with_options(sink, &meta, writer_options(target, name, path, options))?;
-        for (i, kg) in range.iter().enumerate() {
-            let mut begun = false;
-            let (mut list, mut map) = (Vec::new(), Vec::new());
-            reader.read_key_group::<Error>(kg, |e| {
-                if !begun {
-                    out.begin_key_group(kg)?;
-                    begun = true;
-                }
-                let value = match e.value {
-                    DecodedValue::Value(v) => EntryValue::Value(v),
-                    DecodedValue::List(items) => {
-                        list.clear();
-                        list.extend(items.map(<[u8]>::to_vec));
-                        EntryValue::List(&list)
-                    }
-                    DecodedValue::Map(pairs) => {
-                        map.clear();
-                        map.extend(pairs.map(|(k, v)| (k.to_vec(), v.to_vec())));
-                        EntryValue::Map(&map)
-                    }
-                    DecodedValue::Removed => {
-                        return Err(Error::IncompatibleSnapshot(format!(
-                            "{} holds a removal: it is a delta file",
-                            file.path()
-                        )))
-                    }
-                };
-                out.add_entry(e.state_index, e.key, e.namespace, value)?;
-                Ok(())
-            })?;
-            if begun {
-                out.end_key_group()?;
-            }
-            progress(i as u64 + 1);
-        }
-        out.finish()?;
-        Ok(())
-    })?;
-    Ok(file)
+    let entries = FileRestoreSource::open(source, file)?;
+    write_source(
+        entries.snapshot_meta(),
+        &entries,
+        dest,
+        target,
+        name,
+        options,
+        progress,
+    )
 }
 
-/// Opens a native snapshot or heap chain handle as a restore source, with the meta block its
-/// entries' state indexes refer to (the native snapshot's, or the chain's last file's; TTLs
-/// included, which a restore source does not report).
-fn open_keyed(
-    storage: &dyn CheckpointStorage,
+/// Writes the state of a native snapshot or heap chain handle, read through its restore
+/// source, as canonical file `name` of `target`, with the source's meta block (TTLs included,
+/// which a restore source's state metadata does not carry).
+fn copy_keyed(
+    source: &dyn CheckpointStorage,
     handle: &KeyedStateHandle,
-) -> Result<(SnapshotMeta, Box<dyn RestoreSource>)> {
+    dest: &dyn CheckpointStorage,
+    target: &SnapshotTarget,
+    name: &str,
+    options: &ConvertOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<StateFile> {
     match handle.kind() {
         KeyedHandleKind::LsmNative => {
-            let entries = NativeRestoreSource::open(storage, handle)?;
-            let file = &handle.files()[0];
-            if file.size() > MAX_NATIVE_SNAPSHOT_LEN {
-                return Err(Error::FileTooLarge {
-                    path: file.path().into(),
-                    len: file.size(),
-                    limit: MAX_NATIVE_SNAPSHOT_LEN,
-                });
-            }
-            let input = storage.open_state_file(file)?;
-            let mut bytes = vec![0; file.size() as usize];
-            input.read_at(0, &mut bytes)?;
-            let record = NativeSnapshotRecord::decode(&bytes, file.path())?;
-            Ok((record.meta, Box::new(entries)))
+            let entries = NativeRestoreSource::open(source, handle)?;
+            write_source(
+                entries.snapshot_meta(),
+                &entries,
+                dest,
+                target,
+                name,
+                options,
+                progress,
+            )
         }
         KeyedHandleKind::HeapChain => {
-            let entries = ChainRestoreSource::open(storage, handle)?;
-            let Some(last) = handle.shared_files().last() else {
-                return Err(Error::IncompatibleSnapshot(
-                    "a heap chain handle lists no file".into(),
-                ));
-            };
-            let reader = SnapshotReader::open(storage.open_state_file(last)?, last.path())?;
-            Ok((reader.meta().clone(), Box::new(entries)))
+            let entries = ChainRestoreSource::open(source, handle)?;
+            write_source(
+                entries.snapshot_meta(),
+                &entries,
+                dest,
+                target,
+                name,
+                options,
+                progress,
+            )
         }
         KeyedHandleKind::KeyGroupFiles => Err(Error::InvalidArgument(
             "canonical files are copied file by file".into(),

@@ -43,6 +43,16 @@ impl std::fmt::Debug for ChainRestoreSource {
 }
 
 impl ChainRestoreSource {
+    /// The meta block of the chain's last file, which lists every state of the chain (with its
+    /// TTL).
+    pub fn snapshot_meta(&self) -> &flowstate_formats::snapshot::SnapshotMeta {
+        // `open` refuses a chain without files.
+        self.links
+            .last()
+            .map(|l| l.reader.meta())
+            .expect("a chain restore source holds at least one file")
+    }
+
     /// Opens every file of the chain of `handle` (kind heap chain), checking each file's size
     /// and checksum, that the first is a full file and the others its deltas in order (the same
     /// base checkpoint, positions 1, 2, …), and that all agree on max parallelism, key codec,

@@ -407,6 +407,12 @@ impl FileRestoreSource {
         })
     }
 
+    /// The file's meta block (max parallelism, key-group range, key codec, every state's
+    /// metadata with its TTL), as written.
+    pub fn snapshot_meta(&self) -> &SnapshotMeta {
+        self.reader.meta()
+    }
+
     /// Opens every file of `handles`, which must be handles of canonical files (an LSM
     /// backend's native snapshot is refused: [`open_restore_sources`](crate::open_restore_sources)
     /// opens handles of every kind).

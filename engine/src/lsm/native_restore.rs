@@ -224,6 +224,11 @@ impl std::fmt::Debug for NativeRestoreSource {
 }
 
 impl NativeRestoreSource {
+    /// The native snapshot's meta block (every state's metadata with its TTL), as written.
+    pub fn snapshot_meta(&self) -> &flowstate_formats::snapshot::SnapshotMeta {
+        &self.native.record.meta
+    }
+
     /// Opens the native snapshot of `handle` (kind LSM native) and its tables. A table that
     /// is missing, of another size or not a table of the recorded id is an error naming it
     /// and the checkpoint ([`Error::SharedFile`]).
