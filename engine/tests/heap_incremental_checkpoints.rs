@@ -10,8 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use flowstate::checkpoint::{
-    CheckpointStorage, FsCheckpointOptions, FsCheckpointStorage, KeyedStateHandle, SnapshotResult,
-    SnapshotTarget, SubtaskState,
+    CheckpointStorage, KeyedStateHandle, SnapshotResult, SnapshotTarget, SubtaskState,
 };
 use flowstate::heap::HeapIncremental;
 use flowstate::lsm::LsmBackground;
@@ -32,15 +31,7 @@ fn heap(range: KeyGroupRange, limits: HeapIncremental) -> BackendConfig {
         .heap_incremental_checkpoints(limits)
 }
 
-fn fs_storage(dir: &std::path::Path, retained: usize) -> Arc<dyn CheckpointStorage> {
-    Arc::new(
-        FsCheckpointStorage::open_local(
-            dir,
-            FsCheckpointOptions::default().with_retained(retained),
-        )
-        .unwrap(),
-    )
-}
+use common::fs_storage;
 
 struct Task {
     backend: Backend<u64>,
@@ -445,17 +436,22 @@ proptest! {
     }
 }
 
-#[test]
-fn states_with_a_ttl_write_deltas_as_full_snapshots_would() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = fs_storage(&dir.path().join("chk"), 2);
+/// A heap backend of every key group with incremental checkpoints, on a manual clock at 1 s.
+fn on_manual_clock() -> (Arc<ManualClock>, Backend<u64>) {
     let clock = Arc::new(ManualClock::new(1_000));
     let config = heap(
         KeyGroupRange::all(MAXP).unwrap(),
         HeapIncremental::default(),
     )
     .clock(clock.clone());
-    let mut b = Backend::<u64>::open(config).unwrap();
+    (clock, Backend::<u64>::open(config).unwrap())
+}
+
+#[test]
+fn states_with_a_ttl_write_deltas_as_full_snapshots_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = fs_storage(&dir.path().join("chk"), 2);
+    let (clock, mut b) = on_manual_clock();
     let ttl = TtlConfig::after(std::time::Duration::from_millis(100));
     let v = b
         .register(ValueStateDescriptor::<u64>::new("v").with_ttl(ttl))
@@ -672,13 +668,7 @@ fn bases_and_deltas_are_compressed_as_the_pending_snapshot_asks() {
 fn ttl_cleanup_of_an_entry_changed_since_the_base_is_a_removal() {
     let dir = tempfile::tempdir().unwrap();
     let storage = fs_storage(&dir.path().join("chk"), 2);
-    let clock = Arc::new(ManualClock::new(1_000));
-    let config = heap(
-        KeyGroupRange::all(MAXP).unwrap(),
-        HeapIncremental::default(),
-    )
-    .clock(clock.clone());
-    let mut b = Backend::<u64>::open(config).unwrap();
+    let (clock, mut b) = on_manual_clock();
     let ttl = TtlConfig::after(std::time::Duration::from_millis(100)).incremental_cleanup(1_000);
     let m = b
         .register(MapStateDescriptor::<u32, u32>::new("m").with_ttl(ttl))

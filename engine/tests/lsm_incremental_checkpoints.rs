@@ -27,15 +27,7 @@ fn lsm(dir: &std::path::Path, range: KeyGroupRange) -> BackendConfig {
         .lsm_background(LsmBackground::Inline)
 }
 
-fn fs_storage(dir: &std::path::Path, retained: usize) -> Arc<dyn CheckpointStorage> {
-    Arc::new(
-        FsCheckpointStorage::open_local(
-            dir,
-            FsCheckpointOptions::default().with_retained(retained),
-        )
-        .unwrap(),
-    )
-}
+use common::fs_storage;
 
 /// One task: its backend, handles and the key groups it owns.
 struct Task {
@@ -581,10 +573,7 @@ fn the_registry_keeps_exactly_what_retained_checkpoints_reference_over_a_long_se
 fn read_model(b: &mut Backend<u64>, h: &Handles, m: &mut Model, keys: u64) {
     for k in 0..keys {
         b.set_current_key(&k);
-        if !b
-            .current_key_group()
-            .is_some_and(|kg| b.key_group_range().contains(kg))
-        {
+        if !common::owns_current(b) {
             continue;
         }
         if let Some(v) = b.value(&h.value).get().unwrap() {

@@ -48,9 +48,7 @@ fn window(k: u64) -> TimeWindow {
 fn fill(b: &mut HeapBackend<u64>, h: &Handles) -> Result<()> {
     for k in 0..KEYS {
         b.set_current_key(&k);
-        let owned = b
-            .current_key_group()
-            .is_some_and(|kg| b.key_group_range().contains(kg));
+        let owned = common::owns_current(&*b);
         if !owned {
             continue;
         }
@@ -76,9 +74,7 @@ fn check(b: &mut HeapBackend<u64>, h: &Handles) -> Result<u64> {
     let mut owned_keys = 0;
     for k in 0..KEYS {
         b.set_current_key(&k);
-        let owned = b
-            .current_key_group()
-            .is_some_and(|kg| b.key_group_range().contains(kg));
+        let owned = common::owns_current(&*b);
         if !owned {
             assert!(matches!(
                 b.value(&h.value).get(),

@@ -103,10 +103,7 @@ pub fn check(b: &mut Backend<u64>, h: &Handles, m: &Model, keys: u64) -> u64 {
     let mut owned = 0;
     for k in 0..keys {
         b.set_current_key(&k);
-        if !b
-            .current_key_group()
-            .is_some_and(|kg| b.key_group_range().contains(kg))
-        {
+        if !super::owns_current(b) {
             continue;
         }
         owned += 1;

@@ -1,11 +1,34 @@
 //! Pieces the engine's integration tests share.
+#![allow(dead_code)] // each test binary uses some of the shared pieces
 
 pub mod all_kinds;
 #[cfg(feature = "object-store")]
 pub mod object;
 pub mod rng;
 
-use flowstate::AggregateFunction;
+use std::sync::Arc;
+
+use flowstate::{
+    AggregateFunction, CheckpointStorage, FsCheckpointOptions, FsCheckpointStorage, Key,
+    KeyedStateBackend,
+};
+
+/// Checkpoint storage in local directory `dir` keeping `retained` checkpoints.
+pub fn fs_storage(dir: &std::path::Path, retained: usize) -> Arc<dyn CheckpointStorage> {
+    Arc::new(
+        FsCheckpointStorage::open_local(
+            dir,
+            FsCheckpointOptions::default().with_retained(retained),
+        )
+        .expect("checkpoint storage opens in a temporary directory"),
+    )
+}
+
+/// Whether `b` owns the key group of its current key.
+pub fn owns_current<K: Key, B: KeyedStateBackend<K> + ?Sized>(b: &B) -> bool {
+    b.current_key_group()
+        .is_some_and(|kg| b.key_group_range().contains(kg))
+}
 
 /// Sum and count of `i64` inputs: an aggregating state's function whose accumulator, result
 /// and input types differ from one another in shape.
