@@ -810,3 +810,29 @@ fn a_multipart_upload_that_stops_progressing_fails_its_file_in_bounded_time() {
     faulty.heal();
     assert!(!s.exists("big").unwrap(), "nothing was published");
 }
+
+/// The owner opens state files without listing the root for the newest complete checkpoint
+/// each time (it knows it from its own scans and completions): a few requests a file.
+#[test]
+fn opening_a_state_file_costs_a_few_requests_whatever_the_root_holds() {
+    let (faulty, storage) = faulty_storage(ObjectStorageOptions::default());
+    for id in 1..=3 {
+        checkpoint(&storage, id, 100).unwrap();
+    }
+    let target = CheckpointId(4).into();
+    let before = faulty.requests();
+    for i in 0..10 {
+        let mut w = storage
+            .create_state_file(&target, &format!("f-{i}"))
+            .unwrap();
+        w.write_all(b"bytes").unwrap();
+        w.finish().unwrap();
+    }
+    let per_file = (faulty.requests() - before) as f64 / 10.0;
+    assert!(per_file <= 3.0, "{per_file} requests per state file");
+    // A checkpoint older than the newest complete one is still refused.
+    let err = storage
+        .create_state_file(&CheckpointId(2).into(), "late")
+        .unwrap_err();
+    assert!(err.to_string().contains("not newer"), "{err}");
+}

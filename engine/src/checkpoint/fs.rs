@@ -116,6 +116,11 @@ struct Inner {
     /// progress created or are about to reference, by checkpoint. The retained part is in the
     /// retained checkpoints' `_metadata`, read again at every collection.
     reserved: BTreeMap<CheckpointId, BTreeSet<String>>,
+    /// The owner's knowledge of the newest complete checkpoint (`None`: not known yet), kept
+    /// by its own scans and completions, so that opening a state file does not list the root
+    /// again (a listing and a request per checkpoint on an object store). Only the owner
+    /// completes checkpoints; a task-side instance always scans.
+    newest_complete: Option<Option<CheckpointId>>,
 }
 
 impl std::fmt::Debug for FsCheckpointStorage {
@@ -344,6 +349,7 @@ impl FsCheckpointStorage {
     /// lists a file of is kept.
     fn collect_garbage_locked(&self, inner: &mut Inner, at_start: bool) -> Result<()> {
         let (complete, incomplete) = self.scan()?;
+        inner.newest_complete = Some(complete.last().copied());
         let split = complete.len().saturating_sub(self.retained);
         let (subsumed, retained) = complete.split_at(split);
         let newest = retained.last().copied();
@@ -485,14 +491,18 @@ impl FsCheckpointStorage {
     }
 
     /// Fails unless `target` may still receive files and complete.
-    fn check_open_target(&self, target: &SnapshotTarget, dir: &str) -> Result<()> {
+    fn check_open_target(&self, inner: &Inner, target: &SnapshotTarget, dir: &str) -> Result<()> {
         if self.storage.exists(&metadata_path(dir))? {
             return Err(Error::InvalidArgument(format!(
                 "{target} is already complete ({dir}/{METADATA_FILE} exists)"
             )));
         }
         if target.kind() == SnapshotKind::Checkpoint {
-            if let Some(&latest) = self.scan()?.0.last() {
+            let newest = match (self.access, inner.newest_complete) {
+                (Access::Owner, Some(newest)) => newest,
+                _ => self.scan()?.0.last().copied(),
+            };
+            if let Some(latest) = newest {
                 if target.id() <= latest {
                     return Err(Error::InvalidArgument(format!(
                         "{target} is not newer than the latest completed checkpoint {latest}"
@@ -574,7 +584,7 @@ impl CheckpointStorage for FsCheckpointStorage {
         let dir = self.target_dir(target)?;
         {
             let mut inner = self.lock();
-            self.check_open_target(target, &dir)?;
+            self.check_open_target(&inner, target, &dir)?;
             self.ensure_dir(&mut inner, &dir)?;
         }
         let path = format!("{dir}/{name}");
@@ -592,7 +602,7 @@ impl CheckpointStorage for FsCheckpointStorage {
         let temp = format!("{path}.{}{TEMP_SUFFIX}", target.id());
         {
             let mut inner = self.lock();
-            self.check_open_target(target, &target.id().dir_name())?;
+            self.check_open_target(&inner, target, &target.id().dir_name())?;
             inner
                 .reserved
                 .entry(target.id())
@@ -616,7 +626,7 @@ impl CheckpointStorage for FsCheckpointStorage {
             return Ok(None);
         }
         let mut inner = self.lock();
-        self.check_open_target(target, &target.id().dir_name())?;
+        self.check_open_target(&inner, target, &target.id().dir_name())?;
         let file = StateFile::new(path.clone(), size)?;
         let exists = self.storage.exists(&path)?;
         if exists {
@@ -638,7 +648,7 @@ impl CheckpointStorage for FsCheckpointStorage {
     fn reserve_shared_file(&self, target: &SnapshotTarget, file: &StateFile) -> Result<bool> {
         self.shared_path(target, file.path().rsplit('/').next().unwrap_or_default())?;
         let mut inner = self.lock();
-        self.check_open_target(target, &target.id().dir_name())?;
+        self.check_open_target(&inner, target, &target.id().dir_name())?;
         if !file.path().starts_with(&format!("{SHARED_DIR}/"))
             || !self.storage.exists(file.path())?
             || self.storage.open(file.path())?.len() != file.size()
@@ -699,7 +709,7 @@ impl CheckpointStorage for FsCheckpointStorage {
         self.owner("completing a snapshot")?;
         let dir = self.target_dir(target)?;
         let mut inner = self.lock();
-        self.check_open_target(target, &dir)?;
+        self.check_open_target(&inner, target, &dir)?;
         self.check_tasks(&dir, &tasks)?;
         self.ensure_dir(&mut inner, &dir)?;
         if tasks.iter().any(|t| t.shared_files().next().is_some()) {
@@ -732,6 +742,8 @@ impl CheckpointStorage for FsCheckpointStorage {
         // list are released. (A savepoint holds none, whatever its number.)
         if target.kind() == SnapshotKind::Checkpoint {
             inner.reserved.remove(&target.id());
+            // Checked above: newer than every complete checkpoint.
+            inner.newest_complete = Some(Some(target.id()));
         }
         if target.kind() == SnapshotKind::Checkpoint {
             // The checkpoint is complete and durable: a failed deletion only leaves garbage
