@@ -431,7 +431,7 @@ impl Inner {
         match self.block(async { tokio::time::timeout(limit, step).await }) {
             Ok(result) => result.map_err(|e| object_error(&self.url, path, e)),
             Err(_) => Err(Error::io(
-                PathBuf::from(format!("{}/{path}", self.url.trim_end_matches('/'))),
+                url_path(&self.url, path),
                 io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!("the multipart upload made no progress within {limit:?}"),
@@ -548,10 +548,12 @@ fn object_error(url: &str, path: &str, err: object_store::Error) -> Error {
         E::NotImplemented | E::NotSupported { .. } => io::ErrorKind::Unsupported,
         _ => io::ErrorKind::Other,
     };
-    Error::io(
-        PathBuf::from(format!("{}/{path}", url.trim_end_matches('/'))),
-        io::Error::new(kind, err.to_string()),
-    )
+    Error::io(url_path(url, path), io::Error::new(kind, err.to_string()))
+}
+
+/// `path` under the storage's URL, as errors name it.
+fn url_path(url: &str, path: &str) -> PathBuf {
+    PathBuf::from(format!("{}/{path}", url.trim_end_matches('/')))
 }
 
 impl Storage for ObjectStorage {
