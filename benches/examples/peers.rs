@@ -13,7 +13,8 @@
 //!
 //! Options: `--quick` (small sizes, one short run: what CI runs), `--runs N`, `--keys N`,
 //! `--ycsb-records N`, `--checkpoint-entries N`, `--budget-ms N` (per store, workload and
-//! run), `--only value,list,map,ycsb,checkpoint`, `--out PATH` (default
+//! run), `--only value,list,map,ycsb,checkpoint`, `--stores heap,lsm,hashbrown,rocksdb,disk`
+//! (all by default; a subset for profiling one store), `--out PATH` (default
 //! `benches/REPORT.md`; charts go to `report/` beside it), `--dir PATH` (where the stores'
 //! files go; default a new directory under the system's temporary directory, deleted after).
 
@@ -21,7 +22,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
-use flowstate_benches::peers::{self, report, Family, PeerResult, Settings};
+use flowstate_benches::peers::{self, report, Family, PeerResult, Settings, StoreKind};
 
 struct Args {
     settings: Settings,
@@ -71,6 +72,18 @@ fn parse() -> Result<Args, String> {
                     })
                     .collect::<Result<_, _>>()?;
             }
+            "--stores" => {
+                let list = value(arg)?;
+                settings.stores = list
+                    .split(',')
+                    .map(|name| {
+                        StoreKind::ALL
+                            .into_iter()
+                            .find(|s| s.name() == name)
+                            .ok_or_else(|| format!("--stores: unknown store {name}"))
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
             "--out" => out = PathBuf::from(value(arg)?),
             "--dir" => dir = Some(PathBuf::from(value(arg)?)),
             "--help" | "-h" => return Err(HELP.into()),
@@ -105,7 +118,7 @@ fn parse() -> Result<Args, String> {
 }
 
 const HELP: &str = "usage: peers [--quick] [--runs N] [--keys N] [--ycsb-records N] \
-[--checkpoint-entries N] [--budget-ms N] [--only value,list,map,ycsb,checkpoint] [--out PATH] \
+[--checkpoint-entries N] [--budget-ms N] [--only value,list,map,ycsb,checkpoint] [--stores heap,lsm,hashbrown,rocksdb,disk] [--out PATH] \
 [--dir PATH]";
 
 /// Draws the charts next to the report; returns them as (title, relative path), or why none.

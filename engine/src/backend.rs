@@ -220,6 +220,53 @@ pub trait KeyedStateBackend<K: Key> {
         ns: &N,
     ) -> Result<bool>;
 
+    /// Calls `visit` with the value of the current key in `ns` (`None` if absent) and returns
+    /// what it returns. The heap backend lends its stored value, so a read copies nothing; the
+    /// default decodes an owned value through [`value_get`](Self::value_get) and lends that.
+    fn value_visit<V: StateValue, N: Namespace, R>(
+        &self,
+        state: ValueState<V, N>,
+        ns: &N,
+        visit: impl FnOnce(Option<&V>) -> R,
+    ) -> Result<R> {
+        Ok(visit(self.value_get(state, ns)?.as_ref()))
+    }
+    /// Calls `visit` with the elements of the list of the current key in `ns` (empty if
+    /// absent), borrowed as [`value_visit`](Self::value_visit) borrows a value.
+    fn list_visit<T: StateValue, N: Namespace, R>(
+        &self,
+        state: ListState<T, N>,
+        ns: &N,
+        visit: impl FnOnce(&[T]) -> R,
+    ) -> Result<R> {
+        Ok(visit(&self.list_get(state, ns)?))
+    }
+    /// Calls `visit` with the value of `user_key` in the map of the current key in `ns`
+    /// (`None` if absent), borrowed as [`value_visit`](Self::value_visit) borrows a value.
+    fn map_get_visit<UK: Key, UV: StateValue, N: Namespace, R>(
+        &self,
+        state: MapState<UK, UV, N>,
+        ns: &N,
+        user_key: &UK,
+        visit: impl FnOnce(Option<&UV>) -> R,
+    ) -> Result<R> {
+        Ok(visit(self.map_get(state, ns, user_key)?.as_ref()))
+    }
+    /// Calls `visit` with every entry of the map of the current key in `ns`, in an
+    /// unspecified order, without collecting them: the heap backend lends its stored entries,
+    /// the LSM backend decodes each entry as its scan reaches it.
+    fn map_visit<UK: Key, UV: StateValue, N: Namespace>(
+        &self,
+        state: MapState<UK, UV, N>,
+        ns: &N,
+        mut visit: impl FnMut(&UK, &UV),
+    ) -> Result<()> {
+        for (k, v) in self.map_entries(state, ns)? {
+            visit(&k, &v);
+        }
+        Ok(())
+    }
+
     /// The reduced value of the current key in `ns`.
     fn reducing_get<V: StateValue, N: Namespace>(
         &self,

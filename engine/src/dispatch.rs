@@ -374,6 +374,39 @@ impl<K: Key> KeyedStateBackend<K> for Backend<K> {
     ) -> Result<Vec<(UK, UV)>> {
         delegate!(self, b => b.map_entries(s, ns))
     }
+    fn value_visit<V: StateValue, N: Namespace, R>(
+        &self,
+        s: ValueState<V, N>,
+        ns: &N,
+        visit: impl FnOnce(Option<&V>) -> R,
+    ) -> Result<R> {
+        delegate!(self, b => b.value_visit(s, ns, visit))
+    }
+    fn list_visit<T: StateValue, N: Namespace, R>(
+        &self,
+        s: ListState<T, N>,
+        ns: &N,
+        visit: impl FnOnce(&[T]) -> R,
+    ) -> Result<R> {
+        delegate!(self, b => b.list_visit(s, ns, visit))
+    }
+    fn map_get_visit<UK: Key, UV: StateValue, N: Namespace, R>(
+        &self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+        user_key: &UK,
+        visit: impl FnOnce(Option<&UV>) -> R,
+    ) -> Result<R> {
+        delegate!(self, b => b.map_get_visit(s, ns, user_key, visit))
+    }
+    fn map_visit<UK: Key, UV: StateValue, N: Namespace>(
+        &self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+        visit: impl FnMut(&UK, &UV),
+    ) -> Result<()> {
+        delegate!(self, b => b.map_visit(s, ns, visit))
+    }
     fn map_is_empty<UK: Key, UV: StateValue, N: Namespace>(
         &self,
         s: MapState<UK, UV, N>,

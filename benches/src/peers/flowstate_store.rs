@@ -91,8 +91,10 @@ impl Store for FlowstateStore {
 
     fn list_get(&mut self, key: u64) -> PeerResult<u64> {
         self.backend.set_current_key(&key);
-        let list = self.backend.list(&self.list).get()?;
-        Ok(list.iter().fold(0u64, |a, &b| a.wrapping_add(b)))
+        Ok(self
+            .backend
+            .list(&self.list)
+            .read(|list| list.iter().fold(0u64, |a, &b| a.wrapping_add(b)))?)
     }
 
     fn list_add(&mut self, key: u64, element: u64) -> PeerResult<()> {
@@ -118,10 +120,9 @@ impl Store for FlowstateStore {
     fn map_iterate(&mut self, key: u64) -> PeerResult<f64> {
         self.backend.set_current_key(&key);
         let mut sum = 0.0;
-        for entry in self.backend.map(&self.map).iter()? {
-            let (uk, v) = entry?;
-            sum += uk as f64 + v;
-        }
+        self.backend
+            .map(&self.map)
+            .for_each(|&uk, &v| sum += uk as f64 + v)?;
         Ok(sum)
     }
 
@@ -135,8 +136,7 @@ impl Store for FlowstateStore {
         Ok(self
             .backend
             .value(&self.bytes)
-            .get()?
-            .map_or(0, |v| v.len()))
+            .read(|v| v.map_or(0, Vec::len))?)
     }
 
     fn bytes_put(&mut self, key: u64, value: &[u8]) -> PeerResult<()> {

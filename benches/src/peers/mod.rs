@@ -75,6 +75,17 @@ impl StoreKind {
         StoreKind::Disk,
     ];
 
+    /// The store's name on the command line (`--stores`).
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreKind::Heap => "heap",
+            StoreKind::Lsm => "lsm",
+            StoreKind::Hashbrown => "hashbrown",
+            StoreKind::RocksDb => "rocksdb",
+            StoreKind::Disk => "disk",
+        }
+    }
+
     /// The name the report prints.
     pub fn label(self) -> &'static str {
         match self {
@@ -169,10 +180,11 @@ impl Family {
         }
     }
 
-    /// The stores the family runs (the disk only for checkpoints).
-    pub fn stores(self) -> Vec<StoreKind> {
+    /// The stores of `chosen` the family runs (the disk only for checkpoints).
+    pub fn stores(self, chosen: &[StoreKind]) -> Vec<StoreKind> {
         StoreKind::ALL
             .into_iter()
+            .filter(|s| chosen.contains(s))
             .filter(|&s| s != StoreKind::Disk || self == Family::Checkpoint)
             .collect()
     }
@@ -267,6 +279,8 @@ pub struct Settings {
     pub memtable_bytes: usize,
     /// Families to run (all by default).
     pub families: Vec<Family>,
+    /// Stores to run (all by default; `--stores` picks some, for profiling one store).
+    pub stores: Vec<StoreKind>,
     /// Whether this is the quick mode (small sizes, one run).
     pub quick: bool,
 }
@@ -283,6 +297,7 @@ impl Settings {
             cache_bytes: 64 << 20,
             memtable_bytes: 64 << 20,
             families: Family::ALL.to_vec(),
+            stores: StoreKind::ALL.to_vec(),
             quick: false,
         }
     }
@@ -298,6 +313,7 @@ impl Settings {
             cache_bytes: 64 << 20,
             memtable_bytes: 64 << 20,
             families: Family::ALL.to_vec(),
+            stores: StoreKind::ALL.to_vec(),
             quick: true,
         }
     }
@@ -733,7 +749,7 @@ fn run_family(settings: &Settings, family: Family, dir: &Path) -> PeerResult<Vec
         .map(|workload| WorkloadResult {
             workload,
             rows: family
-                .stores()
+                .stores(&settings.stores)
                 .into_iter()
                 .map(|store| Row {
                     store,
@@ -745,7 +761,7 @@ fn run_family(settings: &Settings, family: Family, dir: &Path) -> PeerResult<Vec
                 .collect(),
         })
         .collect();
-    for kind in family.stores() {
+    for kind in family.stores(&settings.stores) {
         let config = StoreConfig {
             dir: dir.join(format!("{}-{:?}", family.name(), kind).to_lowercase()),
             cache_bytes,

@@ -738,7 +738,9 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
         user_key: UK,
         value: UV,
     ) -> Result<()> {
-        self.map_put_all(s, ns, vec![(user_key, value)])
+        let (map, _, _) = self.slot(s, ns, |_| crate::state::MapStore::default())?;
+        map.insert(user_key, value);
+        Ok(())
     }
 
     fn map_put_all<UK: Key, UV: StateValue, N: Namespace>(
@@ -781,6 +783,51 @@ impl<K: Key> KeyedStateBackend<K> for HeapBackend<K> {
         self.read(s, ns, |m, _| {
             m.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                 .unwrap_or_default()
+        })
+    }
+
+    #[inline]
+    fn value_visit<V: StateValue, N: Namespace, R>(
+        &self,
+        s: ValueState<V, N>,
+        ns: &N,
+        visit: impl FnOnce(Option<&V>) -> R,
+    ) -> Result<R> {
+        self.read(s, ns, |v, _| visit(v))
+    }
+
+    #[inline]
+    fn list_visit<T: StateValue, N: Namespace, R>(
+        &self,
+        s: ListState<T, N>,
+        ns: &N,
+        visit: impl FnOnce(&[T]) -> R,
+    ) -> Result<R> {
+        self.read(s, ns, |v, _| visit(v.map_or(&[], Vec::as_slice)))
+    }
+
+    #[inline]
+    fn map_get_visit<UK: Key, UV: StateValue, N: Namespace, R>(
+        &self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+        user_key: &UK,
+        visit: impl FnOnce(Option<&UV>) -> R,
+    ) -> Result<R> {
+        self.read(s, ns, |m, _| visit(m.and_then(|m| m.get(user_key))))
+    }
+
+    #[inline]
+    fn map_visit<UK: Key, UV: StateValue, N: Namespace>(
+        &self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+        mut visit: impl FnMut(&UK, &UV),
+    ) -> Result<()> {
+        self.read(s, ns, |m, _| {
+            if let Some(m) = m {
+                m.iter().for_each(|(k, v)| visit(k, v));
+            }
         })
     }
 

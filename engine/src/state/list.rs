@@ -194,6 +194,29 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, T: StateValue, N: Namespace>
         Ok(result)
     }
 
+    /// Calls `read` with the elements, in the order they were added (empty if there are
+    /// none), and returns what it returns: [`get`](Self::get) without building a new vector.
+    /// The heap backend lends the list it stores; the LSM backend lends the list it decoded.
+    /// With a TTL it reads as `get` does.
+    ///
+    /// ```
+    /// # use flowstate::*;
+    /// let mut backend = Backend::<u64>::open(BackendConfig::heap())?;
+    /// let amounts = backend.register(ListStateDescriptor::<u64>::new("amounts"))?;
+    /// backend.set_current_key(&7);
+    /// backend.list(&amounts).add_all(vec![3, 4, 5])?;
+    /// let total: u64 = backend.list(&amounts).read(|items| items.iter().sum())?;
+    /// assert_eq!(total, 12);
+    /// # Ok::<(), flowstate::Error>(())
+    /// ```
+    pub fn read<R>(&mut self, read: impl FnOnce(&[T]) -> R) -> Result<R> {
+        if self.backend.state_ttl(self.state.id).is_some() {
+            return Ok(read(&self.get()?));
+        }
+        let ns = self.ns.get(&*self.backend, self.state.id)?;
+        self.backend.list_visit(self.state, ns, read)
+    }
+
     /// Appends one element.
     pub fn add(&mut self, element: T) -> Result<()> {
         let ns = self.ns.get(&*self.backend, self.state.id)?;

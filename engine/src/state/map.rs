@@ -209,6 +209,44 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, UK: Key, UV: StateValue, N: N
         Ok(Some(stored.value))
     }
 
+    /// Calls `read` with the value of `user_key` (`None` if absent) and returns what it
+    /// returns: [`get`](Self::get) without the copy. With a TTL it reads as `get` does.
+    pub fn read<R>(&mut self, user_key: &UK, read: impl FnOnce(Option<&UV>) -> R) -> Result<R> {
+        if self.has_ttl() {
+            return Ok(read(self.get(user_key)?.as_ref()));
+        }
+        let ns = self.ns.get(&*self.backend, self.state.id)?;
+        self.backend.map_get_visit(self.state, ns, user_key, read)
+    }
+
+    /// Calls `visit` with every entry, in an unspecified order: [`entries`](Self::entries) or
+    /// [`iter`](Self::iter) without collecting the entries first. The heap backend lends the
+    /// entries it stores; the LSM backend decodes each entry as its scan reaches it. With a
+    /// TTL it visits what `entries` returns (expired entries left out and removed).
+    ///
+    /// ```
+    /// # use flowstate::*;
+    /// let mut backend = Backend::<u64>::open(BackendConfig::heap())?;
+    /// let prices = backend.register(MapStateDescriptor::<String, f64>::new("prices"))?;
+    /// backend.set_current_key(&7);
+    /// backend.map(&prices).put("apple".into(), 0.5)?;
+    /// backend.map(&prices).put("pear".into(), 0.75)?;
+    /// let mut total = 0.0;
+    /// backend.map(&prices).for_each(|_, price| total += price)?;
+    /// assert_eq!(total, 1.25);
+    /// # Ok::<(), flowstate::Error>(())
+    /// ```
+    pub fn for_each(&mut self, mut visit: impl FnMut(&UK, &UV)) -> Result<()> {
+        if self.has_ttl() {
+            for (k, v) in self.entries()? {
+                visit(&k, &v);
+            }
+            return Ok(());
+        }
+        let ns = self.ns.get(&*self.backend, self.state.id)?;
+        self.backend.map_visit(self.state, ns, visit)
+    }
+
     /// Whether `user_key` is present (with a TTL: and not expired).
     pub fn contains(&mut self, user_key: &UK) -> Result<bool> {
         if self.has_ttl() {

@@ -178,6 +178,29 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, V: StateValue, N: Namespace>
         Ok(Some(stored.value))
     }
 
+    /// Calls `read` with the value (`None` if there is none) and returns what it returns:
+    /// [`get`](Self::get) without the copy. The heap backend lends the value it stores, so
+    /// reading a large value or a field of it allocates nothing; the LSM backend lends the
+    /// value it decoded. With a TTL it reads as `get` does (expired values are removed, R64).
+    ///
+    /// ```
+    /// # use flowstate::*;
+    /// let mut backend = Backend::<u64>::open(BackendConfig::heap())?;
+    /// let names = backend.register(ValueStateDescriptor::<String>::new("name"))?;
+    /// backend.set_current_key(&7);
+    /// backend.value(&names).update("a long name".into())?;
+    /// let len = backend.value(&names).read(|name| name.map_or(0, String::len))?;
+    /// assert_eq!(len, 11);
+    /// # Ok::<(), flowstate::Error>(())
+    /// ```
+    pub fn read<R>(&mut self, read: impl FnOnce(Option<&V>) -> R) -> Result<R> {
+        if self.backend.state_ttl(self.state.id).is_some() {
+            return Ok(read(self.get()?.as_ref()));
+        }
+        let ns = self.ns.get(&*self.backend, self.state.id)?;
+        self.backend.value_visit(self.state, ns, read)
+    }
+
     /// Sets the value.
     pub fn update(&mut self, value: V) -> Result<()> {
         let ns = self.ns.get(&*self.backend, self.state.id)?;

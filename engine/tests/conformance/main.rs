@@ -806,6 +806,76 @@ fn map_clear<F: Factory>(f: &F) -> Result<()> {
     Ok(())
 }
 
+/// R80: the borrowing reads see what `get` and `entries()` return, absent state included, in
+/// a namespace too.
+fn borrowing_reads_see_what_get_returns<F: Factory>(f: &F) -> Result<()> {
+    let mut b = open(f);
+    let v = b.register(ValueStateDescriptor::<String>::new("v"))?;
+    let l = b.register(ListStateDescriptor::<u32>::new("l"))?;
+    let m = b.register(MapStateDescriptor::<u32, String>::new("m"))?;
+    let ln = b.register(ListStateDescriptor::<u32>::new("ln").with_namespace::<u32>())?;
+    b.set_current_key(&1);
+    assert_eq!(b.value(&v).read(|x| x.cloned())?, None);
+    assert_eq!(b.list(&l).read(<[u32]>::to_vec)?, Vec::<u32>::new());
+    assert_eq!(b.map(&m).read(&3, |x| x.cloned())?, None);
+    let mut none = 0;
+    b.map(&m).for_each(|_, _| none += 1)?;
+    assert_eq!(none, 0);
+    b.value(&v).update("seven".into())?;
+    b.list(&l).add_all(vec![5, 1, 4])?;
+    b.map(&m).put_all((0..50).map(|i| (i, format!("v{i}"))))?;
+    b.list(&ln).namespace(&9).add(90)?;
+    b.set_current_key(&2);
+    b.value(&v).update("other key".into())?;
+    b.list(&l).add(77)?;
+    b.set_current_key(&1);
+    assert_eq!(b.value(&v).read(|x| x.map(String::len))?, Some(5));
+    assert_eq!(b.list(&l).read(<[u32]>::to_vec)?, vec![5, 1, 4]);
+    assert_eq!(b.map(&m).read(&3, |x| x.cloned())?, Some("v3".into()));
+    assert_eq!(b.map(&m).read(&50, |x| x.cloned())?, None);
+    let mut seen = Vec::new();
+    b.map(&m).for_each(|k, x| seen.push((*k, x.clone())))?;
+    assert_eq!(sorted(seen), sorted(b.map(&m).entries()?));
+    assert_eq!(b.list(&ln).namespace(&9).read(<[u32]>::to_vec)?, vec![90]);
+    assert_eq!(b.list(&ln).namespace(&8).read(<[u32]>::len)?, 0);
+    Ok(())
+}
+
+/// R80, R2, R3: a borrowing read fails as `get` does, without calling its function.
+fn borrowing_reads_fail_as_get_does<F: Factory>(f: &F) -> Result<()> {
+    let mut b = f.open::<u64>(MAXP, KeyGroupRange::new(0, 0)?);
+    let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    let l = b.register(ListStateDescriptor::<u64>::new("l"))?;
+    let m = b.register(MapStateDescriptor::<u64, u64>::new("m"))?;
+    let ln = b.register(ListStateDescriptor::<u64>::new("ln").with_namespace::<u32>())?;
+    let called = std::cell::Cell::new(false);
+    let mark = |_: &[u64]| called.set(true);
+    assert!(matches!(
+        b.value(&v).read(|_| called.set(true)),
+        Err(Error::NoCurrentKey)
+    ));
+    assert!(matches!(b.list(&l).read(mark), Err(Error::NoCurrentKey)));
+    let foreign = (0..1000u64)
+        .find(|k| key_group_of(k, MAXP) != 0)
+        .expect("some key is outside key group 0");
+    b.set_current_key(&foreign);
+    let out = |r: Result<()>| matches!(r, Err(Error::KeyGroupOutOfRange { .. }));
+    assert!(out(b.value(&v).read(|_| called.set(true))));
+    assert!(out(b.list(&l).read(mark)));
+    assert!(out(b.map(&m).read(&1, |_| called.set(true))));
+    assert!(out(b.map(&m).for_each(|_, _| called.set(true))));
+    let own = (0..1000u64)
+        .find(|k| key_group_of(k, MAXP) == 0)
+        .expect("some key is in key group 0");
+    b.set_current_key(&own);
+    assert!(matches!(
+        b.list(&ln).read(mark),
+        Err(Error::NamespaceRequired { .. })
+    ));
+    assert!(!called.get(), "no read function ran");
+    Ok(())
+}
+
 /// R30: the cursor yields every entry once.
 fn map_cursor_visits_every_entry<F: Factory>(f: &F) -> Result<()> {
     let mut b = open(f);
@@ -2846,6 +2916,8 @@ macro_rules! conformance_suite {
             map_is_empty_after_removing_all,
             map_clear,
             map_cursor_visits_every_entry,
+            borrowing_reads_see_what_get_returns,
+            borrowing_reads_fail_as_get_does,
             map_cursor_remove_current,
             map_cursor_second_remove_without_next_fails,
             map_cursor_remove_before_next_fails,
@@ -2916,6 +2988,7 @@ macro_rules! conformance_suite {
             ttl_return_expired_if_not_cleaned_up,
             ttl_list_elements_expire_one_by_one,
             ttl_map_entries_expire_one_by_one,
+            ttl_borrowing_reads_see_only_live_state,
             ttl_reducing_and_aggregating_start_over_after_expiry,
             ttl_namespace_merges_leave_expired_state_out,
             ttl_snapshots_leave_expired_state_out,

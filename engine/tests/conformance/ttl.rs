@@ -349,3 +349,36 @@ pub fn ttl_reregistration_takes_the_new_ttl_in_reduce_and_aggregate<F: Factory>(
     assert_eq!(b.aggregating(&a).get()?, Some((7, 2)));
     Ok(())
 }
+
+/// R80, R63, R64: the borrowing reads of a state with a TTL see only live state, and remove
+/// what expired as `get` does.
+pub fn ttl_borrowing_reads_see_only_live_state<F: Factory>(f: &F) -> Result<()> {
+    let (mut b, clock) = open_at_zero(f);
+    let v = b.register(ValueStateDescriptor::<String>::new("v").with_ttl(ttl(100)))?;
+    let l = b.register(ListStateDescriptor::<u32>::new("l").with_ttl(ttl(100)))?;
+    let m = b.register(MapStateDescriptor::<u32, u32>::new("m").with_ttl(ttl(100)))?;
+    b.set_current_key(&3);
+    b.value(&v).update("old".into())?;
+    b.list(&l).add(1)?;
+    b.map(&m).put(1, 10)?;
+    clock.set(50);
+    b.list(&l).add(2)?;
+    b.map(&m).put(2, 20)?;
+    clock.set(120);
+    assert_eq!(b.value(&v).read(|x| x.cloned())?, None);
+    assert_eq!(b.list(&l).read(<[u32]>::to_vec)?, vec![2]);
+    assert_eq!(b.map(&m).read(&1, |x| x.copied())?, None);
+    assert_eq!(b.map(&m).read(&2, |x| x.copied())?, Some(20));
+    let mut seen = Vec::new();
+    b.map(&m).for_each(|k, x| seen.push((*k, *x)))?;
+    assert_eq!(seen, vec![(2, 20)]);
+    clock.set(0);
+    assert_eq!(
+        b.value(&v).get()?,
+        None,
+        "the read removed the expired value (R64)"
+    );
+    assert_eq!(b.list(&l).get()?, vec![2], "and the expired element");
+    assert_eq!(b.map(&m).get(&1)?, None, "and the expired entry");
+    Ok(())
+}
