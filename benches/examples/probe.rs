@@ -61,6 +61,33 @@ fn main() -> Result<()> {
             update / base_update
         );
     }
+    // Inserts of fresh keys (Flink's valueAdd): a map growing from empty to `n` keys, and
+    // 3 `n` more into it, against hashbrown maps per key group doing the same.
+    for round in 0..rounds {
+        let mut grown = HeapBackend::<u64>::open(BackendConfig::heap())?;
+        let state = grown.register(ValueStateDescriptor::<u64>::new("v"))?;
+        let mut maps: Vec<hashbrown::HashMap<u64, u64>> =
+            (0..128).map(|_| hashbrown::HashMap::new()).collect();
+        let fresh = shuffled_keys(4 * n, 3 + round);
+        let t = Instant::now();
+        for &k in &fresh {
+            grown.set_current_key(&k);
+            grown.value(&state).update(k)?;
+        }
+        let add = t.elapsed().as_nanos() as f64 / fresh.len() as f64;
+        let t = Instant::now();
+        for &k in &fresh {
+            let g = usize::from(baseline_key_work(k, &mut buf, 128));
+            maps[g].insert(k, k);
+        }
+        let base_add = t.elapsed().as_nanos() as f64 / fresh.len() as f64;
+        println!(
+            "add ours {add:.1} ns, hashbrown per key group {base_add:.1} ns, ratio {:.2}; \
+             table bytes/entry {:.1}",
+            add / base_add,
+            grown.table_bytes() as f64 / fresh.len() as f64
+        );
+    }
     std::hint::black_box(sum);
     Ok(())
 }

@@ -174,7 +174,16 @@ proptest! {
                             .filter(|(key, _)| key.starts_with(prefix))
                             .map(|(k, v)| (k.clone(), v.clone()))
                             .collect();
-                        prop_assert_eq!(tree.scan_prefix(prefix).unwrap(), want);
+                        prop_assert_eq!(tree.scan_prefix(prefix).unwrap(), want.clone());
+                        // The visiting scan (straight out of the blocks when one level
+                        // alone holds the prefix) sees the same pairs.
+                        let mut visited = Vec::new();
+                        tree.visit_prefix(prefix, &mut |k, v| {
+                            visited.push((k.to_vec(), v.to_vec()));
+                            Ok(())
+                        })
+                        .unwrap();
+                        prop_assert_eq!(visited, want);
                     }
                 }
                 Op::ScanRange(a, b) => {

@@ -1319,6 +1319,21 @@ impl<K: Key> KeyedStateBackend<K> for LsmBackend<K> {
             .collect()
     }
 
+    fn map_visit<UK: Key, UV: StateValue, N: Namespace>(
+        &self,
+        s: MapState<UK, UV, N>,
+        ns: &N,
+        mut visit: impl FnMut(&UK, &UV),
+    ) -> Result<()> {
+        let prefix = self.entry_key(s, ns)?;
+        self.tree.visit_prefix(&prefix, &mut |k, v| {
+            let user_key: UK = self.decode_value(s.id(), &k[prefix.len()..], "map user key")?;
+            let value: UV = self.decode_value(s.id(), v, "map value")?;
+            visit(&user_key, &value);
+            Ok(())
+        })
+    }
+
     fn map_is_empty<UK: Key, UV: StateValue, N: Namespace>(
         &self,
         s: MapState<UK, UV, N>,

@@ -751,6 +751,38 @@ impl Tree {
         self.scan(prefix, end.as_deref(), Some(prefix))
     }
 
+    /// Calls `visit` with each `(key, value)` pair whose key starts with `prefix`, in key
+    /// order: what [`scan_prefix`](Self::scan_prefix) returns. When no memtable holds an entry
+    /// or a range tombstone there and one level alone holds tables over the prefix, without
+    /// range tombstones there (settled state, as after a compaction), the pairs are read
+    /// straight out of those tables' blocks: no merge, no copy per entry. Otherwise they come
+    /// from `scan_prefix`. Stops at the first error `visit` returns.
+    pub fn visit_prefix(&self, prefix: &[u8], visit: &mut EntryVisitor<'_>) -> Result<()> {
+        let end = key::prefix_successor(prefix);
+        let settled = {
+            let state = lock(&self.state);
+            let quiet = state.mem.prefix(prefix).next().is_none()
+                && state
+                    .mem
+                    .range_tombstones_within(prefix, end.as_deref())
+                    .is_empty()
+                && state.imms.iter().all(|m| {
+                    m.prefix(prefix).next().is_none()
+                        && !ranges::overlaps(m.range_tombstones(), Some(prefix), end.as_deref())
+                });
+            quiet.then(|| Arc::clone(&state.version))
+        };
+        if let Some(version) = settled {
+            if let Some(tables) = version.single_level(prefix, end.as_deref()) {
+                return Version::visit_single_level(&tables, prefix, visit);
+            }
+        }
+        for (k, v) in self.scan_prefix(prefix)? {
+            visit(&k, &v)?;
+        }
+        Ok(())
+    }
+
     /// The `(key, value)` pairs with `start <= key < end`, in key order.
     pub fn scan_range(&self, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         if start >= end {

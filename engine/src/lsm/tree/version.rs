@@ -211,6 +211,56 @@ impl Version {
         l0.chain(deeper)
     }
 
+    /// The tables of this version over `[prefix, end)` if one level alone holds keys there
+    /// (one table, in L0) and none has a range tombstone there; in key order.
+    pub(super) fn single_level(
+        &self,
+        prefix: &[u8],
+        end: Option<&[u8]>,
+    ) -> Option<Vec<&Arc<TableHandle>>> {
+        let window = |set: &[RangeTombstone]| ranges::overlaps(set, Some(prefix), end);
+        let mut found: Vec<&Arc<TableHandle>> = Vec::new();
+        let mut found_level = None;
+        for level in 0..self.level_count() {
+            for t in self.tables(level) {
+                if t.largest.as_slice() < prefix || end.is_some_and(|e| t.smallest.as_slice() >= e)
+                {
+                    continue;
+                }
+                if window(&t.ranges)
+                    || found_level.is_some_and(|l| l != level)
+                    || (level == 0 && !found.is_empty())
+                {
+                    return None;
+                }
+                found_level = Some(level);
+                found.push(t);
+            }
+        }
+        Some(found)
+    }
+
+    /// Calls `visit` with each `(key, value)` pair of `tables` (from
+    /// [`single_level`](Self::single_level)) whose key starts with `prefix`, read straight out
+    /// of their blocks. One level holds them, so there is nothing to merge: a delete hides
+    /// nothing below it, and merge operands have no base and are the value.
+    pub(super) fn visit_single_level(
+        tables: &[&Arc<TableHandle>],
+        prefix: &[u8],
+        visit: &mut EntryVisitor<'_>,
+    ) -> Result<()> {
+        for t in tables {
+            let mut it = t.reader.iter_prefix(prefix);
+            while it.advance()? {
+                match it.kind() {
+                    EntryKind::Delete => {}
+                    EntryKind::Put | EntryKind::Merge => visit(it.key(), it.value())?,
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The value of `key` in this version's tables, resolved newest first, or `None`: what a
     /// snapshot that pinned the version (after flushing the memtables) reads.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -343,17 +393,7 @@ impl TreeSnapshot {
     pub fn visit_prefix(&self, prefix: &[u8], visit: &mut EntryVisitor<'_>) -> Result<()> {
         let end = key::prefix_successor(prefix);
         if let Some(tables) = self.single_level(prefix, end.as_deref()) {
-            for t in tables {
-                let mut it = t.reader.iter_prefix(prefix);
-                while it.advance()? {
-                    match it.kind() {
-                        EntryKind::Delete => {}
-                        // One source: operands have no base below them and are the value.
-                        EntryKind::Put | EntryKind::Merge => visit(it.key(), it.value())?,
-                    }
-                }
-            }
-            return Ok(());
+            return Version::visit_single_level(&tables, prefix, visit);
         }
         for (k, v) in self.scan_prefix(prefix)? {
             visit(&k, &v)?;
@@ -375,25 +415,7 @@ impl TreeSnapshot {
                 return None;
             }
         }
-        let mut found: Vec<&Arc<TableHandle>> = Vec::new();
-        let mut found_level = None;
-        for level in 0..self.version.level_count() {
-            for t in self.version.tables(level) {
-                if t.largest.as_slice() < prefix || end.is_some_and(|e| t.smallest.as_slice() >= e)
-                {
-                    continue;
-                }
-                if window(&t.ranges)
-                    || found_level.is_some_and(|l| l != level)
-                    || (level == 0 && !found.is_empty())
-                {
-                    return None;
-                }
-                found_level = Some(level);
-                found.push(t);
-            }
-        }
-        Some(found)
+        self.version.single_level(prefix, end)
     }
 
     pub(super) fn scan(
