@@ -439,3 +439,52 @@ fn lsm_checkpoint_files_equal_the_heap_files_in_every_tree_shape() -> Result<()>
     assert!(compacted == want, "state in one level");
     Ok(())
 }
+
+/// The open tables' indexes and filters are charged to the block cache: cached blocks and
+/// table memory together stay within the cache's capacity, the charge follows the tables
+/// through flushes and compactions, and a backend's tables take it back when it closes.
+#[test]
+fn table_indexes_and_filters_are_charged_to_the_block_cache() -> Result<()> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let capacity = 1 << 20;
+    let cache = Arc::new(flowstate::lsm::ShardedBlockCache::new(capacity));
+    let config = BackendConfig::lsm(dir.path().join("lsm"))
+        .max_parallelism(MAXP)
+        .lsm_memtable_bytes(256 << 10)
+        .lsm_shared_cache(Arc::clone(&cache));
+    let mut b = Backend::<u64>::open(config)?;
+    let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    let within = |b: &Backend<u64>| {
+        let stats = b.lsm_stats().expect("an LSM backend");
+        let c = stats.cache.expect("a block cache");
+        assert_eq!(
+            c.reserved_bytes, stats.tree.table_memory_bytes,
+            "every open table is charged, and only open tables"
+        );
+        assert!(
+            c.usage_bytes + c.reserved_bytes <= c.capacity_bytes,
+            "blocks and table memory within the capacity: {c:?}"
+        );
+        c
+    };
+    for round in 0..4u64 {
+        for k in 0..20_000u64 {
+            b.set_current_key(&(k * 7 + round));
+            b.value(&v).update(k)?;
+        }
+        b.flush()?;
+        b.wait_idle()?;
+        for k in (0..20_000u64).step_by(13) {
+            b.set_current_key(&(k * 7 + round));
+            assert_eq!(b.value(&v).get()?, Some(k));
+        }
+        let c = within(&b);
+        assert!(c.reserved_bytes > 0 && c.entries > 0, "{c:?}");
+    }
+    b.compact_all()?;
+    b.wait_idle()?;
+    within(&b);
+    drop(b);
+    assert_eq!(cache.reserved(), 0, "closing the backend releases its tables' charge");
+    Ok(())
+}

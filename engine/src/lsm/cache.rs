@@ -13,6 +13,13 @@
 //! all times and the shares add up to the capacity, so the cached blocks never charge more than
 //! the capacity, whatever the threads do. Only blocks are charged, not the cache's own
 //! bookkeeping (a few dozen bytes per entry).
+//!
+//! Memory that lives outside the cache can be charged to it as a reservation
+//! ([`BlockCache::reserve`]): the tree reserves each open table's index and filter for as long
+//! as the table is open, spread evenly over the shards, and the blocks get what is left. So
+//! the cached blocks and the tables' indexes and filters together stay within the capacity
+//! (RocksDB's cache reservation for table readers), as long as the indexes and filters alone
+//! fit in it.
 
 use std::fmt;
 use std::sync::Arc;
@@ -44,8 +51,14 @@ pub struct CacheStats {
     pub inserts: u64,
     /// Blocks dropped to make room for others.
     pub evictions: u64,
-    /// The charge of the cached blocks, in bytes: at most `capacity_bytes`.
+    /// The charge of the cached blocks, in bytes: at most `capacity_bytes` less
+    /// `reserved_bytes`.
     pub usage_bytes: usize,
+    /// Memory held outside the cache and charged to it: the indexes and filters of the open
+    /// tables that use the cache ([`BlockCache::reserve`]). While it is at most
+    /// `capacity_bytes`, `usage_bytes + reserved_bytes <= capacity_bytes`; beyond, no block is
+    /// cached and the reservations alone exceed the capacity.
+    pub reserved_bytes: usize,
     /// The capacity, in bytes.
     pub capacity_bytes: usize,
     /// The number of cached blocks.
@@ -78,6 +91,9 @@ struct Shard {
     tail: usize,
     usage: usize,
     capacity: usize,
+    /// Bytes held outside the cache charged to this shard ([`BlockCache::reserve`]): the
+    /// blocks get what is left of the capacity.
+    reserved: usize,
     hits: u64,
     misses: u64,
     inserts: u64,
@@ -94,6 +110,7 @@ impl Shard {
             tail: NIL,
             usage: 0,
             capacity,
+            reserved: 0,
             hits: 0,
             misses: 0,
             inserts: 0,
@@ -154,16 +171,14 @@ impl Shard {
         self.slots[i].block.clone()
     }
 
-    fn insert(&mut self, key: BlockCacheKey, block: Arc<Block>) {
-        let charge = block.charge();
-        if let Some(i) = self.map.remove(&key) {
-            self.release(i);
-        }
-        if charge > self.capacity {
-            return;
-        }
-        // `usage + charge > capacity`, without overflow (charge <= capacity).
-        while self.usage > self.capacity - charge {
+    /// What the blocks may charge: the capacity less the reservations.
+    fn room(&self) -> usize {
+        self.capacity.saturating_sub(self.reserved)
+    }
+
+    /// Evicts from the back until the blocks charge at most `limit`.
+    fn evict_to(&mut self, limit: usize) {
+        while self.usage > limit {
             let victim = self.tail;
             if victim == NIL {
                 // Unreachable: usage > 0 means the list holds an entry.
@@ -173,6 +188,19 @@ impl Shard {
             self.release(victim);
             self.evictions += 1;
         }
+    }
+
+    fn insert(&mut self, key: BlockCacheKey, block: Arc<Block>) {
+        let charge = block.charge();
+        if let Some(i) = self.map.remove(&key) {
+            self.release(i);
+        }
+        let room = self.room();
+        if charge > room {
+            return;
+        }
+        // `usage + charge > room`, without overflow (charge <= room).
+        self.evict_to(room - charge);
         let slot = Slot {
             key,
             block: Some(block),
@@ -257,6 +285,18 @@ impl ShardedBlockCache {
         self.shards.iter().map(|s| s.lock().usage).sum()
     }
 
+    /// The bytes reserved for memory held outside the cache ([`BlockCache::reserve`]).
+    pub fn reserved(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().reserved).sum()
+    }
+
+    /// The part of `bytes` shard `i` of `n` carries: an even share, the first ones a byte
+    /// more when `bytes` does not divide (the same split every time, so that taking a
+    /// reservation back undoes it exactly).
+    fn portion(bytes: usize, i: usize, n: usize) -> usize {
+        bytes / n + usize::from(i < bytes % n)
+    }
+
     /// The number of shards.
     pub fn shard_count(&self) -> usize {
         self.shards.len()
@@ -276,6 +316,7 @@ impl ShardedBlockCache {
             stats.inserts += s.inserts;
             stats.evictions += s.evictions;
             stats.usage_bytes += s.usage;
+            stats.reserved_bytes += s.reserved;
             stats.entries += s.map.len();
         }
         stats
@@ -286,6 +327,34 @@ impl ShardedBlockCache {
         // Multiply-high maps the 64-bit hash evenly onto 0 .. n for any n.
         let i = ((u128::from(mix(key)) * self.shards.len() as u128) >> 64) as usize;
         &self.shards[i]
+    }
+}
+
+/// Memory charged to a block cache ([`BlockCache::reserve`]) until dropped.
+pub(crate) struct CacheReservation {
+    cache: Arc<dyn BlockCache>,
+    bytes: usize,
+}
+
+impl CacheReservation {
+    /// Charges `bytes` to `cache`.
+    pub(crate) fn new(cache: Arc<dyn BlockCache>, bytes: usize) -> CacheReservation {
+        cache.reserve(bytes);
+        CacheReservation { cache, bytes }
+    }
+}
+
+impl Drop for CacheReservation {
+    fn drop(&mut self) {
+        self.cache.unreserve(self.bytes);
+    }
+}
+
+impl std::fmt::Debug for CacheReservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheReservation")
+            .field("bytes", &self.bytes)
+            .finish()
     }
 }
 
@@ -309,6 +378,26 @@ impl BlockCache for ShardedBlockCache {
 
     fn insert(&self, key: BlockCacheKey, block: Arc<Block>) {
         self.shard(&key).lock().insert(key, block);
+    }
+
+    /// Spreads `bytes` evenly over the shards and evicts blocks until each shard's blocks fit
+    /// in what its reservation leaves.
+    fn reserve(&self, bytes: usize) {
+        let n = self.shards.len();
+        for (i, shard) in self.shards.iter().enumerate() {
+            let mut s = shard.lock();
+            s.reserved = s.reserved.saturating_add(Self::portion(bytes, i, n));
+            let room = s.room();
+            s.evict_to(room);
+        }
+    }
+
+    fn unreserve(&self, bytes: usize) {
+        let n = self.shards.len();
+        for (i, shard) in self.shards.iter().enumerate() {
+            let mut s = shard.lock();
+            s.reserved = s.reserved.saturating_sub(Self::portion(bytes, i, n));
+        }
     }
 }
 
@@ -445,7 +534,7 @@ mod tests {
             assert_eq!(self.tail, prev);
             assert_eq!(count, self.map.len());
             assert_eq!(usage, self.usage);
-            assert!(self.usage <= self.capacity);
+            assert!(self.usage <= self.room(), "blocks within what the reservations leave");
             let mut free = 0;
             let mut f = self.free;
             while f != NIL {
@@ -490,11 +579,55 @@ mod tests {
                 inserts: 5,
                 evictions: 2,
                 usage_bytes: 3 * b.charge(),
+                reserved_bytes: 0,
                 capacity_bytes: 3 * b.charge(),
                 entries: 3,
             }
         );
         assert_eq!(c.usage(), 3 * b.charge());
+        c.check();
+    }
+
+    #[test]
+    fn reservations_evict_blocks_and_leave_the_rest_of_the_capacity() {
+        let b = &blocks()[1];
+        let cap = 8 * b.charge();
+        let c = Arc::new(ShardedBlockCache::with_shards(cap, 2));
+        let dyn_cache = || Arc::clone(&c) as Arc<dyn BlockCache>;
+        for offset in 0..64 {
+            c.insert(key(1, offset), Arc::clone(b));
+        }
+        let full = c.stats();
+        assert!(full.usage_bytes <= cap && full.entries >= 6, "{full:?}");
+        // A reservation of half the capacity evicts until the blocks fit in the other half.
+        let half = CacheReservation::new(dyn_cache(), cap / 2);
+        let s = c.stats();
+        assert_eq!(s.reserved_bytes, cap / 2);
+        assert!(s.usage_bytes + s.reserved_bytes <= cap, "{s:?}");
+        assert!(s.evictions > full.evictions);
+        for offset in 64..128 {
+            c.insert(key(1, offset), Arc::clone(b));
+            let s = c.stats();
+            assert!(s.usage_bytes + s.reserved_bytes <= cap, "{s:?}");
+        }
+        // An odd reservation splits unevenly over the shards and is taken back exactly.
+        let odd = CacheReservation::new(dyn_cache(), 7);
+        assert_eq!(c.reserved(), cap / 2 + 7);
+        drop(odd);
+        drop(half);
+        assert_eq!(c.reserved(), 0);
+        for offset in 128..192 {
+            c.insert(key(1, offset), Arc::clone(b));
+        }
+        assert!(c.usage() > cap / 2, "the room is back once the reservations are gone");
+        // Reservations beyond the capacity leave no room: nothing is cached.
+        c.reserve(2 * cap);
+        assert_eq!(c.stats().entries, 0);
+        c.insert(key(2, 0), Arc::clone(b));
+        assert!(c.get(&key(2, 0)).is_none());
+        c.unreserve(2 * cap);
+        c.insert(key(2, 0), Arc::clone(b));
+        assert!(c.get(&key(2, 0)).is_some());
         c.check();
     }
 

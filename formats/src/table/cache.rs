@@ -28,6 +28,18 @@ pub trait BlockCache: Send + Sync {
 
     /// Offers `block`, just read and checked, under `key`.
     fn insert(&self, key: BlockCacheKey, block: Arc<Block>);
+
+    /// Charges `bytes` of memory held outside the cache (an open table's index and filter)
+    /// against its capacity, so that blocks and reservations together stay within it: the
+    /// cache evicts blocks to make room. The default charges nothing.
+    fn reserve(&self, bytes: usize) {
+        let _ = bytes;
+    }
+
+    /// Takes back a reservation of `bytes` made by [`reserve`](BlockCache::reserve).
+    fn unreserve(&self, bytes: usize) {
+        let _ = bytes;
+    }
 }
 
 impl std::fmt::Debug for dyn BlockCache {

@@ -272,6 +272,7 @@ impl TableHandle {
             reader,
             storage: None,
             obsolete: std::sync::atomic::AtomicBool::new(false),
+            _reservation: None,
         })
     }
 }

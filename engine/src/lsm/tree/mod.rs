@@ -263,8 +263,10 @@ pub struct TreeStats {
     pub levels: Vec<LevelStats>,
     /// Memory the open tables of the current version hold outside the block cache: their
     /// indexes, filters, properties and range tombstones (about 3 bytes an entry with the
-    /// default 10 filter bits per key and 4 KiB blocks). No setting bounds it: it grows with
-    /// the data.
+    /// default 10 filter bits per key and 4 KiB blocks). With a block cache, every open table
+    /// charges it to the cache as a reservation ([`CacheStats::reserved_bytes`](crate::lsm::CacheStats)),
+    /// so cached blocks and table memory together stay within the cache's capacity while this
+    /// alone fits in it; it grows with the data, and beyond the capacity no block is cached.
     pub table_memory_bytes: usize,
     /// Flushes completed since the tree was opened.
     pub flushes: u64,
@@ -580,6 +582,11 @@ impl Tree {
             size,
             smallest: smallest.to_vec(),
             largest: largest.to_vec(),
+            _reservation: self
+                .read_options
+                .block_cache
+                .as_ref()
+                .map(|cache| crate::lsm::cache::CacheReservation::new(Arc::clone(cache), reader.memory())),
             reader,
             storage: Some(Arc::clone(&self.storage)),
             obsolete: AtomicBool::new(false),

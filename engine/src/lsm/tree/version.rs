@@ -22,7 +22,11 @@ pub struct TableHandle {
     /// (a checkpoint's file), which is never deleted.
     pub(super) storage: Option<Arc<dyn Storage>>,
     pub(super) obsolete: AtomicBool,
+    /// The table's index and filter memory, charged to the tree's block cache while the table
+    /// is open (held for its `Drop`, which takes the charge back).
+    pub(super) _reservation: Option<crate::lsm::cache::CacheReservation>,
 }
+
 
 impl TableHandle {
     /// The table's id (its file number).
