@@ -20,8 +20,18 @@ fn main() -> Result<()> {
     let keys = shuffled_keys(n, 1);
     let probe = shuffled_keys(n, 2);
     let dir = tempfile::tempdir().map_err(|e| Error::InvalidConfig(e.to_string()))?;
+    // `FLOWSTATE_PROBE_BLOOM_BITS=0` writes tables without filters: what the filter costs a
+    // read that finds its key.
+    let bloom_bits = std::env::var("FLOWSTATE_PROBE_BLOOM_BITS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(flowstate_formats::table::DEFAULT_BLOOM_BITS_PER_KEY);
     let mut b = Backend::<u64>::open(
         BackendConfig::lsm(dir.path().join("lsm"))
+            .lsm_tree_options(flowstate::lsm::TreeOptions {
+                bloom_bits_per_key: bloom_bits,
+                ..Default::default()
+            })
             .lsm_memtable_bytes(64 << 20)
             .lsm_block_cache_bytes(cache_mib << 20)
             .lsm_background(LsmBackground::Threads(1)),

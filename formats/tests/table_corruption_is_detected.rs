@@ -92,7 +92,7 @@ fn trailing_bytes_and_a_doubled_footer_are_errors() {
 
 #[test]
 fn swapped_data_blocks_are_errors() {
-    let original = golden("table_none_v1.bin");
+    let original = golden("table_none_v2.bin");
     let parts = Parts::split(&original);
     assert_eq!(parts.assemble(true), original, "the forge is faithful");
     let n = parts.data.len();

@@ -74,7 +74,7 @@ fn committed_tables_decode_to_the_input() {
         .map(|(key, kind, value)| TableEntry { key, kind, value })
         .collect();
     assert_eq!(entries.len(), 84);
-    for g in &GOLDEN_TABLES {
+    for g in GOLDEN_TABLES.iter().chain(&GOLDEN_TABLES_V1) {
         let bytes = golden(g.name);
         let t = decode(&bytes).unwrap_or_else(|e| panic!("{}: {e}", g.name));
         let p = &t.properties;
@@ -122,13 +122,33 @@ fn committed_tables_decode_to_the_input() {
 }
 
 #[test]
-fn the_golden_files_start_and_end_with_their_magic() {
-    for g in &GOLDEN_TABLES {
-        let b = golden(g.name);
-        assert_eq!(&b[..8], b"FLOWLSMT");
-        assert_eq!(&b[b.len() - 8..], b"FLOWLSMT");
-        assert_eq!(&b[8..12], &1u32.to_le_bytes());
-        assert_eq!(&b[b.len() - 12..b.len() - 8], &1u32.to_le_bytes());
+fn the_golden_files_start_and_end_with_their_magic_and_version() {
+    for (tables, version) in [(&GOLDEN_TABLES, 2u32), (&GOLDEN_TABLES_V1, 1)] {
+        for g in tables {
+            let b = golden(g.name);
+            assert_eq!(&b[..8], b"FLOWLSMT");
+            assert_eq!(&b[b.len() - 8..], b"FLOWLSMT");
+            assert_eq!(&b[8..12], &version.to_le_bytes(), "{}", g.name);
+            assert_eq!(&b[b.len() - 12..b.len() - 8], &version.to_le_bytes());
+        }
+    }
+}
+
+/// The two versions differ in the filter's layout only: every version 1 file holds the same
+/// entries, tombstones and properties as its version 2 counterpart, and both filters hold
+/// every key.
+#[test]
+fn version_1_and_2_files_differ_only_in_the_filter() {
+    for (v2, v1) in GOLDEN_TABLES.iter().zip(&GOLDEN_TABLES_V1) {
+        let (a, b) = (golden(v2.name), golden(v1.name));
+        let (ta, tb) = (decode(&a).unwrap(), decode(&b).unwrap());
+        assert_eq!(ta.entries, tb.entries, "{}", v1.name);
+        assert_eq!(ta.range_tombstones, tb.range_tombstones, "{}", v1.name);
+        let (ra, rb) = (
+            TableReader::open(&a[..], v2.name).unwrap(),
+            TableReader::open(&b[..], v1.name).unwrap(),
+        );
+        assert_eq!(ra.verify().unwrap(), rb.verify().unwrap(), "{}", v1.name);
     }
 }
 
@@ -169,10 +189,10 @@ fn edit(b: &[u8], f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
 /// The seeds of the `table_decode` fuzz target, by name: each is a mode byte (bit 0: repair the
 /// checksums before decoding) and a table, whole, damaged, or forged.
 fn seeds() -> Vec<(&'static str, Vec<u8>)> {
-    let none = golden("table_none_v1.bin");
-    let lz4 = golden("table_lz4_v1.bin");
-    let zstd = golden("table_zstd_v1.bin");
-    let only = golden("table_tombstones_only_v1.bin");
+    let none = golden("table_none_v2.bin");
+    let lz4 = golden("table_lz4_v2.bin");
+    let zstd = golden("table_zstd_v2.bin");
+    let only = golden("table_tombstones_only_v2.bin");
     let n = none.len();
     let f = n - FOOTER_LEN as usize;
     let (index_at, _) = frame_of(&none, 1);

@@ -19,7 +19,7 @@
 use crate::codec::checksum;
 use crate::FormatError;
 
-use super::{MAGIC, VERSION};
+use super::{MAGIC, MIN_VERSION, VERSION};
 
 /// The length of the footer.
 pub(crate) const FOOTER_LEN: usize = 88;
@@ -74,11 +74,13 @@ impl Footer {
         out
     }
 
-    /// Decodes the footer found at `offset` of `file`: magic first, then version, then CRC.
+    /// Decodes the footer found at `offset` of `file`, of a table whose header says
+    /// `version`: magic first, then version (the header's), then CRC.
     pub(crate) fn decode(
         bytes: &[u8; FOOTER_LEN],
         file: &str,
         offset: u64,
+        version: u32,
     ) -> Result<Self, FormatError> {
         if bytes[80..88] != MAGIC {
             return Err(FormatError::BadMagic {
@@ -89,12 +91,19 @@ impl Footer {
         let u32_at = |at: usize| {
             u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
         };
-        let version = u32_at(76);
-        if version != VERSION {
+        let found = u32_at(76);
+        if !(MIN_VERSION..=VERSION).contains(&found) {
             return Err(FormatError::UnsupportedVersion {
                 file: file.to_owned(),
-                found: version,
+                found,
                 supported: VERSION,
+            });
+        }
+        if found != version {
+            return Err(FormatError::Corrupt {
+                file: file.to_owned(),
+                offset: offset + 76,
+                reason: format!("footer of version {found} in a table of version {version}"),
             });
         }
         checksum::verify(&bytes[0..72], u32_at(72), file, offset)?;
@@ -143,24 +152,31 @@ mod tests {
             table_id: 42,
         };
         let bytes = f.encode();
-        assert_eq!(Footer::decode(&bytes, "t", 0).unwrap(), f);
+        assert_eq!(Footer::decode(&bytes, "t", 0, VERSION).unwrap(), f);
         assert!(f.filter.is_absent() && !f.index.is_absent());
         let mut b = bytes;
         b[87] ^= 1;
         assert!(matches!(
-            Footer::decode(&b, "t", 10),
+            Footer::decode(&b, "t", 10, VERSION),
             Err(FormatError::BadMagic { offset: 90, .. })
         ));
         let mut b = bytes;
-        b[76] = 2;
+        b[76] = 3;
         assert!(matches!(
-            Footer::decode(&b, "t", 0),
-            Err(FormatError::UnsupportedVersion { found: 2, .. })
+            Footer::decode(&b, "t", 0, VERSION),
+            Err(FormatError::UnsupportedVersion { found: 3, .. })
+        ));
+        // A footer of another supported version than the header's is damage.
+        let mut b = bytes;
+        b[76] = 1;
+        assert!(matches!(
+            Footer::decode(&b, "t", 0, VERSION),
+            Err(FormatError::Corrupt { offset: 76, .. })
         ));
         let mut b = bytes;
         b[3] ^= 1;
         assert!(matches!(
-            Footer::decode(&b, "t", 0),
+            Footer::decode(&b, "t", 0, VERSION),
             Err(FormatError::ChecksumMismatch { .. })
         ));
     }

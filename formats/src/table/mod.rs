@@ -99,8 +99,13 @@ pub fn frame_crc(table_id: u64, offset: u64, header: &[u8], stored: &[u8]) -> u3
 /// The magic number at both ends of a table file: `FLOWLSMT` in ASCII.
 pub const MAGIC: [u8; 8] = *b"FLOWLSMT";
 
-/// The format version this code writes and reads.
-pub const VERSION: u32 = 1;
+/// The format version this code writes: 2, whose filter block has the blocked (cache-local)
+/// layout (spec/formats.md section 5.7).
+pub const VERSION: u32 = 2;
+
+/// The oldest format version this code reads: 1, whose filter spreads its probes over the
+/// whole bit array.
+pub const MIN_VERSION: u32 = 1;
 
 /// The length of the header: magic and version.
 pub const HEADER_LEN: u64 = 12;

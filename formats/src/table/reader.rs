@@ -18,7 +18,7 @@ use super::index::Index;
 use super::iter::TableIter;
 use super::properties::TableProperties;
 use super::range_tombstone::{self, RangeTombstone};
-use super::{EntryKind, HEADER_LEN, MAGIC, VERSION};
+use super::{EntryKind, HEADER_LEN, MAGIC, MIN_VERSION, VERSION};
 
 /// How a [`TableReader`] reads.
 #[derive(Clone, Default)]
@@ -181,7 +181,7 @@ impl<R: RandomAccess> TableReader<R> {
             return Err(FormatError::BadMagic { file, offset: 0 });
         }
         let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-        if version != VERSION {
+        if !(MIN_VERSION..=VERSION).contains(&version) {
             return Err(FormatError::UnsupportedVersion {
                 file,
                 found: version,
@@ -191,7 +191,7 @@ impl<R: RandomAccess> TableReader<R> {
         let footer_at = len - FOOTER_LEN as u64;
         let mut bytes = [0u8; FOOTER_LEN];
         read_exact(&source, &file, footer_at, &mut bytes)?;
-        let footer = Footer::decode(&bytes, &file, footer_at)?;
+        let footer = Footer::decode(&bytes, &file, footer_at, version)?;
 
         // The meta blocks, in file order, tile the space between the data blocks and the
         // footer; the index and the properties are always there.
@@ -314,6 +314,7 @@ impl<R: RandomAccess> TableReader<R> {
             )?;
             Some(BloomFilter::decode(
                 payload.cursor(&file, footer.filter.offset),
+                version,
             )?)
         } else {
             None

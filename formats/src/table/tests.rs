@@ -101,7 +101,7 @@ fn the_spec_example_is_these_bytes() {
     b.add_range_tombstone(b"x", b"z").unwrap();
     b.add_user_property("kg", &[0, 0, 3, 0]).unwrap();
     let summary = b.finish().unwrap();
-    let mut expected = hex("46 4c 4f 57 4c 53 4d 54 01 00 00 00");
+    let mut expected = hex("46 4c 4f 57 4c 53 4d 54 02 00 00 00");
     expected.extend(hex(
         "00 00 12 00 00 00 12 00 00 00 | 00 02 04 61 62 31 | 01 01 01 63 | 00 00 00 00 | 01 00 00 00 | e1 3b 6c fd",
     ));
@@ -109,21 +109,24 @@ fn the_spec_example_is_these_bytes() {
         "04 00 05 00 00 00 05 00 00 00 | 01 01 78 01 7a | 2d e7 df ce",
     ));
     expected.extend(hex(
-        "02 00 09 00 00 00 09 00 00 00 | 07 36 00 00 1e 1c 00 00 00 | 3f 53 e7 44",
+        "02 00 41 00 00 00 41 00 00 00 | 07
+         20 00 00 00 00 00 00 00 00 00 00 00 00 00 48 00 00 00 00 00 00 00 00 00 00 32 00 00 00 00 00 40
+         00 04 04 00 20 00 00 00 60 00 00 00 00 00 08 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 04
+         | e3 d1 49 46",
     ));
     expected.extend(hex(
         "03 00 1c 00 00 00 1c 00 00 00 | 02 01 00 01 01 04 01 | 02 61 62 | 02 61 63 | 10 80 20 00 0a 00
-         01 02 6b 67 04 00 00 03 00 | 1f 91 2b b2",
+         01 02 6b 67 04 00 00 03 00 | 04 7f f6 12",
     ));
     expected.extend(hex(
-        "01 00 06 00 00 00 06 00 00 00 | 01 02 61 63 0c 20 | 13 05 91 11",
+        "01 00 06 00 00 00 06 00 00 00 | 01 02 61 63 0c 20 | ea b8 21 42",
     ));
     expected.extend(hex(
-        "80 00 00 00 00 00 00 00 14 00 00 00 13 05 91 11
-         3f 00 00 00 00 00 00 00 17 00 00 00 3f 53 e7 44
-         56 00 00 00 00 00 00 00 2a 00 00 00 1f 91 2b b2
+        "b8 00 00 00 00 00 00 00 14 00 00 00 ea b8 21 42
+         3f 00 00 00 00 00 00 00 4f 00 00 00 e3 d1 49 46
+         8e 00 00 00 00 00 00 00 2a 00 00 00 04 7f f6 12
          2c 00 00 00 00 00 00 00 13 00 00 00 2d e7 df ce
-         01 00 00 00 00 00 00 00 | 26 b7 ea ba | 01 00 00 00 | 46 4c 4f 57 4c 53 4d 54",
+         01 00 00 00 00 00 00 00 | 82 c1 c2 48 | 02 00 00 00 | 46 4c 4f 57 4c 53 4d 54",
     ));
     assert_eq!(out, expected, "{}", {
         out.iter()
@@ -131,7 +134,7 @@ fn the_spec_example_is_these_bytes() {
             .collect::<Vec<_>>()
             .join(" ")
     });
-    assert_eq!(summary.len, 236);
+    assert_eq!(summary.len, 292);
     let r = TableReader::open(&out[..], "example.sst").unwrap();
     assert_eq!(r.verify().unwrap(), 2);
     assert_eq!(r.table_id(), 1);

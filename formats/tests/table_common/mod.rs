@@ -34,8 +34,32 @@ pub struct GoldenTable {
     pub with_entries: bool,
 }
 
-/// The golden tables.
+/// The golden tables of the version the builder writes (2).
 pub const GOLDEN_TABLES: [GoldenTable; 4] = [
+    GoldenTable {
+        name: "table_none_v2.bin",
+        compression: Compression::None,
+        with_entries: true,
+    },
+    GoldenTable {
+        name: "table_lz4_v2.bin",
+        compression: Compression::Lz4,
+        with_entries: true,
+    },
+    GoldenTable {
+        name: "table_zstd_v2.bin",
+        compression: Compression::Zstd { level: 3 },
+        with_entries: true,
+    },
+    GoldenTable {
+        name: "table_tombstones_only_v2.bin",
+        compression: Compression::Lz4,
+        with_entries: false,
+    },
+];
+
+/// The golden tables of version 1, written by the version 1 builder: they must still read.
+pub const GOLDEN_TABLES_V1: [GoldenTable; 4] = [
     GoldenTable {
         name: "table_none_v1.bin",
         compression: Compression::None,
@@ -259,6 +283,8 @@ pub struct Parts {
     pub properties: Frame,
     pub index: Frame,
     pub table_id: u64,
+    /// The format version of the header and footer.
+    pub version: u32,
 }
 
 impl Parts {
@@ -288,6 +314,7 @@ impl Parts {
             properties: present(2).unwrap(),
             index: Frame::parse(b, index_at).0,
             table_id: u64_at(b, f + 64),
+            version: u32_at(b, 8),
         }
     }
 
@@ -296,7 +323,7 @@ impl Parts {
     /// its keys.
     pub fn assemble(&self, fix_index: bool) -> Vec<u8> {
         let mut out = b"FLOWLSMT".to_vec();
-        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(&self.version.to_le_bytes());
         let mut handles = Vec::new();
         for d in &self.data {
             handles.push(d.write(self.table_id, &mut out));
@@ -333,7 +360,7 @@ impl Parts {
         tail.extend_from_slice(&self.table_id.to_le_bytes());
         let crc = flowstate_formats::codec::checksum::crc32(&tail);
         tail.extend_from_slice(&crc.to_le_bytes());
-        tail.extend_from_slice(&1u32.to_le_bytes());
+        tail.extend_from_slice(&self.version.to_le_bytes());
         tail.extend_from_slice(b"FLOWLSMT");
         out.extend_from_slice(&tail);
         out
