@@ -485,6 +485,10 @@ fn table_indexes_and_filters_are_charged_to_the_block_cache() -> Result<()> {
     b.wait_idle()?;
     within(&b);
     drop(b);
-    assert_eq!(cache.reserved(), 0, "closing the backend releases its tables' charge");
+    assert_eq!(
+        cache.reserved(),
+        0,
+        "closing the backend releases its tables' charge"
+    );
     Ok(())
 }

@@ -274,10 +274,12 @@ each read workload); **hashbrown** maps shaped like Flink's heap backend (one ma
 the key group computed per access from the encoded key, foldhash); **RocksDB** through the \
 `rocksdb` crate configured as Flink's RocksDB backend (no WAL, key = key group | key | \
 namespace, list append through a `,`-joining merge operator, LZ4, 10-bit bloom filters, an LRU \
-block cache of the LSM's size for data blocks with index and filter blocks outside it as in our \
-LSM (Flink's managed memory caches them too: with a 64 MiB cache and the 5 M-entry map state \
-that thrashed the full filter blocks, about 2,000 map gets/s), write buffer of the LSM's \
-memtable size, 2 background jobs; flushed and compacted before each read workload; reads with \
+block cache of the LSM's size holding data blocks and the partitioned index and filter blocks \
+(two-level index, partitioned filters, cached with high priority, top level pinned: Flink's \
+managed memory with `partitioned-index-filters`), as our LSM charges its tables' indexes and \
+filters to its cache, so both bound memory by the cache (unpartitioned filter blocks thrashed a \
+64 MiB cache: about 2,000 map gets/s), write buffer of the LSM's memtable size, 2 background \
+jobs; flushed and compacted before each read workload; reads with \
 `get_pinned`); **disk**: a sequential write (fsync, rename, directory fsync) and read of as many \
 bytes as the heap checkpoint, in the same directory. Checkpoints: flowstate writes its canonical \
 full checkpoint through `FsCheckpointStorage`; hashbrown serializes its maps key group by key \

@@ -1340,7 +1340,21 @@ impl<K: Key> KeyedStateBackend<K> for LsmBackend<K> {
         ns: &N,
     ) -> Result<bool> {
         let prefix = self.entry_key(s, ns)?;
-        Ok(self.tree.scan_prefix(&prefix)?.is_empty())
+        // The first live entry decides: a bounded scan, not the whole map.
+        let Some(end) = key::prefix_successor(&prefix) else {
+            return Ok(self.tree.scan_prefix(&prefix)?.is_empty());
+        };
+        let mut start = prefix;
+        loop {
+            let (pairs, next) = self.tree.scan_range_limited(&start, &end, 1)?;
+            if !pairs.is_empty() {
+                return Ok(false);
+            }
+            match next {
+                Some(from) => start = from,
+                None => return Ok(true),
+            }
+        }
     }
 
     fn reducing_get<V: StateValue, N: Namespace>(

@@ -534,7 +534,10 @@ mod tests {
             assert_eq!(self.tail, prev);
             assert_eq!(count, self.map.len());
             assert_eq!(usage, self.usage);
-            assert!(self.usage <= self.room(), "blocks within what the reservations leave");
+            assert!(
+                self.usage <= self.room(),
+                "blocks within what the reservations leave"
+            );
             let mut free = 0;
             let mut f = self.free;
             while f != NIL {
@@ -619,7 +622,10 @@ mod tests {
         for offset in 128..192 {
             c.insert(key(1, offset), Arc::clone(b));
         }
-        assert!(c.usage() > cap / 2, "the room is back once the reservations are gone");
+        assert!(
+            c.usage() > cap / 2,
+            "the room is back once the reservations are gone"
+        );
         // Reservations beyond the capacity leave no room: nothing is cached.
         c.reserve(2 * cap);
         assert_eq!(c.stats().entries, 0);

@@ -297,7 +297,10 @@ mod tests {
     }
 
     fn false_positives(f: &BloomFilter, keys: &[Vec<u8>]) -> usize {
-        assert!(keys.iter().all(|k| f.may_contain_key(k)), "no false negative");
+        assert!(
+            keys.iter().all(|k| f.may_contain_key(k)),
+            "no false negative"
+        );
         (0..100_000u32)
             .filter(|i| f.may_contain_key(format!("other-{i}").as_bytes()))
             .count()
@@ -324,7 +327,10 @@ mod tests {
         let f = BloomFilter::decode(Cursor::new(&spread, "t", 0), 1).unwrap();
         assert_eq!(f.layout, Layout::Spread);
         let fp = false_positives(&f, &keys);
-        assert!((300..1_300).contains(&fp), "{fp} false positives in 100 000");
+        assert!(
+            (300..1_300).contains(&fp),
+            "{fp} false positives in 100 000"
+        );
     }
 
     #[test]
@@ -347,7 +353,11 @@ mod tests {
         let hashes: Vec<u64> = (0..1000).collect();
         assert_eq!(build(&hashes, 10, 1 << 20).len(), 1 + 20 * BLOCK_BYTES);
         assert_eq!(build(&hashes, 10, 200).len(), 1 + 3 * BLOCK_BYTES);
-        assert_eq!(build(&hashes, 10, 10).len(), 1 + BLOCK_BYTES, "at least one block");
+        assert_eq!(
+            build(&hashes, 10, 10).len(),
+            1 + BLOCK_BYTES,
+            "at least one block"
+        );
         assert_eq!(build(&[], 10, 1 << 20).len(), 1 + BLOCK_BYTES);
     }
 

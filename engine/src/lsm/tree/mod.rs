@@ -582,11 +582,9 @@ impl Tree {
             size,
             smallest: smallest.to_vec(),
             largest: largest.to_vec(),
-            _reservation: self
-                .read_options
-                .block_cache
-                .as_ref()
-                .map(|cache| crate::lsm::cache::CacheReservation::new(Arc::clone(cache), reader.memory())),
+            _reservation: self.read_options.block_cache.as_ref().map(|cache| {
+                crate::lsm::cache::CacheReservation::new(Arc::clone(cache), reader.memory())
+            }),
             reader,
             storage: Some(Arc::clone(&self.storage)),
             obsolete: AtomicBool::new(false),

@@ -27,7 +27,6 @@ pub struct TableHandle {
     pub(super) _reservation: Option<crate::lsm::cache::CacheReservation>,
 }
 
-
 impl TableHandle {
     /// The table's id (its file number).
     pub fn id(&self) -> u64 {
