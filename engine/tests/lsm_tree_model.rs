@@ -157,6 +157,9 @@ proptest! {
                 Op::Get(k) => {
                     let got = tree.get(&keys[k]).unwrap();
                     prop_assert_eq!(got.as_ref(), model.get(&keys[k]));
+                    // The borrowing read sees the same value.
+                    let lent = tree.get_with(&keys[k], |v| v.map(<[u8]>::to_vec)).unwrap();
+                    prop_assert_eq!(lent.as_ref(), model.get(&keys[k]));
                 }
                 Op::ScanPrefix(k, n) => {
                     let prefix = &keys[k][..n.min(keys[k].len())];

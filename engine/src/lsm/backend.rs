@@ -435,17 +435,58 @@ impl<K: Key> LsmBackend<K> {
     /// access makes: a current key in an owned key group, a state of this backend).
     #[inline]
     fn entry_key<H: StateHandle>(&self, handle: H, ns: &H::Namespace) -> Result<Vec<u8>> {
+        let mut k = Vec::new();
+        self.entry_key_into(handle, ns, &mut k)?;
+        Ok(k)
+    }
+
+    /// Writes the tree key of the current key's entry of `handle` in `ns` into `k` (cleared
+    /// first).
+    fn entry_key_into<H: StateHandle>(
+        &self,
+        handle: H,
+        ns: &H::Namespace,
+        k: &mut Vec<u8>,
+    ) -> Result<()> {
         let cur = self.current()?;
         let layout = self.state(handle)?.layout;
         let mut ns_bytes = Vec::new();
         ns.encode(&mut ns_bytes);
-        let mut k = Vec::with_capacity(key::HEADER_LEN + 4 + cur.encoded.len() + ns_bytes.len());
+        k.clear();
+        k.reserve(key::HEADER_LEN + 4 + cur.encoded.len() + ns_bytes.len());
         layout
-            .encode(&mut k, handle.id(), cur.key_group, &cur.encoded, &ns_bytes)
+            .encode(k, handle.id(), cur.key_group, &cur.encoded, &ns_bytes)
             .map_err(codec_error(|| {
                 format!("the namespace of state '{}'", self.name(handle.id()))
-            }))?;
-        Ok(k)
+            }))
+    }
+
+    /// Calls `read` with the stored bytes of the current key's entry of `handle` in `ns`
+    /// (with `user_key` appended to the key, for a map entry), lent by the tree
+    /// ([`Tree::get_with`]): a point read that allocates nothing once its block is cached. The
+    /// key is built in a buffer of the calling thread's.
+    fn read_entry<H: StateHandle, R>(
+        &self,
+        handle: H,
+        ns: &H::Namespace,
+        user_key: Option<&dyn Fn(&mut Vec<u8>)>,
+        read: impl FnOnce(Option<&[u8]>) -> Result<R>,
+    ) -> Result<R> {
+        thread_local! {
+            static KEY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let lookup = |k: &mut Vec<u8>| {
+            self.entry_key_into(handle, ns, k)?;
+            if let Some(user_key) = user_key {
+                user_key(k);
+            }
+            self.tree.get_with(k, read)?
+        };
+        KEY.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut k) => lookup(&mut k),
+            // Taken further up this thread's stack (a read function reading another backend).
+            Err(_) => lookup(&mut Vec::new()),
+        })
     }
 
     fn name(&self, id: StateId) -> String {
@@ -1156,11 +1197,11 @@ impl<K: Key> KeyedStateBackend<K> for LsmBackend<K> {
         s: ValueState<V, N>,
         ns: &N,
     ) -> Result<Option<V>> {
-        let k = self.entry_key(s, ns)?;
-        match self.tree.get(&k)? {
-            Some(bytes) => self.decode_value(s.id(), &bytes, "value").map(Some),
-            None => Ok(None),
-        }
+        self.read_entry(s, ns, None, |bytes| {
+            bytes
+                .map(|b| self.decode_value(s.id(), b, "value"))
+                .transpose()
+        })
     }
 
     fn value_update<V: StateValue, N: Namespace>(
@@ -1176,11 +1217,10 @@ impl<K: Key> KeyedStateBackend<K> for LsmBackend<K> {
     }
 
     fn list_get<T: StateValue, N: Namespace>(&self, s: ListState<T, N>, ns: &N) -> Result<Vec<T>> {
-        let k = self.entry_key(s, ns)?;
-        match self.tree.get(&k)? {
-            Some(bytes) => self.decode_list(s.id(), &bytes),
+        self.read_entry(s, ns, None, |bytes| match bytes {
+            Some(b) => self.decode_list(s.id(), b),
             None => Ok(Vec::new()),
-        }
+        })
     }
 
     fn list_add<T: StateValue, N: Namespace>(
@@ -1239,12 +1279,11 @@ impl<K: Key> KeyedStateBackend<K> for LsmBackend<K> {
         ns: &N,
         user_key: &UK,
     ) -> Result<Option<UV>> {
-        let mut k = self.entry_key(s, ns)?;
-        user_key.encode(&mut k);
-        match self.tree.get(&k)? {
-            Some(bytes) => self.decode_value(s.id(), &bytes, "map value").map(Some),
-            None => Ok(None),
-        }
+        self.read_entry(s, ns, Some(&|k| user_key.encode(k)), |bytes| {
+            bytes
+                .map(|b| self.decode_value(s.id(), b, "map value"))
+                .transpose()
+        })
     }
 
     fn map_contains<UK: Key, UV: StateValue, N: Namespace>(
@@ -1253,9 +1292,9 @@ impl<K: Key> KeyedStateBackend<K> for LsmBackend<K> {
         ns: &N,
         user_key: &UK,
     ) -> Result<bool> {
-        let mut k = self.entry_key(s, ns)?;
-        user_key.encode(&mut k);
-        Ok(self.tree.get(&k)?.is_some())
+        self.read_entry(s, ns, Some(&|k| user_key.encode(k)), |bytes| {
+            Ok(bytes.is_some())
+        })
     }
 
     fn map_put<UK: Key, UV: StateValue, N: Namespace>(
@@ -1362,11 +1401,11 @@ impl<K: Key> KeyedStateBackend<K> for LsmBackend<K> {
         s: ReducingState<V, N>,
         ns: &N,
     ) -> Result<Option<V>> {
-        let k = self.entry_key(s, ns)?;
-        match self.tree.get(&k)? {
-            Some(bytes) => self.decode_value(s.id(), &bytes, "value").map(Some),
-            None => Ok(None),
-        }
+        self.read_entry(s, ns, None, |bytes| {
+            bytes
+                .map(|b| self.decode_value(s.id(), b, "value"))
+                .transpose()
+        })
     }
 
     fn reducing_add<V: StateValue, N: Namespace>(

@@ -453,6 +453,21 @@ impl<R: RandomAccess> TableReader<R> {
     /// Reads at most one data block, and none when the key range or the filter rule the key
     /// out.
     pub fn get(&self, key: &[u8]) -> Result<Option<(EntryKind, Vec<u8>)>, FormatError> {
+        self.get_with(key, |kind, value| (kind, value.to_vec()))
+    }
+
+    /// The entry of `key`, if the table holds it, lent to `visit` straight out of its block
+    /// (cached or just read): [`get`](TableReader::get) without copying the value. The
+    /// block's key scratch is a buffer of the calling thread's, so a lookup allocates nothing
+    /// once the block is cached.
+    pub fn get_with<T>(
+        &self,
+        key: &[u8],
+        visit: impl FnOnce(EntryKind, &[u8]) -> T,
+    ) -> Result<Option<T>, FormatError> {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
         let i = &self.inner;
         if !i.may_contain(key) {
             return Ok(None);
@@ -461,10 +476,12 @@ impl<R: RandomAccess> TableReader<R> {
             return Ok(None);
         };
         let block = i.read_block(b, true)?;
-        let mut scratch = Vec::new();
-        Ok(block
-            .get(key, &mut scratch, &i.file)?
-            .map(|f| (f.kind, block.value(f).to_vec())))
+        let found = SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut scratch) => block.get(key, &mut scratch, &i.file),
+            // Taken further up this thread's stack (a visitor reading another table).
+            Err(_) => block.get(key, &mut Vec::new(), &i.file),
+        })?;
+        Ok(found.map(|f| visit(f.kind, block.value(f))))
     }
 
     /// Every entry in ascending key order. Once it has returned the last entry, the iterator

@@ -750,6 +750,56 @@ impl Tree {
         Ok(resolve_ranged(lookups)?.map(|v| v.into_owned()))
     }
 
+    /// Calls `visit` with the value of `key` (`None` if absent) and returns what it returns:
+    /// [`get`](Self::get) without copying the value when a table holds it. When no memtable
+    /// has the key or a range tombstone over it, and the newest table with an entry for it
+    /// holds a value or a tombstone (not merge operands), the value is lent straight out of
+    /// that table's block. Otherwise (the memtables decide, or operands must be combined) it
+    /// is resolved as `get` resolves it and lent from there.
+    pub fn get_with<R>(&self, key: &[u8], visit: impl FnOnce(Option<&[u8]>) -> R) -> Result<R> {
+        let version = {
+            let state = lock(&self.state);
+            let quiet =
+                |lookup: Lookup<'_>, covered: bool| matches!(lookup, Lookup::NotFound) && !covered;
+            let mem_quiet = quiet(state.mem.get(key), state.mem.covers(key))
+                && state.imms.iter().all(|m| quiet(m.get(key), m.covers(key)));
+            mem_quiet.then(|| Arc::clone(&state.version))
+        };
+        let Some(version) = version else {
+            return Ok(visit(self.get(key)?.as_deref()));
+        };
+        let mut visit = Some(visit);
+        let mut operands = false;
+        for t in version.candidates(key) {
+            if key < t.smallest.as_slice() || key > t.largest.as_slice() {
+                continue;
+            }
+            let lent = t.reader.get_with(key, |kind, value| match kind {
+                EntryKind::Put => visit.take().map(|f| f(Some(value))),
+                EntryKind::Delete => visit.take().map(|f| f(None)),
+                EntryKind::Merge => None,
+            })?;
+            match lent {
+                Some(Some(result)) => return Ok(result),
+                // Operands: older tables hold the base; resolve as `get` does.
+                Some(None) => {
+                    operands = true;
+                    break;
+                }
+                None if !t.ranges.is_empty() && ranges::covers(&t.ranges, key) => {
+                    return Ok(visit.take().map(|f| f(None)).expect("not called yet"));
+                }
+                None => {}
+            }
+        }
+        let f = visit.expect("visit is called at most once, and returns right after");
+        if !operands {
+            return Ok(f(None));
+        }
+        // The memtables had nothing: the version's tables alone give the value.
+        Ok(f(version.get(key)?.as_deref()))
+    }
+
     /// The `(key, value)` pairs whose keys start with `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let end = key::prefix_successor(prefix);
