@@ -101,6 +101,11 @@ impl ReadableFile for MappedFile {
             None => Err(past_end(&self.path, offset, buf.len(), self.len())),
         }
     }
+
+    fn bytes_at(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        let start = usize::try_from(offset).ok()?;
+        self.bytes().get(start..start.checked_add(len)?)
+    }
 }
 
 #[cfg(test)]

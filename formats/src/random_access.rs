@@ -23,11 +23,30 @@ pub trait RandomAccess {
     /// ranges within [`len`](RandomAccess::len); a short source is an error
     /// (`io::ErrorKind::UnexpectedEof`), never a partial fill.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+
+    /// The `len` bytes at `offset`, in place, for a source that holds them in memory (a slice,
+    /// a memory-mapped file); `None` (the default) for a source that must copy them with
+    /// [`read_at`](RandomAccess::read_at), and for a range past the end. Readers use it to
+    /// check and decompress a block where it lies, without copying it first.
+    fn bytes_at(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        let _ = (offset, len);
+        None
+    }
+}
+
+/// The `len` bytes of `bytes` at `offset`, if they lie within it.
+fn slice_at(bytes: &[u8], offset: u64, len: usize) -> Option<&[u8]> {
+    let start = usize::try_from(offset).ok()?;
+    bytes.get(start..start.checked_add(len)?)
 }
 
 impl RandomAccess for [u8] {
     fn len(&self) -> u64 {
         <[u8]>::len(self) as u64
+    }
+
+    fn bytes_at(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        slice_at(self, offset, len)
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
@@ -54,6 +73,10 @@ impl RandomAccess for Vec<u8> {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         self.as_slice().read_at(offset, buf)
     }
+
+    fn bytes_at(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        slice_at(self, offset, len)
+    }
 }
 
 impl<T: RandomAccess + ?Sized> RandomAccess for &T {
@@ -63,6 +86,10 @@ impl<T: RandomAccess + ?Sized> RandomAccess for &T {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         (**self).read_at(offset, buf)
+    }
+
+    fn bytes_at(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        (**self).bytes_at(offset, len)
     }
 }
 
@@ -74,6 +101,10 @@ impl<T: RandomAccess + ?Sized> RandomAccess for Box<T> {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         (**self).read_at(offset, buf)
     }
+
+    fn bytes_at(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        (**self).bytes_at(offset, len)
+    }
 }
 
 impl<T: RandomAccess + ?Sized> RandomAccess for Arc<T> {
@@ -83,6 +114,10 @@ impl<T: RandomAccess + ?Sized> RandomAccess for Arc<T> {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         (**self).read_at(offset, buf)
+    }
+
+    fn bytes_at(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        (**self).bytes_at(offset, len)
     }
 }
 

@@ -362,6 +362,10 @@ impl flowstate_formats::RandomAccess for dyn ReadableFile {
             io::Error::new(kind, err)
         })
     }
+
+    fn bytes_at(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        ReadableFile::bytes_at(self, offset, len)
+    }
 }
 
 #[cfg(test)]

@@ -221,8 +221,10 @@ impl<'a, K: Key, B: KeyedStateBackend<K> + ?Sized, UK: Key, UV: StateValue, N: N
 
     /// Calls `visit` with every entry, in an unspecified order: [`entries`](Self::entries) or
     /// [`iter`](Self::iter) without collecting the entries first. The heap backend lends the
-    /// entries it stores; the LSM backend decodes each entry as its scan reaches it. With a
-    /// TTL it visits what `entries` returns (expired entries left out and removed).
+    /// entries it stores; the LSM backend decodes each entry as its scan reaches it, so a
+    /// damaged block met mid-scan ends the call with its error after `visit` saw the entries
+    /// before it (R80). With a TTL it visits what `entries` returns (expired entries left out
+    /// and removed).
     ///
     /// ```
     /// # use flowstate::*;

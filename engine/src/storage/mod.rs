@@ -252,6 +252,12 @@ pub trait ReadableFile: Send + Sync + fmt::Debug {
     /// Fills `buf` with the bytes at `offset`. A read that would go past the end of the file
     /// is an [`Error::Io`] (kind `UnexpectedEof`) naming the path and the offset.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+    /// The `len` bytes at `offset` in place, for a file held in memory (a memory map); `None`
+    /// (the default) for a file read with copies, and for a range past the end.
+    fn bytes_at(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        let _ = (offset, len);
+        None
+    }
 }
 
 fn write_synced<S: Storage + ?Sized>(storage: &S, path: &str, bytes: &[u8]) -> Result<()> {

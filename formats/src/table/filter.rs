@@ -156,7 +156,8 @@ fn block_probes(h: u64, k: u8) -> impl Iterator<Item = usize> {
 }
 
 /// Builds the filter payload (blocked layout, table version 2) over `hashes` (of keys and
-/// prefixes) at `bits_per_key`, using at most `max_len` bytes.
+/// prefixes) at `bits_per_key`: whole 64-byte blocks after the probe count, as many as fit in
+/// `max_len` bytes but always at least one (65 bytes, even for a smaller `max_len`).
 pub(crate) fn build(hashes: &[u64], bits_per_key: u32, max_len: usize) -> Vec<u8> {
     let k = probes_for(bits_per_key);
     let bits = (hashes.len() as u64).saturating_mul(u64::from(bits_per_key));

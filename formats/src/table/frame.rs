@@ -160,8 +160,15 @@ pub(crate) fn read<R: RandomAccess + ?Sized>(
             limit: max_len.into(),
         });
     }
-    let mut buf = Vec::new();
-    read_into(source, file, offset, len, &mut buf)?;
+    // A mapped source lends the frame in place: checked and decompressed where it lies.
+    let mapped = usize::try_from(len)
+        .ok()
+        .and_then(|n| source.bytes_at(offset, n));
+    let mut copy = Vec::new();
+    if mapped.is_none() {
+        read_into(source, file, offset, len, &mut copy)?;
+    }
+    let buf: &[u8] = mapped.unwrap_or(&copy);
     let body_len = buf.len() - TRAILER_LEN;
     let (body, trailer) = buf.split_at(body_len);
     let stored_crc = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
@@ -216,6 +223,10 @@ pub(crate) fn read<R: RandomAccess + ?Sized>(
                 ),
             ));
         }
+        let buf = match mapped {
+            Some(bytes) => bytes.to_vec(),
+            None => copy,
+        };
         return Ok(Payload {
             buf,
             range: stored,
