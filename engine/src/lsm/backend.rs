@@ -178,6 +178,9 @@ impl<K: Key> std::fmt::Debug for LsmBackend<K> {
     }
 }
 
+/// Appends a map entry's user key to a tree key (see `LsmBackend::read_entry`).
+type UserKeyWriter<'a> = dyn Fn(&mut Vec<u8>) + 'a;
+
 fn codec_error(what: impl FnOnce() -> String) -> impl FnOnce(CodecError) -> Error {
     move |source| Error::Codec {
         what: what(),
@@ -469,7 +472,7 @@ impl<K: Key> LsmBackend<K> {
         &self,
         handle: H,
         ns: &H::Namespace,
-        user_key: Option<&dyn Fn(&mut Vec<u8>)>,
+        user_key: Option<&UserKeyWriter<'_>>,
         read: impl FnOnce(Option<&[u8]>) -> Result<R>,
     ) -> Result<R> {
         thread_local! {
