@@ -31,6 +31,22 @@ struct Args {
     command: String,
 }
 
+/// The items of `all` named in the comma-separated `list` given to `option`.
+fn pick<T: Copy, const N: usize>(
+    option: &str,
+    list: &str,
+    all: [T; N],
+    name: fn(T) -> &'static str,
+) -> Result<Vec<T>, String> {
+    list.split(',')
+        .map(|wanted| {
+            all.into_iter()
+                .find(|&item| name(item) == wanted)
+                .ok_or_else(|| format!("{option}: unknown name {wanted}"))
+        })
+        .collect()
+}
+
 fn parse() -> Result<Args, String> {
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let quick = raw.iter().any(|a| a == "--quick");
@@ -60,29 +76,9 @@ fn parse() -> Result<Args, String> {
             "--ycsb-records" => settings.ycsb_records = number(value(arg)?)?.max(2),
             "--checkpoint-entries" => settings.checkpoint_entries = number(value(arg)?)?.max(1),
             "--budget-ms" => settings.budget = Duration::from_millis(number(value(arg)?)? as u64),
-            "--only" => {
-                let list = value(arg)?;
-                settings.families = list
-                    .split(',')
-                    .map(|name| {
-                        Family::ALL
-                            .into_iter()
-                            .find(|f| f.name() == name)
-                            .ok_or_else(|| format!("--only: unknown family {name}"))
-                    })
-                    .collect::<Result<_, _>>()?;
-            }
+            "--only" => settings.families = pick(arg, &value(arg)?, Family::ALL, Family::name)?,
             "--stores" => {
-                let list = value(arg)?;
-                settings.stores = list
-                    .split(',')
-                    .map(|name| {
-                        StoreKind::ALL
-                            .into_iter()
-                            .find(|s| s.name() == name)
-                            .ok_or_else(|| format!("--stores: unknown store {name}"))
-                    })
-                    .collect::<Result<_, _>>()?;
+                settings.stores = pick(arg, &value(arg)?, StoreKind::ALL, StoreKind::name)?
             }
             "--out" => out = PathBuf::from(value(arg)?),
             "--dir" => dir = Some(PathBuf::from(value(arg)?)),
