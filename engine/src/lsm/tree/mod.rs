@@ -717,37 +717,51 @@ impl Tree {
 
     /// The value of `key`, resolved newest first, or `None` if it is absent.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        // The memtables answer under the lock (hash lookups); the tables after it.
-        let (near, version) = {
-            let state = lock(&self.state);
-            let mut near: Vec<(Lookup<'static>, bool)> = Vec::new();
-            let mut decided = false;
-            let mem = std::iter::once(memtable_lookup(state.mem.get(key), || {
-                state.mem.covers(key)
-            }));
-            let imms = state
-                .imms
-                .iter()
-                .rev()
-                .map(|m| memtable_lookup(m.get(key), || m.covers(key)));
-            for (lookup, covered) in mem.chain(imms) {
-                let more = matches!(lookup, Lookup::NotFound | Lookup::MergeOperands(_));
-                if !matches!(lookup, Lookup::NotFound) || covered {
-                    near.push((owned(lookup), covered));
-                }
-                if !more || covered {
-                    decided = true;
-                    break;
-                }
-            }
-            (near, (!decided).then(|| Arc::clone(&state.version)))
-        };
+        let (near, version) = self.memtable_lookups(key);
+        Self::resolve(key, near, version.as_ref())
+    }
+
+    /// The value of `key` from the memtables' lookups `near` (newest first) and, if they did
+    /// not decide, the tables of `version`.
+    fn resolve(
+        key: &[u8],
+        near: Vec<(Lookup<'static>, bool)>,
+        version: Option<&Arc<Version>>,
+    ) -> Result<Option<Vec<u8>>> {
         let tables = version
-            .iter()
+            .into_iter()
             .flat_map(|v| v.candidates(key))
             .map(|t| t.lookup(key));
         let lookups = near.into_iter().map(Ok).chain(tables);
         Ok(resolve_ranged(lookups)?.map(|v| v.into_owned()))
+    }
+
+    /// The memtables' lookups of `key` that matter (newest first: entries, and misses whose
+    /// memtable's range tombstones cover the key), taken under the lock (hash lookups); and
+    /// the version whose tables decide the rest, if the memtables did not decide.
+    fn memtable_lookups(&self, key: &[u8]) -> (Vec<(Lookup<'static>, bool)>, Option<Arc<Version>>) {
+        let state = lock(&self.state);
+        let mut near: Vec<(Lookup<'static>, bool)> = Vec::new();
+        let mut decided = false;
+        let mem = std::iter::once(memtable_lookup(state.mem.get(key), || {
+            state.mem.covers(key)
+        }));
+        let imms = state
+            .imms
+            .iter()
+            .rev()
+            .map(|m| memtable_lookup(m.get(key), || m.covers(key)));
+        for (lookup, covered) in mem.chain(imms) {
+            let more = matches!(lookup, Lookup::NotFound | Lookup::MergeOperands(_));
+            if !matches!(lookup, Lookup::NotFound) || covered {
+                near.push((owned(lookup), covered));
+            }
+            if !more || covered {
+                decided = true;
+                break;
+            }
+        }
+        (near, (!decided).then(|| Arc::clone(&state.version)))
     }
 
     /// Calls `visit` with the value of `key` (`None` if absent) and returns what it returns:
@@ -757,16 +771,15 @@ impl Tree {
     /// that table's block. Otherwise (the memtables decide, or operands must be combined) it
     /// is resolved as `get` resolves it and lent from there.
     pub fn get_with<R>(&self, key: &[u8], visit: impl FnOnce(Option<&[u8]>) -> R) -> Result<R> {
-        let version = {
-            let state = lock(&self.state);
-            let quiet =
-                |lookup: Lookup<'_>, covered: bool| matches!(lookup, Lookup::NotFound) && !covered;
-            let mem_quiet = quiet(state.mem.get(key), state.mem.covers(key))
-                && state.imms.iter().all(|m| quiet(m.get(key), m.covers(key)));
-            mem_quiet.then(|| Arc::clone(&state.version))
-        };
-        let Some(version) = version else {
-            return Ok(visit(self.get(key)?.as_deref()));
+        let (near, version) = self.memtable_lookups(key);
+        let version = match version {
+            // Nothing in the memtables: the tables alone decide, read in place below.
+            Some(version) if near.is_empty() => version,
+            version => {
+                return Ok(visit(
+                    Self::resolve(key, near, version.as_ref())?.as_deref(),
+                ))
+            }
         };
         let mut visit = Some(visit);
         let mut operands = false;
@@ -796,8 +809,8 @@ impl Tree {
         if !operands {
             return Ok(f(None));
         }
-        // The memtables had nothing: the version's tables alone give the value.
-        Ok(f(version.get(key)?.as_deref()))
+        // The memtables had nothing: the tables alone give the value.
+        Ok(f(Self::resolve(key, Vec::new(), Some(&version))?.as_deref()))
     }
 
     /// The `(key, value)` pairs whose keys start with `prefix`, in key order.
