@@ -1,5 +1,6 @@
 //! Scratch profile target: the asynchronous phase of a heap checkpoint of N value entries.
-//! Usage: `cargo run --release -p flowstate-benches --example async_phase -- [entries] [lz4|none]`.
+//! Usage: `cargo run --release -p flowstate-benches --example async_phase -- [entries] [lz4|none]
+//! [rounds] [encode threads]` (threads default: `default_encode_threads()`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,11 +28,17 @@ fn main() -> Result<()> {
         .nth(3)
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
+    let threads: usize = std::env::args()
+        .nth(4)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(flowstate::checkpoint::default_encode_threads);
+    println!("{n} entries, {threads} encode threads");
     for round in 1..=rounds {
         let t = Instant::now();
         let pending = backend
             .snapshot(CheckpointId(round), &storage, "task-0")?
-            .with_compression(compression);
+            .with_compression(compression)
+            .with_encode_threads(threads);
         let sync = t.elapsed();
         let result = pending.run()?;
         let secs = result.stats.duration.as_secs_f64();

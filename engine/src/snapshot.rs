@@ -113,6 +113,10 @@ pub struct EncodedRun {
     entries: Vec<RunEntry>,
     lists: Vec<Vec<Vec<u8>>>,
     maps: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
+    /// Scratch of [`sort`](Self::sort), kept between key groups.
+    order: Vec<(u64, u32)>,
+    order_scratch: Vec<(u64, u32)>,
+    sorted: Vec<RunEntry>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -249,14 +253,18 @@ impl EncodedRun {
     pub fn sort(&mut self) {
         // Sort small (prefix, position) pairs by the prefix alone, then order each run of equal
         // prefixes by the full key and namespace: most keys differ in their first eight bytes,
-        // so most comparisons are one integer compare, and the large entries move once.
-        let mut order: Vec<(u64, usize)> = self
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.prefix, i))
-            .collect();
-        order.sort_unstable_by_key(|&(prefix, _)| prefix);
+        // so most of the work is a radix sort of integers, and the large entries move once.
+        let mut order = std::mem::take(&mut self.order);
+        order.clear();
+        // A run holds fewer than 2^32 entries: its buffer would be larger than memory first
+        // (every entry takes at least one byte of `bytes` or a list or map).
+        order.extend(
+            self.entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.prefix, i as u32)),
+        );
+        radix_sort_by_prefix(&mut order, &mut self.order_scratch);
         let mut start = 0;
         while start < order.len() {
             let prefix = order[start].0;
@@ -266,7 +274,7 @@ impl EncodedRun {
             }
             if end - start > 1 {
                 order[start..end].sort_unstable_by(|a, b| {
-                    let (x, y) = (&self.entries[a.1], &self.entries[b.1]);
+                    let (x, y) = (&self.entries[a.1 as usize], &self.entries[b.1 as usize]);
                     self.key(x)
                         .cmp(self.key(y))
                         .then_with(|| self.namespace(x).cmp(self.namespace(y)))
@@ -274,8 +282,11 @@ impl EncodedRun {
             }
             start = end;
         }
-        let sorted = order.iter().map(|&(_, i)| self.entries[i]).collect();
-        self.entries = sorted;
+        self.sorted.clear();
+        self.sorted
+            .extend(order.iter().map(|&(_, i)| self.entries[i as usize]));
+        std::mem::swap(&mut self.entries, &mut self.sorted);
+        self.order = order;
     }
 
     /// The entries, in the current order.
@@ -289,6 +300,43 @@ impl EncodedRun {
                 RunValue::Map(i) => RunStateRef::Map(&self.maps[i]),
             },
         })
+    }
+}
+
+/// Sorts `pairs` by their first field (stable): a least-significant-digit radix sort over the
+/// bytes in which the prefixes differ (keys of one key group often share their high bytes),
+/// with `scratch` as the second buffer; a comparison sort for a few pairs.
+fn radix_sort_by_prefix(pairs: &mut Vec<(u64, u32)>, scratch: &mut Vec<(u64, u32)>) {
+    if pairs.len() <= 64 {
+        pairs.sort_by_key(|&(prefix, _)| prefix);
+        return;
+    }
+    let mut counts = [[0usize; 256]; 8];
+    for &(prefix, _) in pairs.iter() {
+        for (byte, count) in counts.iter_mut().enumerate() {
+            count[((prefix >> (8 * byte)) & 0xff) as usize] += 1;
+        }
+    }
+    let n = pairs.len();
+    scratch.clear();
+    scratch.resize(n, (0, 0));
+    for (byte, count) in counts.iter().enumerate() {
+        // Every prefix has the same value in this byte: the pass would not move anything.
+        if count.iter().any(|&c| c == n) {
+            continue;
+        }
+        let mut offsets = [0usize; 256];
+        let mut sum = 0;
+        for (offset, &c) in offsets.iter_mut().zip(count.iter()) {
+            *offset = sum;
+            sum += c;
+        }
+        for &pair in pairs.iter() {
+            let digit = ((pair.0 >> (8 * byte)) & 0xff) as usize;
+            scratch[offsets[digit]] = pair;
+            offsets[digit] += 1;
+        }
+        std::mem::swap(pairs, scratch);
     }
 }
 

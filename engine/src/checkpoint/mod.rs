@@ -52,6 +52,7 @@ mod memory;
 mod storage;
 #[cfg(feature = "object-store")]
 mod url;
+mod parallel_encode;
 mod write;
 
 use std::fmt;
@@ -64,9 +65,10 @@ pub use handle::{KeyedStateHandle, OperatorStateHandle, StateFile, SubtaskState}
 pub use memory::{MemoryCheckpointStorage, DEFAULT_MAX_STATE_SIZE};
 pub use storage::{CheckpointStorage, SnapshotTarget, StateFileWriter};
 pub(crate) use write::{add_run, state_metas, write_state_file, NativeSnapshot};
+pub use parallel_encode::default_encode_threads;
 pub use write::{
-    read_operator_state, snapshot_meta, write_canonical, write_operator_state, FileRestoreSource,
-    PendingSnapshot, SnapshotResult, SnapshotStats,
+    read_operator_state, snapshot_meta, write_canonical, write_canonical_on, write_operator_state,
+    FileRestoreSource, PendingSnapshot, SnapshotResult, SnapshotStats,
 };
 
 /// How deep under the root [`CheckpointStorage::savepoints`] looks for savepoint directories,
