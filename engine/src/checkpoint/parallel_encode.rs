@@ -52,14 +52,19 @@ fn encode_key_group(
         run.clear();
         state.encode_key_group(key_group, run)?;
         run.sort();
-        for e in run.iter() {
-            let value = match e.state {
-                RunStateRef::Value(v) => EntryValue::Value(v),
-                RunStateRef::List(l) => EntryValue::List(l),
-                RunStateRef::Map(m) => EntryValue::Map(m),
-            };
-            encoder.add_entry(index as u32, e.key, e.namespace, value)?;
-        }
+        // The run is sorted by (key, namespace) and holds each pair once (it comes from one
+        // map), so the encoder need not compare neighbours.
+        encoder.add_sorted_entries(
+            index as u32,
+            run.iter().map(|e| {
+                let value = match e.state {
+                    RunStateRef::Value(v) => EntryValue::Value(v),
+                    RunStateRef::List(l) => EntryValue::List(l),
+                    RunStateRef::Map(m) => EntryValue::Map(m),
+                };
+                (e.key, e.namespace, value)
+            }),
+        )?;
     }
     Ok(encoder.finish()?)
 }

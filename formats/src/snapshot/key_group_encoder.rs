@@ -65,6 +65,9 @@ pub struct KeyGroupEncoder {
     /// Whether this is a delta file: sections are coded `2 × state + removal`.
     delta: bool,
     compressor: Compressor,
+    /// Whether blocks are stored uncompressed (they are then built from the open section
+    /// without a copy into `payload`).
+    raw: bool,
     block_size: usize,
     key_group: u16,
     /// Finished blocks of the key group.
@@ -124,6 +127,7 @@ impl KeyGroupEncoder {
             shapes,
             delta,
             compressor,
+            raw: compression == Compression::None,
             block_size: block_size.clamp(1, MAX_BLOCK_LEN as usize),
             key_group: 0,
             blocks: Vec::new(),
@@ -294,6 +298,101 @@ impl KeyGroupEncoder {
         Ok(())
     }
 
+    /// Adds entries of state `state_index`, which the caller has sorted strictly ascending by
+    /// (key bytes, namespace bytes) and which come after every entry added before (the
+    /// gathered and sorted run of a state in a key group): the same bytes as one
+    /// [`add_entry`](Self::add_entry) each, without comparing each entry with the previous
+    /// one (checked in debug builds only; a wrong order gives a file the reader rejects). Every
+    /// other rule is checked; on an error the entries before the failing one are added.
+    pub fn add_sorted_entries<'a>(
+        &mut self,
+        state_index: u32,
+        entries: impl IntoIterator<Item = (&'a [u8], &'a [u8], EntryValue<'a>)>,
+    ) -> Result<(), FormatError> {
+        let mut entries = entries.into_iter();
+        let Some((key, namespace, value)) = entries.next() else {
+            return Ok(());
+        };
+        // The first entry is checked in full against what came before (and fixes the code).
+        self.add(state_index, key, namespace, Some(value))?;
+        let Some(code) = self.prev_state else {
+            return Ok(());
+        };
+        let shape = self.shapes[state_index as usize];
+        let mut prev: (&'a [u8], &'a [u8]) = (key, namespace);
+        let mut last = prev;
+        for (key, namespace, value) in entries {
+            debug_assert!(
+                follows(key, namespace, prev.0, prev.1),
+                "add_sorted_entries: entries of state {state_index} are not sorted"
+            );
+            prev = (key, namespace);
+            if value.shape() != shape {
+                self.remember(last);
+                return Err(self.invalid(format!(
+                    "state {state_index} holds {shape:?} entries, not {:?}",
+                    value.shape()
+                )));
+            }
+            if let EntryValue::Map(pairs) = value {
+                if pairs.windows(2).any(|w| w[0].0 >= w[1].0) {
+                    self.remember(last);
+                    return Err(self.invalid(format!(
+                        "map user keys of state {state_index} are not strictly ascending"
+                    )));
+                }
+            }
+            let entry_len = varint::encoded_len(key.len() as u64)
+                + key.len()
+                + varint::encoded_len(namespace.len() as u64)
+                + namespace.len()
+                + value.encoded_len();
+            if entry_len + SECTION_HEADER_MAX > MAX_BLOCK_LEN as usize {
+                self.remember(last);
+                return Err(FormatError::LimitExceeded {
+                    file: self.file.clone(),
+                    offset: self.written(),
+                    what: "entry length",
+                    value: entry_len as u64,
+                    limit: (MAX_BLOCK_LEN as usize - SECTION_HEADER_MAX) as u64,
+                });
+            }
+            if self.pending_len() + SECTION_HEADER_MAX + entry_len > MAX_BLOCK_LEN as usize {
+                if let Err(e) = self.flush_block() {
+                    self.remember(last);
+                    return Err(e);
+                }
+            }
+            if self.section_state != Some(code) {
+                self.close_section();
+                self.section_state = Some(code);
+            }
+            self.section.reserve(entry_len);
+            crate::record::put_bytes(key, &mut self.section);
+            crate::record::put_bytes(namespace, &mut self.section);
+            value.encode(&mut self.section);
+            self.section_count += 1;
+            self.entries += 1;
+            last = (key, namespace);
+            if self.pending_len() >= self.block_size {
+                if let Err(e) = self.flush_block() {
+                    self.remember(last);
+                    return Err(e);
+                }
+            }
+        }
+        self.remember(last);
+        Ok(())
+    }
+
+    /// Records (`key`, `namespace`) as the last entry added (of the state of `prev_state`).
+    fn remember(&mut self, (key, namespace): (&[u8], &[u8])) {
+        self.prev_key.clear();
+        self.prev_key.extend_from_slice(key);
+        self.prev_ns.clear();
+        self.prev_ns.extend_from_slice(namespace);
+    }
+
     /// Bytes of finished blocks of the key group so far.
     fn written(&self) -> u64 {
         self.taken + self.blocks.len() as u64
@@ -318,6 +417,14 @@ impl KeyGroupEncoder {
 
     /// Closes the open block (if it holds anything) and appends it to the finished blocks.
     pub(crate) fn flush_block(&mut self) -> Result<(), FormatError> {
+        if self.raw && self.payload.is_empty() {
+            if let Some(state) = self.section_state {
+                if self.section_count > 0 {
+                    self.flush_raw_section(state);
+                    return Ok(());
+                }
+            }
+        }
         self.close_section();
         if self.payload.is_empty() {
             return Ok(());
@@ -357,6 +464,37 @@ impl KeyGroupEncoder {
         blocks.extend_from_slice(&crc.to_le_bytes());
         self.payload.clear();
         Ok(())
+    }
+
+    /// Writes the open section, alone in its block and uncompressed, as a block: the same
+    /// bytes as closing it into the payload and flushing that, without copying the section.
+    fn flush_raw_section(&mut self, state: u32) {
+        let mut head = Vec::with_capacity(SECTION_HEADER_MAX);
+        varint::encode_u64(u64::from(state), &mut head);
+        varint::encode_u64(self.section_count, &mut head);
+        // At most MAX_BLOCK_LEN bytes: add flushes before the block would grow past.
+        let len = (head.len() + self.section.len()) as u32;
+        let header = BlockHeader {
+            key_group: self.key_group,
+            compression: crate::codec::compress::CompressionKind::None,
+            uncompressed_len: len,
+            stored_len: len,
+        }
+        .encode();
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&header);
+        crc.update(&head);
+        crc.update(&self.section);
+        let crc = crc.finalize();
+        self.blocks
+            .reserve(header.len() + head.len() + self.section.len() + 4);
+        self.blocks.extend_from_slice(&header);
+        self.blocks.extend_from_slice(&head);
+        self.blocks.extend_from_slice(&self.section);
+        self.blocks.extend_from_slice(&crc.to_le_bytes());
+        self.section.clear();
+        self.section_count = 0;
+        self.section_state = None;
     }
 
     /// The blocks finished and not yet [drained](Self::drain_blocks).

@@ -248,9 +248,7 @@ impl<W: Write> SnapshotWriter<W> {
         let key_group = group.key_group();
         self.check_next_group(key_group)?;
         if group.entries() == 0 && !group.bytes().is_empty() {
-            return Err(self.invalid(format!(
-                "key group {key_group} has blocks but no entries"
-            )));
+            return Err(self.invalid(format!("key group {key_group} has blocks but no entries")));
         }
         let offset = self.pos;
         self.write(group.bytes())?;
