@@ -257,3 +257,162 @@ impl Drop for PanicGuard<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use flowstate_formats::checkpoint::FileOrigin;
+    use flowstate_formats::snapshot::{SnapshotWriter, SnapshotWriterOptions};
+    use flowstate_formats::Compression;
+
+    use crate::checkpoint::{add_run, snapshot_meta, write_canonical_on};
+    use crate::snapshot::{EncodedRun, StateSnapshot};
+    use crate::*;
+
+    /// The file as the writer streamed it before key groups were encoded apart: each key
+    /// group's runs gathered, sorted and added entry by entry, every rule checked.
+    fn streamed(view: &StateSnapshot, compression: Compression) -> Vec<u8> {
+        let meta = snapshot_meta(view);
+        let options = SnapshotWriterOptions {
+            compression,
+            file_name: "f".into(),
+            origin: None,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        let mut writer = SnapshotWriter::with_options(&mut out, &meta, options).unwrap();
+        let mut runs: Vec<EncodedRun> = view
+            .states()
+            .iter()
+            .map(|_| EncodedRun::default())
+            .collect();
+        for kg in view.key_group_range().iter() {
+            for (state, run) in view.states().iter().zip(runs.iter_mut()) {
+                run.clear();
+                state.encode_key_group(kg, run).unwrap();
+                run.sort();
+            }
+            if runs.iter().all(EncodedRun::is_empty) {
+                continue;
+            }
+            writer.begin_key_group(kg).unwrap();
+            for (index, run) in runs.iter().enumerate() {
+                add_run(&mut writer, index as u32, run).unwrap();
+            }
+            writer.end_key_group().unwrap();
+        }
+        writer.finish().unwrap();
+        out
+    }
+
+    #[test]
+    fn any_number_of_threads_writes_the_bytes_of_the_single_threaded_file() {
+        // 64 key groups, 40 keys: many key groups are empty, others hold several keys; three
+        // states of the three shapes, with namespaces, so entries share key prefixes.
+        let config = BackendConfig::heap()
+            .max_parallelism(64)
+            .key_group_range(KeyGroupRange::new(0, 63).unwrap());
+        let mut b = Backend::<u64>::open(config).unwrap();
+        let value = b
+            .register(ValueStateDescriptor::<u64>::new("value").with_namespace::<u8>())
+            .unwrap();
+        let list = b
+            .register(ListStateDescriptor::<String>::new("list"))
+            .unwrap();
+        let map = b
+            .register(MapStateDescriptor::<u32, u64>::new("map"))
+            .unwrap();
+        for k in 0..40u64 {
+            b.set_current_key(&(k * 1_000_003));
+            for ns in 0..(k % 4) as u8 {
+                b.value(&value)
+                    .namespace(&ns)
+                    .update(k * 7 + u64::from(ns))
+                    .unwrap();
+            }
+            if k % 3 == 0 {
+                b.list(&list).add(format!("element {k}")).unwrap();
+                b.list(&list).add(String::new()).unwrap();
+            }
+            for uk in (0..(k % 5) as u32).rev() {
+                b.map(&map).put(uk * 1000, k).unwrap();
+            }
+        }
+        let view = b.snapshot_state().unwrap();
+        let empty = view
+            .key_group_range()
+            .iter()
+            .filter(|&kg| {
+                view.states().iter().all(|s| {
+                    let mut run = EncodedRun::default();
+                    s.encode_key_group(kg, &mut run).unwrap();
+                    run.is_empty()
+                })
+            })
+            .count();
+        assert!(empty > 0 && empty < 60, "{empty} empty key groups");
+        for compression in [Compression::None, Compression::Lz4] {
+            let expected = streamed(&view, compression);
+            for threads in [0, 1, 2, 3, 8, 100] {
+                let mut out = Vec::new();
+                let stats =
+                    write_canonical_on(&view, &mut out, compression, "f", None, threads).unwrap();
+                assert_eq!(out, expected, "{threads} threads, {compression:?}");
+                assert_eq!(stats.key_groups, 64 - empty as u64);
+                assert_eq!(stats.bytes, expected.len() as u64);
+            }
+        }
+        // With an origin too (the meta block grows; the key groups move, unchanged).
+        let origin = FileOrigin {
+            kind: flowstate_formats::checkpoint::OriginKind::Checkpoint,
+            id: 7,
+            name: "task-0".into(),
+        };
+        let (mut one, mut two) = (Vec::new(), Vec::new());
+        write_canonical_on(
+            &view,
+            &mut one,
+            Compression::None,
+            "f",
+            Some(origin.clone()),
+            1,
+        )
+        .unwrap();
+        write_canonical_on(&view, &mut two, Compression::None, "f", Some(origin), 2).unwrap();
+        assert_eq!(one, two);
+    }
+
+    #[test]
+    fn a_failing_output_is_an_error_with_every_thread_count() {
+        struct Failing(usize);
+        impl std::io::Write for Failing {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                if self.0 < buf.len() {
+                    return Err(std::io::Error::other("disk full"));
+                }
+                self.0 -= buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let config = BackendConfig::heap()
+            .max_parallelism(128)
+            .key_group_range(KeyGroupRange::new(0, 127).unwrap());
+        let mut b = Backend::<u64>::open(config).unwrap();
+        let value = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
+        for k in 0..5_000u64 {
+            b.set_current_key(&k);
+            b.value(&value).update(k).unwrap();
+        }
+        let view = b.snapshot_state().unwrap();
+        for threads in [1, 2, 4] {
+            for room in [0, 100, 20_000] {
+                let err =
+                    write_canonical_on(&view, Failing(room), Compression::None, "f", None, threads)
+                        .unwrap_err();
+                assert!(err.to_string().contains("disk full"), "{err}");
+            }
+        }
+    }
+}
