@@ -322,7 +322,7 @@ fn radix_sort_by_prefix(pairs: &mut Vec<(u64, u32)>, scratch: &mut Vec<(u64, u32
     scratch.resize(n, (0, 0));
     for (byte, count) in counts.iter().enumerate() {
         // Every prefix has the same value in this byte: the pass would not move anything.
-        if count.iter().any(|&c| c == n) {
+        if count.contains(&n) {
             continue;
         }
         let mut offsets = [0usize; 256];
