@@ -114,9 +114,7 @@ pub struct EncodedRun {
     lists: Vec<Vec<Vec<u8>>>,
     maps: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
     /// Scratch of [`sort`](Self::sort), kept between key groups.
-    order: Vec<(u64, u32)>,
-    order_scratch: Vec<(u64, u32)>,
-    sorted: Vec<RunEntry>,
+    scratch: Vec<RunEntry>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -251,42 +249,37 @@ impl EncodedRun {
 
     /// Sorts the entries by (key bytes, namespace bytes), the order of the canonical file.
     pub fn sort(&mut self) {
-        // Sort small (prefix, position) pairs by the prefix alone, then order each run of equal
+        // Radix-sort the entries by their 8-byte key prefix, then order each run of equal
         // prefixes by the full key and namespace: most keys differ in their first eight bytes,
-        // so most of the work is a radix sort of integers, and the large entries move once.
-        let mut order = std::mem::take(&mut self.order);
-        order.clear();
-        // A run holds fewer than 2^32 entries: its buffer would be larger than memory first
-        // (every entry takes at least one byte of `bytes` or a list or map).
-        order.extend(
-            self.entries
-                .iter()
-                .enumerate()
-                .map(|(i, e)| (e.prefix, i as u32)),
-        );
-        radix_sort_by_prefix(&mut order, &mut self.order_scratch);
+        // so most of the work is the radix passes, which read and write the entries in
+        // sequence (a sort of (prefix, position) pairs followed by a gather would read them in
+        // random order, a cache miss each once a key group outgrows the cache). The writer
+        // then reads the entries in sequence too.
+        let EncodedRun {
+            bytes,
+            entries,
+            scratch,
+            ..
+        } = self;
+        radix_sort_by_prefix(entries, scratch);
+        let key = |e: &RunEntry| &bytes[e.start..e.key_end];
+        let namespace = |e: &RunEntry| &bytes[e.key_end..e.ns_end];
         let mut start = 0;
-        while start < order.len() {
-            let prefix = order[start].0;
+        while start < entries.len() {
+            let prefix = entries[start].prefix;
             let mut end = start + 1;
-            while end < order.len() && order[end].0 == prefix {
+            while end < entries.len() && entries[end].prefix == prefix {
                 end += 1;
             }
             if end - start > 1 {
-                order[start..end].sort_unstable_by(|a, b| {
-                    let (x, y) = (&self.entries[a.1 as usize], &self.entries[b.1 as usize]);
-                    self.key(x)
-                        .cmp(self.key(y))
-                        .then_with(|| self.namespace(x).cmp(self.namespace(y)))
+                entries[start..end].sort_unstable_by(|x, y| {
+                    key(x)
+                        .cmp(key(y))
+                        .then_with(|| namespace(x).cmp(namespace(y)))
                 });
             }
             start = end;
         }
-        self.sorted.clear();
-        self.sorted
-            .extend(order.iter().map(|&(_, i)| self.entries[i as usize]));
-        std::mem::swap(&mut self.entries, &mut self.sorted);
-        self.order = order;
     }
 
     /// The entries, in the current order.
@@ -303,23 +296,21 @@ impl EncodedRun {
     }
 }
 
-/// Sorts `pairs` by their first field (stable): a least-significant-digit radix sort over the
+/// Sorts `entries` by their prefix (stable): a least-significant-digit radix sort over the
 /// bytes in which the prefixes differ (keys of one key group often share their high bytes),
-/// with `scratch` as the second buffer; a comparison sort for a few pairs.
-fn radix_sort_by_prefix(pairs: &mut Vec<(u64, u32)>, scratch: &mut Vec<(u64, u32)>) {
-    if pairs.len() <= 64 {
-        pairs.sort_by_key(|&(prefix, _)| prefix);
+/// with `scratch` as the second buffer; a comparison sort for a few entries.
+fn radix_sort_by_prefix(entries: &mut Vec<RunEntry>, scratch: &mut Vec<RunEntry>) {
+    if entries.len() <= 64 {
+        entries.sort_by_key(|e| e.prefix);
         return;
     }
     let mut counts = [[0usize; 256]; 8];
-    for &(prefix, _) in pairs.iter() {
+    for e in entries.iter() {
         for (byte, count) in counts.iter_mut().enumerate() {
-            count[((prefix >> (8 * byte)) & 0xff) as usize] += 1;
+            count[((e.prefix >> (8 * byte)) & 0xff) as usize] += 1;
         }
     }
-    let n = pairs.len();
-    scratch.clear();
-    scratch.resize(n, (0, 0));
+    let n = entries.len();
     for (byte, count) in counts.iter().enumerate() {
         // Every prefix has the same value in this byte: the pass would not move anything.
         if count.contains(&n) {
@@ -331,12 +322,17 @@ fn radix_sort_by_prefix(pairs: &mut Vec<(u64, u32)>, scratch: &mut Vec<(u64, u32
             *offset = sum;
             sum += c;
         }
-        for &pair in pairs.iter() {
-            let digit = ((pair.0 >> (8 * byte)) & 0xff) as usize;
-            scratch[offsets[digit]] = pair;
+        // Every element is overwritten below: only the length matters.
+        if scratch.len() != n {
+            scratch.clear();
+            scratch.resize(n, entries[0]);
+        }
+        for e in entries.iter() {
+            let digit = ((e.prefix >> (8 * byte)) & 0xff) as usize;
+            scratch[offsets[digit]] = *e;
             offsets[digit] += 1;
         }
-        std::mem::swap(pairs, scratch);
+        std::mem::swap(entries, scratch);
     }
 }
 
