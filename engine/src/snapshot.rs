@@ -54,6 +54,14 @@ pub trait StateTableSnapshot: Send + Sync {
         self.visit_key_group(key_group, &mut |e| run.push_entry(e))
     }
 
+    /// Lets go of the entries of `key_group`: the view may hold none of them afterwards. The
+    /// asynchronous phase calls it for each key group it has written when it holds the view
+    /// alone, so that the live state stops copying, on its writes, what only the view still
+    /// needed (the heap backend's copy-on-write). Default: nothing.
+    fn release_key_group(&self, key_group: u16) {
+        let _ = key_group;
+    }
+
     /// The state's time-to-live in milliseconds, recorded in a canonical file's meta block
     /// (spec/formats.md 3.3); `None` for a state without one.
     fn ttl_millis(&self) -> Option<std::num::NonZeroU64> {

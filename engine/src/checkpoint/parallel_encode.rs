@@ -74,12 +74,24 @@ fn encode_key_group(
 /// `new_encoder`, which must match `writer`'s meta and options. Returns the number of key
 /// groups written. On an error no new key group starts encoding, the workers stop, and the
 /// error of the lowest key group (or of the writer) is returned.
+///
+/// With `release`, each key group's entries are let go of in the view once written
+/// ([`StateTableSnapshot::release_key_group`](crate::StateTableSnapshot::release_key_group)):
+/// for a caller that holds the view alone and drops it after.
 pub(crate) fn write_key_groups<W: Write>(
     view: &StateSnapshot,
     writer: &mut SnapshotWriter<W>,
     threads: usize,
+    release: bool,
     new_encoder: impl Fn() -> Result<KeyGroupEncoder>,
 ) -> Result<u64> {
+    let released = |group: &EncodedKeyGroup| {
+        if release && group.entries() > 0 {
+            for state in view.states() {
+                state.release_key_group(group.key_group());
+            }
+        }
+    };
     let key_groups: Vec<u16> = view.key_group_range().iter().collect();
     let new_runs = || -> Vec<EncodedRun> {
         view.states()
@@ -99,6 +111,7 @@ pub(crate) fn write_key_groups<W: Write>(
                 writer.add_key_group(&group)?;
                 written += 1;
             }
+            released(&group);
             buffer = group.into_bytes();
         }
         return Ok(written);
@@ -131,7 +144,7 @@ pub(crate) fn write_key_groups<W: Write>(
                 }
             });
         }
-        let result = write_in_order(&shared, key_groups.len(), writer);
+        let result = write_in_order(&shared, key_groups.len(), writer, released);
         if result.is_err() {
             shared.stop();
         }
@@ -140,10 +153,12 @@ pub(crate) fn write_key_groups<W: Write>(
 }
 
 /// Takes the encoded key groups in order from the workers and appends them to `writer`.
+/// Calls `released` with each once written.
 fn write_in_order<W: Write>(
     shared: &Shared,
     count: usize,
     writer: &mut SnapshotWriter<W>,
+    released: impl Fn(&EncodedKeyGroup),
 ) -> Result<u64> {
     let mut written = 0;
     for index in 0..count {
@@ -152,6 +167,7 @@ fn write_in_order<W: Write>(
             writer.add_key_group(&group)?;
             written += 1;
         }
+        released(&group);
         shared.recycle(group.into_bytes());
     }
     Ok(written)
@@ -412,6 +428,61 @@ mod tests {
                     write_canonical_on(&view, Failing(room), Compression::None, "f", None, threads)
                         .unwrap_err();
                 assert!(err.to_string().contains("disk full"), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn key_groups_released_while_the_task_writes_leave_the_file_and_the_live_state_right() {
+        use std::sync::Arc;
+        let config = BackendConfig::heap()
+            .max_parallelism(32)
+            .key_group_range(KeyGroupRange::new(0, 31).unwrap());
+        let mut b = Backend::<u64>::open(config).unwrap();
+        let value = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
+        for k in 0..20_000u64 {
+            b.set_current_key(&k);
+            b.value(&value).update(k).unwrap();
+        }
+        let storage: Arc<dyn CheckpointStorage> = Arc::new(MemoryCheckpointStorage::new());
+        for threads in [1, 2] {
+            let id = CheckpointId(threads as u64);
+            let pending = b
+                .snapshot(id, &storage, "task")
+                .unwrap()
+                .with_encode_threads(threads);
+            // A second view of the same instant, for comparison: it is another view object,
+            // which the pending snapshot's releases do not touch (and which does not stop them:
+            // the pending snapshot holds its own views alone).
+            let reference = b.snapshot_state().unwrap();
+            let expected = reference.canonical_entries("v").unwrap().unwrap();
+            drop(reference);
+            let writer = std::thread::spawn(move || pending.run());
+            // Overwrite every key while the key groups are written and released.
+            for k in 0..20_000u64 {
+                b.set_current_key(&k);
+                b.value(&value)
+                    .update(k + 1_000_000 * threads as u64)
+                    .unwrap();
+            }
+            let result = writer.join().unwrap().unwrap();
+            assert_eq!(result.stats.entries, 20_000);
+            let files = FileRestoreSource::open_all(&*storage, &[result.handle]).unwrap();
+            let mut found = std::collections::BTreeMap::new();
+            for kg in 0..32 {
+                files[0]
+                    .read_key_group(kg, &mut |_, e| {
+                        found.insert((kg, e.key, e.namespace), e.state);
+                    })
+                    .unwrap();
+            }
+            assert_eq!(found, expected, "{threads} threads");
+            for k in (0..20_000u64).step_by(997) {
+                b.set_current_key(&k);
+                assert_eq!(
+                    b.value(&value).get().unwrap(),
+                    Some(k + 1_000_000 * threads as u64)
+                );
             }
         }
     }

@@ -178,6 +178,20 @@ pub fn write_canonical_on<W: Write>(
     origin: Option<FileOrigin>,
     threads: usize,
 ) -> Result<SnapshotStats> {
+    write_canonical_releasing(view, out, compression, file_name, origin, threads, false)
+}
+
+/// [`write_canonical_on`], letting go of each key group's entries in `view` once written if
+/// `release` (for a caller that holds the view alone and drops it after).
+fn write_canonical_releasing<W: Write>(
+    view: &StateSnapshot,
+    out: W,
+    compression: Compression,
+    file_name: &str,
+    origin: Option<FileOrigin>,
+    threads: usize,
+    release: bool,
+) -> Result<SnapshotStats> {
     let started = Instant::now();
     let meta = snapshot_meta(view);
     let options = flowstate_formats::snapshot::SnapshotWriterOptions {
@@ -189,7 +203,7 @@ pub fn write_canonical_on<W: Write>(
     let new_encoder = || Ok(KeyGroupEncoder::new(&meta, &options)?);
     let mut writer =
         flowstate_formats::snapshot::SnapshotWriter::with_options(out, &meta, options.clone())?;
-    let key_groups = write_key_groups(view, &mut writer, threads, new_encoder)?;
+    let key_groups = write_key_groups(view, &mut writer, threads, release, new_encoder)?;
     let summary = writer.finish()?;
     Ok(SnapshotStats {
         bytes: summary.len,
@@ -353,8 +367,12 @@ impl PendingSnapshot {
         let writer = self.storage.create_state_file(&self.target, &self.name)?;
         let origin = Some(self.target.origin(&self.name));
         let (view, compression, threads) = (&self.view, self.compression, self.encode_threads);
+        // Nothing else holds the state views (the embedder kept no clone of the view): each
+        // key group's entries can go as soon as they are written, so that the task's writes
+        // stop copying them for this view.
+        let release = view.states().iter().all(|s| Arc::strong_count(s) == 1);
         let (file, stats) = write_state_file(writer, |sink, path| {
-            write_canonical_on(view, sink, compression, path, origin, threads)
+            write_canonical_releasing(view, sink, compression, path, origin, threads, release)
         })?;
         let handle = KeyedStateHandle::new(self.view.key_group_range(), vec![file])?;
         Ok(SnapshotResult { handle, stats })
