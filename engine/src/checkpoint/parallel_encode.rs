@@ -27,8 +27,9 @@ const AHEAD_PER_THREAD: usize = 2;
 /// asynchronous phases; the thread that writes the file is one more). 1 means the calling
 /// thread encodes and writes alone.
 pub fn default_encode_threads() -> usize {
-    // Asked once: on Linux the answer reads the cgroup's CPU quota from files, which would
-    // cost the synchronous phase (where a pending snapshot is made) tens of microseconds.
+    // Asked once per process: on Linux the answer reads the cgroup's CPU quota from files (tens
+    // of microseconds). A pending snapshot asks in its asynchronous phase, never in the
+    // synchronous one.
     static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *THREADS.get_or_init(|| {
         std::thread::available_parallelism()

@@ -256,8 +256,10 @@ pub struct PendingSnapshot {
     storage: Arc<dyn CheckpointStorage>,
     name: String,
     compression: Compression,
-    /// Threads that encode key groups while the calling thread writes.
-    encode_threads: usize,
+    /// Threads that encode key groups while the calling thread writes; `None`: the default,
+    /// looked up in the asynchronous phase (the first look-up reads the cgroup's CPU quota,
+    /// which the synchronous phase must not wait for).
+    encode_threads: Option<usize>,
     /// The backend's own asynchronous phase, if it writes a native snapshot.
     native: Option<Box<dyn NativeSnapshot>>,
 }
@@ -311,7 +313,7 @@ impl PendingSnapshot {
             storage,
             name: name.into(),
             compression: Compression::None,
-            encode_threads: default_encode_threads(),
+            encode_threads: None,
             native: None,
         }
     }
@@ -349,7 +351,7 @@ impl PendingSnapshot {
     /// The file is the same whatever the number; memory grows by about two key groups' worth
     /// of encoded entries per thread. A native snapshot ignores it.
     pub fn with_encode_threads(mut self, threads: usize) -> Self {
-        self.encode_threads = threads;
+        self.encode_threads = Some(threads);
         self
     }
 
@@ -366,7 +368,8 @@ impl PendingSnapshot {
         }
         let writer = self.storage.create_state_file(&self.target, &self.name)?;
         let origin = Some(self.target.origin(&self.name));
-        let (view, compression, threads) = (&self.view, self.compression, self.encode_threads);
+        let threads = self.encode_threads.unwrap_or_else(default_encode_threads);
+        let (view, compression) = (&self.view, self.compression);
         // Nothing else holds the state views (the embedder kept no clone of the view): each
         // key group's entries can go as soon as they are written, so that the task's writes
         // stop copying them for this view.

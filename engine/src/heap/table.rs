@@ -29,6 +29,9 @@ pub(crate) struct Entry<K, N, S> {
 pub(crate) type KeyGroupMap<K, H> =
     CowMap<Entry<K, <H as StateHandle>::Namespace, <H as StateHandle>::Stored>>;
 
+/// The maps of a table's key groups, in key-group order.
+pub(crate) type KeyGroupMaps<K, H> = Arc<Vec<Arc<KeyGroupMap<K, H>>>>;
+
 /// The hash of an entry: the key's hash, mixed with the namespace's unless the namespace is a
 /// zero-sized type (`()`), whose hash carries no information.
 #[inline]
@@ -247,7 +250,7 @@ struct TableSnapshot<K, H: StateHandle> {
     range: KeyGroupRange,
     /// Behind a lock only so that [`release_key_group`](StateTableSnapshot::release_key_group)
     /// can drop one; readers take the map they read out (one reference count) and let go.
-    key_groups: parking_lot::Mutex<Arc<Vec<Arc<KeyGroupMap<K, H>>>>>,
+    key_groups: parking_lot::Mutex<KeyGroupMaps<K, H>>,
     hasher: FixedState,
     /// The epoch of the newest writes it holds.
     epoch: u32,
