@@ -282,6 +282,7 @@ mod tests {
     use flowstate_formats::Compression;
 
     use crate::checkpoint::{add_run, snapshot_meta, write_canonical_on};
+    use crate::error::Error;
     use crate::snapshot::{EncodedRun, StateSnapshot};
     use crate::*;
 
@@ -485,6 +486,99 @@ mod tests {
                     Some(k + 1_000_000 * threads as u64)
                 );
             }
+        }
+    }
+
+    /// A view of one value state whose key groups each hold one entry, failing (an error, or a
+    /// panic) when key group `bad` is read.
+    struct Faulty {
+        meta: crate::state::StateMeta,
+        bad: u16,
+        panic: bool,
+    }
+
+    impl crate::snapshot::StateTableSnapshot for Faulty {
+        fn meta(&self) -> &crate::state::StateMeta {
+            &self.meta
+        }
+        fn entry_count(&self) -> crate::Result<usize> {
+            Ok(64)
+        }
+        fn visit_key_group(
+            &self,
+            key_group: u16,
+            visit: &mut dyn FnMut(crate::snapshot::EncodedEntry),
+        ) -> crate::Result<()> {
+            if key_group == self.bad {
+                if self.panic {
+                    panic!("reading key group {key_group}");
+                }
+                return Err(Error::InvalidArgument(format!(
+                    "key group {key_group} is unreadable"
+                )));
+            }
+            visit(crate::snapshot::EncodedEntry {
+                key: key_group.to_be_bytes().to_vec(),
+                namespace: Vec::new(),
+                state: crate::snapshot::EncodedState::Value(vec![1, 2, 3]),
+            });
+            Ok(())
+        }
+    }
+
+    fn faulty_view(bad: u16, panic: bool) -> StateSnapshot {
+        let codec = |name: &str| crate::state::CodecInfo {
+            name: name.into(),
+            version: 1,
+        };
+        let meta = crate::state::StateMeta {
+            name: "v".into(),
+            kind: crate::state::StateKind::Value,
+            namespace: codec("unit"),
+            value: codec("bytes"),
+            user_key: None,
+        };
+        StateSnapshot::new(
+            64,
+            KeyGroupRange::new(0, 63).unwrap(),
+            codec("bytes"),
+            vec![std::sync::Arc::new(Faulty { meta, bad, panic })],
+        )
+    }
+
+    #[test]
+    fn a_key_group_that_fails_to_read_is_the_error_whatever_the_threads() {
+        for threads in [1, 2, 5] {
+            for bad in [0, 17, 63] {
+                let err = write_canonical_on(
+                    &faulty_view(bad, false),
+                    Vec::new(),
+                    Compression::None,
+                    "f",
+                    None,
+                    threads,
+                )
+                .unwrap_err();
+                assert!(
+                    err.to_string()
+                        .contains(&format!("key group {bad} is unreadable")),
+                    "{threads} threads: {err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_panicking_encoder_thread_panics_the_write_instead_of_hanging_it() {
+        for threads in [2, 5] {
+            let view = faulty_view(9, true);
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                write_canonical_on(&view, Vec::new(), Compression::None, "f", None, threads)
+            }));
+            assert!(
+                result.is_err(),
+                "{threads} threads: the panic reached the caller"
+            );
         }
     }
 }
