@@ -221,11 +221,18 @@ impl EncodedRun {
             }
         };
         let key = &self.bytes[start..key_end];
-        let mut head = [0u8; 8];
-        let n = key.len().min(8);
-        head[..n].copy_from_slice(&key[..n]);
+        // A fixed-size copy for keys of eight bytes or more (most keys): it compiles to one
+        // load, where a copy of a variable length is a call to `memcpy`.
+        let prefix = match key.first_chunk::<8>() {
+            Some(head) => u64::from_be_bytes(*head),
+            None => {
+                let mut head = [0u8; 8];
+                head[..key.len()].copy_from_slice(key);
+                u64::from_be_bytes(head)
+            }
+        };
         self.entries.push(RunEntry {
-            prefix: u64::from_be_bytes(head),
+            prefix,
             start,
             key_end,
             ns_end,
