@@ -299,7 +299,26 @@ impl EncodedRun {
 
     /// The entries, in the current order.
     pub fn iter(&self) -> impl Iterator<Item = RunEntryRef<'_>> + '_ {
-        self.entries.iter().map(move |e| RunEntryRef {
+        self.entries.iter().map(move |e| self.entry_ref(e))
+    }
+
+    /// Calls `f` with every entry in the current order until it fails: what
+    /// [`iter`](Self::iter) gives, walked inside a loop the compiler inlines whole (the
+    /// asynchronous phase's loop per entry).
+    #[inline]
+    pub fn try_for_each<'s, E>(
+        &'s self,
+        mut f: impl FnMut(RunEntryRef<'s>) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        for e in &self.entries {
+            f(self.entry_ref(e))?;
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn entry_ref<'a>(&'a self, e: &RunEntry) -> RunEntryRef<'a> {
+        RunEntryRef {
             key: self.key(e),
             namespace: self.namespace(e),
             state: match e.value {
@@ -307,7 +326,7 @@ impl EncodedRun {
                 RunValue::List(i) => RunStateRef::List(&self.lists[i]),
                 RunValue::Map(i) => RunStateRef::Map(&self.maps[i]),
             },
-        })
+        }
     }
 }
 

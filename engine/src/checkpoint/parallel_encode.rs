@@ -55,17 +55,15 @@ fn encode_key_group(
         run.sort();
         // The run is sorted by (key, namespace) and holds each pair once (it comes from one
         // map), so the encoder need not compare neighbours.
-        encoder.add_sorted_entries(
-            index as u32,
-            run.iter().map(|e| {
-                let value = match e.state {
-                    RunStateRef::Value(v) => EntryValue::Value(v),
-                    RunStateRef::List(l) => EntryValue::List(l),
-                    RunStateRef::Map(m) => EntryValue::Map(m),
-                };
-                (e.key, e.namespace, value)
-            }),
-        )?;
+        let mut sorted = encoder.sorted(index as u32);
+        run.try_for_each(|e| {
+            let value = match e.state {
+                RunStateRef::Value(v) => EntryValue::Value(v),
+                RunStateRef::List(l) => EntryValue::List(l),
+                RunStateRef::Map(m) => EntryValue::Map(m),
+            };
+            sorted.push(e.key, e.namespace, value)
+        })?;
     }
     Ok(encoder.finish()?)
 }

@@ -309,79 +309,80 @@ impl KeyGroupEncoder {
         state_index: u32,
         entries: impl IntoIterator<Item = (&'a [u8], &'a [u8], EntryValue<'a>)>,
     ) -> Result<(), FormatError> {
-        let mut entries = entries.into_iter();
-        let Some((key, namespace, value)) = entries.next() else {
-            return Ok(());
-        };
-        // The first entry is checked in full against what came before (and fixes the code).
-        self.add(state_index, key, namespace, Some(value))?;
-        let Some(code) = self.prev_state else {
-            return Ok(());
-        };
-        let shape = self.shapes[state_index as usize];
-        let mut prev: (&'a [u8], &'a [u8]) = (key, namespace);
-        let mut last = prev;
+        let mut sorted = self.sorted(state_index);
         for (key, namespace, value) in entries {
-            debug_assert!(
-                follows(key, namespace, prev.0, prev.1),
-                "add_sorted_entries: entries of state {state_index} are not sorted"
-            );
-            prev = (key, namespace);
-            if value.shape() != shape {
-                self.remember(last);
+            sorted.push(key, namespace, value)?;
+        }
+        Ok(())
+    }
+
+    /// Starts adding sorted entries of state `state_index` one [`push`](SortedEntries::push)
+    /// at a time: what [`add_sorted_entries`](Self::add_sorted_entries) does, for a caller
+    /// that walks its entries itself (a loop the compiler can inline whole).
+    pub fn sorted<'e, 'a>(&'e mut self, state_index: u32) -> SortedEntries<'e, 'a> {
+        SortedEntries {
+            encoder: self,
+            state_index,
+            code: 0,
+            shape: ValueShape::Value,
+            last: None,
+        }
+    }
+
+    /// Adds one entry of a sorted run after its first (`code` and `shape` checked there).
+    #[inline]
+    fn push_sorted(
+        &mut self,
+        state_index: u32,
+        code: u32,
+        shape: ValueShape,
+        key: &[u8],
+        namespace: &[u8],
+        value: EntryValue<'_>,
+    ) -> Result<(), FormatError> {
+        if value.shape() != shape {
+            return Err(self.invalid(format!(
+                "state {state_index} holds {shape:?} entries, not {:?}",
+                value.shape()
+            )));
+        }
+        if let EntryValue::Map(pairs) = value {
+            if pairs.windows(2).any(|w| w[0].0 >= w[1].0) {
                 return Err(self.invalid(format!(
-                    "state {state_index} holds {shape:?} entries, not {:?}",
-                    value.shape()
+                    "map user keys of state {state_index} are not strictly ascending"
                 )));
             }
-            if let EntryValue::Map(pairs) = value {
-                if pairs.windows(2).any(|w| w[0].0 >= w[1].0) {
-                    self.remember(last);
-                    return Err(self.invalid(format!(
-                        "map user keys of state {state_index} are not strictly ascending"
-                    )));
-                }
-            }
-            let entry_len = varint::encoded_len(key.len() as u64)
-                + key.len()
-                + varint::encoded_len(namespace.len() as u64)
-                + namespace.len()
-                + value.encoded_len();
-            if entry_len + SECTION_HEADER_MAX > MAX_BLOCK_LEN as usize {
-                self.remember(last);
-                return Err(FormatError::LimitExceeded {
-                    file: self.file.clone(),
-                    offset: self.written(),
-                    what: "entry length",
-                    value: entry_len as u64,
-                    limit: (MAX_BLOCK_LEN as usize - SECTION_HEADER_MAX) as u64,
-                });
-            }
-            if self.pending_len() + SECTION_HEADER_MAX + entry_len > MAX_BLOCK_LEN as usize {
-                if let Err(e) = self.flush_block() {
-                    self.remember(last);
-                    return Err(e);
-                }
-            }
-            if self.section_state != Some(code) {
-                self.close_section();
-                self.section_state = Some(code);
-            }
-            self.section.reserve(entry_len);
-            crate::record::put_bytes(key, &mut self.section);
-            crate::record::put_bytes(namespace, &mut self.section);
-            value.encode(&mut self.section);
-            self.section_count += 1;
-            self.entries += 1;
-            last = (key, namespace);
-            if self.pending_len() >= self.block_size {
-                if let Err(e) = self.flush_block() {
-                    self.remember(last);
-                    return Err(e);
-                }
-            }
         }
-        self.remember(last);
+        let entry_len = varint::encoded_len(key.len() as u64)
+            + key.len()
+            + varint::encoded_len(namespace.len() as u64)
+            + namespace.len()
+            + value.encoded_len();
+        if entry_len + SECTION_HEADER_MAX > MAX_BLOCK_LEN as usize {
+            return Err(FormatError::LimitExceeded {
+                file: self.file.clone(),
+                offset: self.written(),
+                what: "entry length",
+                value: entry_len as u64,
+                limit: (MAX_BLOCK_LEN as usize - SECTION_HEADER_MAX) as u64,
+            });
+        }
+        if self.pending_len() + SECTION_HEADER_MAX + entry_len > MAX_BLOCK_LEN as usize {
+            self.flush_block()?;
+        }
+        if self.section_state != Some(code) {
+            self.close_section();
+            self.section_state = Some(code);
+        }
+        self.section.reserve(entry_len);
+        crate::record::put_bytes(key, &mut self.section);
+        crate::record::put_bytes(namespace, &mut self.section);
+        value.encode(&mut self.section);
+        self.section_count += 1;
+        self.entries += 1;
+        if self.pending_len() >= self.block_size {
+            self.flush_block()?;
+        }
         Ok(())
     }
 
@@ -517,6 +518,77 @@ impl KeyGroupEncoder {
             bytes: std::mem::take(&mut self.blocks),
             entries: self.entries,
         })
+    }
+}
+
+/// Sorted entries of one state being added to a [`KeyGroupEncoder`]
+/// ([`KeyGroupEncoder::sorted`]): the first is checked in full against what came before, the
+/// others only for what the order does not decide (shape, map order, size). Dropping it
+/// records the last entry, against which later [`add_entry`](KeyGroupEncoder::add_entry) calls
+/// check their order.
+pub struct SortedEntries<'e, 'a> {
+    encoder: &'e mut KeyGroupEncoder,
+    state_index: u32,
+    /// The section code and shape of the state, known once the first entry is in.
+    code: u32,
+    shape: ValueShape,
+    /// The last entry added.
+    last: Option<(&'a [u8], &'a [u8])>,
+}
+
+impl std::fmt::Debug for SortedEntries<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SortedEntries")
+            .field("state_index", &self.state_index)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> SortedEntries<'_, 'a> {
+    /// Adds the next entry, which must come strictly after the previous one by (key bytes,
+    /// namespace bytes) (checked in debug builds only). The failures of
+    /// [`KeyGroupEncoder::add_entry`] but the order's.
+    #[inline]
+    pub fn push(
+        &mut self,
+        key: &'a [u8],
+        namespace: &'a [u8],
+        value: EntryValue<'a>,
+    ) -> Result<(), FormatError> {
+        match self.last {
+            None => {
+                self.encoder
+                    .add(self.state_index, key, namespace, Some(value))?;
+                // `add` succeeded: it recorded the section code and checked the shape.
+                self.code = self.encoder.prev_state.unwrap_or(self.state_index);
+                self.shape = value.shape();
+            }
+            Some((prev_key, prev_ns)) => {
+                debug_assert!(
+                    follows(key, namespace, prev_key, prev_ns),
+                    "sorted entries of state {} are not sorted",
+                    self.state_index
+                );
+                self.encoder.push_sorted(
+                    self.state_index,
+                    self.code,
+                    self.shape,
+                    key,
+                    namespace,
+                    value,
+                )?;
+            }
+        }
+        self.last = Some((key, namespace));
+        Ok(())
+    }
+}
+
+impl Drop for SortedEntries<'_, '_> {
+    fn drop(&mut self) {
+        if let Some(last) = self.last {
+            self.encoder.remember(last);
+        }
     }
 }
 

@@ -50,7 +50,7 @@ mod writer;
 pub use delta::DeltaOf;
 pub use entry::{DecodedEntry, DecodedValue, EntryValue, ListElements, MapEntries, OwnedValue};
 pub use index::KeyGroupLocation;
-pub use key_group_encoder::{EncodedKeyGroup, KeyGroupEncoder};
+pub use key_group_encoder::{EncodedKeyGroup, KeyGroupEncoder, SortedEntries};
 pub use meta::{SnapshotMeta, StateKind, StateMetaRecord, ValueShape, MAX_STATES};
 pub use reader::SnapshotReader;
 pub use writer::{SnapshotSummary, SnapshotWriter, SnapshotWriterOptions};
