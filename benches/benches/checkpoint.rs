@@ -3,6 +3,10 @@
 //! (with the same sync-and-rename publication), restore and rescale restore against reading the
 //! same files sequentially, updates while the asynchronous phase runs, and the synchronous phase
 //! of a real checkpoint at 1 and 10 million entries.
+//!
+//! The asynchronous phase runs at 2 and 10 million entries (`ASYNC_ENTRIES`, or the
+//! comma-separated counts in the environment variable `FLOWSTATE_ASYNC_ENTRIES`), with the
+//! default number of encode threads and with one, beside a raw write of the same bytes.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -64,6 +68,7 @@ fn timed_async_phases(
     id: &mut u64,
     iters: u64,
     compression: Compression,
+    threads: usize,
 ) -> Duration {
     let mut total = Duration::ZERO;
     for _ in 0..iters {
@@ -71,7 +76,8 @@ fn timed_async_phases(
         let pending = backend
             .snapshot(CheckpointId(*id), storage, "task")
             .expect("the synchronous phase succeeds")
-            .with_compression(compression);
+            .with_compression(compression)
+            .with_encode_threads(threads);
         let t = Instant::now();
         pending.run().expect("the asynchronous phase succeeds");
         total += t.elapsed();
@@ -82,40 +88,77 @@ fn timed_async_phases(
     total
 }
 
+/// The entry counts of the heap asynchronous-phase rows.
+const ASYNC_ENTRIES: [usize; 2] = [2_000_000, 10_000_000];
+
+fn async_entries() -> Vec<usize> {
+    std::env::var("FLOWSTATE_ASYNC_ENTRIES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| ASYNC_ENTRIES.to_vec())
+}
+
 fn async_phase(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let storage = storage(dir.path());
-    let (mut backend, _) = loaded(ENTRIES);
     let mut id = 0u64;
-    // One run to learn the file size.
-    id += 1;
-    let probe = backend
-        .snapshot(CheckpointId(id), &storage, "task")
-        .and_then(|p| p.run())
-        .expect("the asynchronous phase succeeds");
-    let bytes = probe.stats.bytes;
-    storage
-        .abort_checkpoint(CheckpointId(id))
-        .expect("abort succeeds");
-    eprintln!("checkpoint: {ENTRIES} entries -> {bytes} bytes per snapshot file");
-
-    let mut g = c.benchmark_group("checkpoint");
-    g.warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(5))
-        .sample_size(10)
-        .throughput(Throughput::Bytes(bytes));
-    for (name, compression) in [("none", Compression::None), ("lz4", Compression::Lz4)] {
-        g.bench_function(
-            BenchmarkId::new(format!("async_phase_{name}/flowstate"), ENTRIES),
-            |b| {
-                b.iter_custom(|iters| {
-                    timed_async_phases(&mut backend, &storage, &mut id, iters, compression)
-                })
-            },
+    let threads = checkpoint::default_encode_threads();
+    let chunk = vec![0x5a_u8; 1 << 20];
+    for entries in async_entries() {
+        let (mut backend, _) = loaded(entries);
+        // One run to learn the file size.
+        id += 1;
+        let probe = backend
+            .snapshot(CheckpointId(id), &storage, "task")
+            .and_then(|p| p.run())
+            .expect("the asynchronous phase succeeds");
+        let bytes = probe.stats.bytes;
+        storage
+            .abort_checkpoint(CheckpointId(id))
+            .expect("abort succeeds");
+        eprintln!(
+            "checkpoint: {entries} entries -> {bytes} bytes per snapshot file; {threads} encode \
+             threads by default"
         );
+        let mut g = c.benchmark_group("checkpoint");
+        g.warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(5))
+            .sample_size(10)
+            .throughput(Throughput::Bytes(bytes));
+        for (name, compression, threads) in [
+            ("none", Compression::None, threads),
+            ("none_1_thread", Compression::None, 1),
+            ("lz4", Compression::Lz4, threads),
+        ] {
+            g.bench_function(
+                BenchmarkId::new(format!("async_phase_{name}/flowstate"), entries),
+                |b| {
+                    b.iter_custom(|iters| {
+                        timed_async_phases(
+                            &mut backend,
+                            &storage,
+                            &mut id,
+                            iters,
+                            compression,
+                            threads,
+                        )
+                    })
+                },
+            );
+        }
+        drop(backend);
+        g.bench_function(BenchmarkId::new("async_phase/raw_write", entries), |b| {
+            b.iter(|| raw_write(dir.path(), bytes, &chunk))
+        });
+        g.finish();
     }
     // The same state in an LSM backend, flushed and compacted into tables: the asynchronous
     // phase scans the frozen tree key group by key group into the same canonical file.
+    let mut g = c.benchmark_group("checkpoint");
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(5))
+        .sample_size(10);
     let lsm_dir = dir.path().join("lsm-async");
     let mut lsm = Backend::<u64>::open(
         BackendConfig::lsm(&lsm_dir)
@@ -135,13 +178,8 @@ fn async_phase(c: &mut Criterion) {
     }
     g.bench_function(BenchmarkId::new("async_phase_none/lsm", ENTRIES), |b| {
         b.iter_custom(|iters| {
-            timed_async_phases(&mut lsm, &storage, &mut id, iters, Compression::None)
+            timed_async_phases(&mut lsm, &storage, &mut id, iters, Compression::None, 1)
         })
-    });
-    drop(lsm);
-    let chunk = vec![0x5a_u8; 1 << 20];
-    g.bench_function(BenchmarkId::new("async_phase/raw_write", ENTRIES), |b| {
-        b.iter(|| raw_write(dir.path(), bytes, &chunk))
     });
     g.finish();
 }
@@ -250,11 +288,12 @@ fn updates_during_async_phase(c: &mut Criterion) {
         .sample_size(10)
         .throughput(Throughput::Elements(ROUND));
     let mut id = 100u64;
-    for writing in [false, true] {
-        let name = if writing {
-            "updates_during_async_phase"
-        } else {
-            "updates_without_snapshot"
+    let default_threads = checkpoint::default_encode_threads();
+    for (writing, threads) in [(false, 1), (true, default_threads), (true, 1)] {
+        let name = match (writing, threads) {
+            (false, _) => "updates_without_snapshot".to_owned(),
+            (true, 1) => "updates_during_async_phase_1_thread".to_owned(),
+            (true, n) => format!("updates_during_async_phase_{n}_threads"),
         };
         let mut cur = Cycle::new(&keys);
         g.bench_function(BenchmarkId::new(name, ENTRIES), |b| {
@@ -265,7 +304,8 @@ fn updates_during_async_phase(c: &mut Criterion) {
                     let writer = writing.then(|| {
                         let pending = backend
                             .snapshot(CheckpointId(id), &storage, "task")
-                            .expect("the synchronous phase succeeds");
+                            .expect("the synchronous phase succeeds")
+                            .with_encode_threads(threads);
                         std::thread::spawn(move || pending.run())
                     });
                     let t = Instant::now();

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use flowstate_formats::fuzzing::{self, Entry};
 use flowstate_formats::snapshot::{
-    OwnedValue, SnapshotMeta, SnapshotReader, StateKind, StateMetaRecord, ValueShape,
+    KeyGroupEncoder, OwnedValue, SnapshotMeta, SnapshotReader, SnapshotWriter,
+    SnapshotWriterOptions, StateKind, StateMetaRecord, ValueShape,
 };
 use flowstate_formats::{CodecRecord, Compression, FormatError, ReadLimits};
 use proptest::prelude::*;
@@ -109,6 +110,109 @@ proptest! {
         input.extend_from_slice(&bytes);
         fuzzing::check_snapshot_decode(&input);
     }
+}
+
+/// Writes `entries` with every key group of the range encoded apart by a [`KeyGroupEncoder`]
+/// (each state's entries through `add_sorted_entries`) and appended with `add_key_group`,
+/// empty key groups included; the key groups are encoded in reverse order, as threads might
+/// finish them.
+fn encode_apart(
+    meta: &SnapshotMeta,
+    entries: &[Entry],
+    compression: Compression,
+    block_size: usize,
+) -> Vec<u8> {
+    let options = SnapshotWriterOptions {
+        compression,
+        block_size,
+        file_name: fuzzing::FILE_NAME.to_owned(),
+        origin: None,
+        delta: None,
+    };
+    let mut encoder = KeyGroupEncoder::new(meta, &options).unwrap();
+    let mut groups = Vec::new();
+    for kg in (meta.key_group_start..=meta.key_group_end).rev() {
+        encoder.begin(kg, Vec::new());
+        for state in 0..meta.states.len() as u32 {
+            let run = entries
+                .iter()
+                .filter(|e| e.0 == kg && e.1 == state)
+                .map(|e| (&e.2[..], &e.3[..], e.4.as_entry_value().unwrap()));
+            encoder.add_sorted_entries(state, run).unwrap();
+        }
+        groups.push(encoder.finish().unwrap());
+    }
+    let mut out = Vec::new();
+    let mut w = SnapshotWriter::with_options(&mut out, meta, options).unwrap();
+    for group in groups.iter().rev() {
+        w.add_key_group(group).unwrap();
+    }
+    w.finish().unwrap();
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn key_groups_encoded_apart_give_the_bytes_written_entry_by_entry(
+        (meta, entries, compression, block_size) in input()
+    ) {
+        let bytes = fuzzing::encode_snapshot(&meta, &entries, compression, block_size).unwrap();
+        prop_assert_eq!(encode_apart(&meta, &entries, compression, block_size), bytes);
+    }
+}
+
+#[test]
+fn a_key_group_encoded_apart_must_follow_the_previous_one_in_range() {
+    let meta = SnapshotMeta {
+        max_parallelism: 8,
+        key_group_start: 2,
+        key_group_end: 5,
+        key_codec: CodecRecord::new("bytes", 1),
+        states: vec![StateMetaRecord {
+            name: "v".into(),
+            kind: StateKind::Value,
+            namespace: CodecRecord::new("unit", 1),
+            value: CodecRecord::new("bytes", 1),
+            user_key: None,
+            ttl_millis: None,
+        }],
+    };
+    let options = SnapshotWriterOptions::default();
+    let mut encoder = KeyGroupEncoder::new(&meta, &options).unwrap();
+    let mut group = |kg: u16| {
+        encoder.begin(kg, Vec::new());
+        encoder
+            .add_entry(
+                0,
+                b"k",
+                b"",
+                flowstate_formats::snapshot::EntryValue::Value(b"v"),
+            )
+            .unwrap();
+        encoder.finish().unwrap()
+    };
+    let (g1, g3, g4, g6) = (group(1), group(3), group(4), group(6));
+    let mut w = SnapshotWriter::with_options(Vec::new(), &meta, options).unwrap();
+    for outside in [&g1, &g6] {
+        let err = w.add_key_group(outside).unwrap_err();
+        assert!(matches!(err, FormatError::InvalidInput { .. }), "{err}");
+    }
+    w.add_key_group(&g4).unwrap();
+    for not_after in [&g3, &g4] {
+        let err = w.add_key_group(not_after).unwrap_err();
+        assert!(err.to_string().contains("must ascend"), "{err}");
+    }
+    w.begin_key_group(5).unwrap();
+    assert!(w
+        .add_key_group(&g4)
+        .unwrap_err()
+        .to_string()
+        .contains("still open"));
+    w.end_key_group().unwrap();
+    let summary = w.finish().unwrap();
+    assert_eq!(summary.entry_count, 1);
 }
 
 #[test]

@@ -49,6 +49,7 @@ mod delta;
 mod fs;
 mod handle;
 mod memory;
+mod parallel_encode;
 mod storage;
 #[cfg(feature = "object-store")]
 mod url;
@@ -62,11 +63,12 @@ pub(crate) use delta::{diffable, write_delta};
 pub use fs::{FsCheckpointOptions, FsCheckpointStorage};
 pub use handle::{KeyedStateHandle, OperatorStateHandle, StateFile, SubtaskState};
 pub use memory::{MemoryCheckpointStorage, DEFAULT_MAX_STATE_SIZE};
+pub use parallel_encode::default_encode_threads;
 pub use storage::{CheckpointStorage, SnapshotTarget, StateFileWriter};
 pub(crate) use write::{add_run, state_metas, write_state_file, NativeSnapshot};
 pub use write::{
-    read_operator_state, snapshot_meta, write_canonical, write_operator_state, FileRestoreSource,
-    PendingSnapshot, SnapshotResult, SnapshotStats,
+    read_operator_state, snapshot_meta, write_canonical, write_canonical_on, write_operator_state,
+    FileRestoreSource, PendingSnapshot, SnapshotResult, SnapshotStats,
 };
 
 /// How deep under the root [`CheckpointStorage::savepoints`] looks for savepoint directories,

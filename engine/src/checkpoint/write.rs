@@ -20,11 +20,12 @@ use flowstate_formats::operator::{
     OperatorStateMode as ModeRecord, OperatorStateReader, OperatorStateWriter,
 };
 use flowstate_formats::snapshot::{
-    DecodedValue, EntryValue, SnapshotMeta, SnapshotReader, SnapshotWriter,
+    DecodedValue, EntryValue, KeyGroupEncoder, SnapshotMeta, SnapshotReader, SnapshotWriter,
     StateKind as KindRecord, StateMetaRecord,
 };
 use flowstate_formats::{CodecRecord, Compression};
 
+use super::parallel_encode::{default_encode_threads, write_key_groups};
 use super::{CheckpointStorage, KeyedStateHandle, OperatorStateHandle, SnapshotTarget, StateFile};
 use crate::error::{Error, Result};
 use crate::key_group::KeyGroupRange;
@@ -142,7 +143,8 @@ impl SnapshotStats {
     }
 }
 
-/// Writes `view` as a canonical key-group snapshot to `out` (pass `&mut writer` to keep it).
+/// Writes `view` as a canonical key-group snapshot to `out` (pass `&mut writer` to keep it),
+/// encoding its key groups on [`default_encode_threads`] threads.
 ///
 /// Entries are sorted by (state, key bytes, namespace bytes) within each key group, so the
 /// bytes depend only on the state's content and `origin` (what checkpoint or savepoint the file
@@ -155,6 +157,41 @@ pub fn write_canonical<W: Write>(
     file_name: &str,
     origin: Option<FileOrigin>,
 ) -> Result<SnapshotStats> {
+    write_canonical_on(
+        view,
+        out,
+        compression,
+        file_name,
+        origin,
+        default_encode_threads(),
+    )
+}
+
+/// [`write_canonical`] with the key groups encoded on `threads` threads while the calling
+/// thread writes them in order (1 or 0: the calling thread alone). The bytes are the same
+/// whatever the number of threads.
+pub fn write_canonical_on<W: Write>(
+    view: &StateSnapshot,
+    out: W,
+    compression: Compression,
+    file_name: &str,
+    origin: Option<FileOrigin>,
+    threads: usize,
+) -> Result<SnapshotStats> {
+    write_canonical_releasing(view, out, compression, file_name, origin, threads, false)
+}
+
+/// [`write_canonical_on`], letting go of each key group's entries in `view` once written if
+/// `release` (for a caller that holds the view alone and drops it after).
+fn write_canonical_releasing<W: Write>(
+    view: &StateSnapshot,
+    out: W,
+    compression: Compression,
+    file_name: &str,
+    origin: Option<FileOrigin>,
+    threads: usize,
+    release: bool,
+) -> Result<SnapshotStats> {
     let started = Instant::now();
     let meta = snapshot_meta(view);
     let options = flowstate_formats::snapshot::SnapshotWriterOptions {
@@ -163,32 +200,10 @@ pub fn write_canonical<W: Write>(
         origin,
         ..Default::default()
     };
+    let new_encoder = || Ok(KeyGroupEncoder::new(&meta, &options)?);
     let mut writer =
-        flowstate_formats::snapshot::SnapshotWriter::with_options(out, &meta, options)?;
-    let mut runs: Vec<EncodedRun> = view
-        .states()
-        .iter()
-        .map(|_| EncodedRun::default())
-        .collect();
-    let mut key_groups = 0;
-    for kg in view.key_group_range().iter() {
-        let mut any = false;
-        for (state, run) in view.states().iter().zip(runs.iter_mut()) {
-            run.clear();
-            state.encode_key_group(kg, run)?;
-            run.sort();
-            any |= !run.is_empty();
-        }
-        if !any {
-            continue;
-        }
-        key_groups += 1;
-        writer.begin_key_group(kg)?;
-        for (index, run) in runs.iter().enumerate() {
-            add_run(&mut writer, index as u32, run)?;
-        }
-        writer.end_key_group()?;
-    }
+        flowstate_formats::snapshot::SnapshotWriter::with_options(out, &meta, options.clone())?;
+    let key_groups = write_key_groups(view, &mut writer, threads, release, new_encoder)?;
     let summary = writer.finish()?;
     Ok(SnapshotStats {
         bytes: summary.len,
@@ -241,6 +256,10 @@ pub struct PendingSnapshot {
     storage: Arc<dyn CheckpointStorage>,
     name: String,
     compression: Compression,
+    /// Threads that encode key groups while the calling thread writes; `None`: the default,
+    /// looked up in the asynchronous phase (the first look-up reads the cgroup's CPU quota,
+    /// which the synchronous phase must not wait for).
+    encode_threads: Option<usize>,
     /// The backend's own asynchronous phase, if it writes a native snapshot.
     native: Option<Box<dyn NativeSnapshot>>,
 }
@@ -294,6 +313,7 @@ impl PendingSnapshot {
             storage,
             name: name.into(),
             compression: Compression::None,
+            encode_threads: None,
             native: None,
         }
     }
@@ -325,6 +345,16 @@ impl PendingSnapshot {
         self
     }
 
+    /// Encodes the canonical file's key groups on `threads` threads while the thread that
+    /// calls [`run`](Self::run) writes them in order; 1 (or 0) encodes on that thread alone.
+    /// Default: [`default_encode_threads`] (the machine's available parallelism, at most 2).
+    /// The file is the same whatever the number; memory grows by about two key groups' worth
+    /// of encoded entries per thread. A native snapshot ignores it.
+    pub fn with_encode_threads(mut self, threads: usize) -> Self {
+        self.encode_threads = Some(threads);
+        self
+    }
+
     /// The frozen view being written.
     pub fn view(&self) -> &StateSnapshot {
         &self.view
@@ -338,9 +368,14 @@ impl PendingSnapshot {
         }
         let writer = self.storage.create_state_file(&self.target, &self.name)?;
         let origin = Some(self.target.origin(&self.name));
+        let threads = self.encode_threads.unwrap_or_else(default_encode_threads);
         let (view, compression) = (&self.view, self.compression);
+        // Nothing else holds the state views (the embedder kept no clone of the view): each
+        // key group's entries can go as soon as they are written, so that the task's writes
+        // stop copying them for this view.
+        let release = view.states().iter().all(|s| Arc::strong_count(s) == 1);
         let (file, stats) = write_state_file(writer, |sink, path| {
-            write_canonical(view, sink, compression, path, origin)
+            write_canonical_releasing(view, sink, compression, path, origin, threads, release)
         })?;
         let handle = KeyedStateHandle::new(self.view.key_group_range(), vec![file])?;
         Ok(SnapshotResult { handle, stats })

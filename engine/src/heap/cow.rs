@@ -163,16 +163,22 @@ impl<T: Clone> Bucket<T> {
     #[inline]
     fn slots_mut(&mut self) -> &mut [Slot<T>] {
         if !self.owned {
-            if !super::exclusive::is_unique(&self.slots) {
+            if super::exclusive::is_unique(&self.slots) {
+                // A snapshot's map that held the bucket may have been dropped on another
+                // thread just now (a key group released by an asynchronous phase): order its
+                // reads before our writes, as `Arc::get_mut` would.
+                std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+            } else {
                 self.slots = self.slots.iter().cloned().collect();
             }
             self.owned = true;
         }
         // SAFETY: `owned` is true only while the slots' Arc is unique (see `Bucket`): it was
-        // just checked or copied above, or set when this map alone held the bucket and no clone
-        // of the map has been made since (a clone clears the flag in the copy that is written).
-        // The map itself was obtained through `exclusive`, which fences after seeing a snapshot
-        // thread's last reference go.
+        // just checked (with a fence after a snapshot thread's last reference went) or copied
+        // above, or set when this map alone held the bucket and no clone of the map has been
+        // made since (a clone clears the flag in the copy that is written). The map itself was
+        // obtained through `exclusive`, which fences after seeing a snapshot thread's last
+        // reference go.
         unsafe { super::exclusive::assume_unique_mut(&mut self.slots) }
     }
 

@@ -29,6 +29,9 @@ pub(crate) struct Entry<K, N, S> {
 pub(crate) type KeyGroupMap<K, H> =
     CowMap<Entry<K, <H as StateHandle>::Namespace, <H as StateHandle>::Stored>>;
 
+/// The maps of a table's key groups, in key-group order.
+pub(crate) type KeyGroupMaps<K, H> = Arc<Vec<Arc<KeyGroupMap<K, H>>>>;
+
 /// The hash of an entry: the key's hash, mixed with the namespace's unless the namespace is a
 /// zero-sized type (`()`), whose hash carries no information.
 #[inline]
@@ -204,7 +207,7 @@ impl<K: Key, H: StateHandle> ErasedTable for StateTable<K, H> {
         Arc::new(TableSnapshot::<K, H> {
             meta: self.meta.clone(),
             range: self.range,
-            key_groups: self.key_groups.clone(),
+            key_groups: parking_lot::Mutex::new(self.key_groups.clone()),
             hasher: self.hasher,
             epoch,
             removals: self.removals.clone(),
@@ -245,16 +248,36 @@ impl<K: Key, H: StateHandle> ErasedTable for StateTable<K, H> {
 struct TableSnapshot<K, H: StateHandle> {
     meta: Arc<StateMeta>,
     range: KeyGroupRange,
-    key_groups: Arc<Vec<Arc<KeyGroupMap<K, H>>>>,
+    /// Behind a lock only so that [`release_key_group`](StateTableSnapshot::release_key_group)
+    /// can drop one; readers take the map they read out (one reference count) and let go.
+    key_groups: parking_lot::Mutex<KeyGroupMaps<K, H>>,
     hasher: FixedState,
     /// The epoch of the newest writes it holds.
     epoch: u32,
     removals: Option<Removals<K, H::Namespace>>,
 }
 
+impl<K: Key, H: StateHandle> TableSnapshot<K, H> {
+    /// The map of the key group at `index` (empty once released).
+    fn key_group(&self, index: usize) -> Arc<KeyGroupMap<K, H>> {
+        Arc::clone(&self.key_groups.lock()[index])
+    }
+}
+
 impl<K: Key, H: StateHandle> StateTableSnapshot for TableSnapshot<K, H> {
     fn meta(&self) -> &StateMeta {
         &self.meta
+    }
+
+    /// Replaces the key group's map by an empty one: the live table's next write to the key
+    /// group no longer copies what only this view held (its map, then each bucket it writes).
+    /// The first release copies the vector of map pointers if the live table still shares it.
+    fn release_key_group(&self, key_group: u16) {
+        let Some(index) = self.range.index_of(key_group) else {
+            return;
+        };
+        let mut key_groups = self.key_groups.lock();
+        Arc::make_mut(&mut key_groups)[index] = Arc::new(CowMap::default());
     }
 
     fn tracks_changes_since(&self, epoch: u32) -> bool {
@@ -285,7 +308,7 @@ impl<K: Key, H: StateHandle> StateTableSnapshot for TableSnapshot<K, H> {
         let Some(index) = self.range.index_of(key_group) else {
             return Ok(());
         };
-        let map = &self.key_groups[index];
+        let map = self.key_group(index);
         for e in map.iter_since(epoch) {
             visit(Change::Changed(EncodedEntry {
                 key: to_bytes(&e.key),
@@ -311,7 +334,7 @@ impl<K: Key, H: StateHandle> StateTableSnapshot for TableSnapshot<K, H> {
     }
 
     fn entry_count(&self) -> crate::Result<usize> {
-        Ok(self.key_groups.iter().map(|m| m.len()).sum())
+        Ok(self.key_groups.lock().iter().map(|m| m.len()).sum())
     }
     fn encode_key_group(
         &self,
@@ -321,7 +344,7 @@ impl<K: Key, H: StateHandle> StateTableSnapshot for TableSnapshot<K, H> {
         let Some(index) = self.range.index_of(key_group) else {
             return Ok(());
         };
-        for e in self.key_groups[index].iter() {
+        for e in self.key_group(index).iter() {
             H::encode_stored_run(&e.state, run, |b| e.key.encode(b), |b| e.ns.encode(b));
         }
         Ok(())
@@ -335,7 +358,7 @@ impl<K: Key, H: StateHandle> StateTableSnapshot for TableSnapshot<K, H> {
         let Some(index) = self.range.index_of(key_group) else {
             return Ok(());
         };
-        for e in self.key_groups[index].iter() {
+        for e in self.key_group(index).iter() {
             visit(EncodedEntry {
                 key: to_bytes(&e.key),
                 namespace: to_bytes(&e.ns),

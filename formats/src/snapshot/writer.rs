@@ -3,22 +3,17 @@
 use std::io::Write;
 
 use crate::codec::checksum;
-use crate::codec::compress::{Compression, Compressor};
-use crate::codec::varint;
-use crate::limits::MAX_BLOCK_LEN;
+use crate::codec::compress::Compression;
 use crate::FormatError;
 
-use super::block::BlockHeader;
 use super::delta::DeltaOf;
 use super::entry::EntryValue;
 use super::footer::Footer;
 use super::index::{self, KeyGroupLocation, Slot};
-use super::meta::{SnapshotMeta, ValueShape};
+use super::key_group_encoder::{EncodedKeyGroup, KeyGroupEncoder};
+use super::meta::SnapshotMeta;
 use super::{DEFAULT_BLOCK_SIZE, FULL_VERSION, HEADER_LEN, MAGIC, VERSION};
 use crate::checkpoint::FileOrigin;
-
-/// The most bytes a section header (state index and entry count varints) takes.
-const SECTION_HEADER_MAX: usize = 20;
 
 /// How a [`SnapshotWriter`] writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +22,7 @@ pub struct SnapshotWriterOptions {
     pub compression: Compression,
     /// The uncompressed payload size at which a block is closed and the key group continues
     /// in a new block. A block holds at least one entry and never more than
-    /// [`MAX_BLOCK_LEN`] bytes.
+    /// [`MAX_BLOCK_LEN`](crate::limits::MAX_BLOCK_LEN) bytes.
     pub block_size: usize,
     /// The file's name, for errors.
     pub file_name: String,
@@ -66,7 +61,6 @@ pub struct SnapshotSummary {
 struct OpenGroup {
     key_group: u16,
     offset: u64,
-    entries: u64,
 }
 
 /// Writes a snapshot file to `W`: the header and meta block on creation, then the key groups
@@ -83,11 +77,10 @@ struct OpenGroup {
 pub struct SnapshotWriter<W: Write> {
     out: W,
     file: String,
-    shapes: Vec<ValueShape>,
     first: u16,
     last: u16,
-    compressor: Compressor,
-    block_size: usize,
+    /// Builds the blocks of the open key group; the writer writes each out as it fills.
+    encoder: KeyGroupEncoder,
     /// Bytes written so far.
     pos: u64,
     meta_len: u32,
@@ -97,18 +90,6 @@ pub struct SnapshotWriter<W: Write> {
     slots: Vec<Slot>,
     group: Option<OpenGroup>,
     last_group: Option<u16>,
-    /// Whether this is a delta file: sections are coded `2 × state + removal`.
-    delta: bool,
-    /// Finished sections of the current block.
-    payload: Vec<u8>,
-    /// Entries of the open section.
-    section: Vec<u8>,
-    section_state: Option<u32>,
-    section_count: u64,
-    /// The section code and (key, namespace) of the last entry of the open key group.
-    prev_state: Option<u32>,
-    prev_key: Vec<u8>,
-    prev_ns: Vec<u8>,
     entries: u64,
     failed: bool,
 }
@@ -146,14 +127,14 @@ impl<W: Write> SnapshotWriter<W> {
         meta: &SnapshotMeta,
         options: SnapshotWriterOptions,
     ) -> Result<Self, FormatError> {
+        let encoder = KeyGroupEncoder::new(meta, &options);
         let file = options.file_name;
         let invalid = |reason: String| FormatError::InvalidInput {
             file: file.clone(),
             reason,
         };
         meta.validate().map_err(&invalid)?;
-        let compressor =
-            Compressor::new(options.compression).map_err(|e| invalid(e.to_string()))?;
+        let encoder = encoder?;
         let mut meta_bytes = Vec::new();
         meta.encode(&mut meta_bytes);
         FileOrigin::encode(options.origin.as_ref(), &mut meta_bytes);
@@ -176,26 +157,16 @@ impl<W: Write> SnapshotWriter<W> {
         }
         let mut w = SnapshotWriter {
             out,
-            shapes: meta.shapes(),
             first: meta.key_group_start,
             last: meta.key_group_end,
-            compressor,
-            block_size: options.block_size.clamp(1, MAX_BLOCK_LEN as usize),
+            encoder,
             pos: 0,
             meta_len: meta_bytes.len() as u32,
             meta_crc: checksum::crc32(&meta_bytes),
             version,
-            delta: options.delta.is_some(),
             slots: vec![(0, 0, 0); meta.key_group_count()],
             group: None,
             last_group: None,
-            payload: Vec::new(),
-            section: Vec::new(),
-            section_state: None,
-            section_count: 0,
-            prev_state: None,
-            prev_key: Vec::new(),
-            prev_ns: Vec::new(),
             entries: 0,
             failed: false,
             file,
@@ -236,6 +207,17 @@ impl<W: Write> SnapshotWriter<W> {
     /// Opens key group `key_group`, which must lie in the meta block's range and follow the
     /// previous key group. A key group opened and closed without entries takes no space.
     pub fn begin_key_group(&mut self, key_group: u16) -> Result<(), FormatError> {
+        self.check_next_group(key_group)?;
+        self.group = Some(OpenGroup {
+            key_group,
+            offset: self.pos,
+        });
+        self.encoder.begin_reusing(key_group);
+        Ok(())
+    }
+
+    /// Checks that key group `key_group` may come next.
+    fn check_next_group(&self, key_group: u16) -> Result<(), FormatError> {
         self.check_usable()?;
         if let Some(g) = &self.group {
             return Err(self.invalid(format!(
@@ -254,12 +236,28 @@ impl<W: Write> SnapshotWriter<W> {
                 "key group {key_group} comes after key group {prev}: key groups must ascend"
             )));
         }
-        self.group = Some(OpenGroup {
-            key_group,
-            offset: self.pos,
-            entries: 0,
-        });
-        self.prev_state = None;
+        Ok(())
+    }
+
+    /// Appends a whole key group encoded apart (possibly on another thread) by a
+    /// [`KeyGroupEncoder`] made with this writer's meta and options: the file gets the same
+    /// bytes as from [`begin_key_group`](Self::begin_key_group), its entries and
+    /// [`end_key_group`](Self::end_key_group). The key group must lie in the meta block's
+    /// range and follow the previous one, and no key group may be open.
+    pub fn add_key_group(&mut self, group: &EncodedKeyGroup) -> Result<(), FormatError> {
+        let key_group = group.key_group();
+        self.check_next_group(key_group)?;
+        if group.entries() == 0 && !group.bytes().is_empty() {
+            return Err(self.invalid(format!("key group {key_group} has blocks but no entries")));
+        }
+        let offset = self.pos;
+        self.write(group.bytes())?;
+        if group.entries() > 0 {
+            self.slots[usize::from(key_group - self.first)] =
+                (offset, self.pos - offset, group.entries());
+            self.entries += group.entries();
+        }
+        self.last_group = Some(key_group);
         Ok(())
     }
 
@@ -305,162 +303,62 @@ impl<W: Write> SnapshotWriter<W> {
         if self.group.is_none() {
             return Err(self.invalid("add_entry outside a key group: call begin_key_group first"));
         }
-        let Some(&shape) = self.shapes.get(state_index as usize) else {
-            return Err(self.invalid(format!(
-                "unknown state index {state_index} (the snapshot has {} states)",
-                self.shapes.len()
-            )));
-        };
-        let code = match (&value, self.delta) {
-            (None, false) => {
-                return Err(self.invalid("a full snapshot file records no removal"));
+        match self.encoder.add(state_index, key, namespace, value) {
+            Ok(()) => {
+                self.entries += 1;
+                self.write_blocks()
             }
-            // The state index is below MAX_STATES (65 536), so its code fits u32.
-            (Some(_), true) => state_index * 2,
-            (None, true) => state_index * 2 + 1,
-            (Some(_), false) => state_index,
-        };
-        if let Some(value) = &value {
-            if value.shape() != shape {
-                return Err(self.invalid(format!(
-                    "state {state_index} holds {shape:?} entries, not {:?}",
-                    value.shape()
-                )));
-            }
+            // A broken rule changes nothing: the writer stays usable.
+            Err(e @ FormatError::InvalidInput { .. }) => Err(e),
+            Err(e) => Err(self.fail_group(e)),
         }
-        match self.prev_state {
-            Some(p) if code < p => {
-                return Err(self.invalid(format!(
-                    "state {state_index} comes after state {}: states must ascend within a key \
-                     group (in a delta file, each state's changes, then its removals)",
-                    if self.delta { p / 2 } else { p }
-                )))
-            }
-            Some(p)
-                if code == p
-                    && (key, namespace) <= (self.prev_key.as_slice(), self.prev_ns.as_slice()) =>
-            {
-                return Err(self.invalid(format!(
-                    "entry of state {state_index} is not after the previous one by (key, namespace): duplicate or out of order"
-                )))
-            }
-            _ => {}
+    }
+
+    /// Marks the writer failed after an error of the open key group's encoder (its offset
+    /// counts from the key group's start) and returns the error with the file offset.
+    fn fail_group(&mut self, e: FormatError) -> FormatError {
+        self.failed = true;
+        let start = self.group.as_ref().map_or(self.pos, |g| g.offset);
+        match e {
+            FormatError::LimitExceeded {
+                file,
+                offset,
+                what,
+                value,
+                limit,
+            } => FormatError::LimitExceeded {
+                file,
+                offset: start + offset,
+                what,
+                value,
+                limit,
+            },
+            FormatError::Io {
+                file,
+                offset,
+                source,
+            } => FormatError::Io {
+                file,
+                offset: start + offset,
+                source,
+            },
+            other => other,
         }
-        if let Some(EntryValue::Map(pairs)) = value {
-            if pairs.windows(2).any(|w| w[0].0 >= w[1].0) {
-                return Err(self.invalid(format!(
-                    "map user keys of state {state_index} are not strictly ascending"
-                )));
-            }
-        }
-        let entry_len = varint::encoded_len(key.len() as u64)
-            + key.len()
-            + varint::encoded_len(namespace.len() as u64)
-            + namespace.len()
-            + value.as_ref().map_or(0, EntryValue::encoded_len);
-        if entry_len + SECTION_HEADER_MAX > MAX_BLOCK_LEN as usize {
-            self.failed = true;
-            return Err(FormatError::LimitExceeded {
-                file: self.file.clone(),
-                offset: self.pos,
-                what: "entry length",
-                value: entry_len as u64,
-                limit: (MAX_BLOCK_LEN as usize - SECTION_HEADER_MAX) as u64,
-            });
-        }
-        if self.pending_len() + SECTION_HEADER_MAX + entry_len > MAX_BLOCK_LEN as usize {
-            self.flush_block()?;
-        }
-        if self.section_state != Some(code) {
-            self.close_section();
-            self.section_state = Some(code);
-        }
-        crate::record::put_bytes(key, &mut self.section);
-        crate::record::put_bytes(namespace, &mut self.section);
-        if let Some(value) = value {
-            value.encode(&mut self.section);
-        }
-        self.section_count += 1;
-        self.prev_state = Some(code);
-        self.prev_key.clear();
-        self.prev_key.extend_from_slice(key);
-        self.prev_ns.clear();
-        self.prev_ns.extend_from_slice(namespace);
-        self.entries += 1;
-        if let Some(g) = self.group.as_mut() {
-            g.entries += 1;
-        }
-        if self.pending_len() >= self.block_size {
-            self.flush_block()?;
+    }
+
+    /// Writes out the blocks the encoder finished.
+    fn write_blocks(&mut self) -> Result<(), FormatError> {
+        if !self.encoder.blocks().is_empty() {
+            put(
+                &mut self.out,
+                &mut self.pos,
+                &mut self.failed,
+                &self.file,
+                self.encoder.blocks(),
+            )?;
+            self.encoder.drain_blocks();
         }
         Ok(())
-    }
-
-    /// The uncompressed bytes of the block being built, less the open section's header.
-    fn pending_len(&self) -> usize {
-        self.payload.len() + self.section.len()
-    }
-
-    fn close_section(&mut self) {
-        if let Some(state) = self.section_state.take() {
-            if self.section_count > 0 {
-                varint::encode_u64(u64::from(state), &mut self.payload);
-                varint::encode_u64(self.section_count, &mut self.payload);
-                self.payload.extend_from_slice(&self.section);
-            }
-        }
-        self.section.clear();
-        self.section_count = 0;
-    }
-
-    fn flush_block(&mut self) -> Result<(), FormatError> {
-        self.close_section();
-        if self.payload.is_empty() {
-            return Ok(());
-        }
-        let Some(key_group) = self.group.as_ref().map(|g| g.key_group) else {
-            return Ok(());
-        };
-        let payload = std::mem::take(&mut self.payload);
-        let result = self.write_block(key_group, &payload);
-        self.payload = payload;
-        self.payload.clear();
-        result
-    }
-
-    fn write_block(&mut self, key_group: u16, payload: &[u8]) -> Result<(), FormatError> {
-        // `payload` is at most MAX_BLOCK_LEN bytes (add_entry flushes before it would grow
-        // past), and a stored payload is never longer than its input.
-        let SnapshotWriter {
-            out,
-            compressor,
-            pos,
-            failed,
-            file,
-            ..
-        } = self;
-        let (kind, stored) = compressor.compress(payload).map_err(|source| {
-            *failed = true;
-            FormatError::Io {
-                file: file.clone(),
-                offset: *pos,
-                source,
-            }
-        })?;
-        let header = BlockHeader {
-            key_group,
-            compression: kind,
-            uncompressed_len: payload.len() as u32,
-            stored_len: stored.len() as u32,
-        }
-        .encode();
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&header);
-        crc.update(stored);
-        let crc = crc.finalize();
-        put(out, pos, failed, file, &header)?;
-        put(out, pos, failed, file, stored)?;
-        put(out, pos, failed, file, &crc.to_le_bytes())
     }
 
     /// Closes the open key group, writing its last block.
@@ -469,16 +367,19 @@ impl<W: Write> SnapshotWriter<W> {
         if self.group.is_none() {
             return Err(self.invalid("end_key_group without an open key group"));
         }
-        self.flush_block()?;
+        if let Err(e) = self.encoder.flush_block() {
+            return Err(self.fail_group(e));
+        }
+        self.write_blocks()?;
         let Some(g) = self.group.take() else {
             return Ok(());
         };
+        let entries = self.encoder.entries();
         let slot = &mut self.slots[usize::from(g.key_group - self.first)];
-        if g.entries > 0 {
-            *slot = (g.offset, self.pos - g.offset, g.entries);
+        if entries > 0 {
+            *slot = (g.offset, self.pos - g.offset, entries);
         }
         self.last_group = Some(g.key_group);
-        self.prev_state = None;
         Ok(())
     }
 
