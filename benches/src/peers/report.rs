@@ -123,38 +123,33 @@ fn bytes(b: u64) -> String {
 }
 
 /// What is known about why flowstate's store loses to `peer` on `workload` (the causes
-/// benches/README.md and issue 11 name; none of them was profiled by this run).
+/// benches/README.md and issue 11 name, from `perf` profiles of the probe examples; this run
+/// profiles nothing).
 pub fn known_reason(workload: Workload, flowstate: StoreKind, peer: StoreKind) -> &'static str {
     use Workload::*;
     match (flowstate, peer, workload) {
-        (StoreKind::Heap, StoreKind::Hashbrown, ListGet) => {
-            "`list.get()` returns a new `Vec` (an allocation and a copy per read), the hashbrown \
-             row reads the list in place; plus the fixed per-call costs below"
-        }
-        (StoreKind::Heap, StoreKind::Hashbrown, MapIterate) => {
-            "the map cursor copies every entry before iterating; plus the fixed per-call costs"
-        }
-        (StoreKind::Heap, StoreKind::Hashbrown, Ycsb { .. }) => {
-            "`value.get()` returns an owned copy of the 100-byte value; plus the fixed per-call \
-             costs"
+        (StoreKind::Heap, StoreKind::Hashbrown, ValueAdd) => {
+            "an insert probes the bucket's slot array (a cache miss: tags sit inside the \
+             24-byte slots) where hashbrown touches only its control bytes before a store, and \
+             a full bucket is rebuilt at 1.5x (benches/README.md, \"Read paths\")"
         }
         (StoreKind::Heap, StoreKind::Hashbrown, Checkpoint) => {
-            "the heap checkpoint's asynchronous phase encodes the canonical format and is known \
-             to run below its 500 MB/s target (benches/README.md, heap checkpoints)"
+            "the asynchronous phase walks the copy-on-write buckets (a cache miss per bucket), \
+             sorts each key group and encodes the canonical format, on at most 2 threads \
+             (benches/README.md, heap checkpoints)"
         }
         (StoreKind::Heap, StoreKind::Hashbrown, Restore) => {
             "restore decodes the canonical format and types each state at registration \
              (CPU-bound; benches/README.md, heap checkpoints)"
         }
         (StoreKind::Heap, StoreKind::Hashbrown, _) => {
-            "fixed per-call costs of the heap path: an 80-byte `Result<_, Error>` returned \
-             through memory, the accessor and backend layers, the type check of the handle, and \
-             tags stored inside the 24-byte slots so every probe touches the slot array \
-             (benches/README.md, \"Heap backend vs hashbrown\")"
+            "two dependent cache misses per access (the bucket vector, then the bucket's slots) \
+             with a longer instruction path than hashbrown's between them, so fewer accesses \
+             overlap (benches/README.md, \"Heap backend vs hashbrown\")"
         }
         (StoreKind::Lsm, StoreKind::RocksDb, MapGet | MapContains | MapIterate) => {
-            "map reads copy entries into owned vectors instead of reading out of the mapped \
-             block, and map reads do not use the prefix bloom filter (issue 11, point 5)"
+            "most map blocks miss the cache: a miss decompresses the block and checks every \
+             entry of it (benches/README.md, \"Read paths\")"
         }
         (StoreKind::Lsm, StoreKind::RocksDb, Checkpoint) => {
             "the LSM's full checkpoint scans the frozen tree key group by key group and sorts \
@@ -413,7 +408,7 @@ mod tests {
         };
         let text = render(&results, &ctx);
         assert!(text.contains("| value get | 0.50 ✗ |"), "{text}");
-        assert!(text.contains("flowstate heap loses (0.50): fixed per-call costs"));
+        assert!(text.contains("flowstate heap loses (0.50): two dependent cache misses"));
         if cfg!(feature = "peers") {
             assert!(!text.contains("not built"));
         } else {
