@@ -252,50 +252,10 @@ impl KeyGroupEncoder {
             }
             _ => {}
         }
-        if let Some(EntryValue::Map(pairs)) = value {
-            if pairs.windows(2).any(|w| w[0].0 >= w[1].0) {
-                return Err(self.invalid(format!(
-                    "map user keys of state {state_index} are not strictly ascending"
-                )));
-            }
-        }
-        let entry_len = varint::encoded_len(key.len() as u64)
-            + key.len()
-            + varint::encoded_len(namespace.len() as u64)
-            + namespace.len()
-            + value.as_ref().map_or(0, EntryValue::encoded_len);
-        if entry_len + SECTION_HEADER_MAX > MAX_BLOCK_LEN as usize {
-            return Err(FormatError::LimitExceeded {
-                file: self.file.clone(),
-                offset: self.written(),
-                what: "entry length",
-                value: entry_len as u64,
-                limit: (MAX_BLOCK_LEN as usize - SECTION_HEADER_MAX) as u64,
-            });
-        }
-        if self.pending_len() + SECTION_HEADER_MAX + entry_len > MAX_BLOCK_LEN as usize {
-            self.flush_block()?;
-        }
-        if self.section_state != Some(code) {
-            self.close_section();
-            self.section_state = Some(code);
-        }
-        crate::record::put_bytes(key, &mut self.section);
-        crate::record::put_bytes(namespace, &mut self.section);
-        if let Some(value) = value {
-            value.encode(&mut self.section);
-        }
-        self.section_count += 1;
+        self.append(state_index, code, key, namespace, value)?;
         self.prev_state = Some(code);
-        self.prev_key.clear();
-        self.prev_key.extend_from_slice(key);
-        self.prev_ns.clear();
-        self.prev_ns.extend_from_slice(namespace);
-        self.entries += 1;
-        if self.pending_len() >= self.block_size {
-            self.flush_block()?;
-        }
-        Ok(())
+        self.remember((key, namespace));
+        self.flush_if_full()
     }
 
     /// Adds entries of state `state_index`, which the caller has sorted strictly ascending by
@@ -346,7 +306,23 @@ impl KeyGroupEncoder {
                 value.shape()
             )));
         }
-        if let EntryValue::Map(pairs) = value {
+        self.append(state_index, code, key, namespace, Some(value))?;
+        self.flush_if_full()
+    }
+
+    /// Appends the entry (or, with no value, the removal) to the section of `code`, flushing
+    /// the block first if the entry would not fit in it; the checks every entry gets whatever
+    /// its path: map user keys strictly ascending, the entry within a block's limit.
+    #[inline]
+    fn append(
+        &mut self,
+        state_index: u32,
+        code: u32,
+        key: &[u8],
+        namespace: &[u8],
+        value: Option<EntryValue<'_>>,
+    ) -> Result<(), FormatError> {
+        if let Some(EntryValue::Map(pairs)) = value {
             if pairs.windows(2).any(|w| w[0].0 >= w[1].0) {
                 return Err(self.invalid(format!(
                     "map user keys of state {state_index} are not strictly ascending"
@@ -357,7 +333,7 @@ impl KeyGroupEncoder {
             + key.len()
             + varint::encoded_len(namespace.len() as u64)
             + namespace.len()
-            + value.encoded_len();
+            + value.as_ref().map_or(0, EntryValue::encoded_len);
         if entry_len + SECTION_HEADER_MAX > MAX_BLOCK_LEN as usize {
             return Err(FormatError::LimitExceeded {
                 file: self.file.clone(),
@@ -377,9 +353,17 @@ impl KeyGroupEncoder {
         self.section.reserve(entry_len);
         crate::record::put_bytes(key, &mut self.section);
         crate::record::put_bytes(namespace, &mut self.section);
-        value.encode(&mut self.section);
+        if let Some(value) = value {
+            value.encode(&mut self.section);
+        }
         self.section_count += 1;
         self.entries += 1;
+        Ok(())
+    }
+
+    /// Closes the pending block once it has reached the block size.
+    #[inline]
+    fn flush_if_full(&mut self) -> Result<(), FormatError> {
         if self.pending_len() >= self.block_size {
             self.flush_block()?;
         }
