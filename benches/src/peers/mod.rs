@@ -286,13 +286,13 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The full comparison: Flink's sizes, 3 runs of 1 s per store and workload.
+    /// The full comparison: Flink's sizes, 5 runs of 1 s per store and workload.
     pub fn full() -> Self {
         Settings {
             keys: 500_000,
             ycsb_records: 1_000_000,
             checkpoint_entries: 2_000_000,
-            runs: 3,
+            runs: 5,
             budget: Duration::from_secs(1),
             cache_bytes: 64 << 20,
             memtable_bytes: 64 << 20,
