@@ -56,6 +56,12 @@ impl Store for FlinkHeap {
         Ok(())
     }
 
+    fn value_remove(&mut self, key: u64) -> PeerResult<()> {
+        let g = self.group(key);
+        self.values[g].remove(&key);
+        Ok(())
+    }
+
     fn list_get(&mut self, key: u64) -> PeerResult<u64> {
         let g = self.group(key);
         Ok(self.lists[g]
@@ -123,6 +129,10 @@ impl Store for FlinkHeap {
     }
 
     fn settle(&mut self) -> PeerResult<()> {
+        Ok(())
+    }
+
+    fn compact_fully(&mut self) -> PeerResult<()> {
         Ok(())
     }
 

@@ -89,6 +89,11 @@ impl Store for FlowstateStore {
         Ok(self.backend.value(&self.value).update(value)?)
     }
 
+    fn value_remove(&mut self, key: u64) -> PeerResult<()> {
+        self.backend.set_current_key(&key);
+        Ok(self.backend.value(&self.value).clear()?)
+    }
+
     fn list_get(&mut self, key: u64) -> PeerResult<u64> {
         self.backend.set_current_key(&key);
         Ok(self
@@ -145,10 +150,12 @@ impl Store for FlowstateStore {
     }
 
     fn settle(&mut self) -> PeerResult<()> {
-        if let Backend::Lsm(l) = &self.backend {
-            l.flush_and_compact()?;
-        }
-        Ok(())
+        // Flushes and runs the compactions that are due (nothing for the heap backend).
+        Ok(self.backend.compact()?)
+    }
+
+    fn compact_fully(&mut self) -> PeerResult<()> {
+        Ok(self.backend.compact_all()?)
     }
 
     fn checkpoint(&mut self, run: u64) -> PeerResult<u64> {

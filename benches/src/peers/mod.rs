@@ -345,6 +345,9 @@ pub trait Store {
     fn value_get(&mut self, key: u64) -> PeerResult<Option<u64>>;
     /// Value state: sets the value of `key`.
     fn value_put(&mut self, key: u64, value: u64) -> PeerResult<()>;
+    /// Value state: removes the value of `key` (between runs, untimed: what takes the state
+    /// back to its preload).
+    fn value_remove(&mut self, key: u64) -> PeerResult<()>;
     /// List state: reads the whole list of `key`; returns the sum of its elements.
     fn list_get(&mut self, key: u64) -> PeerResult<u64>;
     /// List state: appends `element` to the list of `key`.
@@ -367,6 +370,9 @@ pub trait Store {
     /// Before read workloads: flushes memtables and waits for due compactions (no-op in
     /// memory).
     fn settle(&mut self) -> PeerResult<()>;
+    /// After [`reset`]: merges everything into the bottom level, so removed entries and their
+    /// tombstones are gone (no-op in memory).
+    fn compact_fully(&mut self) -> PeerResult<()>;
     /// Writes a full checkpoint of the value state into the store's directory (with fsync);
     /// returns its bytes. `run` numbers the checkpoints.
     fn checkpoint(&mut self, run: u64) -> PeerResult<u64>;
@@ -579,11 +585,44 @@ impl Inputs {
     }
 }
 
-/// Per-store state that persists over runs: where `valueAdd` continues.
+/// Per-store state that persists over runs: where `valueAdd` continues, and where the keys it
+/// added and [`reset`] has not removed yet start.
 #[derive(Default)]
 struct Cursor {
     next_fresh: u64,
+    added_from: u64,
     run_offset: usize,
+}
+
+/// Takes the family's state in `s` back to its preload before a run (untimed), as Flink's
+/// benchmarks start each from its own setup: the keys `valueAdd` added are removed and the
+/// lists `listAdd` grew are set back to their preloaded elements. Otherwise every run would
+/// read a larger state than the one before, and the faster store (which adds more in its
+/// second) a larger one than its peer.
+fn reset<S: Store>(
+    s: &mut S,
+    family: Family,
+    inputs: &Inputs,
+    cursor: &mut Cursor,
+) -> PeerResult<()> {
+    match family {
+        Family::Value => {
+            for i in cursor.added_from..cursor.next_fresh {
+                s.value_remove(never_written_key(i))?;
+            }
+            cursor.added_from = cursor.next_fresh;
+        }
+        Family::List => {
+            for &k in &inputs.keys {
+                s.list_set(k, &list_for(k))?;
+            }
+        }
+        // Map puts and YCSB updates overwrite preloaded entries: the state keeps its size.
+        Family::Map | Family::Ycsb | Family::Checkpoint => return Ok(()),
+    }
+    // Removed keys and replaced lists would otherwise stay in the LSM stores' tables (as
+    // tombstones and shadowed versions) until compactions reach them.
+    s.compact_fully()
 }
 
 /// Loads the family's state into `s` (every key in the shuffled order), then settles it.
@@ -787,6 +826,19 @@ fn run_family(settings: &Settings, family: Family, dir: &Path) -> PeerResult<Vec
         if family == Family::Checkpoint {
             checkpoint_round(&mut stores, &mut results, &disk_dir, run, inputs.keys.len())?;
             continue;
+        }
+        if run > 0 {
+            for (kind, store, cursor, _) in &mut stores {
+                let start = Instant::now();
+                with_store!(store, s => reset(s.as_mut(), family, &inputs, cursor))?;
+                progress(&format!(
+                    "run {}/{}: {} back to its preload in {:.2} s",
+                    run + 1,
+                    settings.runs,
+                    kind.label(),
+                    start.elapsed().as_secs_f64()
+                ));
+            }
         }
         for result in &mut results {
             let workload = result.workload;

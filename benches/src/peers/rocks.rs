@@ -154,6 +154,11 @@ impl Store for RocksStore {
             .put_opt(&self.key, value.to_le_bytes(), &self.write)?)
     }
 
+    fn value_remove(&mut self, key: u64) -> PeerResult<()> {
+        self.set_key(key);
+        Ok(self.db.delete_opt(&self.key, &self.write)?)
+    }
+
     fn list_get(&mut self, key: u64) -> PeerResult<u64> {
         self.set_key(key);
         let mut sum = 0u64;
@@ -251,6 +256,13 @@ impl Store for RocksStore {
     }
 
     /// Flushes the memtable and waits until no compaction is pending or running.
+    fn compact_fully(&mut self) -> PeerResult<()> {
+        self.db.flush()?;
+        // Without a snapshot, a full manual compaction drops deleted entries and tombstones.
+        self.db.compact_range::<&[u8], &[u8]>(None, None);
+        self.settle()
+    }
+
     fn settle(&mut self) -> PeerResult<()> {
         self.db.flush()?;
         loop {
