@@ -6,6 +6,8 @@
 //! Usage: `cargo run --release -p flowstate-benches --example lsm_read_probe -- [keys] [rounds] [cache MiB]`
 //! (defaults: 500,000 keys, 3 rounds, a 64 MiB block cache). It prints, per round, ns per value get, map get, map
 //! contains (half the user keys absent) and map iteration (one whole map, 10 entries).
+//! `FLOWSTATE_PROBE_OVERWRITES=N` overwrites N map entries after the full compaction, so that
+//! the reads meet state spread over levels.
 
 use std::time::Instant;
 
@@ -51,6 +53,28 @@ fn main() -> Result<()> {
     b.compact_all()?;
     b.wait_idle()?;
     println!("preload and compaction: {:.1} s", t.elapsed().as_secs_f64());
+    // `FLOWSTATE_PROBE_OVERWRITES=N`: N map entries overwritten at random after the full
+    // compaction, then flushed with only the compactions that are due: state spread over
+    // levels, as the peer comparison's map reads after its map puts.
+    let overwrites: usize = std::env::var("FLOWSTATE_PROBE_OVERWRITES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if overwrites > 0 {
+        let mut x = 7u64;
+        for i in 0..overwrites {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let k = keys[(x >> 33) as usize % keys.len()];
+            b.set_current_key(&k);
+            b.map(&map)
+                .put(k.wrapping_mul(31).wrapping_add((x >> 20) % 10), i as f64)?;
+        }
+        b.compact()?;
+        b.wait_idle()?;
+        println!("{overwrites} overwrites, flushed and compacted as due");
+    }
     let mut sum = 0.0;
     for _ in 0..rounds {
         let per = |t: Instant| t.elapsed().as_nanos() as f64 / probe.len() as f64;

@@ -284,8 +284,10 @@ ingests them); hashbrown rebuilds its maps; RocksDB puts every entry through wri
 without WAL into a new database and flushes it. Every checkpoint is fsynced. Every run starts \
 from the preloaded state, as each of Flink's benchmarks starts from its own setup: before runs 2 \
 and later, untimed, the keys `valueAdd` added are removed and the lists `listAdd` grew are set \
-back to their 10 elements, and the LSM stores compact fully (otherwise each run would read a \
-larger state, the faster store's the largest).";
+back to their 10 elements, and the LSM stores compact fully, also for the map family, whose \
+puts spread the maps over levels (otherwise each run would read a larger state, the faster \
+store's the largest, and map reads would meet one, two or three levels by the chance of \
+compaction timing; benches/README.md has map reads over state spread across levels).";
 
 fn family_of(w: Workload) -> Family {
     match w {
