@@ -1032,6 +1032,56 @@ pub(crate) fn publish(file: std::fs::File, tmp: &Path, path: &Path) -> PeerResul
 mod tests {
     use super::*;
 
+    /// What `reset` must restore: every preloaded key (lists with their preloaded elements),
+    /// and none of the keys `valueAdd` added.
+    fn check_preloaded<S: Store>(s: &mut S, family: Family, inputs: &Inputs, added: u64) {
+        for &k in &inputs.keys {
+            match family {
+                // `valueUpdate` overwrote some values: the keys are what must be there.
+                Family::Value => assert!(s.value_get(k).unwrap().is_some()),
+                Family::List => assert_eq!(
+                    s.list_get(k).unwrap(),
+                    list_for(k).iter().fold(0u64, |a, &b| a.wrapping_add(b))
+                ),
+                _ => unreachable!("only value and list state grow"),
+            }
+        }
+        for i in 0..added {
+            assert_eq!(s.value_get(never_written_key(i)).unwrap(), None);
+        }
+    }
+
+    #[test]
+    fn reset_takes_each_store_back_to_its_preload() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings::quick();
+        settings.keys = 300;
+        for family in [Family::Value, Family::List] {
+            let inputs = Inputs::new(&settings, family);
+            for kind in [StoreKind::Heap, StoreKind::Lsm, StoreKind::Hashbrown] {
+                let config = StoreConfig {
+                    dir: dir.path().join(format!("{}-{:?}", family.name(), kind)),
+                    cache_bytes: 1 << 20,
+                    memtable_bytes: 1 << 20,
+                };
+                let mut store = open_store(kind, config).unwrap().unwrap();
+                let mut cursor = Cursor::default();
+                with_store!(&mut store, s => {
+                    preload(s.as_mut(), family, &inputs).unwrap();
+                    for workload in family.workloads() {
+                        run_op(s.as_mut(), workload, &inputs, &mut cursor, 0,
+                            Duration::from_millis(5)).unwrap();
+                    }
+                    let added = cursor.next_fresh;
+                    assert!(family != Family::Value || added > 0, "valueAdd added keys");
+                    reset(s.as_mut(), family, &inputs, &mut cursor).unwrap();
+                    check_preloaded(s.as_mut(), family, &inputs, added);
+                    assert_eq!(cursor.added_from, added, "{kind:?}: nothing left to remove");
+                });
+            }
+        }
+    }
+
     #[test]
     fn zipfian_stays_in_range_and_is_skewed() {
         let z = Zipfian::new(1000, ZIPF_THETA);
