@@ -370,8 +370,8 @@ pub trait Store {
     /// Before read workloads: flushes memtables and waits for due compactions (no-op in
     /// memory).
     fn settle(&mut self) -> PeerResult<()>;
-    /// Between runs (untimed): merges everything into the bottom level, so removed entries and their
-    /// tombstones are gone (no-op in memory).
+    /// Between runs (untimed): merges everything into the bottom level, so removed entries and
+    /// their tombstones are gone (no-op in memory).
     fn compact_fully(&mut self) -> PeerResult<()>;
     /// Writes a full checkpoint of the value state into the store's directory (with fsync);
     /// returns its bytes. `run` numbers the checkpoints.
