@@ -834,10 +834,7 @@ impl Tree {
                     .mem
                     .range_tombstones_within(prefix, end.as_deref())
                     .is_empty()
-                && state.imms.iter().all(|m| {
-                    m.prefix(prefix).next().is_none()
-                        && !ranges::overlaps(m.range_tombstones(), Some(prefix), end.as_deref())
-                });
+                && version::frozen_quiet(&state.imms, prefix, end.as_deref());
             quiet.then(|| Arc::clone(&state.version))
         };
         if let Some(version) = settled {

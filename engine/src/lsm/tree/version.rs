@@ -345,6 +345,19 @@ impl Version {
     }
 }
 
+/// Whether none of the frozen memtables `imms` holds an entry or a range tombstone over
+/// `[prefix, end)`: the first condition for reading the prefix out of one level's tables.
+pub(super) fn frozen_quiet<'a>(
+    imms: impl IntoIterator<Item = &'a Arc<ImmutableMemTable>>,
+    prefix: &[u8],
+    end: Option<&[u8]>,
+) -> bool {
+    imms.into_iter().all(|m| {
+        m.prefix(prefix).next().is_none()
+            && !ranges::overlaps(m.range_tombstones(), Some(prefix), end)
+    })
+}
+
 /// What [`TreeSnapshot::visit_prefix`] calls with each `(key, value)` pair; an error stops
 /// the visit.
 pub type EntryVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
@@ -412,11 +425,8 @@ impl TreeSnapshot {
         prefix: &[u8],
         end: Option<&[u8]>,
     ) -> Option<Vec<&Arc<TableHandle>>> {
-        let window = |set: &[RangeTombstone]| ranges::overlaps(set, Some(prefix), end);
-        for m in &self.imms {
-            if m.prefix(prefix).next().is_some() || window(m.range_tombstones()) {
-                return None;
-            }
+        if !frozen_quiet(&self.imms, prefix, end) {
+            return None;
         }
         self.version.single_level(prefix, end)
     }
