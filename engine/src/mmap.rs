@@ -89,11 +89,7 @@ impl ReadableFile for MappedFile {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let bytes = self.bytes();
-        let range = usize::try_from(offset)
-            .ok()
-            .and_then(|start| Some(start..start.checked_add(buf.len())?));
-        match range.and_then(|r| bytes.get(r)) {
+        match ReadableFile::bytes_at(self, offset, buf.len()) {
             Some(src) => {
                 buf.copy_from_slice(src);
                 Ok(())
@@ -103,8 +99,7 @@ impl ReadableFile for MappedFile {
     }
 
     fn bytes_at(&self, offset: u64, len: usize) -> Option<&[u8]> {
-        let start = usize::try_from(offset).ok()?;
-        self.bytes().get(start..start.checked_add(len)?)
+        flowstate_formats::RandomAccess::bytes_at(self.bytes(), offset, len)
     }
 }
 
